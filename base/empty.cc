@@ -1,0 +1,1 @@
+// Lets a folder with no sources yet still build a library target.

@@ -1,0 +1,43 @@
+// The one error table: every failure is an absl::Status whose code maps to a gRPC status, and
+// whose HTTP status and OpenAI error `type`/`code`/`param` either follow from the code or are
+// attached explicitly (an upstream 400 stays a 400 with the upstream's message).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "base/json.h"
+
+namespace terse {
+
+struct ErrorDetail {
+  int http_status = 0;   // 0: derived from the status code
+  std::string type;      // OpenAI error type; empty: derived
+  std::string code;      // OpenAI error code; empty: null on the wire
+  std::string param;     // the offending request field; empty: null on the wire
+  bool retryable = true; // false adds `x-should-retry: false`
+};
+
+// A status with an explicit detail attached (as a payload, so it survives copies).
+absl::Status MakeError(absl::StatusCode code, std::string_view message, const ErrorDetail& detail);
+
+// Common errors of the wire table in openai-wire.md.
+absl::Status InvalidRequest(std::string_view message, std::string_view param = {});
+absl::Status ModelNotFound(std::string_view model);
+absl::Status UpstreamFailed(std::string_view message);     // 502 upstream_error
+absl::Status UpstreamTimedOut(std::string_view message);   // 504 upstream_error
+absl::Status Overloaded(std::string_view message);         // 503 server_error
+absl::Status PayloadTooLarge(std::string_view message);    // 413
+
+// The full detail of a status: the attached one, with blanks filled from the code.
+ErrorDetail DetailOf(const absl::Status& status);
+
+// HTTP status of a status code when nothing explicit is attached.
+int HttpStatusOf(absl::StatusCode code);
+
+// `{"error": {"message", "type", "param", "code"}}` for a non-OK status.
+Json OpenAiErrorBody(const absl::Status& status);
+
+}  // namespace terse

@@ -1,0 +1,60 @@
+// The seam between the pipeline and the upstream LLM APIs. Every provider speaks OpenAI's shape
+// to terse (requests, responses and stream chunks), whatever its own wire format is.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "base/json.h"
+
+namespace terse::providers {
+
+enum class Endpoint { kChatCompletions, kCompletions, kEmbeddings };
+
+// One upstream call, in OpenAI's request shape.
+struct Request {
+  Endpoint endpoint = Endpoint::kChatCompletions;
+  Json body;                     // OpenAI JSON body; `model` is set per target by SendWithFallback
+  bool stream = false;           // mirrors body["stream"]
+  std::vector<std::pair<std::string, std::string>> headers;  // extra headers for the upstream
+  std::string request_id;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// Receives the answer of one call. Methods run on the HTTP client's event-loop thread: they must
+// be quick and must not block. Exactly one OnDone ends every call, including cancelled ones.
+class ResponseSink {
+ public:
+  virtual ~ResponseSink() = default;
+  // Non-streaming: the whole response body (OpenAI shape, `usage` included).
+  virtual void OnResponse(Json body) = 0;
+  // Streaming: one OpenAI chunk object as it arrives (the usage chunk has `choices: []`).
+  virtual void OnChunk(Json chunk) = 0;
+  // The end. OK after a clean end; otherwise an error of base/errors.h (upstream 4xx keep their
+  // status and message, 5xx and network failures are UpstreamFailed, timeouts UpstreamTimedOut,
+  // cancellation kCancelled).
+  virtual void OnDone(absl::Status status) = 0;
+};
+
+// A call in flight. Cancel is thread-safe and idempotent; OnDone(kCancelled) follows unless the
+// call had already ended.
+class Call {
+ public:
+  virtual ~Call() = default;
+  virtual void Cancel() = 0;
+};
+
+class Provider {
+ public:
+  virtual ~Provider() = default;
+  virtual const std::string& name() const = 0;
+  // Starts one attempt and returns at once; the sink hears the rest.
+  virtual std::unique_ptr<Call> Send(Request request, std::shared_ptr<ResponseSink> sink) = 0;
+};
+
+}  // namespace terse::providers

@@ -1,0 +1,74 @@
+// The request's path, the same for the HTTP and the gRPC face: decode -> authenticate -> route
+// -> admit -> compress -> forward -> stream back -> book. Neither face has logic of its own.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "base/json.h"
+#include "terse/v1/config.pb.h"
+#include "terse/v1/gateway.pb.h"
+
+namespace terse::proxy {
+
+enum class Face { kHttp, kGrpc };
+enum class Operation { kChatCompletions, kCompletions, kEmbeddings, kCompress };
+
+// What a face knows about one call besides its body.
+struct CallInfo {
+  Face face = Face::kHttp;
+  Operation operation = Operation::kChatCompletions;
+  std::string request_id;
+  std::string api_key;  // from `Authorization: Bearer` or `api-key`; empty when none
+  std::vector<std::pair<std::string, std::string>> headers;  // the client's, names lower-cased
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// Sent with the response head: becomes x-terse-* headers (HTTP) or the `compression` field (gRPC).
+struct ResponseHead {
+  v1::CompressionReport compression;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra response headers
+};
+
+// Implemented by each face. The pipeline calls it from any thread, in one of three orders:
+//   Reply                          (a whole JSON response)
+//   StartStream, Chunk..., EndStream   (EndStream with an error becomes an error event)
+//   Fail                           (nothing sent yet: an error response / gRPC status)
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual void Reply(const ResponseHead& head, Json body) = 0;
+  virtual void StartStream(const ResponseHead& head) = 0;
+  virtual void Chunk(Json chunk) = 0;
+  virtual void EndStream(absl::Status status) = 0;
+  virtual void Fail(absl::Status status) = 0;
+};
+
+// A call in progress; the face cancels it when its client goes away.
+class PipelineCall {
+ public:
+  virtual ~PipelineCall() = default;
+  virtual void Cancel() = 0;
+};
+
+// The compression step. The identity until the compressor is wired in (issue 5).
+class CompressionStep {
+ public:
+  struct Result {
+    Json body;                       // the request body with its prompt text shortened
+    v1::CompressionReport report;
+  };
+  using Done = absl::AnyInvocable<void(absl::StatusOr<Result>) &&>;
+  virtual ~CompressionStep() = default;
+  // Compresses the prompt of `body` under `route`'s policy off the I/O threads, then calls `done`
+  // (on any thread). An error here is handled by the route's `on_error`.
+  virtual void Compress(const v1::Route& route, const CallInfo& info, Json body, Done done) = 0;
+};
+
+}  // namespace terse::proxy
