@@ -12,10 +12,17 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "base/json.h"
+#include "config/config.h"
 #include "terse/v1/config.pb.h"
 #include "terse/v1/gateway.pb.h"
 
+namespace terse::providers {
+class ProviderSet;
+}  // namespace terse::providers
+
 namespace terse::proxy {
+
+class Metrics;
 
 enum class Face { kHttp, kGrpc };
 enum class Operation { kChatCompletions, kCompletions, kEmbeddings, kCompress };
@@ -69,6 +76,33 @@ class CompressionStep {
   // Compresses the prompt of `body` under `route`'s policy off the I/O threads, then calls `done`
   // (on any thread). An error here is handled by the route's `on_error`.
   virtual void Compress(const v1::Route& route, const CallInfo& info, Json body, Done done) = 0;
+};
+
+// The request's path. Thread-safe; one instance serves both faces.
+class Pipeline {
+ public:
+  // `providers`, `compression` and `metrics` must outlive the pipeline.
+  Pipeline(std::shared_ptr<const config::Config> config, providers::ProviderSet& providers,
+           CompressionStep& compression, Metrics& metrics);
+  ~Pipeline();
+
+  // Runs one call. `body` is the OpenAI JSON request (for gRPC: decoded from the proto). The
+  // responder hears the outcome; the returned handle cancels the call (client gone).
+  std::unique_ptr<PipelineCall> Handle(CallInfo info, Json body,
+                                       std::shared_ptr<Responder> responder);
+
+  // The body of GET /v1/models: one entry per route model that is not a glob.
+  Json ListModels() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// Forwards the request unchanged: the compression step until issue 5 wires the compressor in.
+class PassThroughCompression : public CompressionStep {
+ public:
+  void Compress(const v1::Route& route, const CallInfo& info, Json body, Done done) override;
 };
 
 }  // namespace terse::proxy
