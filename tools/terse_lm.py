@@ -1,0 +1,168 @@
+"""terse's small causal LM: the model definition shared by training, export and tests.
+
+GPT-style decoder: pre-LayerNorm blocks, learned absolute positions, tied input/output
+embeddings and hand-written causal attention (torch 1.13 has no fused attention). The module
+is written so that `torch.jit.script` compiles it unchanged; the scripted module is what the
+C++ scorer loads.
+
+Contract relied on by compressor/ (keep in sync with models/README.md):
+  forward(ids[B,T] int64, attention_mask[B,T] or None) -> logits[B,T,V] float32
+  forward_cached(ids[B,T], past, attention_mask[B,P+T] or None) -> (logits[B,T,V], new_past)
+    past: 2*n_layer tensors k0, v0, k1, v1, ... each [B, n_head, P, head_dim]; [] means P=0.
+    new_past holds the old past followed by the new tokens' keys/values (P grows by T).
+  attention_mask: 1 for real tokens, 0 for padding; masked keys are never attended.
+  Position of a token = number of real (mask 1) tokens before it in its row; without a mask
+  the new tokens take positions P..P+T-1. Positions past max_context-1 are clamped, so
+  callers must slide their window before reaching max_context.
+  Integer attributes: vocab_size, max_context, n_layer, n_head, d_model, head_dim, bos_id,
+  eos_id, pad_id, unk_id. Text is scored with bos_id prepended.
+"""
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+class Block(nn.Module):
+    """One pre-LayerNorm transformer block; returns the new tokens' keys and values too."""
+
+    def __init__(self, d_model: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.head_dim = d_model // n_head
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.fc = nn.Linear(d_model, 4 * d_model)
+        self.fc_out = nn.Linear(4 * d_model, d_model)
+
+    def forward(self, x: Tensor, bias: Tensor, past_k: Optional[Tensor],
+                past_v: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        b, t, c = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
+        q = q.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
+        if past_k is not None and past_v is not None:
+            k = torch.cat([past_k.to(k.dtype), k], dim=2)
+            v = torch.cat([past_v.to(v.dtype), v], dim=2)
+        scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        # Softmax in fp32 even under bf16 autocast: the mask constant and the normalisation
+        # need the range.
+        att = torch.softmax(scores.float() + bias, dim=-1)
+        y = torch.matmul(att.to(v.dtype), v)
+        y = y.transpose(1, 2).contiguous().view(b, t, c)
+        x = x + self.proj(y)
+        x = x + self.fc_out(F.gelu(self.fc(self.ln2(x))))
+        return x, k, v
+
+
+class TerseLM(nn.Module):
+    def __init__(self, vocab_size: int, max_context: int = 512, n_layer: int = 6,
+                 n_head: int = 4, d_model: int = 256, bos_id: int = 1, eos_id: int = 2,
+                 pad_id: int = 3, unk_id: int = 0):
+        super().__init__()
+        assert d_model % n_head == 0
+        self.vocab_size = vocab_size
+        self.max_context = max_context
+        self.n_layer = n_layer
+        self.n_head = n_head
+        self.d_model = d_model
+        self.head_dim = d_model // n_head
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+        self.unk_id = unk_id
+        self.wte = nn.Embedding(vocab_size, d_model)
+        self.wpe = nn.Embedding(max_context, d_model)
+        self.blocks = nn.ModuleList([Block(d_model, n_head) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(d_model)
+        self._init_weights()
+
+    def _init_weights(self):
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                std = 0.02
+                # Residual projections scaled down so the residual stream does not grow with
+                # depth (GPT-2's initialisation).
+                if name.endswith("proj.weight") or name.endswith("fc_out.weight"):
+                    std = 0.02 / math.sqrt(2 * self.n_layer)
+                nn.init.normal_(p, mean=0.0, std=std)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+    def forward(self, ids: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
+        empty: List[Tensor] = []
+        logits, _ = self.forward_cached(ids, empty, attention_mask)
+        return logits
+
+    @torch.jit.export
+    def forward_cached(self, ids: Tensor, past: List[Tensor],
+                       attention_mask: Optional[Tensor] = None) -> Tuple[Tensor, List[Tensor]]:
+        b = ids.size(0)
+        t = ids.size(1)
+        p = 0
+        if len(past) > 0:
+            p = past[0].size(2)
+        total = p + t
+        device = ids.device
+        key_index = torch.arange(total, device=device)
+        query_index = torch.arange(p, total, device=device)
+        allowed = (key_index.view(1, total) <= query_index.view(t, 1)).view(1, 1, t, total)
+        if attention_mask is not None:
+            mask = attention_mask.to(device=device, dtype=torch.long)
+            # Number of real tokens strictly before each token of the full row.
+            positions = (torch.cumsum(mask, dim=1) - mask)[:, p:]
+            allowed = allowed & (mask > 0).view(b, 1, 1, total)
+        else:
+            positions = query_index.view(1, t).expand(b, t)
+        positions = positions.clamp(0, self.max_context - 1)
+        zero = torch.zeros(1, device=device, dtype=torch.float32)
+        # Finite, so a row with no visible key (all padding) gets a uniform softmax, not NaN.
+        masked = torch.full([1], -1.0e9, device=device, dtype=torch.float32)
+        bias = torch.where(allowed, zero, masked)
+
+        x = self.wte(ids) + self.wpe(positions)
+        new_past: List[Tensor] = []
+        for i, block in enumerate(self.blocks):
+            past_k: Optional[Tensor] = None
+            past_v: Optional[Tensor] = None
+            if p > 0:
+                past_k = past[2 * i]
+                past_v = past[2 * i + 1]
+            x, k, v = block(x, bias, past_k, past_v)
+            new_past.append(k)
+            new_past.append(v)
+        x = self.ln_f(x)
+        logits = F.linear(x, self.wte.weight)
+        return logits.float(), new_past
+
+
+def config_of(model: TerseLM) -> dict:
+    """The architecture fields recorded in checkpoints and model cards."""
+    return {
+        "vocab_size": model.vocab_size,
+        "max_context": model.max_context,
+        "n_layer": model.n_layer,
+        "n_head": model.n_head,
+        "d_model": model.d_model,
+        "bos_id": model.bos_id,
+        "eos_id": model.eos_id,
+        "pad_id": model.pad_id,
+        "unk_id": model.unk_id,
+    }
+
+
+def count_params(model: nn.Module) -> Tuple[int, int]:
+    """(non-embedding, total) parameter counts; the tied output matrix is counted once."""
+    total = sum(p.numel() for p in model.parameters())
+    emb = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("wte.", "wpe.")))
+    return total - emb, total
+
+
+def script(model: TerseLM) -> torch.jit.ScriptModule:
+    model.eval()
+    return torch.jit.script(model)
