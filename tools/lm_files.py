@@ -185,3 +185,25 @@ def write_card(model_dir: str, card: dict) -> None:
 def read_card(model_dir: str) -> dict:
     with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
         return json.load(f)
+
+
+def save_scripted(module, path: str) -> None:
+    """Saves a scripted module without its *.debug_pkl entries.
+
+    They only map TorchScript code back to Python source lines for error messages, and they
+    record the absolute path of the Python file on the machine that exported the model.
+    """
+    import io
+    import zipfile
+    import torch
+    buf = io.BytesIO()
+    torch.jit.save(module, buf)
+    buf.seek(0)
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(path + ".tmp", "w",
+                                                      zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if info.filename.endswith(".debug_pkl"):
+                continue
+            out = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            dst.writestr(out, src.read(info.filename))
+    os.replace(path + ".tmp", path)

@@ -77,7 +77,7 @@ def main() -> None:
                     pad_id=tok["pad_id"], unk_id=tok["unk_id"])
     for p in model.parameters():
         p.requires_grad_(False)
-    script(model).save(os.path.join(args.out_dir, "model.pt"))
+    lm_files.save_scripted(script(model), os.path.join(args.out_dir, "model.pt"))
     non_emb, total = count_params(model)
     lm_files.write_card(args.out_dir, {
         "name": "terse-tiny-test",
