@@ -1,0 +1,419 @@
+// The gRPC codec: proto <-> OpenAI JSON, extra fields carried both ways, wrong shapes refused.
+#include "proxy/grpc_codec.h"
+
+#include <gmock/gmock.h>
+#include <google/protobuf/text_format.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+
+#include "tests/support/status_matchers.h"
+
+namespace terse::proxy {
+namespace {
+
+using ::terse::testing::IsOk;
+using ::terse::testing::StatusIs;
+using ::testing::HasSubstr;
+
+// Compares JSON ignoring key order (Structs do not keep it).
+nlohmann::json Unordered(const Json& j) { return nlohmann::json::parse(j.dump()); }
+
+template <typename T>
+T ParseProto(const std::string& text) {
+  T out;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &out)) << text;
+  return out;
+}
+
+MATCHER_P(EqualsProto, expected, "") {
+  std::string diff;
+  google::protobuf::util::MessageDifferencer d;
+  d.ReportDifferencesToString(&diff);
+  bool same = d.Compare(expected, arg);
+  *result_listener << diff;
+  return same;
+}
+
+TEST(GrpcCodecTest, StructRoundTripKeepsTypesAndIntegers) {
+  Json j = Json::parse(R"({
+    "seed": 42, "top_p": 0.5, "neg": -7, "flag": true, "none": null, "name": "x",
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    "nested": {"list": [1, "two", [3.25], {}], "empty": []}
+  })");
+  auto s = JsonToStruct(j, "extra");
+  ASSERT_THAT(s, IsOk());
+  Json back = StructToJson(*s);
+  EXPECT_EQ(Unordered(back), Unordered(j));
+  EXPECT_TRUE(back["seed"].is_number_integer());
+  EXPECT_TRUE(back["top_p"].is_number_float());
+}
+
+TEST(GrpcCodecTest, StructRefusesNonObject) {
+  EXPECT_THAT(JsonToStruct(Json::array(), "extra"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("extra")));
+}
+
+TEST(GrpcCodecTest, ChatRequestBecomesOpenAiBody) {
+  auto request = ParseProto<v1::ChatRequest>(R"pb(
+    model: "gpt-4o-mini"
+    messages { role: "system" content: "Be brief." }
+    messages {
+      role: "user"
+      name: "ann"
+      parts { type: "text" text: "What is this?" }
+      parts {
+        type: "image_url"
+        extra {
+          fields {
+            key: "image_url"
+            value {
+              struct_value {
+                fields {
+                  key: "url"
+                  value { string_value: "http://x/y.png" }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    messages { role: "tool" content: "42" tool_call_id: "call_1" }
+    temperature: 0.25
+    max_tokens: 64
+    extra {
+      fields {
+        key: "seed"
+        value { number_value: 7 }
+      }
+      fields {
+        key: "user"
+        value { string_value: "u1" }
+      }
+    }
+  )pb");
+  auto body = ChatRequestToJson(request, /*stream=*/false);
+  ASSERT_THAT(body, IsOk());
+  Json expected = Json::parse(R"({
+    "model": "gpt-4o-mini",
+    "messages": [
+      {"role": "system", "content": "Be brief."},
+      {"role": "user", "content": [
+         {"type": "text", "text": "What is this?"},
+         {"type": "image_url", "image_url": {"url": "http://x/y.png"}}], "name": "ann"},
+      {"role": "tool", "content": "42", "tool_call_id": "call_1"}
+    ],
+    "temperature": 0.25, "max_tokens": 64, "seed": 7, "user": "u1", "stream": false
+  })");
+  EXPECT_EQ(*body, expected) << body->dump(2);  // ordered: modeled fields first, then extra
+}
+
+TEST(GrpcCodecTest, StreamAsksForUsageAndKeepsClientStreamOptions) {
+  auto request = ParseProto<v1::ChatRequest>(R"pb(
+    model: "m"
+    messages { role: "user" content: "hi" }
+    extra {
+      fields {
+        key: "stream_options"
+        value {
+          struct_value {
+            fields {
+              key: "future_option"
+              value { bool_value: true }
+            }
+          }
+        }
+      }
+      fields {
+        key: "stream"
+        value { bool_value: false }
+      }
+    }
+  )pb");
+  auto body = ChatRequestToJson(request, /*stream=*/true);
+  ASSERT_THAT(body, IsOk());
+  EXPECT_EQ((*body)["stream"], true);
+  EXPECT_EQ((*body)["stream_options"],
+            Json::parse(R"({"future_option": true, "include_usage": true})"));
+
+  auto unary = ChatRequestToJson(request, /*stream=*/false);
+  ASSERT_THAT(unary, IsOk());
+  EXPECT_EQ((*unary)["stream"], false);
+  EXPECT_FALSE(unary->contains("stream_options"));
+}
+
+TEST(GrpcCodecTest, CompressionOverrideBecomesTerseObject) {
+  auto request = ParseProto<v1::ChatRequest>(R"pb(
+    model: "m"
+    messages { role: "user" content: "hi" }
+    compression { rate: 0.4 }
+  )pb");
+  auto body = ChatRequestToJson(request, false);
+  ASSERT_THAT(body, IsOk());
+  EXPECT_EQ((*body)["terse"], Json::parse(R"({"rate": 0.4})"));
+
+  request.mutable_compression()->set_enabled(false);
+  request.mutable_compression()->set_target_tokens(100);
+  body = ChatRequestToJson(request, false);
+  ASSERT_THAT(body, IsOk());
+  EXPECT_EQ((*body)["terse"], Json::parse(R"({"enabled": false, "rate": 0.4,
+                                               "target_tokens": 100})"));
+
+  request.clear_compression();
+  body = ChatRequestToJson(request, false);
+  ASSERT_THAT(body, IsOk());
+  EXPECT_FALSE(body->contains("terse"));
+}
+
+TEST(GrpcCodecTest, AssistantToolCallHasNullContent) {
+  auto message = ParseProto<v1::Message>(R"pb(
+    role: "assistant"
+    extra {
+      fields {
+        key: "tool_calls"
+        value {
+          list_value {
+            values {
+              struct_value {
+                fields {
+                  key: "id"
+                  value { string_value: "c1" }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  )pb");
+  auto j = MessageToJson(message, "messages[0]");
+  ASSERT_THAT(j, IsOk());
+  EXPECT_EQ(*j, Json::parse(R"({"role": "assistant", "content": null,
+                                 "tool_calls": [{"id": "c1"}]})"));
+}
+
+TEST(GrpcCodecTest, WrongShapesAreInvalidRequests) {
+  auto no_model = ParseProto<v1::ChatRequest>(R"pb(messages { role: "user" content: "hi" })pb");
+  EXPECT_THAT(ChatRequestToJson(no_model, false), StatusIs(absl::StatusCode::kInvalidArgument));
+
+  auto no_role = ParseProto<v1::ChatRequest>(R"pb(model: "m"
+                                                  messages { content: "hi" })pb");
+  EXPECT_THAT(ChatRequestToJson(no_role, false),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("messages[0].role")));
+
+  auto both = ParseProto<v1::ChatRequest>(R"pb(
+    model: "m"
+    messages {
+      role: "user"
+      content: "a"
+      parts { type: "text" text: "b" }
+    })pb");
+  EXPECT_THAT(ChatRequestToJson(both, false), StatusIs(absl::StatusCode::kInvalidArgument));
+
+  auto repeated = ParseProto<v1::ChatRequest>(R"pb(
+    model: "m"
+    messages { role: "user" content: "a" }
+    extra {
+      fields {
+        key: "model"
+        value { string_value: "other" }
+      }
+    })pb");
+  EXPECT_THAT(ChatRequestToJson(repeated, false),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("request.extra.model")));
+
+  auto part_without_type = ParseProto<v1::ChatRequest>(R"pb(model: "m"
+                                                            messages {
+                                                              role: "user"
+                                                              parts { text: "x" }
+                                                            })pb");
+  EXPECT_THAT(ChatRequestToJson(part_without_type, false),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("parts[0].type")));
+}
+
+TEST(GrpcCodecTest, MessageRoundTripsThroughJson) {
+  auto message = ParseProto<v1::Message>(R"pb(
+    role: "user"
+    name: "bob"
+    parts { type: "text" text: "look" }
+    parts {
+      type: "input_audio"
+      extra {
+        fields {
+          key: "input_audio"
+          value {
+            struct_value {
+              fields {
+                key: "data"
+                value { string_value: "AAAA" }
+              }
+              fields {
+                key: "format"
+                value { string_value: "wav" }
+              }
+            }
+          }
+        }
+      }
+    }
+    extra {
+      fields {
+        key: "refusal"
+        value { null_value: NULL_VALUE }
+      }
+    }
+  )pb");
+  auto j = MessageToJson(message, "m");
+  ASSERT_THAT(j, IsOk());
+  auto back = MessageFromJson(*j, "m");
+  ASSERT_THAT(back, IsOk());
+  EXPECT_THAT(*back, EqualsProto(message));
+}
+
+TEST(GrpcCodecTest, ChatResponseKeepsUnmodeledFieldsInExtra) {
+  Json body = Json::parse(R"({
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o",
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": null,
+                 "message": {"role": "assistant", "content": null, "refusal": null,
+                             "tool_calls": [{"id": "c1", "type": "function",
+                                             "function": {"name": "f", "arguments": "{}"}}]}}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13,
+              "prompt_tokens_details": {"cached_tokens": 0}},
+    "system_fingerprint": "fp_1", "service_tier": "default"
+  })");
+  auto response = ChatResponseFromJson(body);
+  ASSERT_THAT(response, IsOk());
+  EXPECT_THAT(*response, EqualsProto(ParseProto<v1::ChatResponse>(R"pb(
+    id: "chatcmpl-1"
+    model: "gpt-4o"
+    created: 1700000000
+    choices {
+      index: 0
+      finish_reason: "tool_calls"
+      message {
+        role: "assistant"
+        extra {
+          fields {
+            key: "refusal"
+            value { null_value: NULL_VALUE }
+          }
+          fields {
+            key: "tool_calls"
+            value {
+              list_value {
+                values {
+                  struct_value {
+                    fields {
+                      key: "id"
+                      value { string_value: "c1" }
+                    }
+                    fields {
+                      key: "type"
+                      value { string_value: "function" }
+                    }
+                    fields {
+                      key: "function"
+                      value {
+                        struct_value {
+                          fields {
+                            key: "name"
+                            value { string_value: "f" }
+                          }
+                          fields {
+                            key: "arguments"
+                            value { string_value: "{}" }
+                          }
+                        }
+                      }
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    usage { prompt_tokens: 10 completion_tokens: 3 total_tokens: 13 }
+    extra {
+      fields {
+        key: "system_fingerprint"
+        value { string_value: "fp_1" }
+      }
+      fields {
+        key: "service_tier"
+        value { string_value: "default" }
+      }
+    }
+  )pb")));
+}
+
+TEST(GrpcCodecTest, ChunksCarryDeltasAndUsage) {
+  auto first = ChatChunkFromJson(Json::parse(R"({
+    "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "usage": null,
+    "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"},
+                 "finish_reason": null}]})"));
+  ASSERT_THAT(first, IsOk());
+  ASSERT_EQ(first->choices_size(), 1);
+  EXPECT_EQ(first->choices(0).delta().role(), "assistant");
+  EXPECT_EQ(first->choices(0).delta().content(), "Hel");
+  EXPECT_EQ(first->choices(0).finish_reason(), "");
+  EXPECT_FALSE(first->has_usage());
+  EXPECT_FALSE(first->has_extra());
+
+  auto last = ChatChunkFromJson(Json::parse(R"({
+    "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})"));
+  ASSERT_THAT(last, IsOk());
+  EXPECT_EQ(last->choices_size(), 0);
+  EXPECT_EQ(last->usage().total_tokens(), 7u);
+}
+
+TEST(GrpcCodecTest, MalformedAnswersAreUpstreamFailures) {
+  EXPECT_THAT(ChatResponseFromJson(Json::parse(R"({"choices": {}})")),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("choices")));
+  EXPECT_THAT(ChatChunkFromJson(Json::parse(R"({"choices": [{"delta": {"content": 3}}]})")),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("choices[0].delta.content")));
+  EXPECT_THAT(ChatChunkFromJson(Json::parse(R"([1])")), StatusIs(absl::StatusCode::kUnavailable));
+}
+
+TEST(GrpcCodecTest, ModelsAndCompressResults) {
+  auto models = ListModelsFromJson(Json::parse(R"({"object": "list", "data": [
+    {"id": "gpt-4o", "object": "model", "created": 0, "owned_by": "openai"},
+    {"id": "echo-1", "object": "model"}]})"));
+  ASSERT_THAT(models, IsOk());
+  EXPECT_THAT(*models, EqualsProto(ParseProto<v1::ListModelsResponse>(R"pb(
+    models { id: "gpt-4o" owned_by: "openai" }
+    models { id: "echo-1" })pb")));
+  EXPECT_THAT(ListModelsFromJson(Json::object()), StatusIs(absl::StatusCode::kInternal));
+
+  auto compressed = CompressResponseFromJson(Json::parse(R"({"messages": [
+    {"role": "user", "content": "short"}]})"));
+  ASSERT_THAT(compressed, IsOk());
+  EXPECT_THAT(*compressed, EqualsProto(ParseProto<v1::CompressResponse>(R"pb(
+    messages { role: "user" content: "short" })pb")));
+
+  auto request = ParseProto<v1::CompressRequest>(R"pb(
+    model: "m"
+    messages { role: "user" content: "long" }
+    compression { rate: 0.5 })pb");
+  auto body = CompressRequestToJson(request);
+  ASSERT_THAT(body, IsOk());
+  EXPECT_EQ(*body, Json::parse(R"({"model": "m", "messages": [{"role": "user", "content": "long"}],
+                                    "terse": {"rate": 0.5}})"));
+}
+
+TEST(GrpcCodecTest, StatusesKeepCodeAndMessage) {
+  grpc::Status ok = ToGrpcStatus(absl::OkStatus());
+  EXPECT_TRUE(ok.ok());
+  grpc::Status nf = ToGrpcStatus(absl::NotFoundError("no route for `x`"));
+  EXPECT_EQ(nf.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(nf.error_message(), "no route for `x`");
+  EXPECT_EQ(ToGrpcStatus(absl::DeadlineExceededError("late")).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(ToGrpcStatus(absl::ResourceExhaustedError("quota")).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+}  // namespace
+}  // namespace terse::proxy
