@@ -281,8 +281,9 @@ class FakeConnectionServer {
       if (server_.stopping_) return Wait::kStopping;
       absl::Duration left = deadline - absl::Now();
       if (left <= absl::ZeroDuration()) return Wait::kTimeout;
-      int slice =
-          static_cast<int>(std::min<int64_t>(kPollSliceMs, absl::ToInt64Milliseconds(left) + 1));
+      int slice = left > absl::Milliseconds(kPollSliceMs)
+                      ? kPollSliceMs
+                      : static_cast<int>(absl::ToInt64Milliseconds(left)) + 1;
       pollfd p{fd_, static_cast<short>(want_data ? (POLLIN | POLLRDHUP) : POLLRDHUP), 0};
       int n = ::poll(&p, 1, slice);
       if (n < 0 && errno == EINTR) continue;
@@ -432,6 +433,10 @@ class FakeConnectionServer {
       if (event.is_content) {
         if (reply.reset_after_chunks >= 0 && content_sent == reply.reset_after_chunks) {
           return Outcome::kReset;
+        }
+        if (reply.stall_after_chunks >= 0 && content_sent == reply.stall_after_chunks) {
+          Wait w = WaitOn(/*want_data=*/false, absl::InfiniteDuration());
+          return w == Wait::kClosed ? Outcome::kCutByClient : Outcome::kGone;
         }
         if (!Pause(reply.chunk_delay)) return Lost();
         ++content_sent;

@@ -62,6 +62,9 @@ struct FakeReply {
   absl::Duration head_delay = absl::ZeroDuration();   // pause before the response head
   absl::Duration chunk_delay = absl::ZeroDuration();  // streaming: pause before each content event
   int reset_after_chunks = -1;  // streaming: reset the connection after this many content events
+  // Streaming: after this many content events, send nothing more until the client leaves (or
+  // shutdown), so tests can observe a stream in progress without relying on timing.
+  int stall_after_chunks = -1;
 
   // kFail.
   int status = 500;

@@ -1,0 +1,520 @@
+// The libcurl engine. One thread owns the multi handle and every easy handle; other threads only
+// push closures onto a queue and wake the loop (curl_multi_wakeup), so libcurl is never touched
+// concurrently. The loop waits in curl_multi_poll until a socket, a libcurl timer, one of our
+// timers (Schedule, first-byte deadlines) or a wakeup needs it.
+#include "providers/http_client.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "base/errors.h"
+#include "providers/upstream_errors.h"
+
+namespace terse::providers {
+namespace internal {
+
+// What HttpCall handles and other threads share with the loop: the command queue. It outlives the
+// HttpClient when handles do, and then refuses every command.
+class EngineCore {
+ public:
+  explicit EngineCore(CURLM* multi) : multi_(multi) {}
+
+  // Queues `command` for the loop thread and wakes it; false once the loop has shut down.
+  bool Post(absl::AnyInvocable<void()> command) {
+    absl::MutexLock lock(&mu_);
+    if (!accepting_) return false;
+    queue_.push_back(std::move(command));
+    curl_multi_wakeup(multi_);  // under mu_, so the multi handle cannot be gone yet
+    return true;
+  }
+
+  std::vector<absl::AnyInvocable<void()>> TakeQueue() {
+    absl::MutexLock lock(&mu_);
+    std::vector<absl::AnyInvocable<void()>> out;
+    out.swap(queue_);
+    return out;
+  }
+
+  // Stops accepting commands if the queue is empty; false when commands are still waiting.
+  bool CloseIfIdle() {
+    absl::MutexLock lock(&mu_);
+    if (!queue_.empty()) return false;
+    accepting_ = false;
+    return true;
+  }
+
+  std::function<void(uint64_t)> cancel;  // set by the loop before any handle exists
+
+ private:
+  CURLM* const multi_;
+  absl::Mutex mu_;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  std::vector<absl::AnyInvocable<void()>> queue_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace internal
+
+namespace {
+
+std::once_flag curl_global_once;
+
+int ToMs(absl::Duration d) {
+  if (d == absl::InfiniteDuration()) return 0;
+  return static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(d), 1, INT32_MAX));
+}
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string HttpResponseHead::Header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (k == name) return v;
+  }
+  return "";
+}
+
+void HttpCall::Cancel() {
+  std::weak_ptr<internal::EngineCore> weak = core_;
+  uint64_t id = id_;
+  core_->Post([weak, id] {
+    if (auto core = weak.lock()) core->cancel(id);
+  });
+}
+
+// Everything that lives on the loop thread.
+class HttpClient::Loop {
+ public:
+  Loop(HttpClient& client, CURLM* multi) : client_(client), multi_(multi) {}
+
+  ~Loop() {
+    if (thread_.joinable()) thread_.join();
+    curl_multi_cleanup(multi_);
+  }
+
+  void StartThread() {
+    thread_ = std::thread([this] { Run(); });
+    thread_id_ = thread_.get_id();
+  }
+  void Join() { thread_.join(); }
+  std::thread::id thread_id() const { return thread_id_; }
+
+  // Loop thread only, from here on.
+
+  void RequestStop() { stop_requested_ = true; }
+
+  void Add(uint64_t id, HttpRequest request, std::shared_ptr<HttpHandler> handler) {
+    if (stopping_) {
+      handler->OnComplete(absl::CancelledError("HTTP client is shutting down"));
+      return;
+    }
+    auto t = std::make_unique<Transfer>();
+    t->id = id;
+    t->loop = this;
+    t->request = std::move(request);
+    t->handler = std::move(handler);
+    t->started = absl::Now();
+    if (!Configure(*t)) {
+      t->handler->OnComplete(WithRecovery(
+          UpstreamFailed("could not set up the upstream request: " + std::string(t->error)),
+          Recovery::kNone));
+      if (t->easy) curl_easy_cleanup(t->easy);
+      if (t->header_list) curl_slist_free_all(t->header_list);
+      return;
+    }
+    if (t->request.first_byte_timeout != absl::InfiniteDuration() &&
+        t->request.first_byte_timeout > absl::ZeroDuration()) {
+      t->first_byte_deadline = t->started + t->request.first_byte_timeout;
+      first_byte_deadlines_.insert({t->first_byte_deadline, id});
+    }
+    CURLMcode rc = curl_multi_add_handle(multi_, t->easy);
+    if (rc != CURLM_OK) {
+      first_byte_deadlines_.erase({t->first_byte_deadline, id});
+      t->handler->OnComplete(UpstreamFailed(std::string("could not start the upstream request: ") +
+                                            curl_multi_strerror(rc)));
+      curl_easy_cleanup(t->easy);
+      if (t->header_list) curl_slist_free_all(t->header_list);
+      return;
+    }
+    client_.active_exchanges_.fetch_add(1);
+    by_easy_[t->easy] = t.get();
+    transfers_[id] = std::move(t);
+  }
+
+  void Cancel(uint64_t id) {
+    auto it = transfers_.find(id);
+    if (it == transfers_.end()) return;  // already completed
+    Finish(it->second.get(), absl::CancelledError("upstream call cancelled"));
+  }
+
+  void AddTimer(absl::Duration delay, absl::AnyInvocable<void(bool)> task) {
+    if (stopping_) {
+      task(true);
+      return;
+    }
+    timers_.emplace(std::make_pair(absl::Now() + delay, next_timer_seq_++), std::move(task));
+  }
+
+ private:
+  struct Transfer {
+    uint64_t id = 0;
+    Loop* loop = nullptr;
+    CURL* easy = nullptr;
+    curl_slist* header_list = nullptr;
+    HttpRequest request;
+    std::shared_ptr<HttpHandler> handler;
+    HttpResponseHead head;
+    absl::Time started;
+    absl::Time first_byte_deadline = absl::InfiniteFuture();
+    bool connected = false;       // the connection is up (PREREQFUNCTION ran)
+    bool got_first_byte = false;  // a response status line arrived
+    bool head_delivered = false;
+    bool aborted_by_handler = false;
+    char error[CURL_ERROR_SIZE] = {0};
+  };
+
+  static size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
+    auto* t = static_cast<Transfer*>(user);
+    std::string_view line(data, size * n);
+    if (line.rfind("HTTP/", 0) == 0) {
+      // A new status line (after a 100 Continue, say): the head starts over.
+      t->head.headers.clear();
+      if (!t->got_first_byte) {
+        t->got_first_byte = true;
+        t->loop->first_byte_deadlines_.erase({t->first_byte_deadline, t->id});
+      }
+      return size * n;
+    }
+    size_t colon = line.find(':');
+    if (colon != std::string_view::npos) {
+      t->head.headers.emplace_back(Lower(Trim(line.substr(0, colon))),
+                                   std::string(Trim(line.substr(colon + 1))));
+    }
+    return size * n;
+  }
+
+  static size_t OnBodyBytes(char* data, size_t size, size_t n, void* user) {
+    auto* t = static_cast<Transfer*>(user);
+    t->loop->DeliverHead(*t);
+    if (!t->handler->OnBody(std::string_view(data, size * n))) {
+      t->aborted_by_handler = true;
+      return 0;  // makes libcurl abort the transfer with CURLE_WRITE_ERROR
+    }
+    return size * n;
+  }
+
+  static int OnConnected(void* user, char*, char*, int, int) {
+    static_cast<Transfer*>(user)->connected = true;
+    return CURL_PREREQFUNC_OK;
+  }
+
+  bool Configure(Transfer& t) {
+    t.easy = curl_easy_init();
+    if (!t.easy) {
+      std::strcpy(t.error, "curl_easy_init failed");
+      return false;
+    }
+    CURL* e = t.easy;
+    const HttpRequest& r = t.request;
+    bool ok = true;
+    auto set = [&](CURLoption option, auto value) {
+      if (curl_easy_setopt(e, option, value) != CURLE_OK) ok = false;
+    };
+    set(CURLOPT_ERRORBUFFER, t.error);
+    set(CURLOPT_PRIVATE, &t);
+    set(CURLOPT_NOSIGNAL, 1L);
+    set(CURLOPT_URL, r.url.c_str());
+    set(CURLOPT_PROTOCOLS_STR, "http,https");
+    set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
+    set(CURLOPT_PIPEWAIT, 1L);
+    set(CURLOPT_TCP_KEEPALIVE, 1L);
+    set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(ToMs(r.connect_timeout)));
+    set(CURLOPT_TIMEOUT_MS, static_cast<long>(ToMs(r.total_timeout)));
+    set(CURLOPT_SSL_VERIFYPEER, r.insecure_skip_verify ? 0L : 1L);
+    set(CURLOPT_SSL_VERIFYHOST, r.insecure_skip_verify ? 0L : 2L);
+    if (!r.ca_bundle.empty()) set(CURLOPT_CAINFO, r.ca_bundle.c_str());
+    set(CURLOPT_HEADERFUNCTION, &Loop::OnHeaderLine);
+    set(CURLOPT_HEADERDATA, &t);
+    set(CURLOPT_WRITEFUNCTION, &Loop::OnBodyBytes);
+    set(CURLOPT_WRITEDATA, &t);
+    set(CURLOPT_PREREQFUNCTION, &Loop::OnConnected);
+    set(CURLOPT_PREREQDATA, &t);
+    if (r.method == "GET") {
+      set(CURLOPT_HTTPGET, 1L);
+    } else {
+      if (r.method != "POST") set(CURLOPT_CUSTOMREQUEST, r.method.c_str());
+      set(CURLOPT_POSTFIELDS, r.body.data());
+      set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(r.body.size()));
+    }
+    for (const auto& [name, value] : r.headers) {
+      std::string line = name + ": " + value;
+      curl_slist* next = curl_slist_append(t.header_list, line.c_str());
+      if (!next)
+        ok = false;
+      else
+        t.header_list = next;
+    }
+    // No "Expect: 100-continue" round trip for large bodies.
+    t.header_list = curl_slist_append(t.header_list, "Expect:");
+    set(CURLOPT_HTTPHEADER, t.header_list);
+    if (!ok && t.error[0] == 0) std::strcpy(t.error, "unsupported option");
+    return ok;
+  }
+
+  void DeliverHead(Transfer& t) {
+    if (t.head_delivered) return;
+    t.head_delivered = true;
+    long status = 0;
+    curl_easy_getinfo(t.easy, CURLINFO_RESPONSE_CODE, &status);
+    long version = 0;
+    curl_easy_getinfo(t.easy, CURLINFO_HTTP_VERSION, &version);
+    t.head.status = static_cast<int>(status);
+    t.head.http_version = version == CURL_HTTP_VERSION_1_0   ? 10
+                          : version == CURL_HTTP_VERSION_1_1 ? 11
+                          : version == CURL_HTTP_VERSION_2_0 ? 20
+                          : version == CURL_HTTP_VERSION_3   ? 30
+                                                             : 0;
+    t.handler->OnHead(t.head);
+  }
+
+  std::string Detail(const Transfer& t, CURLcode code) const {
+    return t.error[0] ? std::string(t.error) : std::string(curl_easy_strerror(code));
+  }
+
+  absl::Status StatusOf(Transfer& t, CURLcode code) {
+    if (code == CURLE_OK) return absl::OkStatus();
+    if (t.aborted_by_handler) return absl::CancelledError("upstream call aborted by its handler");
+    switch (code) {
+      case CURLE_OPERATION_TIMEDOUT:
+        if (!t.connected) {
+          return WithRecovery(
+              UpstreamTimedOut("connecting to the upstream timed out (" + Detail(t, code) + ")"),
+              Recovery::kRetry);
+        }
+        return WithRecovery(
+            UpstreamTimedOut("the upstream response timed out (" + Detail(t, code) + ")"),
+            Recovery::kFallBack);
+      case CURLE_COULDNT_CONNECT:
+      case CURLE_COULDNT_RESOLVE_HOST:
+      case CURLE_COULDNT_RESOLVE_PROXY:
+        return WithRecovery(UpstreamFailed("could not connect to the upstream: " + Detail(t, code)),
+                            Recovery::kRetry);
+      case CURLE_PEER_FAILED_VERIFICATION:
+      case CURLE_SSL_CACERT_BADFILE:
+      case CURLE_SSL_CERTPROBLEM:
+      case CURLE_SSL_CIPHER:
+      case CURLE_SSL_ISSUER_ERROR:
+      case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+      case CURLE_UNSUPPORTED_PROTOCOL:
+      case CURLE_URL_MALFORMAT:
+        return WithRecovery(UpstreamFailed("upstream TLS or URL problem: " + Detail(t, code)),
+                            Recovery::kFallBack);
+      default:
+        return WithRecovery(UpstreamFailed("the upstream connection failed: " + Detail(t, code)),
+                            Recovery::kRetry);
+    }
+  }
+
+  // Removes the transfer and completes it. Never called from inside a libcurl callback.
+  void Finish(Transfer* t, absl::Status status) {
+    curl_multi_remove_handle(multi_, t->easy);
+    long connects = 0;
+    if (curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK) {
+      client_.connections_opened_.fetch_add(connects);
+    }
+    first_byte_deadlines_.erase({t->first_byte_deadline, t->id});
+    if (status.ok()) DeliverHead(*t);
+    curl_easy_cleanup(t->easy);
+    curl_slist_free_all(t->header_list);
+    by_easy_.erase(t->easy);
+    std::unique_ptr<Transfer> owned = std::move(transfers_[t->id]);
+    transfers_.erase(t->id);
+    client_.active_exchanges_.fetch_sub(1);
+    owned->handler->OnComplete(std::move(status));
+  }
+
+  void RunCommands() {
+    for (auto& command : client_.core_->TakeQueue()) command();
+  }
+
+  void DrainMessages() {
+    int left = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi_, &left)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      auto it = by_easy_.find(msg->easy_handle);
+      if (it == by_easy_.end()) continue;
+      Transfer* t = it->second;
+      Finish(t, StatusOf(*t, msg->data.result));
+    }
+  }
+
+  void FireTimers() {
+    absl::Time now = absl::Now();
+    while (!timers_.empty() && timers_.begin()->first.first <= now) {
+      auto node = timers_.extract(timers_.begin());
+      node.mapped()(false);
+    }
+    while (!first_byte_deadlines_.empty() && first_byte_deadlines_.begin()->first <= now) {
+      uint64_t id = first_byte_deadlines_.begin()->second;
+      first_byte_deadlines_.erase(first_byte_deadlines_.begin());
+      auto it = transfers_.find(id);
+      if (it == transfers_.end()) continue;
+      Transfer* t = it->second.get();
+      Finish(t, WithRecovery(
+                    UpstreamTimedOut("no response from the upstream within " +
+                                     std::to_string(ToMs(t->request.first_byte_timeout)) + " ms"),
+                    Recovery::kFallBack));
+    }
+  }
+
+  int PollTimeoutMs() {
+    long curl_ms = -1;
+    curl_multi_timeout(multi_, &curl_ms);
+    int64_t ms = curl_ms < 0 ? 1000 : std::min<long>(curl_ms, 1000);
+    absl::Time now = absl::Now();
+    auto until = [&](absl::Time t) {
+      return std::max<int64_t>(0, absl::ToInt64Milliseconds(t - now) + 1);
+    };
+    if (!timers_.empty()) ms = std::min(ms, until(timers_.begin()->first.first));
+    if (!first_byte_deadlines_.empty()) {
+      ms = std::min(ms, until(first_byte_deadlines_.begin()->first));
+    }
+    return static_cast<int>(ms);
+  }
+
+  void Run() {
+    while (true) {
+      RunCommands();
+      if (stop_requested_) break;
+      int running = 0;
+      curl_multi_perform(multi_, &running);
+      DrainMessages();
+      FireTimers();
+      curl_multi_poll(multi_, nullptr, 0, PollTimeoutMs(), nullptr);
+    }
+    Shutdown();
+  }
+
+  void Shutdown() {
+    stopping_ = true;
+    while (!transfers_.empty()) {
+      Finish(transfers_.begin()->second.get(), absl::CancelledError("HTTP client shut down"));
+    }
+    while (true) {
+      RunCommands();  // Start and Schedule now complete at once (stopping_)
+      if (!timers_.empty()) {
+        auto timers = std::move(timers_);
+        timers_.clear();
+        for (auto& [key, task] : timers) task(true);
+        continue;
+      }
+      if (client_.core_->CloseIfIdle()) break;
+    }
+  }
+
+  HttpClient& client_;
+  CURLM* const multi_;
+  std::thread thread_;
+  std::thread::id thread_id_;
+
+  bool stop_requested_ = false;
+  bool stopping_ = false;
+  std::unordered_map<uint64_t, std::unique_ptr<Transfer>> transfers_;
+  std::unordered_map<CURL*, Transfer*> by_easy_;
+  std::set<std::pair<absl::Time, uint64_t>> first_byte_deadlines_;
+  std::map<std::pair<absl::Time, uint64_t>, absl::AnyInvocable<void(bool)>> timers_;
+  uint64_t next_timer_seq_ = 0;
+};
+
+absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const HttpClientOptions& options) {
+  CURLcode global = CURLE_OK;
+  std::call_once(curl_global_once, [&] { global = curl_global_init(CURL_GLOBAL_DEFAULT); });
+  if (global != CURLE_OK) {
+    return absl::InternalError(std::string("curl_global_init: ") + curl_easy_strerror(global));
+  }
+  CURLM* multi = curl_multi_init();
+  if (!multi) return absl::InternalError("curl_multi_init failed");
+  curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+  if (options.max_connections_per_host > 0) {
+    curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+                      static_cast<long>(options.max_connections_per_host));
+  }
+  if (options.max_total_connections > 0) {
+    curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                      static_cast<long>(options.max_total_connections));
+  }
+
+  std::unique_ptr<HttpClient> client(new HttpClient());
+  client->core_ = std::make_shared<internal::EngineCore>(multi);
+  client->loop_ = std::make_unique<Loop>(*client, multi);
+  Loop* loop = client->loop_.get();
+  // Handles reach the loop only through the queue, whose commands run on the loop thread while
+  // the loop exists, so the raw pointer is safe there.
+  client->core_->cancel = [loop](uint64_t id) { loop->Cancel(id); };
+  client->loop_->StartThread();
+  return client;
+}
+
+HttpClient::~HttpClient() {
+  Loop* loop = loop_.get();
+  core_->Post([loop] { loop->RequestStop(); });
+  loop_->Join();
+  loop_.reset();
+}
+
+std::unique_ptr<HttpCall> HttpClient::Start(HttpRequest request,
+                                            std::shared_ptr<HttpHandler> handler) {
+  static std::atomic<uint64_t> next_id{1};
+  uint64_t id = next_id.fetch_add(1);
+  exchanges_started_.fetch_add(1);
+  Loop* loop = loop_.get();
+  auto shared_handler = handler;
+  // The command owns the request and handler until the loop takes them.
+  struct Pending {
+    HttpRequest request;
+    std::shared_ptr<HttpHandler> handler;
+  };
+  auto pending = std::make_shared<Pending>(Pending{std::move(request), std::move(handler)});
+  bool posted = core_->Post([loop, id, pending] {
+    loop->Add(id, std::move(pending->request), std::move(pending->handler));
+  });
+  if (!posted) shared_handler->OnComplete(absl::CancelledError("HTTP client is shut down"));
+  return std::make_unique<HttpCall>(core_, id);
+}
+
+void HttpClient::Schedule(absl::Duration delay, absl::AnyInvocable<void(bool stopping)> task) {
+  Loop* loop = loop_.get();
+  auto shared_task = std::make_shared<absl::AnyInvocable<void(bool)>>(std::move(task));
+  bool posted =
+      core_->Post([loop, delay, shared_task] { loop->AddTimer(delay, std::move(*shared_task)); });
+  if (!posted) (*shared_task)(true);
+}
+
+bool HttpClient::OnLoopThread() const { return std::this_thread::get_id() == loop_->thread_id(); }
+
+}  // namespace terse::providers

@@ -1,0 +1,118 @@
+// The one asynchronous HTTP engine of terse: libcurl's multi interface driven by a single
+// event-loop thread, shared by every provider. Connections are kept alive and reused, HTTP/2 is
+// negotiated over TLS when the upstream offers it (many streams on one connection), TLS peers are
+// verified. No libcurl type appears here.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace terse::providers {
+
+struct HttpRequest {
+  std::string method = "POST";
+  std::string url;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  absl::Duration connect_timeout = absl::Seconds(5);
+  // From the start of the exchange until the first byte of the response head.
+  absl::Duration first_byte_timeout = absl::Seconds(60);
+  // The whole exchange, body included. InfiniteDuration: none.
+  absl::Duration total_timeout = absl::Minutes(10);
+  std::string ca_bundle;              // PEM file to verify the peer with; empty: the system's
+  bool insecure_skip_verify = false;  // for local test upstreams only
+};
+
+struct HttpResponseHead {
+  int status = 0;
+  int http_version = 0;                                      // 10, 11, 20 or 30
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased, in order
+
+  // The first header `name` (lower-case), or "" when absent.
+  std::string Header(std::string_view name) const;
+};
+
+// Receives one exchange. Every method runs on the engine's loop thread, so it must be quick and
+// must not block; it may call HttpClient::Start, Schedule and HttpCall::Cancel.
+class HttpHandler {
+ public:
+  virtual ~HttpHandler() = default;
+  // Once, before any body byte, as soon as the response head is complete.
+  virtual void OnHead(const HttpResponseHead& head) = 0;
+  // Body bytes as they arrive (not buffered to the end). Returning false aborts the exchange:
+  // OnComplete(kCancelled) follows.
+  virtual bool OnBody(std::string_view bytes) = 0;
+  // Exactly once, last. OK when the whole response arrived, whatever its HTTP status. Otherwise
+  // UpstreamFailed (connection or TLS failure), UpstreamTimedOut (connect, first byte or total
+  // timeout) or kCancelled; see upstream_errors.h for whether a retry may help.
+  virtual void OnComplete(absl::Status status) = 0;
+};
+
+namespace internal {
+class EngineCore;
+}  // namespace internal
+
+// A handle on one exchange. Thread-safe. Destroying the handle does not cancel the exchange.
+class HttpCall {
+ public:
+  HttpCall(std::shared_ptr<internal::EngineCore> core, uint64_t id)
+      : core_(std::move(core)), id_(id) {}
+  // Aborts the exchange (its connection is closed) and completes it with kCancelled, unless it
+  // already completed. Idempotent; a no-op once the client has shut down.
+  void Cancel();
+
+ private:
+  std::shared_ptr<internal::EngineCore> core_;
+  uint64_t id_;
+};
+
+struct HttpClientOptions {
+  int max_connections_per_host = 0;  // 0: no limit
+  int max_total_connections = 0;     // 0: no limit
+};
+
+// Thread-safe: Start, Schedule and Cancel may be called from any thread.
+class HttpClient {
+ public:
+  static absl::StatusOr<std::unique_ptr<HttpClient>> Create(const HttpClientOptions& options = {});
+  // Aborts exchanges in flight (OnComplete(kCancelled)), runs pending tasks with stopping=true,
+  // and joins the loop thread. Must not be called on the loop thread.
+  ~HttpClient();
+
+  // Starts an exchange and returns at once; `handler` hears the rest on the loop thread. Once the
+  // client has shut down, the handler is completed with kCancelled on the calling thread.
+  std::unique_ptr<HttpCall> Start(HttpRequest request, std::shared_ptr<HttpHandler> handler);
+
+  // Runs `task(false)` on the loop thread after `delay`, or `task(true)` at once when the client
+  // shuts down first (so that work waiting on a timer can end cleanly).
+  void Schedule(absl::Duration delay, absl::AnyInvocable<void(bool stopping)> task);
+
+  bool OnLoopThread() const;
+
+  // Counters, for tests and metrics.
+  int64_t connections_opened() const { return connections_opened_.load(); }
+  int64_t exchanges_started() const { return exchanges_started_.load(); }
+  int active_exchanges() const { return active_exchanges_.load(); }
+
+ private:
+  class Loop;
+  HttpClient() = default;
+
+  std::shared_ptr<internal::EngineCore> core_;
+  std::unique_ptr<Loop> loop_;
+  std::atomic<int64_t> connections_opened_{0};
+  std::atomic<int64_t> exchanges_started_{0};
+  std::atomic<int> active_exchanges_{0};
+};
+
+}  // namespace terse::providers

@@ -1,0 +1,45 @@
+// An incremental parser of Server-Sent Events (the WHATWG event-stream format): bytes go in as
+// the network delivers them, in pieces of any size; whole events come out.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace terse::providers {
+
+struct SseEvent {
+  std::string event;  // the `event:` field; empty when the stream did not name one
+  std::string data;   // the `data:` lines joined with '\n'
+  std::string id;     // the `id:` field; empty when none
+};
+
+// Not thread-safe; one per stream. Lines may end in LF, CRLF or CR, even when the CR and LF arrive
+// in different pieces; comment lines (`:` first) are skipped; an event ends at a blank line.
+class SseParser {
+ public:
+  // `max_event_bytes` bounds the memory one event may take; a longer one is an error.
+  explicit SseParser(size_t max_event_bytes = 16 << 20) : max_event_bytes_(max_event_bytes) {}
+
+  // The events completed by `bytes`, in order. kResourceExhausted when an event grows beyond the
+  // limit; the parser is unusable afterwards.
+  absl::StatusOr<std::vector<SseEvent>> Feed(std::string_view bytes);
+
+  // At the end of the stream: the last event when its data arrived without the closing blank
+  // line (lenient: some servers end that way), else nothing.
+  std::vector<SseEvent> Finish();
+
+ private:
+  void ProcessLine(std::string_view line, std::vector<SseEvent>& out);
+
+  const size_t max_event_bytes_;
+  std::string line_;       // the current, unfinished line
+  bool skip_lf_ = false;   // the last byte was a CR: a following LF belongs to it
+  bool has_data_ = false;  // a data field arrived for the pending event
+  SseEvent pending_;
+  bool failed_ = false;
+};
+
+}  // namespace terse::providers

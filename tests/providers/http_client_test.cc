@@ -1,0 +1,308 @@
+// The libcurl engine against the fake upstream: bodies, streaming as bytes arrive, keep-alive,
+// timeouts, cancellation, many exchanges on the one loop thread, shutdown.
+#include "providers/http_client.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "base/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "providers/upstream_errors.h"
+#include "tests/providers/recorders.h"
+#include "tests/support/fake_upstream.h"
+#include "tests/support/status_matchers.h"
+
+namespace terse::providers {
+namespace {
+
+using ::terse::testing::FakeReply;
+using ::terse::testing::FakeUpstream;
+using ::terse::testing::IsOk;
+using ::terse::testing::StatusIs;
+using ::testing::HasSubstr;
+
+std::unique_ptr<HttpClient> NewClient() {
+  auto client = HttpClient::Create();
+  EXPECT_THAT(client, IsOk());
+  return std::move(client).value();
+}
+
+HttpRequest ChatRequest(const FakeUpstream& upstream, const std::string& text, bool stream) {
+  HttpRequest request;
+  request.url = upstream.base_url() + "/chat/completions";
+  request.headers = {{"Content-Type", "application/json"}, {"X-Test", "yes"}};
+  Json body = {{"model", "m"},
+               {"messages", Json::array({{{"role", "user"}, {"content", text}}})},
+               {"stream", stream}};
+  request.body = body.dump();
+  return request;
+}
+
+// A port on 127.0.0.1 with nothing listening (bound, then closed).
+int ClosedPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TEST(HttpClientTest, PostsAndReceivesAWholeResponse) {
+  FakeUpstream upstream;
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  client->Start(ChatRequest(upstream, "hello engine", false), handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), IsOk());
+  EXPECT_EQ(handler->heads(), 1);
+  EXPECT_EQ(handler->head().status, 200);
+  EXPECT_EQ(handler->head().http_version, 11);
+  EXPECT_EQ(handler->head().Header("content-type"), "application/json");
+  Json body = Json::parse(handler->body());
+  EXPECT_EQ(body["choices"][0]["message"]["content"], "hello engine");
+
+  auto request = upstream.last_request();
+  EXPECT_EQ(request.method, "POST");
+  EXPECT_EQ(request.path, "/v1/chat/completions");
+  EXPECT_EQ(request.Header("x-test"), "yes");
+  EXPECT_FALSE(request.HasHeader("expect"));
+  EXPECT_EQ(request.JsonBody()["messages"][0]["content"], "hello engine");
+}
+
+TEST(HttpClientTest, ErrorStatusesArriveAsResponsesNotFailures) {
+  FakeUpstream upstream;
+  upstream.SetDefaultReply(FakeReply::Fail(404, "nope", "invalid_request_error"));
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  client->Start(ChatRequest(upstream, "x", false), handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), IsOk());
+  EXPECT_EQ(handler->head().status, 404);
+  EXPECT_THAT(handler->body(), HasSubstr("nope"));
+}
+
+TEST(HttpClientTest, ReusesTheConnectionForSequentialExchanges) {
+  FakeUpstream upstream;
+  auto client = NewClient();
+  for (int i = 0; i < 5; ++i) {
+    auto handler = std::make_shared<RecordingHttpHandler>();
+    client->Start(ChatRequest(upstream, "again", i % 2 == 1), handler);
+    ASSERT_TRUE(handler->WaitDone());
+    EXPECT_THAT(handler->status(), IsOk());
+  }
+  EXPECT_EQ(upstream.request_count(), 5u);
+  EXPECT_EQ(upstream.connections_accepted(), 1);
+  EXPECT_EQ(client->connections_opened(), 1);
+}
+
+TEST(HttpClientTest, DeliversStreamedBytesBeforeTheResponseEnds) {
+  FakeUpstream upstream;
+  FakeReply reply;
+  reply.stall_after_chunks = 2;  // two words, then nothing until we leave
+  upstream.SetDefaultReply(reply);
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  auto call = client->Start(ChatRequest(upstream, "alpha beta gamma delta", true), handler);
+  ASSERT_TRUE(handler->WaitBodyContains("beta"));
+  EXPECT_EQ(handler->completions(), 0);
+  EXPECT_EQ(handler->head().Header("content-type"), "text/event-stream");
+  EXPECT_THAT(handler->body(), ::testing::Not(HasSubstr("gamma")));
+
+  call->Cancel();
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), StatusIs(absl::StatusCode::kCancelled));
+  // The upstream sees its connection end: the cancelled stream is not left running.
+  EXPECT_TRUE(upstream.WaitForAnswersCutByClient(1, absl::Seconds(10)));
+  EXPECT_TRUE(upstream.WaitForOpenConnections(0, absl::Seconds(10)));
+  call->Cancel();  // idempotent
+  EXPECT_EQ(handler->completions(), 1);
+}
+
+TEST(HttpClientTest, HandlerCanAbortTheExchange) {
+  FakeUpstream upstream;
+  FakeReply reply;
+  reply.stall_after_chunks = 1;
+  upstream.SetDefaultReply(reply);
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  handler->set_abort_on_body();
+  client->Start(ChatRequest(upstream, "a b c", true), handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_TRUE(upstream.WaitForAnswersCutByClient(1, absl::Seconds(10)));
+}
+
+TEST(HttpClientTest, ConnectionRefusedIsARetryableUpstreamFailure) {
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  HttpRequest request;
+  request.url = "http://127.0.0.1:" + std::to_string(ClosedPort()) + "/v1/chat/completions";
+  request.body = "{}";
+  client->Start(request, handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("could not connect")));
+  EXPECT_EQ(DetailOf(handler->status()).http_status, 502);
+  EXPECT_EQ(RecoveryOf(handler->status()), Recovery::kRetry);
+  EXPECT_EQ(handler->heads(), 0);
+}
+
+TEST(HttpClientTest, ConnectTimeoutWhenTheListenerNeverAccepts) {
+  // A listener with a full accept queue drops further SYNs, so connecting hangs on loopback.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 0), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i) {  // fill the queue; later connects hang (non-blocking here)
+    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ::connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    fillers.push_back(c);
+  }
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  HttpRequest request;
+  request.url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/x";
+  request.body = "{}";
+  request.connect_timeout = absl::Milliseconds(300);
+  client->Start(request, handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), StatusIs(absl::StatusCode::kDeadlineExceeded,
+                                          HasSubstr("connecting to the upstream timed out")));
+  EXPECT_EQ(DetailOf(handler->status()).http_status, 504);
+  EXPECT_EQ(RecoveryOf(handler->status()), Recovery::kRetry);
+  for (int c : fillers) ::close(c);
+  ::close(fd);
+}
+
+TEST(HttpClientTest, FirstByteTimeoutEndsAStalledExchange) {
+  FakeUpstream upstream;
+  upstream.SetDefaultReply(FakeReply::Stall());
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  HttpRequest request = ChatRequest(upstream, "x", false);
+  request.first_byte_timeout = absl::Milliseconds(200);
+  client->Start(request, handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("no response")));
+  EXPECT_EQ(RecoveryOf(handler->status()), Recovery::kFallBack);
+  EXPECT_TRUE(upstream.WaitForAnswersCutByClient(1, absl::Seconds(10)));
+}
+
+TEST(HttpClientTest, TotalTimeoutEndsASlowStream) {
+  FakeUpstream upstream;
+  FakeReply reply;
+  reply.stall_after_chunks = 1;
+  upstream.SetDefaultReply(reply);
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  HttpRequest request = ChatRequest(upstream, "a b c", true);
+  request.total_timeout = absl::Milliseconds(300);
+  client->Start(request, handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("response timed out")));
+  EXPECT_EQ(handler->heads(), 1);
+}
+
+TEST(HttpClientTest, ResetBeforeTheAnswerIsARetryableFailure) {
+  FakeUpstream upstream;
+  upstream.SetDefaultReply(FakeReply::Reset());
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  client->Start(ChatRequest(upstream, "x", false), handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(RecoveryOf(handler->status()), Recovery::kRetry);
+}
+
+TEST(HttpClientTest, HundredConcurrentStreamsShareTheOneLoop) {
+  FakeUpstream upstream;
+  FakeReply reply;
+  reply.chunk_delay = absl::Milliseconds(20);
+  upstream.SetDefaultReply(reply);
+  auto client = NewClient();
+  constexpr int kCalls = 100;
+  std::vector<std::shared_ptr<RecordingHttpHandler>> handlers;
+  for (int i = 0; i < kCalls; ++i) {
+    handlers.push_back(std::make_shared<RecordingHttpHandler>());
+    client->Start(ChatRequest(upstream, "stream number " + std::to_string(i) + " ends", true),
+                  handlers.back());
+  }
+  for (int i = 0; i < kCalls; ++i) {
+    ASSERT_TRUE(handlers[i]->WaitDone(absl::Seconds(60))) << i;
+    EXPECT_THAT(handlers[i]->status(), IsOk());
+    EXPECT_THAT(handlers[i]->body(), HasSubstr("\"" + std::to_string(i) + " \""));
+    EXPECT_THAT(handlers[i]->body(), HasSubstr("[DONE]"));
+  }
+  EXPECT_EQ(upstream.request_count(), static_cast<size_t>(kCalls));
+  EXPECT_EQ(client->active_exchanges(), 0);
+  // Every callback of every exchange ran on one and the same thread.
+  std::set<std::thread::id> threads;
+  for (const auto& handler : handlers) {
+    for (std::thread::id id : handler->threads()) threads.insert(id);
+  }
+  EXPECT_EQ(threads.size(), 1u);
+}
+
+TEST(HttpClientTest, ScheduledTasksRunOnTheLoopThread) {
+  auto client = NewClient();
+  absl::Notification ran;
+  bool on_loop = false;
+  bool stopping = true;
+  client->Schedule(absl::Milliseconds(10), [&](bool s) {
+    on_loop = client->OnLoopThread();
+    stopping = s;
+    ran.Notify();
+  });
+  ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(on_loop);
+  EXPECT_FALSE(stopping);
+  EXPECT_FALSE(client->OnLoopThread());
+}
+
+TEST(HttpClientTest, ShutdownCancelsExchangesAndRunsPendingTasks) {
+  FakeUpstream upstream;
+  upstream.SetDefaultReply(FakeReply::Stall());
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  client->Start(ChatRequest(upstream, "x", false), handler);
+  ASSERT_TRUE(upstream.WaitForRequestCount(1, absl::Seconds(10)));
+  int task_ran_stopping = 0;
+  client->Schedule(absl::Hours(1), [&](bool stopping) { task_ran_stopping += stopping ? 1 : 100; });
+  client.reset();
+  EXPECT_EQ(handler->completions(), 1);
+  EXPECT_THAT(handler->status(), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_EQ(task_ran_stopping, 1);
+}
+
+TEST(HttpClientTest, CancelAfterShutdownIsHarmless) {
+  FakeUpstream upstream;
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  auto call = client->Start(ChatRequest(upstream, "x", false), handler);
+  ASSERT_TRUE(handler->WaitDone());
+  client.reset();
+  call->Cancel();
+  EXPECT_EQ(handler->completions(), 1);
+}
+
+}  // namespace
+}  // namespace terse::providers

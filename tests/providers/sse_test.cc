@@ -1,0 +1,90 @@
+// The SSE parser against the ways real streams arrive: split anywhere, CRLF, comments, multi-line.
+#include "providers/sse.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace terse::providers {
+namespace {
+
+std::vector<SseEvent> FeedAll(SseParser& parser, const std::vector<std::string>& pieces) {
+  std::vector<SseEvent> all;
+  for (const std::string& piece : pieces) {
+    auto events = parser.Feed(piece);
+    EXPECT_TRUE(events.ok()) << events.status();
+    if (!events.ok()) break;
+    for (SseEvent& e : *events) all.push_back(std::move(e));
+  }
+  return all;
+}
+
+TEST(SseParserTest, ParsesEventsWithTypesDataAndIds) {
+  SseParser parser;
+  auto events =
+      FeedAll(parser, {"event: message_start\ndata: {\"a\":1}\nid: 7\n\ndata: [DONE]\n\n"});
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].event, "message_start");
+  EXPECT_EQ(events[0].data, "{\"a\":1}");
+  EXPECT_EQ(events[0].id, "7");
+  EXPECT_EQ(events[1].event, "");
+  EXPECT_EQ(events[1].data, "[DONE]");
+}
+
+TEST(SseParserTest, EventsSplitAtEveryByteGiveTheSameResult) {
+  const std::string stream =
+      ": keep-alive\r\n\r\nevent: delta\r\ndata: first line\r\ndata: second\r\n\r\n"
+      "data:no-space\rdata:  two spaces\r\rdata: lf\n\n";
+  SseParser whole;
+  auto expected = FeedAll(whole, {stream});
+  ASSERT_EQ(expected.size(), 3u);
+  EXPECT_EQ(expected[0].event, "delta");
+  EXPECT_EQ(expected[0].data, "first line\nsecond");
+  EXPECT_EQ(expected[1].data, "no-space\n two spaces");
+  EXPECT_EQ(expected[2].data, "lf");
+
+  std::vector<std::string> bytes;
+  for (char c : stream) bytes.emplace_back(1, c);
+  SseParser split;
+  auto events = FeedAll(split, bytes);
+  ASSERT_EQ(events.size(), expected.size());
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].event, expected[i].event);
+    EXPECT_EQ(events[i].data, expected[i].data);
+  }
+}
+
+TEST(SseParserTest, CrAndLfInDifferentReadsAreOneLineEnd) {
+  SseParser parser;
+  auto events = FeedAll(parser, {"data: a\r", "\n", "\r", "\ndata: b\r\n\r\n"});
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].data, "a");
+  EXPECT_EQ(events[1].data, "b");
+}
+
+TEST(SseParserTest, CommentsAndEventsWithoutDataAreNotDispatched) {
+  SseParser parser;
+  auto events = FeedAll(parser, {": ping\n\nevent: ping\n\nretry: 10\n\n"});
+  EXPECT_TRUE(events.empty());
+}
+
+TEST(SseParserTest, FinishRecoversALastEventWithoutItsBlankLine) {
+  SseParser parser;
+  auto events = FeedAll(parser, {"data: x\n\ndata: [DONE]"});
+  ASSERT_EQ(events.size(), 1u);
+  auto last = parser.Finish();
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0].data, "[DONE]");
+  EXPECT_TRUE(parser.Finish().empty());
+}
+
+TEST(SseParserTest, RejectsAnEventBeyondTheLimit) {
+  SseParser parser(/*max_event_bytes=*/100);
+  EXPECT_TRUE(parser.Feed("data: " + std::string(50, 'x') + "\n").ok());
+  auto events = parser.Feed("data: " + std::string(80, 'y'));
+  EXPECT_EQ(events.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+}  // namespace
+}  // namespace terse::providers
