@@ -12,14 +12,17 @@
 
 namespace terse::config {
 
+// Thread-safe: immutable after construction.
 class Config {
  public:
   // Takes a proto that has passed validation, with defaults filled in.
   explicit Config(v1::Config proto);
 
   const v1::Config& proto() const { return proto_; }
-  // The first route whose `model` (exact name or glob) matches, or nullptr.
+  // The first route, in config order, whose `model` equals `model` or matches it as a glob
+  // (fnmatch(3): `*`, `?`, `[...]`; `*` also matches `/`), or nullptr.
   const v1::Route* MatchRoute(std::string_view model) const;
+  // The provider with this name, or nullptr.
   const v1::Provider* FindProvider(std::string_view name) const;
 
  private:
@@ -35,7 +38,13 @@ struct ConfigError {
 
 // Parses YAML text, resolves ${ENV} references, fills defaults and validates. On failure the
 // status is kInvalidArgument and its message lists every problem, one per line, path first.
+// Values read from the environment never appear in the message (a long one is replaced by
+// `<value from the environment>`); `api_key_env` names a variable whose value is never read here.
+// Providers and routes whose `enabled_if_env` is not met are validated, then left out of the
+// snapshot, so the rest of terse never sees them.
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfigText(std::string_view yaml);
+// As LoadConfigText on the file's contents; kNotFound when the file does not exist,
+// kFailedPrecondition when it cannot be read (a directory, no permission).
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(const std::string& path);
 
 }  // namespace terse::config
