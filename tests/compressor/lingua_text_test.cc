@@ -1,0 +1,252 @@
+#include "compressor/lingua_text.h"
+
+#include <string>
+#include <vector>
+
+#include "base/json.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/status_matchers.h"
+
+namespace terse::compressor::lingua {
+namespace {
+
+using ::terse::testing::IsOk;
+using ::terse::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+MarkedText Plain(std::string text) { return MarkedText{std::move(text), {}}; }
+
+std::vector<std::string> UnitTexts(const MarkedText& m, const Layout& layout) {
+  std::vector<std::string> out;
+  for (const Unit& u : layout.units) out.push_back(m.text.substr(u.begin, u.end - u.begin));
+  return out;
+}
+
+std::vector<std::string> UnitsOf(const std::string& text, StructureOptions options = {}) {
+  const MarkedText m = Plain(text);
+  return UnitTexts(m, SplitUnits(m, options));
+}
+
+// Keeps every unit except those whose text is in `drop`.
+std::string DropWords(const std::string& text, const std::vector<std::string>& drop,
+                      StructureOptions options = {}) {
+  const MarkedText m = Plain(text);
+  const Layout layout = SplitUnits(m, options);
+  std::vector<bool> kept;
+  for (const Unit& u : layout.units) {
+    const std::string w = text.substr(u.begin, u.end - u.begin);
+    kept.push_back((u.flags & kUnitForced) || std::find(drop.begin(), drop.end(), w) == drop.end());
+  }
+  return Assemble(m.text, layout.units, kept);
+}
+
+TEST(Utf8Test, AcceptsValidRejectsMalformed) {
+  EXPECT_TRUE(IsValidUtf8(""));
+  EXPECT_TRUE(IsValidUtf8("plain ascii"));
+  EXPECT_TRUE(IsValidUtf8("caf\xC3\xA9 \xE4\xB8\xAD\xE6\x96\x87 \xF0\x9F\x98\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xFF"));
+  EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));          // overlong '/'
+  EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));      // surrogate
+  EXPECT_FALSE(IsValidUtf8("ab\xE4\xB8"));        // truncated
+  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));  // above U+10FFFF
+}
+
+TEST(MarkupTest, RemovesTagsAndRecordsSpans) {
+  auto m = ParseMarkup("a <terse:keep>b c</terse:keep> d <terse rate=0.4>e f</terse> g");
+  ASSERT_THAT(m, IsOk());
+  EXPECT_EQ(m->text, "a b c d e f g");
+  ASSERT_EQ(m->spans.size(), 2u);
+  EXPECT_TRUE(m->spans[0].keep);
+  EXPECT_EQ(m->text.substr(m->spans[0].begin, m->spans[0].end - m->spans[0].begin), "b c");
+  EXPECT_FALSE(m->spans[1].keep);
+  EXPECT_DOUBLE_EQ(m->spans[1].rate, 0.4);
+  EXPECT_EQ(m->text.substr(m->spans[1].begin, m->spans[1].end - m->spans[1].begin), "e f");
+}
+
+TEST(MarkupTest, QuotedRatesNestingAndUnclosedTags) {
+  auto m =
+      ParseMarkup("<terse rate=\"0.5\">x <terse rate='0.2'>y</terse> <terse:keep>z</terse:keep>");
+  ASSERT_THAT(m, IsOk());
+  EXPECT_EQ(m->text, "x y z");
+  ASSERT_EQ(m->spans.size(), 4u);
+  EXPECT_DOUBLE_EQ(m->spans[0].rate, 0.5);  // "x "
+  EXPECT_DOUBLE_EQ(m->spans[1].rate, 0.2);  // "y"
+  EXPECT_DOUBLE_EQ(m->spans[2].rate, 0.5);  // " "
+  EXPECT_TRUE(m->spans[3].keep);            // "z", inside the unclosed rate tag
+  EXPECT_EQ(m->spans[3].end, m->text.size());
+}
+
+TEST(MarkupTest, StrayClosingTagsAreDroppedAndOtherTagsAreText) {
+  auto m = ParseMarkup("a</terse> b</terse:keep> <b>bold</b> <terse foo=1>");
+  ASSERT_THAT(m, IsOk());
+  EXPECT_EQ(m->text, "a b <b>bold</b> <terse foo=1>");
+  EXPECT_TRUE(m->spans.empty());
+}
+
+TEST(MarkupTest, BadRateIsInvalidArgument) {
+  EXPECT_THAT(ParseMarkup("<terse rate=1.5>x</terse>"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rate")));
+  EXPECT_THAT(ParseMarkup("<terse rate=abc>x</terse>"),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ParseMarkup("<terse rate>x</terse>"), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(SplitUnitsTest, WordsPunctuationNumbersContractions) {
+  EXPECT_THAT(
+      UnitsOf("Don't pay $3.50, or 1,000 yen... ok?!"),
+      ElementsAre("Don't", "pay", "$", "3.50", ",", "or", "1,000", "yen", "...", "ok", "?", "!"));
+}
+
+TEST(SplitUnitsTest, UrlsEmailsAndInlineCodeAreAtomic) {
+  EXPECT_THAT(UnitsOf("See https://example.com/a?b=1. Mail bob.smith@example.org or `x = f(y)`."),
+              ElementsAre("See", "https://example.com/a?b=1", ".", "Mail", "bob.smith@example.org",
+                          "or", "`x = f(y)`", "."));
+}
+
+TEST(SplitUnitsTest, CjkPerCharacterAndEmojiSequencesWhole) {
+  // 中文 (two ideographs), a family emoji joined with ZWJ, a thumbs-up with a skin tone, a flag.
+  const std::string family =
+      "\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91\xA7";
+  const std::string thumbs = "\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD";
+  const std::string flag = "\xF0\x9F\x87\xAB\xF0\x9F\x87\xB7";
+  EXPECT_THAT(UnitsOf("\xE4\xB8\xAD\xE6\x96\x87 " + family + thumbs + " " + flag + " caf\xC3\xA9"),
+              ElementsAre("\xE4\xB8\xAD", "\xE6\x96\x87", family, thumbs, flag, "caf\xC3\xA9"));
+}
+
+TEST(SplitUnitsTest, CodeFencesAreOneForcedVerbatimUnit) {
+  const std::string text = "Look:\n```python\ndef f(x):\n    return x  *  2\n```\nDone.";
+  const MarkedText m = Plain(text);
+  const Layout layout = SplitUnits(m, {});
+  const auto units = UnitTexts(m, layout);
+  ASSERT_THAT(units, ElementsAre("Look", ":", "```python\ndef f(x):\n    return x  *  2\n```",
+                                 "Done", "."));
+  EXPECT_TRUE(layout.units[2].flags & kUnitForced);
+  EXPECT_TRUE(layout.units[2].flags & kUnitVerbatim);
+}
+
+TEST(SplitUnitsTest, UnclosedFenceRunsToTheEnd) {
+  EXPECT_THAT(UnitsOf("a\n```\ncode  here\n\n"), ElementsAre("a", "```\ncode  here"));
+}
+
+TEST(SplitUnitsTest, JsonIsKeptWholeUnlessStringsMayShrink) {
+  const std::string json = R"({"name": "a long description here", "n": [1, 2]})";
+  const std::string text = "Tool said:\n" + json + "\nthanks";
+  EXPECT_THAT(UnitsOf(text), ElementsAre("Tool", "said", ":", json, "thanks"));
+
+  StructureOptions elastic;
+  elastic.compress_json_strings = true;
+  EXPECT_THAT(UnitsOf(text, elastic),
+              ElementsAre("Tool", "said", ":", "{\"name\": \"", "a", "long", "description", "here",
+                          "\", \"n\": [1, 2]}", "thanks"));
+}
+
+TEST(SplitUnitsTest, ProseInBracketsIsNotJson) {
+  EXPECT_THAT(UnitsOf("[see the notes]"), ElementsAre("[", "see", "the", "notes", "]"));
+}
+
+TEST(SplitUnitsTest, MarkersLabelsForceTokensAndDigitsAreForced) {
+  StructureOptions options;
+  options.force_tokens = {"Q:", "?", "cat"};
+  options.keep_digits = true;
+  const std::string text = "# Title\n- item one\nSpeaker 2: hello there\nQ: why a cat? concat 42";
+  const MarkedText m = Plain(text);
+  const Layout layout = SplitUnits(m, options);
+  std::vector<std::string> forced;
+  for (const Unit& u : layout.units) {
+    if (u.flags & kUnitForced) forced.push_back(text.substr(u.begin, u.end - u.begin));
+  }
+  EXPECT_THAT(forced, ElementsAre("#", "-", "Speaker", "2", ":", "Q", ":", "cat", "?", "42"));
+}
+
+TEST(SplitUnitsTest, UnitsNeverStraddleMarkupSpans) {
+  auto m = ParseMarkup("foo<terse rate=0.5>bar baz</terse>qux");
+  ASSERT_THAT(m, IsOk());
+  const Layout layout = SplitUnits(*m, {});
+  EXPECT_THAT(UnitTexts(*m, layout), ElementsAre("foo", "bar", "baz", "qux"));
+  EXPECT_EQ(layout.units[0].span, -1);
+  EXPECT_EQ(layout.units[1].span, 0);
+  EXPECT_EQ(layout.units[2].span, 0);
+  EXPECT_EQ(layout.units[3].span, -1);
+}
+
+TEST(SplitUnitsTest, KeepSpansAreVerbatimUnits) {
+  auto m = ParseMarkup("drop <terse:keep>keep  this\nexactly</terse:keep> drop");
+  ASSERT_THAT(m, IsOk());
+  const Layout layout = SplitUnits(*m, {});
+  EXPECT_THAT(UnitTexts(*m, layout), ElementsAre("drop", "keep  this\nexactly", "drop"));
+  EXPECT_TRUE(layout.units[1].flags & kUnitVerbatim);
+}
+
+TEST(AssembleTest, KeepsEverythingByteForByte) {
+  const std::string text = "  Hello,   world!\n\n\tIndented (yes).  \n";
+  EXPECT_EQ(DropWords(text, {}), text);
+}
+
+TEST(AssembleTest, NoDoubledSpacesWhereWordsWereDropped) {
+  EXPECT_EQ(DropWords("the cat sat on the mat", {"the", "on"}), "cat sat mat");
+  EXPECT_EQ(DropWords("Hello, world. Next", {",", "."}), "Hello world Next");
+}
+
+TEST(AssembleTest, BracketsAndClosingPunctuationHugTheirWords) {
+  EXPECT_EQ(DropWords("results (see section 4) here.", {"see", "4"}), "results (section) here.");
+  EXPECT_EQ(DropWords("a \"quoted phrase\" b", {"quoted"}), "a \"phrase\" b");
+}
+
+TEST(AssembleTest, NewlinesSurviveAndDroppedLinesCollapse) {
+  EXPECT_EQ(DropWords("one two\nthree\nfour five", {"three"}), "one two\nfour five");
+  EXPECT_EQ(DropWords("para one\n\nmiddle line\n\npara two", {"middle", "line"}),
+            "para one\n\npara two");
+  EXPECT_EQ(DropWords("list:\n    deep item x\n    next", {"x", "deep"}),
+            "list:\n    item\n    next");
+}
+
+TEST(AssembleTest, WordsDoNotFuseAcrossDroppedPunctuation) {
+  EXPECT_EQ(DropWords("state-of-the-art", {"-"}), "state of the art");
+}
+
+TEST(AssembleTest, CjkGetsNoSpaces) {
+  // 我们 今天 (no spaces in the original): drop 们.
+  EXPECT_EQ(DropWords("\xE6\x88\x91\xE4\xBB\xAC\xE4\xBB\x8A\xE5\xA4\xA9", {"\xE4\xBB\xAC"}),
+            "\xE6\x88\x91\xE4\xBB\x8A\xE5\xA4\xA9");
+}
+
+TEST(AssembleTest, JsonStaysValidWhenStringsShrink) {
+  StructureOptions elastic;
+  elastic.compress_json_strings = true;
+  const std::string text =
+      R"({"note": "first \"quoted\" words and more\nlines", "list": ["alpha beta", "x"], "k": 1})";
+  const MarkedText m = Plain(text);
+  const Layout layout = SplitUnits(m, elastic);
+  ASSERT_EQ(layout.json.size(), 1u);
+  // Drop every other elastic unit.
+  std::vector<bool> kept;
+  int toggle = 0;
+  for (const Unit& u : layout.units) kept.push_back((u.flags & kUnitForced) || (toggle++ % 2));
+  const std::string out = Assemble(m.text, layout.units, kept);
+  EXPECT_TRUE(Json::accept(out)) << out;
+  EXPECT_LT(out.size(), text.size());
+  // Drop all of them.
+  for (size_t i = 0; i < kept.size(); ++i) kept[i] = layout.units[i].flags & kUnitForced;
+  const std::string empty_strings = Assemble(m.text, layout.units, kept);
+  EXPECT_EQ(empty_strings, R"({"note": "", "list": ["", ""], "k": 1})");
+}
+
+TEST(AssembleTest, NothingKeptIsEmpty) {
+  const std::string text = "a b c";
+  const MarkedText m = Plain(text);
+  const Layout layout = SplitUnits(m, {});
+  EXPECT_EQ(Assemble(m.text, layout.units, std::vector<bool>(layout.units.size(), false)), "");
+}
+
+TEST(SentenceStartsTest, SplitsAtFinalPunctuationAndLineBreaks) {
+  const std::string text = "One two. Three? Four\nfive 3.5 six";
+  const MarkedText m = Plain(text);
+  const Layout layout = SplitUnits(m, {});
+  // Units: One two . Three ? Four five 3.5 six
+  EXPECT_THAT(SentenceStarts(m.text, layout.units), ElementsAre(0, 3, 5, 6));
+}
+
+}  // namespace
+}  // namespace terse::compressor::lingua
