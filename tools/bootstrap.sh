@@ -38,3 +38,14 @@ if [ ! -f tests/e2e/node_modules/.terse-installed ] ||
   (cd tests/e2e && npm install --no-audit --no-fund --loglevel=error >/dev/null)
   touch tests/e2e/node_modules/.terse-installed
 fi
+
+# The OpenAI BPE rank files TargetTokenizer counts target tokens with, read from models/tiktoken.
+mkdir -p models/tiktoken
+for encoding in cl100k_base o200k_base; do
+  src=tests/e2e/node_modules/tiktoken/encoders/$encoding.json
+  dst=models/tiktoken/$encoding.json
+  if ! cmp -s "$src" "$dst"; then
+    echo "bootstrap: copying $src to models/tiktoken" >&2
+    cp "$src" "$dst"
+  fi
+done
