@@ -19,8 +19,8 @@ enum class Endpoint { kChatCompletions, kCompletions, kEmbeddings };
 // One upstream call, in OpenAI's request shape.
 struct Request {
   Endpoint endpoint = Endpoint::kChatCompletions;
-  Json body;                     // OpenAI JSON body; `model` is set per target by SendWithFallback
-  bool stream = false;           // mirrors body["stream"]
+  Json body;            // OpenAI JSON body; `model` is set per target by SendWithFallback
+  bool stream = false;  // mirrors body["stream"]
   std::vector<std::pair<std::string, std::string>> headers;  // extra headers for the upstream
   std::string request_id;
   absl::Time deadline = absl::InfiniteFuture();

@@ -102,17 +102,20 @@ class RecordingSink : public ResponseSink {
  public:
   void OnResponse(Json body) override {
     std::lock_guard<std::mutex> lock(mu_);
+    threads_.insert(std::this_thread::get_id());
     response_ = std::move(body);
     ++responses_;
     cv_.notify_all();
   }
   void OnChunk(Json chunk) override {
     std::lock_guard<std::mutex> lock(mu_);
+    threads_.insert(std::this_thread::get_id());
     chunks_.push_back(std::move(chunk));
     cv_.notify_all();
   }
   void OnDone(absl::Status status) override {
     std::lock_guard<std::mutex> lock(mu_);
+    threads_.insert(std::this_thread::get_id());
     status_ = status;
     ++dones_;
     cv_.notify_all();
@@ -149,6 +152,10 @@ class RecordingSink : public ResponseSink {
     return responses_;
   }
   bool done() { return dones() > 0; }
+  std::set<std::thread::id> threads() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return threads_;
+  }
   // The streamed text: every choice-0 `delta.content` (chat) or `text` (completions), in order.
   std::string StreamedText() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -188,6 +195,7 @@ class RecordingSink : public ResponseSink {
   int responses_ = 0;
   int dones_ = 0;
   absl::Status status_;
+  std::set<std::thread::id> threads_;
 };
 
 }  // namespace terse::providers

@@ -1,0 +1,219 @@
+// The shared exchange handler. All of it runs on the HTTP engine's loop thread, so it keeps its
+// state without locks.
+#include "providers/exchange.h"
+
+#include <utility>
+
+#include "base/errors.h"
+#include "providers/upstream_errors.h"
+
+namespace terse::providers {
+namespace {
+
+// Bounds what is buffered for a non-streaming answer or an error body.
+constexpr size_t kMaxBufferedBody = 64 << 20;
+
+class ExchangeHandler : public HttpHandler {
+ public:
+  ExchangeHandler(bool stream, ResponseTranslator translate_response,
+                  std::unique_ptr<StreamTranslator> translate_stream,
+                  std::shared_ptr<ResponseSink> sink)
+      : stream_(stream),
+        translate_response_(std::move(translate_response)),
+        translate_stream_(std::move(translate_stream)),
+        sink_(std::move(sink)) {}
+
+  void OnHead(const HttpResponseHead& head) override {
+    status_ = head.status;
+    bool ok_status = head.status >= 200 && head.status < 300;
+    sse_ = ok_status && stream_ &&
+           head.Header("content-type").find("text/event-stream") != std::string::npos;
+  }
+
+  bool OnBody(std::string_view bytes) override {
+    if (finished_) return false;
+    // Upstream JSON of an unexpected shape must end the call, not escape as an exception.
+    try {
+      return ConsumeBody(bytes);
+    } catch (const std::exception& e) {
+      End(UpstreamFailed(std::string("could not translate the upstream answer: ") + e.what()));
+      return false;
+    }
+  }
+
+  void OnComplete(absl::Status status) override {
+    if (finished_) return;
+    try {
+      Complete(std::move(status));
+    } catch (const std::exception& e) {
+      End(UpstreamFailed(std::string("could not translate the upstream answer: ") + e.what()));
+    }
+  }
+
+ private:
+  bool ConsumeBody(std::string_view bytes) {
+    if (!sse_) {
+      if (buffer_.size() + bytes.size() > kMaxBufferedBody) {
+        End(WithRecovery(UpstreamFailed("the upstream answer is larger than 64 MiB"),
+                         Recovery::kNone));
+        return false;
+      }
+      buffer_.append(bytes);
+      return true;
+    }
+    auto events = parser_.Feed(bytes);
+    if (!events.ok()) {
+      End(UpstreamFailed(std::string(events.status().message())));
+      return false;
+    }
+    for (const SseEvent& event : *events) {
+      absl::Status s =
+          translate_stream_->OnEvent(event, [&](Json chunk) { Emit(std::move(chunk)); });
+      if (!s.ok()) {
+        End(std::move(s));
+        return false;
+      }
+    }
+    return true;
+  }
+
+  void Complete(absl::Status status) {
+    if (!status.ok()) return End(std::move(status));
+    if (status_ < 200 || status_ >= 300) return End(UpstreamErrorFromBody(status_, buffer_));
+    if (sse_) {
+      auto emit = [&](Json chunk) { Emit(std::move(chunk)); };
+      for (const SseEvent& event : parser_.Finish()) {
+        absl::Status s = translate_stream_->OnEvent(event, emit);
+        if (!s.ok()) return End(std::move(s));
+      }
+      return End(WithRecovery(translate_stream_->OnEnd(emit), Recovery::kRetry));
+    }
+    Json body = Json::parse(buffer_, nullptr, /*allow_exceptions=*/false);
+    if (body.is_discarded()) {
+      return End(WithRecovery(UpstreamFailed("the upstream answered with invalid JSON"),
+                              Recovery::kRetry));
+    }
+    if (stream_) {
+      // A 2xx that is not an event stream: an error object, or a server that ignored `stream`.
+      if (body.is_object() && body.contains("error")) {
+        return End(UpstreamErrorFromBody(500, buffer_));
+      }
+      return End(WithRecovery(UpstreamFailed("the upstream did not answer with an event stream"),
+                              Recovery::kFallBack));
+    }
+    absl::StatusOr<Json> translated = translate_response_ ? translate_response_(std::move(body))
+                                                          : absl::StatusOr<Json>(std::move(body));
+    if (!translated.ok()) return End(translated.status());
+    sink_->OnResponse(*std::move(translated));
+    End(absl::OkStatus());
+  }
+
+  void Emit(Json chunk) {
+    if (!finished_) sink_->OnChunk(std::move(chunk));
+  }
+  void End(absl::Status status) {
+    if (finished_) return;
+    finished_ = true;
+    sink_->OnDone(std::move(status));
+  }
+
+  const bool stream_;
+  ResponseTranslator translate_response_;
+  std::unique_ptr<StreamTranslator> translate_stream_;
+  std::shared_ptr<ResponseSink> sink_;
+
+  int status_ = 0;
+  bool sse_ = false;
+  bool finished_ = false;
+  std::string buffer_;
+  SseParser parser_;
+};
+
+class HttpProviderCall : public Call {
+ public:
+  explicit HttpProviderCall(std::unique_ptr<HttpCall> call) : call_(std::move(call)) {}
+  void Cancel() override { call_->Cancel(); }
+
+ private:
+  std::unique_ptr<HttpCall> call_;
+};
+
+class NoopCall : public Call {
+ public:
+  void Cancel() override {}
+};
+
+class OpenAiStreamTranslator : public StreamTranslator {
+ public:
+  absl::Status OnEvent(const SseEvent& event, absl::FunctionRef<void(Json)> emit) override {
+    if (done_) return absl::OkStatus();
+    if (event.data == "[DONE]") {
+      done_ = true;
+      return absl::OkStatus();
+    }
+    Json chunk = Json::parse(event.data, nullptr, /*allow_exceptions=*/false);
+    if (chunk.is_discarded() || !chunk.is_object()) {
+      return UpstreamFailed("the upstream sent an invalid stream event");
+    }
+    if (chunk.contains("error")) return UpstreamErrorFromBody(500, event.data);
+    if (chunk.contains("choices") && chunk["choices"].is_array()) {
+      for (const Json& choice : chunk["choices"]) {
+        if (choice.is_object() && choice.contains("finish_reason") &&
+            !choice["finish_reason"].is_null()) {
+          saw_finish_ = true;
+        }
+      }
+    }
+    emit(std::move(chunk));
+    return absl::OkStatus();
+  }
+
+  absl::Status OnEnd(absl::FunctionRef<void(Json)>) override {
+    // Some OpenAI-compatible servers omit [DONE]; a finish_reason is then the proper end.
+    if (done_ || saw_finish_) return absl::OkStatus();
+    return UpstreamFailed("the upstream stream ended before it was complete");
+  }
+
+ private:
+  bool done_ = false;
+  bool saw_finish_ = false;
+};
+
+}  // namespace
+
+std::string StringField(const Json& object, const char* key, std::string fallback) {
+  if (!object.is_object()) return fallback;
+  auto it = object.find(key);
+  if (it == object.end() || !it->is_string()) return fallback;
+  return it->get<std::string>();
+}
+
+int IntField(const Json& object, const char* key, int fallback) {
+  if (!object.is_object()) return fallback;
+  auto it = object.find(key);
+  if (it == object.end() || !it->is_number_integer()) return fallback;
+  return it->get<int>();
+}
+
+std::unique_ptr<Call> StartExchange(HttpClient& client, HttpRequest request, bool stream,
+                                    ResponseTranslator translate_response,
+                                    std::unique_ptr<StreamTranslator> translate_stream,
+                                    std::shared_ptr<ResponseSink> sink) {
+  if (stream && !translate_stream) translate_stream = NewOpenAiStreamTranslator();
+  auto handler = std::make_shared<ExchangeHandler>(stream, std::move(translate_response),
+                                                   std::move(translate_stream), std::move(sink));
+  return std::make_unique<HttpProviderCall>(client.Start(std::move(request), std::move(handler)));
+}
+
+std::unique_ptr<Call> FailedCall(HttpClient& client, absl::Status status,
+                                 std::shared_ptr<ResponseSink> sink) {
+  client.Schedule(absl::ZeroDuration(), [sink = std::move(sink), status = std::move(status)](
+                                            bool) mutable { sink->OnDone(std::move(status)); });
+  return std::make_unique<NoopCall>();
+}
+
+std::unique_ptr<StreamTranslator> NewOpenAiStreamTranslator() {
+  return std::make_unique<OpenAiStreamTranslator>();
+}
+
+}  // namespace terse::providers

@@ -1,0 +1,114 @@
+// OpenAI, Azure OpenAI and OpenAI-compatible servers (vLLM, Ollama, llama.cpp, LM Studio): the
+// same JSON both ways; they differ in the URL and the auth header.
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "base/errors.h"
+#include "providers/adapters.h"
+#include "providers/exchange.h"
+#include "providers/upstream_errors.h"
+
+namespace terse::providers {
+namespace {
+
+const char* PathOf(Endpoint endpoint) {
+  switch (endpoint) {
+    case Endpoint::kChatCompletions:
+      return "/chat/completions";
+    case Endpoint::kCompletions:
+      return "/completions";
+    case Endpoint::kEmbeddings:
+      return "/embeddings";
+  }
+  return "/chat/completions";
+}
+
+// Percent-encodes a URL path segment (an Azure deployment name comes from the client's `model`).
+std::string EncodeSegment(std::string_view s) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+class OpenAiProvider : public Provider {
+ public:
+  OpenAiProvider(ProviderSettings settings, HttpClient& client)
+      : settings_(std::move(settings)), client_(client) {}
+
+  const std::string& name() const override { return settings_.name; }
+
+  std::unique_ptr<Call> Send(Request request, std::shared_ptr<ResponseSink> sink) override {
+    bool needs_key = settings_.kind != v1::Provider::OPENAI_COMPATIBLE;
+    if (needs_key && settings_.api_key.empty()) {
+      return FailedCall(
+          client_,
+          WithRecovery(UpstreamFailed("provider \"" + settings_.name + "\" has no API key (" +
+                                      (settings_.api_key_env.empty()
+                                           ? std::string("api_key_env is not set")
+                                           : "$" + settings_.api_key_env + " is empty") +
+                                      ")"),
+                       Recovery::kFallBack),
+          std::move(sink));
+    }
+    absl::StatusOr<HttpRequest> http = NewHttpRequest(settings_, request);
+    if (!http.ok()) return FailedCall(client_, http.status(), std::move(sink));
+
+    Json body = std::move(request.body);
+    if (!body.is_object()) {
+      return FailedCall(client_, InvalidRequest("the request body must be a JSON object"),
+                        std::move(sink));
+    }
+    bool stream = request.stream && request.endpoint != Endpoint::kEmbeddings;
+    if (stream || body.contains("stream")) body["stream"] = stream;
+    if (stream) {
+      // terse needs the usage of every call, streamed or not (budgets, savings).
+      if (!body.contains("stream_options") || !body["stream_options"].is_object()) {
+        body["stream_options"] = Json::object();
+      }
+      body["stream_options"]["include_usage"] = true;
+    }
+
+    if (settings_.kind == v1::Provider::AZURE_OPENAI) {
+      std::string deployment = StringField(body, "model");
+      if (deployment.empty()) {
+        return FailedCall(client_, InvalidRequest("`model` names the Azure deployment", "model"),
+                          std::move(sink));
+      }
+      http->url = settings_.base_url + "/openai/deployments/" + EncodeSegment(deployment) +
+                  PathOf(request.endpoint) + "?api-version=" + settings_.api_version;
+      http->headers.emplace_back("api-key", settings_.api_key);
+    } else {
+      http->url = settings_.base_url + PathOf(request.endpoint);
+      if (!settings_.api_key.empty()) {
+        http->headers.emplace_back("Authorization", "Bearer " + settings_.api_key);
+      }
+    }
+    http->headers.emplace_back("Content-Type", "application/json");
+    http->headers.emplace_back("Accept", stream ? "text/event-stream" : "application/json");
+    http->method = "POST";
+    http->body = body.dump(-1, ' ', false, Json::error_handler_t::replace);
+    return StartExchange(client_, *std::move(http), stream, nullptr, nullptr, std::move(sink));
+  }
+
+ private:
+  const ProviderSettings settings_;
+  HttpClient& client_;
+};
+
+}  // namespace
+
+std::unique_ptr<Provider> NewOpenAiProvider(ProviderSettings settings, HttpClient& client) {
+  return std::make_unique<OpenAiProvider>(std::move(settings), client);
+}
+
+}  // namespace terse::providers
