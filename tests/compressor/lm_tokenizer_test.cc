@@ -93,7 +93,8 @@ TEST_P(LmTokenizerFixtureTest, MatchesSentencePieceIdsAndCoversInput) {
   EXPECT_GT(checked, 300);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, LmTokenizerFixtureTest, ::testing::Values("tiny-lm.json"),
+INSTANTIATE_TEST_SUITE_P(Models, LmTokenizerFixtureTest,
+                         ::testing::Values("tiny-lm.json", "terse-small-en.json"),
                          [](const auto& info) {
                            std::string name = info.param.substr(0, info.param.find('.'));
                            for (char& ch : name) {
