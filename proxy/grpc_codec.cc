@@ -143,11 +143,8 @@ absl::StatusOr<v1::ContentPart> PartFromJson(const Json& part, std::string_view 
 }
 
 absl::StatusOr<Json> PartToJson(const v1::ContentPart& part, std::string_view where) {
-  if (part.type().empty()) {
-    return InvalidRequest(absl::StrCat(Str(where), ".type is required"),
-                          absl::StrCat(Str(where), ".type"));
-  }
-  Json out = {{"type", part.type()}};
+  Json out = Json::object();
+  if (!part.type().empty()) out["type"] = part.type();
   if (part.type() == "text" || !part.text().empty()) out["text"] = part.text();
   RETURN_IF_ERROR(MergeExtra(part.extra(), where, out));
   return out;
@@ -280,15 +277,13 @@ Json StructToJson(const Struct& value) {
 }
 
 absl::StatusOr<Json> MessageToJson(const v1::Message& message, std::string_view where) {
-  if (message.role().empty()) {
-    return InvalidRequest(absl::StrCat(Str(where), ".role is required"),
-                          absl::StrCat(Str(where), ".role"));
-  }
   if (!message.content().empty() && message.parts_size() > 0) {
     return InvalidRequest(absl::StrCat(Str(where), " sets both content and parts"),
                           absl::StrCat(Str(where), ".content"));
   }
-  Json out = {{"role", message.role()}};
+  // An unset role or model is left out, so the pipeline reports it as it does for HTTP clients.
+  Json out = Json::object();
+  if (!message.role().empty()) out["role"] = message.role();
   const auto& extra = message.extra().fields();
   if (message.parts_size() > 0) {
     Json parts = Json::array();
@@ -345,8 +340,8 @@ absl::StatusOr<v1::Message> MessageFromJson(const Json& message, std::string_vie
 }
 
 absl::StatusOr<Json> ChatRequestToJson(const v1::ChatRequest& request, bool stream) {
-  if (request.model().empty()) return InvalidRequest("model is required", "model");
-  Json body = {{"model", request.model()}};
+  Json body = Json::object();
+  if (!request.model().empty()) body["model"] = request.model();
   ASSIGN_OR_RETURN(body["messages"], MessagesToJson(request.messages()));
   if (request.has_temperature()) body["temperature"] = request.temperature();
   if (request.has_max_tokens()) body["max_tokens"] = request.max_tokens();
@@ -367,8 +362,8 @@ absl::StatusOr<Json> ChatRequestToJson(const v1::ChatRequest& request, bool stre
 }
 
 absl::StatusOr<Json> CompressRequestToJson(const v1::CompressRequest& request) {
-  if (request.model().empty()) return InvalidRequest("model is required", "model");
-  Json body = {{"model", request.model()}};
+  Json body = Json::object();
+  if (!request.model().empty()) body["model"] = request.model();
   ASSIGN_OR_RETURN(body["messages"], MessagesToJson(request.messages()));
   RETURN_IF_ERROR(AddOverride(request.compression(), body));
   return body;

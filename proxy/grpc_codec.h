@@ -20,7 +20,8 @@ Json StructToJson(const google::protobuf::Struct& value);
 
 // One chat message, proto -> OpenAI JSON: `content` is the string, or the array of `parts` when
 // there are any; `extra` fields are merged into the object after the modeled ones. An `extra` key
-// that repeats a field already set is an InvalidRequest (naming `where`.extra.<key>).
+// that repeats a field already set is an InvalidRequest (naming `where`.extra.<key>). Unset
+// strings are left out (an empty role or model is then the pipeline's error, worded as for HTTP).
 absl::StatusOr<Json> MessageToJson(const v1::Message& message, std::string_view where);
 // One OpenAI message (request, response or delta) -> proto; fields without a proto field go to
 // `extra`. Wrong shapes are InvalidRequest.
