@@ -133,8 +133,7 @@ TEST_F(AdaptersTest, UpstreamClientErrorsKeepStatusMessageTypeAndCode) {
       FakeReply::Fail(400, "messages is too long", "invalid_request_error", "context_length"));
   auto set = MakeSet(v1::Provider::OPENAI);
   auto sink = Run(*set, Chat(Messages("x")));
-  EXPECT_THAT(sink->status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, "messages is too long"));
+  EXPECT_THAT(sink->status(), StatusIs(absl::StatusCode::kInvalidArgument, "messages is too long"));
   ErrorDetail detail = DetailOf(sink->status());
   EXPECT_EQ(detail.http_status, 400);
   EXPECT_EQ(detail.type, "invalid_request_error");
@@ -151,8 +150,8 @@ TEST_F(AdaptersTest, UpstreamServerErrorsBecome502) {
   upstream_.SetDefaultReply(FakeReply::Fail(503, "engine overloaded"));
   auto set = MakeSet(v1::Provider::OPENAI);
   auto sink = Run(*set, Chat(Messages("x"), true));
-  EXPECT_THAT(sink->status(), StatusIs(absl::StatusCode::kUnavailable,
-                                       HasSubstr("engine overloaded")));
+  EXPECT_THAT(sink->status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("engine overloaded")));
   EXPECT_EQ(DetailOf(sink->status()).http_status, 502);
   EXPECT_EQ(DetailOf(sink->status()).type, "upstream_error");
 }
@@ -280,8 +279,7 @@ TEST_F(AdaptersTest, AnthropicStreamBecomesOpenAiChunksEndingWithUsage) {
 }
 
 TEST_F(AdaptersTest, AnthropicErrorsKeepTheirStatusAndMessage) {
-  upstream_.SetDefaultReply(
-      FakeReply::Fail(400, "max_tokens: too large", "invalid_request_error"));
+  upstream_.SetDefaultReply(FakeReply::Fail(400, "max_tokens: too large", "invalid_request_error"));
   auto set = MakeSet(v1::Provider::ANTHROPIC);
   auto sink = Run(*set, Chat(Messages("x")));
   EXPECT_THAT(sink->status(),
