@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <functional>
 #include <iterator>
 #include <string>
 
@@ -13,23 +14,33 @@
 namespace terse::compressor {
 namespace {
 
-// A fast hash for short byte strings (most tokens are under 8 bytes): 8-byte words folded with a
-// multiply, then a final avalanche so both the bucket (low bits) and the tag (high bits) spread.
-inline uint64_t HashBytes(const char* p, size_t n) {
-  constexpr uint64_t kMul = 0x9FB21C651E98DF25ull;
-  uint64_t h = 0x243F6A8885A308D3ull ^ (n * kMul);
-  while (n >= 8) {
+// The first min(n, 8) bytes at p as a little-endian word, zero-padded, without a variable-length
+// memcpy: two overlapping 4-byte loads, or three single bytes below 4.
+inline uint64_t LoadHead(const char* p, size_t n) {
+  if (n >= 8) {
     uint64_t w;
     std::memcpy(&w, p, 8);
-    h = (h ^ w) * kMul;
-    h ^= h >> 32;
-    p += 8;
-    n -= 8;
+    return w;
   }
-  if (n > 0) {
-    uint64_t w = 0;
-    std::memcpy(&w, p, n);
-    h = (h ^ w) * kMul;
+  if (n >= 4) {
+    uint32_t lo, hi;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + n - 4, 4);
+    return lo | static_cast<uint64_t>(hi) << ((n - 4) * 8);
+  }
+  if (n == 0) return 0;
+  const auto b = [p](size_t i) { return static_cast<uint64_t>(static_cast<uint8_t>(p[i])); };
+  return b(0) | b(n >> 1) << ((n >> 1) * 8) | b(n - 1) << ((n - 1) * 8);
+}
+
+// A fast hash for short byte strings: 8-byte words folded with a multiply, then a final
+// avalanche so the bucket (low bits) depends on every byte.
+inline uint64_t HashBytes(uint64_t head, const char* p, size_t n) {
+  constexpr uint64_t kMul = 0x9FB21C651E98DF25ull;
+  uint64_t h = (0x243F6A8885A308D3ull ^ (n * kMul) ^ head) * kMul;
+  for (size_t i = 8; i < n; i += 8) {
+    h ^= h >> 32;
+    h = (h ^ LoadHead(p + i, std::min<size_t>(8, n - i))) * kMul;
   }
   h ^= h >> 29;
   h *= 0xBF58476D1CE4E5B9ull;
@@ -160,7 +171,7 @@ absl::StatusOr<BpeRanks> BpeRanks::Parse(std::string_view text) {
 
   size_t capacity = 16;
   while (capacity < tokens.size() * 2) capacity *= 2;
-  r.slots_.assign(capacity, Slot{0, kNone});
+  r.slots_.assign(capacity, Slot{0, 0, kNone});
   r.mask_ = capacity - 1;
   for (const Token& t : tokens) {
     const std::string_view bytes = r.Bytes(t.rank);
@@ -168,10 +179,10 @@ absl::StatusOr<BpeRanks> BpeRanks::Parse(std::string_view text) {
       return absl::DataLossError(
           absl::StrCat("bpe_ranks: the token of rank ", t.rank, " appears twice"));
     }
-    const uint64_t h = HashBytes(bytes.data(), bytes.size());
-    uint64_t i = h & r.mask_;
+    const uint64_t head = LoadHead(bytes.data(), bytes.size());
+    uint64_t i = HashBytes(head, bytes.data(), bytes.size()) & r.mask_;
     while (r.slots_[i].rank != kNone) i = (i + 1) & r.mask_;
-    r.slots_[i] = Slot{static_cast<uint32_t>(h >> 32), t.rank};
+    r.slots_[i] = Slot{head, t.length, t.rank};
   }
   for (int b = 0; b < 256; ++b) {
     const char c = static_cast<char>(b);
@@ -183,17 +194,15 @@ absl::StatusOr<BpeRanks> BpeRanks::Parse(std::string_view text) {
 }
 
 uint32_t BpeRanks::Find(std::string_view bytes) const {
-  const uint64_t h = HashBytes(bytes.data(), bytes.size());
-  const uint32_t tag = static_cast<uint32_t>(h >> 32);
-  for (uint64_t i = h & mask_;; i = (i + 1) & mask_) {
+  const char* p = bytes.data();
+  const size_t n = bytes.size();
+  const uint64_t head = LoadHead(p, n);
+  for (uint64_t i = HashBytes(head, p, n) & mask_;; i = (i + 1) & mask_) {
     const Slot& s = slots_[i];
     if (s.rank == kNone) return kNone;
-    if (s.tag == tag) {
-      const uint32_t begin = offsets_[s.rank];
-      const uint32_t length = offsets_[s.rank + 1] - begin;
-      if (length == bytes.size() && std::memcmp(arena_.data() + begin, bytes.data(), length) == 0) {
-        return s.rank;
-      }
+    if (s.head == head && s.length == n &&
+        (n <= 8 || std::memcmp(arena_.data() + offsets_[s.rank] + 8, p + 8, n - 8) == 0)) {
+      return s.rank;
     }
   }
 }
@@ -246,47 +255,48 @@ void BpeRanks::MergeQuadratic(std::string_view piece, Sink&& sink) const {
 
 template <typename Sink>
 void BpeRanks::MergeHeap(std::string_view piece, Sink&& sink) const {
-  // Parts form a linked list keyed by their start byte; the heap holds candidate pairs ordered by
-  // (rank, start of the left part), which is exactly the quadratic loop's choice. Entries go
-  // stale when a neighbour merges; an entry is still good when its left part is alive and the
-  // pair still ends where it did (then its bytes, hence its rank, are unchanged).
+  // Parts form a linked list keyed by their start byte; the heap holds candidate pairs as
+  // rank << 32 | start of the left part, so it pops exactly the quadratic loop's choice (lowest
+  // rank, then leftmost). Entries go stale when a neighbour merges; an entry is still good when
+  // its left part is alive and the pair still spans the rank's length (then its bytes, hence
+  // its rank, are unchanged).
   const uint32_t n = static_cast<uint32_t>(piece.size());
-  std::vector<uint32_t> next(n), prev(n);
-  std::vector<uint8_t> alive(n, 1);
+  constexpr uint32_t kDead = kNone - 1;
+  std::vector<uint32_t> next(n), prev(n);  // prev == kDead: absorbed into the part before
   for (uint32_t i = 0; i < n; ++i) {
     next[i] = i + 1;
     prev[i] = i == 0 ? kNone : i - 1;
   }
-  struct Entry {
-    uint64_t key;  // rank << 32 | start of the left part
-    uint32_t end;  // where the pair ends
-  };
-  auto later = [](const Entry& a, const Entry& b) { return a.key > b.key; };
-  std::vector<Entry> heap;
+  std::vector<uint64_t> heap;
   heap.reserve(n);
-  auto candidate = [&](uint32_t left) {
+  auto candidate = [&](uint32_t left) -> bool {
     const uint32_t mid = next[left];
-    if (mid >= n) return;
-    const uint32_t end = next[mid];
-    const uint32_t rank = Find(piece.substr(left, end - left));
-    if (rank == kNone) return;
-    heap.push_back(Entry{static_cast<uint64_t>(rank) << 32 | left, end});
-    std::push_heap(heap.begin(), heap.end(), later);
+    if (mid >= n) return false;
+    const uint32_t rank = Find(piece.substr(left, next[mid] - left));
+    if (rank == kNone) return false;
+    heap.push_back(static_cast<uint64_t>(rank) << 32 | left);
+    return true;
   };
   for (uint32_t i = 0; i + 1 < n; ++i) candidate(i);
+  auto later = std::greater<uint64_t>();
+  std::make_heap(heap.begin(), heap.end(), later);
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), later);
-    const Entry e = heap.back();
+    const uint64_t key = heap.back();
     heap.pop_back();
-    const uint32_t left = static_cast<uint32_t>(e.key);
-    if (!alive[left]) continue;
+    const uint32_t left = static_cast<uint32_t>(key);
+    const uint32_t rank = static_cast<uint32_t>(key >> 32);
+    if (prev[left] == kDead) continue;
     const uint32_t mid = next[left];
-    if (mid >= n || next[mid] != e.end) continue;
-    alive[mid] = 0;
-    next[left] = e.end;
-    if (e.end < n) prev[e.end] = left;
-    if (prev[left] != kNone) candidate(prev[left]);
-    candidate(left);
+    const uint32_t end = left + (offsets_[rank + 1] - offsets_[rank]);
+    if (mid >= n || next[mid] != end) continue;
+    prev[mid] = kDead;
+    next[left] = end;
+    if (end < n) prev[end] = left;
+    if (prev[left] != kNone && candidate(prev[left])) {
+      std::push_heap(heap.begin(), heap.end(), later);
+    }
+    if (candidate(left)) std::push_heap(heap.begin(), heap.end(), later);
   }
   for (uint32_t i = 0; i < n; i = next[i]) sink(i, next[i]);
 }

@@ -127,6 +127,18 @@ TEST_F(TargetTokenizerTest, LongWhitespaceRuns) {
   }
 }
 
+TEST_F(TargetTokenizerTest, HugePiecesRoundTrip) {
+  // Single pre-tokens of hundreds of kilobytes: the heap merge and the regex must both cope.
+  for (const std::string& text : {std::string(1 << 18, 'a'), std::string(1 << 18, ' ') + "x",
+                                  std::string(1 << 18, '-'), std::string(1 << 18, '\n')}) {
+    for (const auto& tokenizer : {cl100k_, o200k_}) {
+      const Ids ids = tokenizer->Encode(text);
+      EXPECT_EQ(tokenizer->Count(text), ids.size());
+      EXPECT_EQ(tokenizer->Decode(ids), text);
+    }
+  }
+}
+
 TEST_F(TargetTokenizerTest, DigitsGroupInThrees) {
   const Ids ids = cl100k_->Encode("1234567");
   ASSERT_EQ(ids.size(), 3u);
