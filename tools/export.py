@@ -47,6 +47,19 @@ def check_scripted(model, scripted, ids: torch.Tensor) -> float:
     return max((ref - full).abs().max().item(), (cached - full).abs().max().item())
 
 
+def train_command(targs: dict) -> str:
+    """The train.py command line with the settings of the checkpoint's (last) invocation."""
+    flags = {"minutes": "--minutes", "batch": "--batch", "lr": "--lr", "warmup": "--warmup",
+             "context": "--context", "d_model": "--d-model", "layers": "--layers",
+             "heads": "--heads", "vocab": "--vocab", "seed": "--seed"}
+    parts = ["/usr/bin/python3 tools/train.py"]
+    parts += [f"{flag} {targs[key]:g}" if isinstance(targs[key], float) else
+              f"{flag} {targs[key]}" for key, flag in flags.items() if key in targs]
+    if targs.get("fp32"):
+        parts.append("--fp32")
+    return " ".join(parts)
+
+
 def perplexity_of_text(model, sp, text: str, max_context: int) -> dict:
     ids = torch.tensor(sp.encode(text), dtype=torch.long)
     nll, n = doc_nll(model, ids, np.array([0]), model.bos_id, 1, max_context, False)
@@ -61,6 +74,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(REPO, "models", "terse-small-en"))
     ap.add_argument("--corpus", default=os.path.join(TOOLS, "corpus", "out"))
     ap.add_argument("--name", default="terse-small-en")
+    ap.add_argument("--note", default="", help="free text recorded in model.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
     import sentencepiece as spm
@@ -130,9 +144,10 @@ def main() -> None:
             "threads": targs["threads"],
             "seed": targs["seed"],
             "history": state.get("history", []),
-            "command": f"/usr/bin/python3 tools/train.py --minutes {targs['minutes']:g}",
+            "command": train_command(targs),
         },
         "evaluation": evals,
+        **({"notes": args.note} if args.note else {}),
         "export_check_max_abs_diff": diff,
     })
     print(f"exported {args.out} in {time.time() - t0:.0f} s (max diff {diff:.2e})")

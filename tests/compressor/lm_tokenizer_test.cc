@@ -2,12 +2,14 @@
 // tools/make_tokenizer_fixture.py hold texts and the ids Python gave for them.
 #include "compressor/lm_tokenizer.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 
 #include "base/json.h"
+#include "compressor/language_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/status_matchers.h"
@@ -177,6 +179,50 @@ TEST(LmTokenizerTest, LoadErrors) {
       << R"({"format": "terse-unigram-v1", "normalization": "nmt_nfkc"})";
   EXPECT_THAT(LmTokenizer::Load(dir.string()).status(), StatusIs(absl::StatusCode::kUnimplemented));
 }
+
+// The whole scoring path against Python: LmTokenizer gives the ids Python gave, and the C++
+// LanguageModel's self-information matches Python's log-probabilities (fixtures written by
+// tools/make_logprob_fixture.py).
+class LmLogprobFixtureTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LmLogprobFixtureTest, TokenizerAndModelAgreeWithPython) {
+  const std::string path = "tests/fixtures/logprobs/" + GetParam();
+  const Json fixture = Json::parse(ReadFile(path), nullptr, false);
+  ASSERT_FALSE(fixture.is_discarded()) << path;
+  const std::string model_dir = fixture.at("model_dir").get<std::string>();
+  std::unique_ptr<LmTokenizer> tok = LoadOrDie(model_dir);
+  ASSERT_NE(tok, nullptr);
+  absl::StatusOr<std::vector<LmToken>> tokens = tok->Encode(fixture.at("text").get<std::string>());
+  ASSERT_THAT(tokens.status(), IsOk());
+  std::vector<int32_t> ids;
+  for (const LmToken& t : *tokens) ids.push_back(t.id);
+  const std::vector<int32_t> want = fixture.at("ids").get<std::vector<int32_t>>();
+  ASSERT_EQ(want.front(), tok->bos_id());
+  ASSERT_THAT(ids, ElementsAreArray(want.begin() + 1, want.end()));
+
+  LanguageModelOptions options;
+  options.model_dir = model_dir;
+  options.threads = 1;
+  absl::StatusOr<std::unique_ptr<LanguageModel>> lm = LanguageModel::Load(options);
+  ASSERT_THAT(lm.status(), IsOk());
+  absl::StatusOr<std::vector<std::vector<float>>> scores = (*lm)->ScoreSequences({ids});
+  ASSERT_THAT(scores.status(), IsOk());
+  const std::vector<double> logprobs = fixture.at("logprobs").get<std::vector<double>>();
+  ASSERT_EQ(scores->size(), 1u);
+  ASSERT_EQ((*scores)[0].size(), logprobs.size());
+  for (size_t i = 0; i < logprobs.size(); ++i) {
+    EXPECT_NEAR((*scores)[0][i], -logprobs[i], 1e-3) << "token " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, LmLogprobFixtureTest, ::testing::Values("tiny-lm.json"),
+                         [](const auto& info) {
+                           std::string name = info.param.substr(0, info.param.find('.'));
+                           for (char& ch : name) {
+                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace terse::compressor
