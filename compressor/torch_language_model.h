@@ -1,0 +1,83 @@
+// Internals of the TorchScript LanguageModel shared by its two .cc files, its tests and its
+// benchmark: the window plan for long sequences, worker counters and a matmul probe. No LibTorch
+// type appears here; only compressor/*.cc files include torch.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "compressor/language_model.h"
+
+namespace terse::compressor {
+
+// Tokens at the start of a sequence (BOS included) that every window keeps when a sequence or a
+// session outgrows the context: they anchor the attention the way a document start does.
+inline constexpr int kSinkTokens = 4;
+
+// Smallest context the scorer accepts: room for the sink plus a useful tail.
+inline constexpr int kMinContext = 16;
+
+// One stateless forward pass: `ids` run from position 0; targets[j] is the token scored after
+// ids[j], or -1 when position j scores nothing. Concatenating the scored targets of the windows
+// of a plan, in order, gives the tokens of the sequence from `score_from` on, each exactly once.
+struct ScoringWindow {
+  std::vector<int64_t> ids;
+  std::vector<int64_t> targets;
+};
+
+// Windows that score tokens[score_from..] after BOS. A sequence that fits (BOS + tokens within
+// max_context) is one window. A longer one is cut into windows of max_context tokens: the first
+// starts at BOS; each later one is the sink tokens followed by the next stretch, advancing by
+// half the non-sink width, so every token is scored with at least that much context.
+std::vector<ScoringWindow> PlanWindows(std::span<const int32_t> tokens, size_t score_from,
+                                       int bos_id, int max_context);
+
+// Counters of the inference worker, for tests and benchmarks.
+struct InferenceStats {
+  int64_t batches = 0;          // forward passes run
+  int64_t steps = 0;            // sequences (work items) run in them
+  int64_t max_batch_steps = 0;  // most sequences in one forward pass
+  int64_t tokens = 0;           // real tokens fed
+  int64_t padded_tokens = 0;    // tokens fed including right padding
+  int64_t queued = 0;           // steps waiting in the queue right now
+};
+
+// Runs `task` alone on `model`'s worker thread and returns when it has run; the queue waits
+// meanwhile (tests use it to let steps pile up, then release them as one batch).
+absl::Status RunOnWorker(const LanguageModel& model, std::function<void()> task);
+
+// Architecture read from the TorchScript module.
+struct ModelShape {
+  int vocab_size = 0;
+  int max_context = 0;
+  int n_layer = 0;
+  int n_head = 0;
+  int d_model = 0;
+  int bos_id = 0;
+  int pad_id = 0;
+  int64_t non_embedding_params = 0;  // every parameter but the token and position embeddings
+};
+
+// Loads `model_bytes` (the contents of model.pt) as the TorchScript backend. `options` were
+// validated by LanguageModel::Load.
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadTorchScriptModel(
+    const LanguageModelOptions& options, const std::string& model_bytes, std::string digest);
+
+// Counters of `model`'s worker; zeros if `model` is not the TorchScript backend.
+InferenceStats StatsOf(const LanguageModel& model);
+
+// The architecture of `model`; an error if it is not the TorchScript backend.
+absl::StatusOr<ModelShape> ShapeOf(const LanguageModel& model);
+
+// FLOP/s of plain matrix products shaped like the linear layers and LM head of one forward pass
+// over `rows` tokens, run on `model`'s worker (same device, threads and settings as scoring):
+// the ceiling the scorer's own FLOP/s is compared with. `bf16` runs them in bfloat16.
+absl::StatusOr<double> MeasureMatmulFlops(const LanguageModel& model, int rows, int repeats,
+                                          bool bf16);
+
+}  // namespace terse::compressor
