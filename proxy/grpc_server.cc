@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "base/errors.h"
 #include "proxy/grpc_codec.h"
 #include "terse/v1/gateway.grpc.pb.h"
 
@@ -34,11 +35,12 @@ constexpr uint64_t kDefaultMaxBodyBytes = 8 << 20;
 
 absl::string_view View(grpc::string_ref s) { return absl::string_view(s.data(), s.size()); }
 
+// "req_" and 32 hex digits, the shape the HTTP face uses.
 std::string NewRequestId() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   char buf[40];
-  std::snprintf(buf, sizeof buf, "req_%016llx%08llx", static_cast<unsigned long long>(rng()),
-                static_cast<unsigned long long>(rng() & 0xffffffffu));
+  std::snprintf(buf, sizeof buf, "req_%016llx%016llx", static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng()));
   return buf;
 }
 
@@ -68,6 +70,13 @@ bool IsValidResponseMetadata(const std::string& name, const std::string& value) 
   return true;
 }
 
+// A client's id is echoed only when it is short, printable text (it goes into logs and metadata),
+// the same rule as the HTTP face's.
+bool AcceptableRequestId(const std::string& id) {
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
 // Reads credentials, request id, deadline and headers off the call; echoes the request id.
 CallInfo ReadCallInfo(grpc::CallbackServerContext& ctx, Operation operation) {
   CallInfo info;
@@ -87,7 +96,7 @@ CallInfo ReadCallInfo(grpc::CallbackServerContext& ctx, Operation operation) {
     }
     if (IsForwardedMetadata(name)) info.headers.emplace_back(std::move(name), std::string(v));
   }
-  if (info.request_id.empty() || !IsValidResponseMetadata("x-request-id", info.request_id)) {
+  if (!AcceptableRequestId(info.request_id)) {
     info.request_id = NewRequestId();
   }
   ctx.AddInitialMetadata("x-request-id", info.request_id);
@@ -105,6 +114,19 @@ void AddResponseHeaders(grpc::CallbackServerContext& ctx, const ResponseHead& he
       ctx.AddInitialMetadata(lower, value);
     }
   }
+}
+
+// The gRPC status of a finished call. An error also carries the error table's OpenAI `type` and
+// `code` and whether a retry can help, as trailing metadata (the status code alone cannot tell a
+// rate limit from a spent budget). Must run before Finish.
+grpc::Status FinishStatus(grpc::CallbackServerContext& ctx, const absl::Status& status) {
+  if (!status.ok()) {
+    ErrorDetail detail = DetailOf(status);
+    ctx.AddTrailingMetadata("x-terse-error-type", detail.type);
+    if (!detail.code.empty()) ctx.AddTrailingMetadata("x-terse-error-code", detail.code);
+    if (!detail.retryable) ctx.AddTrailingMetadata("x-should-retry", "false");
+  }
+  return ToGrpcStatus(status);
 }
 
 // What every call's state shares: the pipeline call to cancel when the client goes away.
@@ -139,7 +161,7 @@ class CallState : public Responder {
   absl::Mutex mu_;
 
  private:
-  // Set once, after Pipeline::Handle returns; destroyed with the state.
+  // Set after Pipeline::Handle returns; dropped by Detach.
   std::unique_ptr<PipelineCall> call_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -168,7 +190,7 @@ class UnaryState final : public CallState {
         AddResponseHeaders(*ctx_, head);
       }
     }
-    reactor_->Finish(ToGrpcStatus(decoded.status()));
+    reactor_->Finish(FinishStatus(*ctx_, decoded.status()));
   }
   void StartStream(const ResponseHead&) override {
     Finish(absl::InternalError("the pipeline streamed the answer to a unary call"));
@@ -192,7 +214,7 @@ class UnaryState final : public CallState {
       if (finished_) return;
       finished_ = true;
     }
-    reactor_->Finish(ToGrpcStatus(status));
+    reactor_->Finish(FinishStatus(*ctx_, status));
   }
 
   // Constant after Bind; valid until Finish.
@@ -338,7 +360,7 @@ class StreamState final : public CallState {
     if (action == Action::kWrite) {
       reactor_->StartWrite(&in_flight_);
     } else if (action == Action::kFinish) {
-      reactor_->Finish(ToGrpcStatus(end_status_));
+      reactor_->Finish(FinishStatus(*ctx_, end_status_));
     }
   }
 
@@ -414,7 +436,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
     absl::StatusOr<v1::ListModelsResponse> models = ListModelsFromJson(pipeline_.ListModels());
     if (models.ok()) *response = *std::move(models);
-    reactor->Finish(ToGrpcStatus(models.status()));
+    reactor->Finish(FinishStatus(*ctx, models.status()));
     return reactor;
   }
 
