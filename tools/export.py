@@ -105,8 +105,12 @@ def main() -> None:
     for split in ("val", "test"):
         stream, starts = load_stream(os.path.join(args.run, f"{split}.u16"))
         nll, n = doc_nll(model, stream, starts, cfg["bos_id"], len(starts), cfg["max_context"],
-                         False)
-        evals[split] = {"documents": len(starts), "tokens": n, "perplexity": math.exp(nll / n)}
+                         False, eos=cfg["eos_id"])
+        with open(os.path.join(args.corpus, f"{split}.jsonl"), encoding="utf-8") as f:
+            nbytes = sum(len(json.loads(line)["text"].encode("utf-8")) for line in f)
+        evals[split] = {"documents": len(starts), "tokens": n, "bytes": nbytes,
+                        "perplexity": math.exp(nll / n),
+                        "bits_per_byte": nll / math.log(2) / nbytes}
         print(f"{split}: perplexity {math.exp(nll / n):.2f} over {n} tokens", flush=True)
     with open(os.path.join(TOOLS, "data", "ood_eval.txt"), encoding="utf-8") as f:
         evals["out_of_domain"] = perplexity_of_text(model, sp, f.read(), cfg["max_context"])

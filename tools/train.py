@@ -111,14 +111,18 @@ def make_batch(stream, starts, batch: int, seq: int, bos: int, rng: random.Rando
 
 
 @torch.no_grad()
-def doc_nll(model, stream, starts, bos: int, max_docs: int, seq: int, autocast: bool):
+def doc_nll(model, stream, starts, bos: int, max_docs: int, seq: int, autocast: bool,
+            eos: int = -1):
     """(sum of -log p, token count) over whole documents scored as bos + document, in windows
-    of at most `seq` tokens (each window restarts after bos)."""
+    of at most `seq` tokens (each window restarts after bos). With eos >= 0 the end-of-document
+    token is not scored, so the figure is about the text alone."""
     model.eval()
     total, count = 0.0, 0
     bounds = list(starts[:max_docs + 1]) if max_docs < len(starts) else list(starts) + [len(stream)]
     for a, b in zip(bounds[:-1], bounds[1:]):
         doc = stream[a:b]
+        if eos >= 0 and len(doc) > 1 and int(doc[-1]) == eos:
+            doc = doc[:-1]
         for w in range(0, len(doc), seq - 1):
             piece = doc[w:w + seq - 1]
             inp = torch.cat([torch.tensor([bos]), piece[:-1]]).unsqueeze(0)
