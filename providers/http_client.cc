@@ -5,6 +5,7 @@
 #include "providers/http_client.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <cctype>
@@ -118,7 +119,10 @@ class HttpClient::Loop {
   }
 
   void StartThread() {
-    thread_ = std::thread([this] { Run(); });
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "terse-http");  // for top -H and debuggers
+      Run();
+    });
     thread_id_ = thread_.get_id();
   }
   void Join() { thread_.join(); }

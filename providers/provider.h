@@ -19,7 +19,7 @@ enum class Endpoint { kChatCompletions, kCompletions, kEmbeddings };
 // One upstream call, in OpenAI's request shape.
 struct Request {
   Endpoint endpoint = Endpoint::kChatCompletions;
-  Json body;            // OpenAI JSON body; `model` is set per target by SendWithFallback
+  Json body;            // OpenAI JSON body; `model` is what the upstream is asked for
   bool stream = false;  // mirrors body["stream"]
   std::vector<std::pair<std::string, std::string>> headers;  // extra headers for the upstream
   std::string request_id;
@@ -53,7 +53,8 @@ class Provider {
  public:
   virtual ~Provider() = default;
   virtual const std::string& name() const = 0;
-  // Starts one attempt and returns at once; the sink hears the rest.
+  // Starts one attempt and returns at once; the sink hears the rest, never inside Send itself
+  // (even failures known at once arrive on the loop thread).
   virtual std::unique_ptr<Call> Send(Request request, std::shared_ptr<ResponseSink> sink) = 0;
 };
 
