@@ -44,6 +44,15 @@ std::vector<double> SpreadBudget(std::span<const double> costs, std::span<const 
   return out;
 }
 
+std::vector<double> RankWeights(size_t n, double dynamic_ratio) {
+  std::vector<double> w(n, 1.0);
+  for (size_t r = 0; n > 1 && r < n; ++r) {
+    const double spread = 1.0 - 2.0 * static_cast<double>(r) / static_cast<double>(n - 1);
+    w[r] = std::max(0.0, 1.0 + dynamic_ratio * spread);
+  }
+  return w;
+}
+
 std::vector<size_t> ReorderItems(std::vector<size_t> ranked, Reorder reorder) {
   switch (reorder) {
     case Reorder::kOriginal:
@@ -125,13 +134,10 @@ BudgetPlan PlanBudget(const BudgetInput& in) {
   }
 
   // Per-item targets, optionally spread over ranks.
-  std::vector<double> costs, weights;
+  std::vector<double> costs;
   const size_t m = selected.size();
-  for (size_t r = 0; r < m; ++r) {
-    costs.push_back(in.item_tokens[selected[r]]);
-    const double spread = m > 1 ? 1.0 - 2.0 * static_cast<double>(r) / (m - 1) : 0.0;
-    weights.push_back(std::max(0.0, 1.0 + in.dynamic_ratio * spread));
-  }
+  for (size_t r = 0; r < m; ++r) costs.push_back(in.item_tokens[selected[r]]);
+  const std::vector<double> weights = RankWeights(m, in.dynamic_ratio);
   const std::vector<double> targets = SpreadBudget(costs, weights, budget);
   plan.item_budget = 0;
   for (size_t r = 0; r < m; ++r) {

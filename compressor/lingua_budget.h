@@ -46,6 +46,9 @@ struct BudgetPlan {
 // normalised so the item targets add up to the budget (no item above its own size).
 BudgetPlan PlanBudget(const BudgetInput& input);
 
+// The dynamic-ratio weight of each of n ranks (best first): 1 + d(1 - 2r/(n-1)), never negative.
+std::vector<double> RankWeights(size_t n, double dynamic_ratio);
+
 // Places `ranked` (best first) for output: kOriginal sorts by index, kRank keeps rank order,
 // kTwoStage puts the best at both ends (1st, 3rd, 5th... from the front; 2nd, 4th... from the
 // back) against "lost in the middle".

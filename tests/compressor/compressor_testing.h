@@ -1,0 +1,187 @@
+// Shared by the compressor's tests: a deterministic fake LanguageModel with scores that behave
+// like a real LM's in the ways the method relies on, the tiny test model, and generated text.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "compressor/compressor.h"
+#include "compressor/language_model.h"
+#include "compressor/lm_tokenizer.h"
+#include "compressor/target_tokenizer.h"
+#include "gtest/gtest.h"
+
+namespace terse::compressor::testing {
+
+// Self-information that depends on the token and on whether it was seen before (repeats are
+// predictable), and question-conditioned scores that fall where the prefix quotes the target.
+// Stateless apart from sessions, so thread-safe.
+class FakeLanguageModel : public LanguageModel {
+ public:
+  static float Base(int32_t id) { return 1.0f + static_cast<float>((id * 7919) % 13) * 0.5f; }
+
+  class FakeSession : public Session {
+   public:
+    absl::StatusOr<std::vector<float>> Score(std::span<const int32_t> tokens) override {
+      std::vector<int32_t> seen = past_;
+      std::vector<float> out;
+      for (int32_t id : tokens) {
+        const bool repeat = std::find(seen.begin(), seen.end(), id) != seen.end();
+        out.push_back(repeat ? 0.2f * Base(id) : Base(id));
+        seen.push_back(id);
+      }
+      return out;
+    }
+    absl::Status Append(std::span<const int32_t> tokens) override {
+      past_.insert(past_.end(), tokens.begin(), tokens.end());
+      return absl::OkStatus();
+    }
+    int past_length() const override { return static_cast<int>(past_.size()); }
+
+   private:
+    std::vector<int32_t> past_;
+  };
+
+  absl::StatusOr<std::vector<std::vector<float>>> ScoreSequences(
+      const std::vector<std::vector<int32_t>>& sequences) override {
+    std::vector<std::vector<float>> out;
+    for (const auto& s : sequences) {
+      FakeSession session;
+      auto scores = session.Score(s);
+      if (!scores.ok()) return scores.status();
+      out.push_back(*scores);
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<std::vector<float>>> ScoreContinuations(
+      const std::vector<std::vector<int32_t>>& prefixes,
+      const std::vector<std::vector<int32_t>>& targets) override {
+    std::vector<std::vector<float>> out;
+    for (size_t i = 0; i < prefixes.size(); ++i) {
+      // A target token is predictable when the prefix holds it right after the target's
+      // previous token (a bigram match), as a real LM would find a quoted phrase.
+      const std::vector<int32_t>& pre = prefixes[i];
+      const std::vector<int32_t>& tgt = targets[i];
+      std::vector<float> s;
+      for (size_t j = 0; j < tgt.size(); ++j) {
+        bool seen = false;
+        for (size_t k = 0; k < pre.size() && !seen; ++k) {
+          seen = pre[k] == tgt[j] && (j == 0 || (k > 0 && pre[k - 1] == tgt[j - 1]));
+        }
+        s.push_back(seen ? 0.5f : 5.0f);
+      }
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  std::unique_ptr<Session> NewSession() override { return std::make_unique<FakeSession>(); }
+  int max_context() const override { return 128; }
+  int vocab_size() const override { return 512; }
+  std::string device() const override { return "cpu"; }
+  const std::string& digest() const override { return digest_; }
+
+ private:
+  std::string digest_ = "fake-lm";
+};
+
+inline std::string TinyModelDir() { return "tests/fixtures/tiny-lm"; }
+inline std::string ShippedModelDir() { return "models/terse-small-en"; }
+
+inline std::shared_ptr<const LmTokenizer> TinyTokenizer() {
+  static const std::shared_ptr<const LmTokenizer> tokenizer = [] {
+    auto t = LmTokenizer::Load(TinyModelDir());
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? std::shared_ptr<const LmTokenizer>(std::move(*t)) : nullptr;
+  }();
+  return tokenizer;
+}
+
+inline std::shared_ptr<LanguageModel> TinyModel() {
+  static const std::shared_ptr<LanguageModel> model = [] {
+    LanguageModelOptions options;
+    options.model_dir = TinyModelDir();
+    options.device = "cpu";
+    options.threads = 1;
+    auto m = LanguageModel::Load(options);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return m.ok() ? std::shared_ptr<LanguageModel>(std::move(*m)) : nullptr;
+  }();
+  return model;
+}
+
+inline std::unique_ptr<Compressor> TinyCompressor(size_t cache_entries = 0) {
+  auto c = Compressor::Create(TinyModel(), TinyTokenizer(), cache_entries);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+inline std::unique_ptr<Compressor> FakeCompressor(size_t cache_entries = 0) {
+  auto c =
+      Compressor::Create(std::make_shared<FakeLanguageModel>(), TinyTokenizer(), cache_entries);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+inline const TargetTokenizer& Cl100k() {
+  static const std::shared_ptr<const TargetTokenizer> t = [] {
+    auto loaded = GetTargetTokenizer("cl100k_base");
+    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    return *loaded;
+  }();
+  return *t;
+}
+
+// English-like prose of at least `tokens` cl100k tokens: sentences from a fixed vocabulary with
+// numbers, punctuation and paragraph breaks. Deterministic for a seed.
+inline std::string Prose(size_t tokens, uint32_t seed = 1) {
+  static const char* kWords[] = {
+      "the",      "model",    "reads",    "a",        "long",    "report",    "about",     "river",
+      "trade",    "in",       "northern", "towns",    "where",   "merchants", "sold",      "grain",
+      "and",      "salt",     "to",       "sailors",  "who",     "arrived",   "each",      "spring",
+      "with",     "letters",  "from",     "distant",  "cities",  "council",   "decided",   "that",
+      "every",    "ship",     "should",   "pay",      "tax",     "before",    "unloading", "its",
+      "cargo",    "but",      "many",     "captains", "refused", "because",   "prices",    "were",
+      "already",  "high",     "after",    "the",      "storm",   "of",        "winter",    "bridge",
+      "was",      "rebuilt",  "by",       "workers",  "paid",    "silver",    "coins",     "this",
+      "story",    "explains", "how",      "small",    "harbors", "grew",      "into",      "busy",
+      "markets",  "over",     "several",  "decades",  "while",   "farmers",   "planted",   "barley",
+      "near",     "old",      "mills",    "children", "learned", "numbers",   "at",        "school",
+      "teachers", "wrote",    "careful",  "notes",    "on",      "weather",   "tides",     "roads",
+      "is",       "important"};
+  constexpr size_t kCount = sizeof(kWords) / sizeof(kWords[0]);
+  std::mt19937 rng(seed);
+  std::string text;
+  const TargetTokenizer& counter = Cl100k();
+  size_t sentences = 0;
+  size_t next_check = tokens * 3;  // bytes; cl100k averages well over 3 bytes per token here
+  while (true) {
+    std::string sentence;
+    const size_t len = 6 + rng() % 14;
+    for (size_t w = 0; w < len; ++w) {
+      std::string word = kWords[rng() % kCount];
+      if (w == 0) word[0] = static_cast<char>(std::toupper(word[0]));
+      if (!sentence.empty()) sentence += ' ';
+      sentence += word;
+      if (rng() % 17 == 0) sentence += " " + std::to_string(rng() % 2000);
+      if (w + 1 < len && rng() % 9 == 0) sentence += ',';
+    }
+    sentence += rng() % 6 == 0 ? "?" : ".";
+    if (!text.empty()) text += (++sentences % 5 == 0) ? "\n\n" : " ";
+    text += sentence;
+    if (text.size() < next_check) continue;
+    const size_t have = counter.Count(text);
+    if (have >= tokens) break;
+    next_check = text.size() + (tokens - have) * 3;
+  }
+  return text;
+}
+
+inline double Tolerance(double rate) { return std::max(0.05 * rate, 0.01); }
+
+}  // namespace terse::compressor::testing
