@@ -115,7 +115,9 @@ std::vector<ScoringWindow> PlanWindows(std::span<const int32_t> tokens, size_t s
   size_t covered = width;  // targets x[1..covered] are scored
   while (covered < length - 1) {
     const size_t end = std::min(covered + stride, length - 1);
-    const size_t begin = end - tail;  // ids: x[0, sink) + x[begin, end)
+    // ids: x[0, sink) + x[begin, end). A full window is `width` long; the last one may be
+    // shorter, giving its new tokens the same guaranteed context, not more.
+    const size_t begin = covered - (tail - stride);
     if (end < first_wanted) {
       covered = end;
       continue;

@@ -29,7 +29,8 @@ struct LanguageModelOptions {
 class LanguageModel {
  public:
   // Incremental state of one iterative compression: the compressed past, held in a KV cache.
-  // Not thread-safe itself (one compression uses it from one thread at a time).
+  // Not thread-safe itself (one compression uses it from one thread at a time). It may outlive
+  // the LanguageModel that made it.
   class Session {
    public:
     virtual ~Session() = default;
@@ -37,8 +38,11 @@ class LanguageModel {
     // past is empty). The past is unchanged.
     virtual absl::StatusOr<std::vector<float>> Score(std::span<const int32_t> tokens) = 0;
     // Appends `tokens` to the past, extending the cache without re-running the past. Past the
-    // model's context the cache slides: the first tokens stay, the oldest others are dropped.
+    // model's context the cache slides: the first tokens stay, the oldest others are dropped
+    // (Score may slide it too, to make room; the past it conditions on is then shorter).
+    // On error the past is unchanged.
     virtual absl::Status Append(std::span<const int32_t> tokens) = 0;
+    // Tokens appended so far, BOS not counted, dropped ones included.
     virtual int past_length() const = 0;
   };
 

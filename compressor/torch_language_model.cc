@@ -11,13 +11,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
-#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <future>
 #include <map>
-#include <mutex>
 #include <new>
 #include <sstream>
 #include <thread>
@@ -469,8 +466,9 @@ absl::Status CheckTokens(std::span<const int32_t> tokens, int vocab_size) {
 // With learned absolute positions a cache entry is only valid at the position it was computed
 // at, so dropping entries from the middle would leave the kept tail at stale positions. When the
 // window is full it therefore keeps the sink tokens' entries (positions 0..3, unchanged) and
-// re-encodes the most recent tokens after them once; the window shrinks to half the context so
-// that this happens once per half context of new tokens.
+// re-encodes the newest quarter context of tokens after them once. Re-encoding costs a quarter
+// context per three quarters of new tokens (a third more work on Append), and the past seen
+// stays between a quarter and a whole context.
 struct Window {
   std::vector<int64_t> tokens;      // BOS, then the past (its most recent part once slid)
   std::vector<torch::Tensor> past;  // cache of tokens[0, encoded)
@@ -490,7 +488,7 @@ class TorchSession : public LanguageModel::Session {
     if (tokens.empty()) return scores;
     const int64_t context = engine_->shape().max_context;
     if (static_cast<int64_t>(window_.tokens.size() + tokens.size()) > context &&
-        static_cast<int64_t>(window_.tokens.size()) > context / 2) {
+        static_cast<int64_t>(window_.tokens.size()) > kSinkTokens + SlideTail()) {
       // Make room once in the kept window, so the Append that usually follows does not slide.
       Window slid = window_;
       if (absl::Status s = Slide(slid); !s.ok()) return s;
@@ -569,7 +567,7 @@ class TorchSession : public LanguageModel::Session {
   absl::Status Slide(Window& window) {
     const int64_t context = engine_->shape().max_context;
     const int64_t size = static_cast<int64_t>(window.tokens.size());
-    const int64_t keep_tail = context / 2 - kSinkTokens;
+    const int64_t keep_tail = SlideTail();
     if (window.encoded != size || size <= kSinkTokens + keep_tail) return absl::OkStatus();
     Step step;
     step.ids.assign(window.tokens.end() - keep_tail, window.tokens.end());
@@ -589,6 +587,9 @@ class TorchSession : public LanguageModel::Session {
     window.next = std::move(result->last_row);
     return absl::OkStatus();
   }
+
+  // Tokens after the sink that a slide keeps.
+  int64_t SlideTail() const { return engine_->shape().max_context / 4; }
 
   std::shared_ptr<Engine> engine_;  // shared: a session may outlive its LanguageModel handle
   Window window_;

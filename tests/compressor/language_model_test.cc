@@ -260,20 +260,20 @@ TEST_F(LanguageModelTest, SessionMatchesScoringTheConcatenation) {
 }
 
 TEST_F(LanguageModelTest, SessionSlidesPastTheContextKeepingTheSinkTokens) {
-  // 191 = 127 (fills the window after BOS) + 64: the window slides once to the sink tokens plus
-  // the 60 newest tokens, then fills up again. Scoring c then slides again before scoring.
-  const auto a = RandomTokens(191, 30);
+  // 219 = 127 (fills the window after BOS) + 92: the window slides once to the sink tokens plus
+  // the 32 newest tokens (a quarter context), then fills up again. Scoring c slides it again.
+  const auto a = RandomTokens(219, 30);
   const auto c = RandomTokens(10, 31);
   auto session = model_->NewSession();
   ASSERT_THAT(session->Append(a), IsOk());
-  EXPECT_EQ(session->past_length(), 191);
+  EXPECT_EQ(session->past_length(), 219);
   auto scored = session->Score(c);
   ASSERT_THAT(scored, IsOk());
   ExpectFiniteScores(*scored);
 
-  // What the window holds then: BOS, a[0..3), a[131..191): scored afresh, positions included.
+  // What the window holds then: BOS, a[0..3), a[187..219): scored afresh, positions included.
   std::vector<int32_t> window(a.begin(), a.begin() + 3);
-  window.insert(window.end(), a.begin() + 131, a.end());
+  window.insert(window.end(), a.begin() + 187, a.end());
   auto expected = model_->ScoreContinuations({window}, {c});
   ASSERT_THAT(expected, IsOk());
   ExpectNear(*scored, (*expected)[0], 1e-4f);
@@ -287,7 +287,7 @@ TEST_F(LanguageModelTest, SessionSlidesPastTheContextKeepingTheSinkTokens) {
   for (int i = 0; i < 20; ++i) {
     ASSERT_THAT(session->Append(RandomTokens(37, 40 + i)), IsOk());
   }
-  EXPECT_EQ(session->past_length(), 191 + 20 * 37);
+  EXPECT_EQ(session->past_length(), 219 + 20 * 37);
   auto late = session->Score(c);
   ASSERT_THAT(late, IsOk());
   ExpectFiniteScores(*late);
