@@ -96,10 +96,29 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return std::move(out).str();
 }
 
-}  // namespace
-
-struct TargetTokenizer::Impl {
-  ~Impl() { pcre2_code_free(code); }
+// One compiled pre-tokenization pattern. Matching is thread-safe (match data is per thread).
+class CompiledPattern {
+ public:
+  // DataLoss when the pattern does not compile.
+  static absl::StatusOr<std::unique_ptr<const CompiledPattern>> Compile(
+      const std::string& pattern) {
+    int error_code = 0;
+    PCRE2_SIZE error_offset = 0;
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                     PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
+    if (code == nullptr) {
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(error_code, message, sizeof(message));
+      return absl::DataLossError(absl::StrCat("pat_str does not compile at offset ", error_offset,
+                                              ": ", reinterpret_cast<const char*>(message)));
+    }
+    // Without JIT (a build or platform without it) the interpreter gives the same matches.
+    const bool jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
+    return std::unique_ptr<const CompiledPattern>(new CompiledPattern(code, jit));
+  }
+  ~CompiledPattern() { pcre2_code_free(code_); }
+  CompiledPattern(const CompiledPattern&) = delete;
+  CompiledPattern& operator=(const CompiledPattern&) = delete;
 
   // Calls f(piece) for each pre-token of valid UTF-8 `text`, left to right. Like tiktoken's
   // find_iter, text no alternative matches is skipped (the patterns leave none).
@@ -109,13 +128,13 @@ struct TargetTokenizer::Impl {
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
     size_t offset = 0;
     while (offset < text.size()) {
-      int rc = jit ? pcre2_jit_match(code, subject, text.size(), offset, 0, state.data(),
-                                     state.context())
-                   : pcre2_match(code, subject, text.size(), offset, PCRE2_NO_UTF_CHECK,
-                                 state.data(), state.context());
+      int rc = jit_ ? pcre2_jit_match(code_, subject, text.size(), offset, 0, state.data(),
+                                      state.context())
+                    : pcre2_match(code_, subject, text.size(), offset, PCRE2_NO_UTF_CHECK,
+                                  state.data(), state.context());
       if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
         // Fall back to the interpreter, which keeps its backtracking state on the heap.
-        rc = pcre2_match(code, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, state.data(),
+        rc = pcre2_match(code_, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, state.data(),
                          state.context());
       }
       if (rc < 0) {
@@ -139,10 +158,35 @@ struct TargetTokenizer::Impl {
     }
   }
 
+ private:
+  CompiledPattern(pcre2_code* code, bool jit) : code_(code), jit_(jit) {}
+
+  pcre2_code* code_;
+  bool jit_;
+};
+
+}  // namespace
+
+struct TargetTokenizer::Impl {
+  // Repairs `text` when it is not valid UTF-8 (see the class comment), then pre-tokenizes it
+  // with the pattern it needs.
+  template <typename F>
+  void ForEachPiece(std::string_view text, F&& f) const {
+    std::string repaired;
+    if (!IsValidUtf8(text)) {
+      repaired = ReplaceInvalidUtf8(text);
+      text = repaired;
+    }
+    const CompiledPattern& p = HasCodePointsNewerThanPcre2(text) ? *unicode16_pattern : *pattern;
+    p.ForEachPiece(text, f);
+  }
+
   std::string name;
   BpeRanks ranks;
-  pcre2_code* code = nullptr;
-  bool jit = false;
+  // The same pattern twice: with PCRE2's own categories (fast), and with the code points
+  // Unicode 15 and 16 added to them (for the rare text that holds some).
+  std::unique_ptr<const CompiledPattern> pattern;
+  std::unique_ptr<const CompiledPattern> unicode16_pattern;
   std::vector<std::pair<uint32_t, std::string>> special_tokens;  // id -> text, for Decode
 };
 
@@ -188,29 +232,18 @@ absl::StatusOr<std::shared_ptr<const TargetTokenizer>> TargetTokenizer::Load(std
     }
   }
 
-  ASSIGN_OR_RETURN(const std::string pattern, RewriteTiktokenPattern(*pat_str));
-  int error_code = 0;
-  PCRE2_SIZE error_offset = 0;
-  impl->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                             PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
-  if (impl->code == nullptr) {
-    PCRE2_UCHAR message[256];
-    pcre2_get_error_message(error_code, message, sizeof(message));
-    return absl::DataLossError(absl::StrCat(path, ": pat_str does not compile at offset ",
-                                            error_offset, ": ",
-                                            reinterpret_cast<const char*>(message)));
+  for (const bool unicode16 : {false, true}) {
+    ASSIGN_OR_RETURN(const std::string pattern, RewriteTiktokenPattern(*pat_str, unicode16));
+    auto compiled = CompiledPattern::Compile(pattern);
+    if (!compiled.ok()) {
+      return absl::DataLossError(absl::StrCat(path, ": ", compiled.status().message()));
+    }
+    (unicode16 ? impl->unicode16_pattern : impl->pattern) = std::move(compiled).value();
   }
-  // Without JIT (a build or platform without it) the interpreter gives the same matches, slower.
-  impl->jit = pcre2_jit_compile(impl->code, PCRE2_JIT_COMPLETE) == 0;
   return std::shared_ptr<const TargetTokenizer>(new TargetTokenizer(std::move(impl)));
 }
 
 std::vector<uint32_t> TargetTokenizer::Encode(std::string_view text) const {
-  std::string repaired;
-  if (!IsValidUtf8(text)) {
-    repaired = ReplaceInvalidUtf8(text);
-    text = repaired;
-  }
   std::vector<uint32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   impl_->ForEachPiece(text, [&](std::string_view piece) { impl_->ranks.AppendPiece(piece, ids); });
@@ -218,11 +251,6 @@ std::vector<uint32_t> TargetTokenizer::Encode(std::string_view text) const {
 }
 
 size_t TargetTokenizer::Count(std::string_view text) const {
-  std::string repaired;
-  if (!IsValidUtf8(text)) {
-    repaired = ReplaceInvalidUtf8(text);
-    text = repaired;
-  }
   size_t count = 0;
   impl_->ForEachPiece(text,
                       [&](std::string_view piece) { count += impl_->ranks.CountPiece(piece); });

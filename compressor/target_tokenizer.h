@@ -15,7 +15,8 @@
 namespace terse::compressor {
 
 // Counts and encodes text in a target LLM's tokens, with ids identical to the npm `tiktoken`
-// package's `encode_ordinary`. Immutable after Load; every method is thread-safe.
+// package's `encode_ordinary` (whose regex classes characters by Unicode 16; characters assigned
+// after that may be classed differently). Immutable after Load; every method is thread-safe.
 //
 // Input that is not valid UTF-8 never fails: each maximal ill-formed subsequence is replaced by
 // U+FFFD first (the WHATWG rule, as Node's TextDecoder and JSON encoders do), so the ids are the

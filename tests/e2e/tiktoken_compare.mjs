@@ -314,20 +314,22 @@ function* LongCases(r) {
   yield s;
 }
 
-// Every code point up to the end of the assigned planes (and plane 14), in chunks, each code point
-// between neighbours that expose its class: after a lowercase letter, before a digit, after a
-// space, beside an uppercase letter and after an apostrophe.
+// Every code point up to just past the assigned planes (and plane 14), 32 to a text, each in
+// probes whose ids show how the pattern classes it: "x<c>'s" splits off "'s" as a contraction
+// only after a letter, digit or space (and in o200k_base a mark), and " <c>123" regroups the
+// digits when <c> is a number. Code points whose class differs between Unicode versions (npm
+// tiktoken's regex crate follows Unicode 16) fail here.
 function* CodePointSweep() {
-  const kSeparators = ["x", "7", " ", "X", "'", "\n"];
-  const ranges = [[0, 0xd7ff], [0xe000, 0x323af], [0xe0000, 0xe01ef], [0xf0000, 0xf0100],
+  const ranges = [[0, 0xd7ff], [0xe000, 0x33500], [0xe0000, 0xe01ff], [0xf0000, 0xf0100],
     [0x10fff0, 0x10ffff]];
   for (const [lo, hi] of ranges) {
-    for (let start = lo; start <= hi; start += 64) {
-      for (const sep of [kSeparators[(start >> 6) % kSeparators.length], "a"]) {
-        let s = "";
-        for (let cp = start; cp <= Math.min(hi, start + 63); ++cp) s += sep + String.fromCodePoint(cp);
-        yield s;
+    for (let start = lo; start <= hi; start += 32) {
+      let s = "";
+      for (let cp = start; cp <= Math.min(hi, start + 31); ++cp) {
+        const c = String.fromCodePoint(cp);
+        s += `x${c}'s ${c}123\n`;
       }
+      yield s;
     }
   }
 }
