@@ -233,8 +233,11 @@ absl::StatusOr<std::shared_ptr<const TargetTokenizer>> TargetTokenizer::Load(std
   }
 
   for (const bool unicode16 : {false, true}) {
-    ASSIGN_OR_RETURN(const std::string pattern, RewriteTiktokenPattern(*pat_str, unicode16));
-    auto compiled = CompiledPattern::Compile(pattern);
+    auto pattern = RewriteTiktokenPattern(*pat_str, unicode16);
+    if (!pattern.ok()) {
+      return absl::DataLossError(absl::StrCat(path, ": pat_str: ", pattern.status().message()));
+    }
+    auto compiled = CompiledPattern::Compile(*pattern);
     if (!compiled.ok()) {
       return absl::DataLossError(absl::StrCat(path, ": ", compiled.status().message()));
     }

@@ -4,6 +4,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -454,7 +455,7 @@ TEST_F(TargetTokenizerTest, IdenticalToNpmTiktokenOnCorpus) {
     ASSERT_EQ(std::system("command -v node >/dev/null 2>&1"), 0)
         << "node is not installed: run tools/bootstrap.sh (the comparison needs node and the npm "
            "tiktoken package in tests/e2e/node_modules)";
-    path = TempPath("tiktoken_expectations.jsonl");
+    path = TempPath("tiktoken_expectations_" + std::to_string(getpid()) + ".jsonl");
     const std::string command =
         "cd '" + SourceDir() + "' && node tests/e2e/tiktoken_compare.mjs --out '" + path + "'";
     ASSERT_EQ(std::system(command.c_str()), 0) << "failed: " << command;
