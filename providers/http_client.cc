@@ -18,7 +18,6 @@
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/errors.h"
 #include "providers/upstream_errors.h"
@@ -34,7 +33,7 @@ class EngineCore {
 
   // Queues `command` for the loop thread and wakes it; false once the loop has shut down.
   bool Post(absl::AnyInvocable<void()> command) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_) return false;
     queue_.push_back(std::move(command));
     curl_multi_wakeup(multi_);  // under mu_, so the multi handle cannot be gone yet
@@ -42,7 +41,7 @@ class EngineCore {
   }
 
   std::vector<absl::AnyInvocable<void()>> TakeQueue() {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     std::vector<absl::AnyInvocable<void()>> out;
     out.swap(queue_);
     return out;
@@ -50,7 +49,7 @@ class EngineCore {
 
   // Stops accepting commands if the queue is empty; false when commands are still waiting.
   bool CloseIfIdle() {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (!queue_.empty()) return false;
     accepting_ = false;
     return true;
@@ -60,7 +59,7 @@ class EngineCore {
 
  private:
   CURLM* const multi_;
-  absl::Mutex mu_;
+  std::mutex mu_;  // std::mutex: pthread-based, so ThreadSanitizer understands it
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   std::vector<absl::AnyInvocable<void()>> queue_ ABSL_GUARDED_BY(mu_);
 };

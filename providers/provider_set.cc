@@ -4,10 +4,10 @@
 #include "providers/provider_set.h"
 
 #include <algorithm>
+#include <mutex>
 #include <random>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/errors.h"
 #include "providers/adapters.h"
@@ -52,7 +52,7 @@ class ProviderSet::FallbackCall : public Call, public std::enable_shared_from_th
   void Start() { StartAttempt(); }
 
   void Cancel() override {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (finished_ || cancelled_) return;
     cancelled_ = true;
     if (current_) {
@@ -85,7 +85,7 @@ class ProviderSet::FallbackCall : public Call, public std::enable_shared_from_th
   };
 
   bool Forwarding(uint64_t attempt) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (attempt != attempt_id_ || finished_) return false;
     forwarded_ = true;  // from here on the call is committed to this attempt
     return true;
@@ -96,7 +96,7 @@ class ProviderSet::FallbackCall : public Call, public std::enable_shared_from_th
     uint64_t attempt = 0;
     bool cancelled = false;
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       if (finished_) return;
       cancelled = cancelled_;
       if (cancelled) {
@@ -113,7 +113,7 @@ class ProviderSet::FallbackCall : public Call, public std::enable_shared_from_th
     }
     std::unique_ptr<Call> call =
         provider->Send(request_, std::make_shared<AttemptSink>(shared_from_this(), attempt));
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (attempt != attempt_id_ || finished_ || cancelled_) {
       // Cancelled while Send ran: stop the attempt; its OnDone is ignored or ends the call.
       call->Cancel();
@@ -128,7 +128,7 @@ class ProviderSet::FallbackCall : public Call, public std::enable_shared_from_th
     enum class Next { kFinish, kRetry, kFallBack } next = Next::kFinish;
     absl::Duration backoff;
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       if (attempt != attempt_id_ || finished_) return;
       ended = std::move(current_);
       if (cancelled_ && !status.ok()) status = absl::CancelledError("upstream call cancelled");
@@ -165,7 +165,7 @@ class ProviderSet::FallbackCall : public Call, public std::enable_shared_from_th
 
   void Finish(absl::Status status) {
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       if (finished_) return;
       finished_ = true;
     }
@@ -178,7 +178,7 @@ class ProviderSet::FallbackCall : public Call, public std::enable_shared_from_th
   const Request request_;
   const std::shared_ptr<ResponseSink> sink_;
 
-  absl::Mutex mu_;
+  std::mutex mu_;  // std::mutex: pthread-based, so ThreadSanitizer understands it
   size_t target_ ABSL_GUARDED_BY(mu_) = 0;
   int attempts_on_target_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t attempt_id_ ABSL_GUARDED_BY(mu_) = 0;        // callbacks of older attempts are ignored

@@ -7,11 +7,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
 #include "base/errors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -264,17 +264,19 @@ TEST(HttpClientTest, HundredConcurrentStreamsShareTheOneLoop) {
 
 TEST(HttpClientTest, ScheduledTasksRunOnTheLoopThread) {
   auto client = NewClient();
-  absl::Notification ran;
-  bool on_loop = false;
-  bool stopping = true;
-  client->Schedule(absl::Milliseconds(10), [&](bool s) {
-    on_loop = client->OnLoopThread();
-    stopping = s;
-    ran.Notify();
+  struct Seen {
+    bool on_loop = false;
+    bool stopping = true;
+  };
+  std::promise<Seen> ran;
+  client->Schedule(absl::Milliseconds(10), [&](bool stopping) {
+    ran.set_value({client->OnLoopThread(), stopping});
   });
-  ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(10)));
-  EXPECT_TRUE(on_loop);
-  EXPECT_FALSE(stopping);
+  std::future<Seen> seen = ran.get_future();
+  ASSERT_EQ(seen.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  Seen result = seen.get();
+  EXPECT_TRUE(result.on_loop);
+  EXPECT_FALSE(result.stopping);
   EXPECT_FALSE(client->OnLoopThread());
 }
 
