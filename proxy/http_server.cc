@@ -1,0 +1,862 @@
+// The HTTP face on Boost.Beast. One Session per connection, every handler of a connection on its
+// strand. The pipeline reports from its own threads through HttpResponder, which only posts to
+// the strand; the session queues the bytes and writes them as the socket accepts them.
+#include "proxy/http_server.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cctype>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "base/errors.h"
+#include "proxy/log.h"
+
+namespace terse::proxy {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+// A keep-alive connection with no request for this long is closed.
+constexpr auto kIdleTimeout = std::chrono::seconds(75);
+// A request whose header and body take longer than this to arrive is dropped.
+constexpr auto kReadTimeout = std::chrono::seconds(60);
+// After an error response that ends the connection, unread request bytes are drained this long
+// so the client sees the response instead of a reset.
+constexpr auto kLingerTimeout = std::chrono::seconds(2);
+constexpr uint32_t kHeaderLimit = 64 * 1024;
+constexpr uint64_t kDefaultBodyLimit = 8 * 1024 * 1024;
+// Bytes a slow reader may leave unsent before its connection is dropped: the pipeline never
+// waits for a client, so the queue is the only thing that grows.
+constexpr size_t kMaxQueuedBytes = 32 * 1024 * 1024;
+
+std::string NewRequestId() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id = "req_";
+  for (int i = 0; i < 2; ++i) {
+    uint64_t bits = rng();
+    for (int j = 0; j < 16; ++j, bits >>= 4) id += kHex[bits & 0xf];
+  }
+  return id;
+}
+
+// A client's id is echoed only when it is short, printable text (it goes into logs and headers).
+bool AcceptableRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool IEquals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+std::string_view ToStd(beast::string_view s) { return std::string_view(s.data(), s.size()); }
+// Debian's abseil has its own string_view; StrCat takes only that one.
+absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+absl::string_view Av(beast::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// Header values that came from elsewhere must not be able to split the response.
+std::string CleanHeaderValue(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c != '\r' && c != '\n') out += c;
+  }
+  return out;
+}
+
+std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
+std::string FormatNumber(double v, const char* format) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), format, v);
+  return buf;
+}
+
+// x-terse-* headers of a compression that was applied.
+void AppendCompressionHeaders(std::string& out, const v1::CompressionReport& report) {
+  if (!report.applied()) return;
+  absl::StrAppend(&out, "x-terse-original-tokens: ", report.original_tokens(), "\r\n",
+                  "x-terse-compressed-tokens: ", report.compressed_tokens(), "\r\n",
+                  "x-terse-rate: ", FormatNumber(report.rate(), "%.4g"), "\r\n",
+                  "x-terse-compress-ms: ", FormatNumber(report.compress_ms(), "%.2f"), "\r\n",
+                  "x-terse-cache: ", report.cache_hit() ? "hit" : "miss", "\r\n");
+}
+
+// Appends one chunk of the chunked transfer coding.
+void AppendChunk(std::string& out, std::string_view data) {
+  char size[20];
+  std::snprintf(size, sizeof(size), "%zx\r\n", data.size());
+  out += size;
+  out.append(data);
+  out += "\r\n";
+}
+
+enum class Route {
+  kChatCompletions,
+  kCompletions,
+  kEmbeddings,
+  kModels,
+  kHealth,
+  kReady,
+  kMetrics,
+};
+
+struct RouteEntry {
+  std::string_view path;  // without the optional /v1 prefix
+  http::verb method;
+  Route route;
+};
+
+constexpr RouteEntry kRoutes[] = {
+    {"/chat/completions", http::verb::post, Route::kChatCompletions},
+    {"/completions", http::verb::post, Route::kCompletions},
+    {"/embeddings", http::verb::post, Route::kEmbeddings},
+    {"/models", http::verb::get, Route::kModels},
+    {"/healthz", http::verb::get, Route::kHealth},
+    {"/readyz", http::verb::get, Route::kReady},
+    {"/metrics", http::verb::get, Route::kMetrics},
+};
+
+std::string_view OperationLabel(Route route) {
+  switch (route) {
+    case Route::kChatCompletions:
+      return "chat_completions";
+    case Route::kCompletions:
+      return "completions";
+    case Route::kEmbeddings:
+      return "embeddings";
+    default:
+      return "other";
+  }
+}
+
+class Session;
+
+}  // namespace
+
+struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
+  Impl(Pipeline& pipeline, Metrics& metrics, uint64_t max_body_bytes)
+      : pipeline(pipeline),
+        metrics(metrics),
+        max_body_bytes(max_body_bytes),
+        acceptor(net::make_strand(ioc)),
+        accept_backoff(acceptor.get_executor()),
+        work(net::make_work_guard(ioc)) {}
+
+  void Accept();
+  void Shutdown(absl::Duration grace);
+  template <typename Fn>
+  void ForEachSession(Fn fn);
+
+  // Constant after Start.
+  Pipeline& pipeline;
+  Metrics& metrics;
+  const uint64_t max_body_bytes;
+  net::io_context ioc;
+  tcp::acceptor acceptor;
+  net::steady_timer accept_backoff;  // pauses accepting after an error such as EMFILE
+  net::executor_work_guard<net::io_context::executor_type> work;
+  std::vector<std::thread> threads;
+  int port = 0;
+
+  std::atomic<bool> stopping{false};
+
+  absl::Mutex mu;
+  // Live sessions, so that Shutdown can reach them.
+  absl::flat_hash_map<Session*, std::weak_ptr<Session>> sessions ABSL_GUARDED_BY(mu);
+  bool shut_down ABSL_GUARDED_BY(mu) = false;
+};
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(std::shared_ptr<HttpServer::Impl> server, tcp::socket socket)
+      : server_(std::move(server)),
+        socket_(std::move(socket)),
+        strand_(socket_.get_executor()),
+        timer_(strand_) {}
+
+  ~Session() {
+    absl::MutexLock lock(&server_->mu);
+    server_->sessions.erase(this);
+  }
+
+  void Start() {
+    {
+      absl::MutexLock lock(&server_->mu);
+      server_->sessions[this] = weak_from_this();
+    }
+    beast::error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);
+    ReadHeader();
+  }
+
+  template <typename Fn>
+  void Post(Fn fn) {
+    net::post(strand_, std::move(fn));
+  }
+
+  // ---- Responder events, on the strand. `seq` names the exchange they belong to.
+  void OnReply(uint64_t seq, const ResponseHead& head, Json body) {
+    if (!Current(seq)) return;
+    std::string payload = Dump(body);
+    std::string out = ResponseStart(200);
+    absl::StrAppend(&out, "content-type: application/json\r\ncontent-length: ", payload.size(),
+                    "\r\n");
+    AppendCompressionHeaders(out, head.compression);
+    AppendExtraHeaders(out, head);
+    out += "\r\n";
+    out += payload;
+    MarkDone();
+    Queue(std::move(out));
+  }
+
+  void OnStartStream(uint64_t seq, const ResponseHead& head) {
+    if (!Current(seq) || exchange_->streaming) return;
+    exchange_->streaming = true;
+    if (!exchange_->http11) exchange_->keep_alive = false;  // no chunked coding: the close ends it
+    std::string out = ResponseStart(200);
+    out +=
+        "content-type: text/event-stream\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n";
+    if (exchange_->http11) out += "transfer-encoding: chunked\r\n";
+    AppendCompressionHeaders(out, head.compression);
+    AppendExtraHeaders(out, head);
+    out += "\r\n";
+    Queue(std::move(out));
+  }
+
+  void OnChunk(uint64_t seq, const Json& chunk) {
+    if (!Current(seq) || !exchange_->streaming) return;
+    QueueEvent(absl::StrCat("data: ", Dump(chunk), "\n\n"));
+  }
+
+  void OnEndStream(uint64_t seq, const absl::Status& status) {
+    if (!Current(seq)) return;
+    if (!exchange_->streaming) return OnFail(seq, status);
+    if (status.code() == absl::StatusCode::kCancelled) return Close();  // the client is gone
+    if (status.ok()) {
+      QueueEvent("data: [DONE]\n\n");
+    } else {
+      // After the 200 the only way to report a failure is in band; clients raise it as an error.
+      QueueEvent(absl::StrCat("data: ", Dump(OpenAiErrorBody(status)), "\n\n"));
+    }
+    MarkDone();
+    Queue(exchange_->http11 ? std::string("0\r\n\r\n") : std::string());
+  }
+
+  void OnFail(uint64_t seq, const absl::Status& status) {
+    if (!Current(seq)) return;
+    if (status.code() == absl::StatusCode::kCancelled) return Close();
+    SendError(status);
+  }
+
+  // ---- Server events, on the strand.
+  // Graceful shutdown: an idle connection closes now, a busy one after its response.
+  void CloseWhenIdle() {
+    if (closed_) return;
+    if (!exchange_) return Close();
+    exchange_->keep_alive = false;
+  }
+
+  // Ends the connection now; a call in progress is cancelled.
+  void Close() {
+    if (closed_) return;
+    closed_ = true;
+    DisarmTimer();
+    if (exchange_ && exchange_->call) {
+      exchange_->call->Cancel();
+      exchange_->call.reset();
+    }
+    beast::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+ private:
+  // The request/response in progress.
+  struct Exchange {
+    uint64_t seq = 0;
+    std::string request_id;
+    bool keep_alive = true;
+    bool http11 = true;
+    bool streaming = false;  // the stream's head went out
+    bool done = false;       // the response's last bytes are queued
+    absl::Time start;
+    std::unique_ptr<PipelineCall> call;
+  };
+
+  bool Current(uint64_t seq) const {
+    return !closed_ && exchange_ && exchange_->seq == seq && !exchange_->done;
+  }
+
+  // ---- Reading requests.
+  void ReadHeader() {
+    parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
+    // No limit while the header is read: an announced oversized body is answered with 413 in
+    // ProcessHeader, which needs the parsed header; the limit is set before the body is read.
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    read_pending_ = true;
+    if (!exchange_) ArmTimer(kIdleTimeout);
+    http::async_read_header(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+  }
+
+  void OnHeader(beast::error_code ec) {
+    read_pending_ = false;
+    if (closed_) return;
+    if (lingering_) return ec ? Close() : Drain();
+    if (ec) {
+      // During a response any read failure means the client went away: cancel the call.
+      if (exchange_) return Close();
+      if (ec == http::error::header_limit) return SendBareError(431, "Request header too large.");
+      if (ec == http::error::end_of_stream || ec == net::error::eof ||
+          ec == net::error::operation_aborted || ec == net::error::connection_reset) {
+        return Close();
+      }
+      return SendBareError(400, "Malformed HTTP request.");
+    }
+    // A pipelined request: it waits until the response in progress is written.
+    if (exchange_) {
+      header_waiting_ = true;
+      return;
+    }
+    ProcessHeader();
+  }
+
+  void ProcessHeader() {
+    auto& req = parser_->get();
+    exchange_.emplace();
+    exchange_->seq = ++seq_;
+    exchange_->start = absl::Now();
+    exchange_->http11 = req.version() >= 11;
+    exchange_->keep_alive = req.keep_alive() && !server_->stopping.load();
+    auto id = req.find("x-request-id");
+    exchange_->request_id = id != req.end() && AcceptableRequestId(ToStd(id->value()))
+                                ? std::string(ToStd(id->value()))
+                                : NewRequestId();
+    ArmTimer(kReadTimeout);
+
+    if (auto length = parser_->content_length(); length && *length > server_->max_body_bytes) {
+      exchange_->keep_alive = false;  // the body stays unread
+      return SendError(TooLarge(), OperationOf(req));
+    }
+    if (IEquals(ToStd(req[http::field::expect]), "100-continue") && !parser_->is_done()) {
+      Queue("HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    if (parser_->is_done()) return Dispatch();
+    parser_->body_limit(server_->max_body_bytes);
+    read_pending_ = true;
+    http::async_read(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
+  }
+
+  void OnBody(beast::error_code ec) {
+    read_pending_ = false;
+    if (closed_) return;
+    if (lingering_) return ec ? Close() : Drain();
+    if (ec == http::error::body_limit) {
+      exchange_->keep_alive = false;
+      return SendError(TooLarge(), OperationOf(parser_->get()));
+    }
+    // A truncated request: the client left before sending it all; there is no one to answer.
+    if (ec) return Close();
+    Dispatch();
+  }
+
+  absl::Status TooLarge() const {
+    return PayloadTooLarge(absl::StrCat("The request body is larger than the limit of ",
+                                        server_->max_body_bytes, " bytes."));
+  }
+
+  std::string_view OperationOf(const http::request<http::string_body>& req) const {
+    const RouteEntry* entry = FindRoute(Path(req));
+    return entry != nullptr ? OperationLabel(entry->route) : "other";
+  }
+
+  static std::string_view Path(const http::request<http::string_body>& req) {
+    std::string_view target = ToStd(req.target());
+    target = target.substr(0, target.find('?'));
+    if (target.size() > 3 && target.substr(0, 4) == "/v1/") target.remove_prefix(3);
+    return target;
+  }
+
+  static const RouteEntry* FindRoute(std::string_view path) {
+    for (const RouteEntry& entry : kRoutes) {
+      if (entry.path == path) return &entry;
+    }
+    return nullptr;
+  }
+
+  void Dispatch() {
+    DisarmTimer();
+    http::request<http::string_body> req = parser_->release();
+    parser_.reset();
+    const RouteEntry* entry = FindRoute(Path(req));
+    if (entry == nullptr) {
+      return SendError(
+          MakeError(absl::StatusCode::kNotFound,
+                    absl::StrCat("Unknown request URL: ", Av(req.method_string()), " ",
+                                 Av(req.target()), ". Please check the URL for typos."),
+                    {.http_status = 404, .code = "unknown_url"}),
+          "other");
+    }
+    if (req.method() != entry->method) {
+      extra_allow_ = entry->method == http::verb::post ? "POST" : "GET";
+      return SendError(
+          MakeError(absl::StatusCode::kInvalidArgument,
+                    absl::StrCat("Method ", Av(req.method_string()), " is not allowed on ",
+                                 Av(entry->path), "; use ", extra_allow_, "."),
+                    {.http_status = 405, .code = "method_not_allowed"}),
+          OperationLabel(entry->route));
+    }
+    switch (entry->route) {
+      case Route::kHealth:
+        return SendJson(200, Json{{"status", "ok"}});
+      case Route::kReady:
+        if (server_->stopping.load()) return SendJson(503, Json{{"status", "shutting down"}});
+        return SendJson(200, Json{{"status", "ready"}});
+      case Route::kModels:
+        return SendJson(200, server_->pipeline.ListModels());
+      case Route::kMetrics:
+        return SendText(200, "text/plain; version=0.0.4; charset=utf-8",
+                        server_->metrics.RenderPrometheus());
+      case Route::kChatCompletions:
+        return StartCall(std::move(req), Operation::kChatCompletions, entry->route);
+      case Route::kCompletions:
+        return StartCall(std::move(req), Operation::kCompletions, entry->route);
+      case Route::kEmbeddings:
+        return StartCall(std::move(req), Operation::kEmbeddings, entry->route);
+    }
+  }
+
+  void StartCall(http::request<http::string_body> req, Operation operation, Route route);
+
+  // ---- Writing responses.
+  std::string ResponseStart(int status) const {
+    std::string out;
+    out.reserve(512);
+    absl::StrAppend(&out, exchange_->http11 ? "HTTP/1.1 " : "HTTP/1.0 ", status, " ",
+                    Av(http::obsolete_reason(static_cast<http::status>(status))), "\r\n",
+                    "x-request-id: ", exchange_->request_id, "\r\n");
+    if (!exchange_->keep_alive || server_->stopping.load()) {
+      out += "connection: close\r\n";
+    } else if (!exchange_->http11) {
+      out += "connection: keep-alive\r\n";
+    }
+    return out;
+  }
+
+  void AppendExtraHeaders(std::string& out, const ResponseHead& head) const {
+    for (const auto& [name, value] : head.headers) {
+      absl::StrAppend(&out, CleanHeaderValue(name), ": ", CleanHeaderValue(value), "\r\n");
+    }
+  }
+
+  void SendText(int status, std::string_view content_type, std::string body) {
+    std::string out = ResponseStart(status);
+    absl::StrAppend(&out, "content-type: ", Av(content_type), "\r\ncontent-length: ", body.size(),
+                    "\r\n");
+    if (!extra_allow_.empty()) {
+      absl::StrAppend(&out, "allow: ", extra_allow_, "\r\n");
+      extra_allow_.clear();
+    }
+    out += "\r\n";
+    out += body;
+    MarkDone();
+    Queue(std::move(out));
+  }
+
+  void SendJson(int status, const Json& body) { SendText(status, "application/json", Dump(body)); }
+
+  // An error response for a failure of the pipeline (already counted there).
+  void SendError(const absl::Status& status) {
+    ErrorDetail detail = DetailOf(status);
+    std::string body = Dump(OpenAiErrorBody(status));
+    std::string out = ResponseStart(detail.http_status);
+    absl::StrAppend(&out, "content-type: application/json\r\ncontent-length: ", body.size(),
+                    "\r\n");
+    if (!detail.retryable) out += "x-should-retry: false\r\n";
+    if (!extra_allow_.empty()) {
+      absl::StrAppend(&out, "allow: ", extra_allow_, "\r\n");
+      extra_allow_.clear();
+    }
+    out += "\r\n";
+    out += body;
+    MarkDone();
+    Queue(std::move(out));
+  }
+
+  // An error the face itself answers (never reached the pipeline): counted here.
+  void SendError(const absl::Status& status, std::string_view operation) {
+    ErrorDetail detail = DetailOf(status);
+    server_->metrics.RecordRequest("", operation, detail.http_status,
+                                   absl::Now() - exchange_->start);
+    server_->metrics.RecordError("", operation, detail.type);
+    if (LogEnabled(LogLevel::kInfo)) {
+      LogJson(LogLevel::kInfo,
+              Json{{"msg", "request"},
+                   {"request_id", exchange_->request_id},
+                   {"face", "http"},
+                   {"operation", operation},
+                   {"status", detail.http_status},
+                   {"latency_ms", absl::ToDoubleMilliseconds(absl::Now() - exchange_->start)},
+                   {"error_type", detail.type},
+                   {"error", std::string(status.message())}});
+    }
+    SendError(status);
+  }
+
+  // For a request that could not even be parsed: answer and close.
+  void SendBareError(int http_status, std::string_view message) {
+    exchange_.emplace();
+    exchange_->seq = ++seq_;
+    exchange_->start = absl::Now();
+    exchange_->request_id = NewRequestId();
+    exchange_->keep_alive = false;
+    SendError(MakeError(absl::StatusCode::kInvalidArgument, message, {.http_status = http_status}),
+              "other");
+  }
+
+  void MarkDone() {
+    exchange_->done = true;
+    exchange_->call.reset();
+  }
+
+  void QueueEvent(std::string event) {
+    if (!exchange_->http11) return Queue(std::move(event));
+    std::string framed;
+    framed.reserve(event.size() + 16);
+    AppendChunk(framed, event);
+    Queue(std::move(framed));
+  }
+
+  void Queue(std::string bytes) {
+    if (closed_) return;
+    if (pending_.empty()) {
+      pending_ = std::move(bytes);
+    } else {
+      pending_ += bytes;
+    }
+    if (pending_.size() + writing_bytes_.size() > kMaxQueuedBytes) {
+      LogJson(LogLevel::kWarn, Json{{"msg", "client reads too slowly; dropping the connection"},
+                                    {"request_id", exchange_ ? exchange_->request_id : ""}});
+      return Close();
+    }
+    Flush();
+  }
+
+  // Writes what is queued; while a write is in flight, new bytes gather for the next one.
+  void Flush() {
+    if (writing_ || closed_) return;
+    if (pending_.empty()) {
+      if (exchange_ && exchange_->done) AfterResponse();
+      return;
+    }
+    writing_ = true;
+    writing_bytes_.swap(pending_);
+    pending_.clear();
+    net::async_write(
+        socket_, net::buffer(writing_bytes_),
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnWrite(ec); });
+  }
+
+  void OnWrite(beast::error_code ec) {
+    writing_ = false;
+    writing_bytes_.clear();
+    if (closed_) return;
+    if (ec) return Close();
+    Flush();
+  }
+
+  // The response is fully written: next request, or the end of the connection.
+  void AfterResponse() {
+    const bool keep = exchange_->keep_alive && !server_->stopping.load();
+    exchange_.reset();
+    if (!keep) return LingeringClose();
+    if (header_waiting_) {
+      header_waiting_ = false;
+      return ProcessHeader();
+    }
+    if (read_pending_) {
+      ArmTimer(kIdleTimeout);
+    } else {
+      ReadHeader();
+    }
+  }
+
+  // Half-closes and discards what the client still sends, so it reads the response, not a reset.
+  void LingeringClose() {
+    lingering_ = true;
+    beast::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    ArmTimer(kLingerTimeout);
+    if (!read_pending_) Drain();
+  }
+
+  void Drain() {
+    read_pending_ = true;
+    socket_.async_read_some(net::buffer(drain_),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              self->read_pending_ = false;
+                              if (self->closed_) return;
+                              if (ec) return self->Close();
+                              self->Drain();
+                            });
+  }
+
+  // ---- The one timer: idle, request read and lingering timeouts.
+  void ArmTimer(std::chrono::steady_clock::duration d) {
+    const uint64_t generation = ++timer_generation_;
+    timer_.expires_after(d);
+    timer_.async_wait([self = shared_from_this(), generation](beast::error_code ec) {
+      if (ec || generation != self->timer_generation_) return;
+      self->Close();
+    });
+  }
+
+  void DisarmTimer() {
+    ++timer_generation_;
+    timer_.cancel();
+  }
+
+  // Constant after construction.
+  const std::shared_ptr<HttpServer::Impl> server_;
+  tcp::socket socket_;
+  net::any_io_executor strand_;
+  net::steady_timer timer_;
+
+  // Strand-only state.
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<Exchange> exchange_;
+  uint64_t seq_ = 0;
+  uint64_t timer_generation_ = 0;
+  bool read_pending_ = false;
+  bool header_waiting_ = false;
+  bool lingering_ = false;
+  bool closed_ = false;
+  bool writing_ = false;
+  std::string pending_;        // queued, not yet handed to the socket
+  std::string writing_bytes_;  // handed to the socket
+  std::string extra_allow_;    // the Allow header of a 405
+  std::array<char, 4096> drain_;
+};
+
+// The pipeline's view of one exchange: every event is posted to the session's strand, so the
+// pipeline's thread never waits for the network.
+class HttpResponder : public Responder {
+ public:
+  HttpResponder(std::shared_ptr<Session> session, uint64_t seq)
+      : session_(std::move(session)), seq_(seq) {}
+
+  void Reply(const ResponseHead& head, Json body) override {
+    session_->Post([s = session_, seq = seq_, head, body = std::move(body)]() mutable {
+      s->OnReply(seq, head, std::move(body));
+    });
+  }
+  void StartStream(const ResponseHead& head) override {
+    session_->Post([s = session_, seq = seq_, head]() { s->OnStartStream(seq, head); });
+  }
+  void Chunk(Json chunk) override {
+    session_->Post(
+        [s = session_, seq = seq_, chunk = std::move(chunk)]() { s->OnChunk(seq, chunk); });
+  }
+  void EndStream(absl::Status status) override {
+    session_->Post(
+        [s = session_, seq = seq_, status = std::move(status)]() { s->OnEndStream(seq, status); });
+  }
+  void Fail(absl::Status status) override {
+    session_->Post(
+        [s = session_, seq = seq_, status = std::move(status)]() { s->OnFail(seq, status); });
+  }
+
+ private:
+  const std::shared_ptr<Session> session_;
+  const uint64_t seq_;
+};
+
+void Session::StartCall(http::request<http::string_body> req, Operation operation, Route route) {
+  Json body = Json::parse(req.body(), nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) {
+    return SendError(InvalidRequest("We could not parse the JSON body of your request. The "
+                                    "OpenAI API expects a JSON payload."),
+                     OperationLabel(route));
+  }
+  req.body().clear();
+  req.body().shrink_to_fit();
+
+  CallInfo info;
+  info.face = Face::kHttp;
+  info.operation = operation;
+  info.request_id = exchange_->request_id;
+  for (const auto& field : req) {
+    std::string name = Lower(ToStd(field.name_string()));
+    std::string_view value = ToStd(field.value());
+    if (name == "authorization") {
+      std::string_view v = Trim(value);
+      if (v.size() > 7 && IEquals(v.substr(0, 7), "bearer ")) {
+        info.api_key = std::string(Trim(v.substr(7)));
+      }
+    } else if (name == "api-key" && info.api_key.empty()) {
+      info.api_key = std::string(Trim(value));
+    }
+    info.headers.emplace_back(std::move(name), std::string(value));
+  }
+
+  auto responder = std::make_shared<HttpResponder>(shared_from_this(), exchange_->seq);
+  exchange_->call = server_->pipeline.Handle(std::move(info), std::move(body), responder);
+  // Reading on doubles as the watch for the client leaving while the answer is prepared.
+  if (!closed_ && !read_pending_ && exchange_ && !exchange_->done) ReadHeader();
+}
+
+}  // namespace
+
+void HttpServer::Impl::Accept() {
+  acceptor.async_accept(
+      net::make_strand(ioc), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+        if (self->stopping.load() || ec == net::error::operation_aborted) return;
+        if (ec) {
+          // Out of descriptors or similar: pause instead of spinning, then try again.
+          LogJson(LogLevel::kWarn, Json{{"msg", "accept failed"}, {"error", ec.message()}});
+          self->accept_backoff.expires_after(std::chrono::milliseconds(50));
+          self->accept_backoff.async_wait([self](beast::error_code wait_ec) {
+            if (!wait_ec && !self->stopping.load()) self->Accept();
+          });
+          return;
+        }
+        std::make_shared<Session>(self, std::move(socket))->Start();
+        self->Accept();
+      });
+}
+
+template <typename Fn>
+void HttpServer::Impl::ForEachSession(Fn fn) {
+  std::vector<std::shared_ptr<Session>> live;
+  {
+    absl::MutexLock lock(&mu);
+    for (auto& [raw, weak] : sessions) {
+      if (auto s = weak.lock()) live.push_back(std::move(s));
+    }
+  }
+  for (auto& s : live) fn(s);
+}
+
+void HttpServer::Impl::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&mu);
+    if (shut_down) return;
+    shut_down = true;
+  }
+  stopping.store(true);
+  net::post(acceptor.get_executor(), [self = shared_from_this()] {
+    beast::error_code ignored;
+    self->acceptor.close(ignored);
+    self->accept_backoff.cancel();
+  });
+  ForEachSession([](const std::shared_ptr<Session>& s) { s->Post([s] { s->CloseWhenIdle(); }); });
+  auto none_left = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return sessions.empty(); };
+  bool drained;
+  {
+    absl::MutexLock lock(&mu);
+    drained = mu.AwaitWithTimeout(absl::Condition(&none_left), grace);
+  }
+  if (!drained) {
+    ForEachSession([](const std::shared_ptr<Session>& s) { s->Post([s] { s->Close(); }); });
+    absl::MutexLock lock(&mu);
+    mu.AwaitWithTimeout(absl::Condition(&none_left), absl::Seconds(2));
+  }
+  work.reset();
+  ioc.stop();
+  for (std::thread& t : threads) {
+    if (t.joinable()) t.join();
+  }
+}
+
+HttpServer::HttpServer(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+HttpServer::~HttpServer() { Shutdown(); }
+
+int HttpServer::port() const { return impl_->port; }
+
+void HttpServer::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const v1::Config& config,
+                                                              Pipeline& pipeline,
+                                                              Metrics& metrics) {
+  const uint64_t body_limit =
+      config.limits().max_body_bytes() > 0 ? config.limits().max_body_bytes() : kDefaultBodyLimit;
+  auto impl = std::make_shared<Impl>(pipeline, metrics, body_limit);
+  const std::string host =
+      config.listeners().http().host().empty() ? "127.0.0.1" : config.listeners().http().host();
+  const uint16_t port = static_cast<uint16_t>(config.listeners().http().port());
+
+  beast::error_code ec;
+  tcp::resolver resolver(impl->ioc);
+  auto endpoints = resolver.resolve(host, std::to_string(port),
+                                    tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  if (ec || endpoints.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot resolve HTTP listener host \"", host, "\": ", ec.message()));
+  }
+  const tcp::endpoint endpoint = endpoints.begin()->endpoint();
+  impl->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(endpoint, ec);
+  if (!ec) impl->acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for HTTP on ", host, ":", port, ": ", ec.message()));
+  }
+  impl->port = impl->acceptor.local_endpoint().port();
+
+  unsigned threads = config.listeners().io_threads();
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  impl->Accept();
+  for (unsigned i = 0; i < threads; ++i) {
+    impl->threads.emplace_back([raw = impl.get()] { raw->ioc.run(); });
+  }
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+}
+
+}  // namespace terse::proxy

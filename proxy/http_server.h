@@ -1,0 +1,46 @@
+// The HTTP face: OpenAI-compatible JSON over HTTP/1.1 (keep-alive, SSE streaming) onto the
+// Pipeline. Asynchronous on a few I/O threads, so thousands of open streams need no more threads.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proxy/metrics.h"
+#include "proxy/pipeline.h"
+#include "terse/v1/config.pb.h"
+
+namespace terse::proxy {
+
+// Routes: POST /v1/chat/completions, /v1/completions, /v1/embeddings; GET /v1/models, /healthz,
+// /readyz, /metrics (the /v1 prefix is optional). Anything else gets an OpenAI-shaped 404, or 405
+// for a known path with the wrong method. Every response carries `x-request-id`.
+class HttpServer {
+ public:
+  // Binds listeners.http (port 0: an ephemeral port) and starts listeners.io_threads threads.
+  // `pipeline` and `metrics` must outlive the server. kUnavailable when the address cannot be
+  // bound.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const v1::Config& config,
+                                                           Pipeline& pipeline, Metrics& metrics);
+  // Shuts down if that has not happened yet.
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // The bound port.
+  int port() const;
+
+  // Stops accepting, lets requests in progress finish for up to `grace` (idle connections close at
+  // once, busy ones after their response), then cancels what is left and joins the I/O threads.
+  // /readyz answers 503 from the first moment. Idempotent; call from any thread but an I/O thread.
+  void Shutdown(absl::Duration grace);
+  void Shutdown() { Shutdown(absl::Seconds(10)); }
+
+  struct Impl;
+
+ private:
+  explicit HttpServer(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace terse::proxy

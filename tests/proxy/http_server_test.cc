@@ -1,0 +1,461 @@
+// The HTTP face end to end in one process: a real HTTP client, the real server, pipeline and
+// providers, and the fake upstream.
+#include "proxy/http_server.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <thread>
+
+#include "base/errors.h"
+#include "tests/proxy/test_env.h"
+
+namespace terse::proxy {
+namespace {
+
+using ::terse::proxy::testing::Gateway;
+using ::terse::proxy::testing::HttpClient;
+using ::terse::proxy::testing::HttpResponse;
+using ::terse::proxy::testing::ScriptedCompression;
+using ::terse::proxy::testing::SseData;
+using ::terse::testing::FakeReply;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+std::string ChatBody(const std::string& model, const std::string& text, bool stream = false) {
+  Json body = {{"model", model},
+               {"messages", Json::array({Json{{"role", "user"}, {"content", text}}})}};
+  if (stream) body["stream"] = true;
+  return body.dump();
+}
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  // A fresh connection that sends one request and reads the response.
+  std::optional<HttpResponse> Once(const std::string& method, const std::string& target,
+                                   const std::string& body = "",
+                                   std::vector<std::pair<std::string, std::string>> headers = {}) {
+    HttpClient client(gw.http->port());
+    return client.Request(method, target, body, headers);
+  }
+
+  // The server still answers a normal request.
+  void ExpectStillServing() {
+    auto r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "still here"));
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->status, 200) << r->body;
+  }
+
+  Gateway gw;
+};
+
+TEST_F(HttpServerTest, ChatNonStreaming) {
+  gw.upstream.EnqueueReply(FakeReply::Text("hi there"));
+  auto r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "hello"),
+                {{"authorization", "Bearer sk-secret-test"}});
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->Header("content-type"), "application/json");
+  Json body = r->JsonBody();
+  EXPECT_EQ(body["choices"][0]["message"]["content"], "hi there");
+  EXPECT_THAT(r->Header("x-request-id"), StartsWith("req_"));
+  EXPECT_FALSE(r->HasHeader("x-terse-original-tokens"));  // nothing was compressed
+}
+
+TEST_F(HttpServerTest, RequestIdIsEchoedOrMadeUp) {
+  auto mine = Once("GET", "/v1/models", "", {{"x-request-id", "my-id-42"}});
+  ASSERT_TRUE(mine.has_value());
+  EXPECT_EQ(mine->Header("x-request-id"), "my-id-42");
+  auto made = Once("GET", "/healthz");
+  ASSERT_TRUE(made.has_value());
+  auto other = Once("GET", "/healthz");
+  ASSERT_TRUE(other.has_value());
+  EXPECT_THAT(made->Header("x-request-id"), StartsWith("req_"));
+  EXPECT_NE(made->Header("x-request-id"), other->Header("x-request-id"));
+  auto error = Once("POST", "/v1/chat/completions", "{", {{"x-request-id", "bad-1"}});
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->Header("x-request-id"), "bad-1");
+}
+
+TEST_F(HttpServerTest, StreamingChunksArriveAsTheyComeAndEndWithDone) {
+  gw.upstream.EnqueueReply(FakeReply::SlowStream(absl::Milliseconds(300)));
+  HttpClient client(gw.http->port());
+  ASSERT_TRUE(client.SendRequest("POST", "/v1/chat/completions",
+                                 ChatBody("gpt-4o", "one two three four five", true)));
+  auto head = client.ReadHead();
+  ASSERT_TRUE(head.has_value());
+  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(head->Header("content-type"), "text/event-stream");
+  EXPECT_EQ(head->Header("cache-control"), "no-cache");
+  EXPECT_EQ(head->Header("x-accel-buffering"), "no");
+  EXPECT_EQ(head->Header("transfer-encoding"), "chunked");
+  // The first content event is readable while the upstream is still producing the rest.
+  std::string first = client.ReadBodyUntil("\"content\":\"one");
+  EXPECT_THAT(first, HasSubstr("\"content\":\"one"));
+  EXPECT_THAT(first, Not(HasSubstr("[DONE]")));
+  std::string all = client.ReadBodyUntil("data: [DONE]\n\n");
+  auto events = SseData(all);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    Json chunk = Json::parse(events[i]);
+    EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+    EXPECT_FALSE(chunk.contains("usage"));  // not asked for
+    if (!chunk["choices"].empty()) text += chunk["choices"][0]["delta"].value("content", "");
+  }
+  EXPECT_THAT(text, HasSubstr("one two three four five"));
+}
+
+TEST_F(HttpServerTest, StreamingUsageChunkOnlyWhenAsked) {
+  Json body = Json::parse(ChatBody("gpt-4o", "a b", true));
+  body["stream_options"] = {{"include_usage", true}};
+  auto r = Once("POST", "/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r.has_value());
+  auto events = SseData(r->body);
+  ASSERT_GE(events.size(), 2u);
+  Json usage_chunk = Json::parse(events[events.size() - 2]);
+  EXPECT_TRUE(usage_chunk["choices"].empty());
+  EXPECT_GT(usage_chunk["usage"]["total_tokens"].get<int>(), 0);
+  EXPECT_EQ(gw.upstream.last_request().JsonBody()["stream_options"]["include_usage"], true);
+
+  r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "a b", true));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_THAT(r->body, Not(HasSubstr("\"usage\"")));
+  EXPECT_EQ(gw.upstream.last_request().JsonBody()["stream_options"]["include_usage"], true);
+}
+
+TEST_F(HttpServerTest, UnknownFieldsReachTheUpstreamUnchangedAndInOrder) {
+  const std::string body =
+      R"({"zeta":1,"model":"gpt-4o","messages":[{"role":"user","content":"x"}],)"
+      R"("tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"auto",)"
+      R"("some_future_field":{"nested":[1,2,3]}})";
+  auto r = Once("POST", "/v1/chat/completions", body);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(gw.upstream.last_request().body, body);
+}
+
+TEST_F(HttpServerTest, ModelIsRenamedForTheUpstream) {
+  auto r = Once("POST", "/v1/chat/completions", ChatBody("small", "x"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(gw.upstream.last_request().JsonBody()["model"], "fake-small-2024");
+}
+
+TEST_F(HttpServerTest, MalformedJsonIs400) {
+  auto r = Once("POST", "/v1/chat/completions", R"({"model": "gpt-4o", "messages": [)");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(r->JsonBody()["error"]["type"], "invalid_request_error");
+  EXPECT_TRUE(r->JsonBody()["error"].contains("param"));
+  EXPECT_TRUE(r->JsonBody()["error"].contains("code"));
+  ExpectStillServing();
+}
+
+TEST_F(HttpServerTest, WrongTypesAndUnknownRoleAre400WithParam) {
+  auto r = Once("POST", "/v1/chat/completions",
+                R"({"model": "gpt-4o", "messages": [{"role": "user", "content": 7}]})");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(r->JsonBody()["error"]["param"], "messages[0].content");
+  r = Once("POST", "/v1/chat/completions",
+           R"({"model": "gpt-4o", "messages": [{"role": "wizard", "content": "x"}]})");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(r->JsonBody()["error"]["param"], "messages[0].role");
+  EXPECT_EQ(gw.upstream.request_count(), 0u);
+  ExpectStillServing();
+}
+
+TEST_F(HttpServerTest, UnknownModelIs404) {
+  auto r = Once("POST", "/v1/chat/completions", ChatBody("no-such-model", "x"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(r->JsonBody()["error"]["code"], "model_not_found");
+}
+
+TEST_F(HttpServerTest, OversizedBodyIs413WithoutReadingIt) {
+  HttpClient client(gw.http->port());
+  // Announce far more than the limit (64 KiB in the test config) and send only the head.
+  ASSERT_TRUE(client.SendRaw(
+      "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+      "content-length: 10000000\r\n\r\n{\"model\":"));
+  auto r = client.ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 413);
+  EXPECT_EQ(r->JsonBody()["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(r->Header("connection"), "close");
+  EXPECT_TRUE(client.WaitClosed());
+  ExpectStillServing();
+}
+
+TEST_F(HttpServerTest, OversizedChunkedBodyIs413) {
+  HttpClient client(gw.http->port());
+  std::string piece(32 * 1024, 'x');
+  std::string request =
+      "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 3; ++i) request += "8000\r\n" + piece + "\r\n";
+  client.SendRaw(request);  // may fail part-way once the server closes: that is fine
+  auto r = client.ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 413);
+  ExpectStillServing();
+}
+
+TEST_F(HttpServerTest, TruncatedRequestIsDroppedAndNothingIsForwarded) {
+  {
+    HttpClient client(gw.http->port());
+    ASSERT_TRUE(client.SendRaw(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 500\r\n\r\n"
+        "{\"model\": \"gpt-4o\""));
+    client.Close();
+  }
+  ExpectStillServing();
+  EXPECT_EQ(gw.upstream.request_count(), 1u);  // only the ExpectStillServing request
+}
+
+TEST_F(HttpServerTest, GarbageIs400AndClosed) {
+  HttpClient client(gw.http->port());
+  ASSERT_TRUE(client.SendRaw("THIS IS NOT HTTP\r\n\r\n"));
+  auto r = client.ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 400);
+  EXPECT_TRUE(client.WaitClosed());
+  ExpectStillServing();
+}
+
+TEST_F(HttpServerTest, Upstream500Is502AndUpstream400PassesThrough) {
+  gw.upstream.EnqueueReply(FakeReply::Fail(500));
+  auto r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "x"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 502);
+  EXPECT_EQ(r->JsonBody()["error"]["type"], "upstream_error");
+
+  gw.upstream.EnqueueReply(FakeReply::Fail(400, "bad temperature", "invalid_request_error"));
+  r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "x"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 400);
+  EXPECT_THAT(r->JsonBody()["error"]["message"].get<std::string>(), HasSubstr("bad temperature"));
+  ExpectStillServing();
+}
+
+TEST_F(HttpServerTest, StalledUpstreamIs504) {
+  gw.upstream.EnqueueReply(FakeReply::Stall());
+  auto r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "x"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 504);
+  EXPECT_EQ(r->JsonBody()["error"]["type"], "upstream_error");
+  ExpectStillServing();
+}
+
+TEST_F(HttpServerTest, FailureAfterTheStreamStartedIsAnErrorEvent) {
+  FakeReply reply = FakeReply::SlowStream(absl::Milliseconds(1));
+  reply.reset_after_chunks = 2;
+  gw.upstream.EnqueueReply(reply);
+  auto r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "a b c d e f g", true));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  auto events = SseData(r->body);
+  ASSERT_FALSE(events.empty());
+  Json last = Json::parse(events.back());
+  EXPECT_TRUE(last.contains("error")) << r->body;
+  EXPECT_THAT(r->body, Not(HasSubstr("[DONE]")));
+  ExpectStillServing();
+}
+
+TEST_F(HttpServerTest, KeepAliveServesTwoRequestsOnOneConnection) {
+  HttpClient client(gw.http->port());
+  auto first = client.Request("POST", "/v1/chat/completions", ChatBody("gpt-4o", "first"));
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->status, 200);
+  auto second = client.Request("POST", "/v1/chat/completions", ChatBody("gpt-4o", "second", true));
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->status, 200);
+  EXPECT_THAT(second->body, HasSubstr("[DONE]"));
+  auto third = client.Request("GET", "/healthz");
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(third->status, 200);
+}
+
+TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
+  HttpClient client(gw.http->port());
+  std::string a = ChatBody("gpt-4o", "alpha");
+  std::string b = ChatBody("gpt-4o", "beta");
+  ASSERT_TRUE(client.SendRaw("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: " +
+                             std::to_string(a.size()) + "\r\n\r\n" + a +
+                             "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: " +
+                             std::to_string(b.size()) + "\r\n\r\n" + b));
+  auto first = client.ReadResponse();
+  auto second = client.ReadResponse();
+  ASSERT_TRUE(first.has_value() && second.has_value());
+  EXPECT_THAT(first->body, HasSubstr("alpha"));
+  EXPECT_THAT(second->body, HasSubstr("beta"));
+}
+
+TEST_F(HttpServerTest, ClientDisconnectMidStreamCancelsTheUpstreamCall) {
+  gw.upstream.EnqueueReply(FakeReply::SlowStream(absl::Seconds(1)));
+  {
+    HttpClient client(gw.http->port());
+    ASSERT_TRUE(client.SendRequest("POST", "/v1/chat/completions",
+                                   ChatBody("gpt-4o", "a b c d e f g h i j", true)));
+    ASSERT_TRUE(client.ReadHead().has_value());
+    client.ReadBodyUntil("data: ");
+    client.Close();
+  }
+  EXPECT_TRUE(gw.upstream.WaitForAnswersCutByClient(1, absl::Seconds(10)));
+  ExpectStillServing();
+}
+
+TEST_F(HttpServerTest, ClientDisconnectWhileWaitingCancelsTheUpstreamCall) {
+  gw.upstream.EnqueueReply(FakeReply::Stall());
+  {
+    HttpClient client(gw.http->port());
+    ASSERT_TRUE(client.SendRequest("POST", "/v1/chat/completions", ChatBody("gpt-4o", "x")));
+    ASSERT_TRUE(gw.upstream.WaitForRequestCount(1, absl::Seconds(10)));
+    client.Close();
+  }
+  EXPECT_TRUE(gw.upstream.WaitForAnswersCutByClient(1, absl::Seconds(10)));
+}
+
+TEST_F(HttpServerTest, UnknownPathIs404AndWrongMethodIs405) {
+  auto r = Once("POST", "/v1/nope", "{}");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(r->JsonBody()["error"]["type"], "invalid_request_error");
+  r = Once("GET", "/v1/chat/completions");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 405);
+  EXPECT_EQ(r->Header("allow"), "POST");
+  ExpectStillServing();
+}
+
+TEST_F(HttpServerTest, ModelsHealthReadyAndMetrics) {
+  auto models = Once("GET", "/v1/models");
+  ASSERT_TRUE(models.has_value());
+  EXPECT_EQ(models->status, 200);
+  EXPECT_EQ(models->JsonBody()["object"], "list");
+  EXPECT_EQ(models->JsonBody()["data"][0]["id"], "small");
+
+  auto health = Once("GET", "/healthz");
+  ASSERT_TRUE(health.has_value());
+  EXPECT_EQ(health->status, 200);
+  auto ready = Once("GET", "/readyz");
+  ASSERT_TRUE(ready.has_value());
+  EXPECT_EQ(ready->status, 200);
+
+  Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "count me"));
+  Once("POST", "/v1/chat/completions", "{not json");
+  auto metrics = Once("GET", "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_THAT(metrics->Header("content-type"), StartsWith("text/plain; version=0.0.4"));
+  EXPECT_THAT(metrics->body, HasSubstr("terse_requests_total{route=\"gpt\",operation="
+                                       "\"chat_completions\",status=\"200\"} 1\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("terse_requests_total{route=\"\",operation="
+                                       "\"chat_completions\",status=\"400\"} 1\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("terse_request_duration_seconds_bucket"));
+  EXPECT_THAT(metrics->body, HasSubstr("terse_upstream_first_byte_seconds_count{route=\"gpt\"} 1"));
+  EXPECT_THAT(metrics->body, HasSubstr("terse_in_flight_requests 0\n"));
+}
+
+TEST_F(HttpServerTest, EmbeddingsAndCompletionsAreForwarded) {
+  auto r = Once("POST", "/v1/embeddings", R"({"model": "gpt-embed", "input": ["a", "b"]})");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(gw.upstream.last_request().path, "/v1/embeddings");
+  r = Once("POST", "/v1/completions", R"({"model": "gpt-3.5-turbo-instruct", "prompt": "x"})");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(gw.upstream.last_request().path, "/v1/completions");
+}
+
+TEST(HttpServerAuthTest, KeysAndCompressionHeaders) {
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, Json body) {
+    CompressionStep::Result result;
+    result.body = std::move(body);
+    result.report.set_applied(true);
+    result.report.set_original_tokens(1000);
+    result.report.set_compressed_tokens(420);
+    result.report.set_rate(0.42);
+    result.report.set_compress_ms(17.5);
+    result.report.set_cache_hit(true);
+    return absl::StatusOr<CompressionStep::Result>(std::move(result));
+  });
+  Gateway gw(Gateway::Options{.extra_routes = R"(
+  - name: squeezed
+    model: squeeze
+    provider: fake
+    compression: {enabled: true, rate: 0.4}
+)",
+                              .compression = &step});
+  HttpClient client(gw.http->port());
+  auto r = client.Request("POST", "/v1/chat/completions", ChatBody("squeeze", "x"),
+                          {{"Authorization", "Bearer sk-one"}});
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->Header("x-terse-original-tokens"), "1000");
+  EXPECT_EQ(r->Header("x-terse-compressed-tokens"), "420");
+  EXPECT_EQ(r->Header("x-terse-rate"), "0.42");
+  EXPECT_EQ(r->Header("x-terse-compress-ms"), "17.50");
+  EXPECT_EQ(r->Header("x-terse-cache"), "hit");
+  r = client.Request("POST", "/v1/chat/completions", ChatBody("squeeze", "x", true),
+                     {{"api-key", "azure-key"}});
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->Header("x-terse-compressed-tokens"), "420");
+  auto calls = step.calls();
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0].api_key, "sk-one");
+  EXPECT_EQ(calls[1].api_key, "azure-key");
+  EXPECT_EQ(calls[0].face, Face::kHttp);
+  // The key reaches no upstream header set by terse (the provider sends its own).
+  EXPECT_NE(gw.upstream.last_request().Header("authorization"), "Bearer sk-one");
+}
+
+TEST(HttpServerErrorTest, NotRetryableErrorsSayXShouldRetryFalse) {
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, Json) {
+    return absl::StatusOr<CompressionStep::Result>(
+        MakeError(absl::StatusCode::kResourceExhausted, "budget spent",
+                  {.http_status = 429, .code = "insufficient_quota", .retryable = false}));
+  });
+  Gateway gw(Gateway::Options{.extra_routes = R"(
+  - name: strict
+    model: strict
+    provider: fake
+    compression: {enabled: true, rate: 0.5, on_error: fail}
+)",
+                              .compression = &step});
+  HttpClient client(gw.http->port());
+  auto r = client.Request("POST", "/v1/chat/completions", ChatBody("strict", "x"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 429);
+  EXPECT_EQ(r->Header("x-should-retry"), "false");
+  EXPECT_EQ(r->JsonBody()["error"]["code"], "insufficient_quota");
+}
+
+TEST(HttpServerShutdownTest, ShutdownEndsIdleAndBusyConnections) {
+  Gateway gw;
+  gw.upstream.SetDefaultReply(FakeReply::Stall());
+  HttpClient idle(gw.http->port());
+  ASSERT_TRUE(idle.Request("GET", "/healthz").has_value());
+  HttpClient busy(gw.http->port());
+  ASSERT_TRUE(busy.SendRequest("POST", "/v1/chat/completions", ChatBody("gpt-4o", "x")));
+  ASSERT_TRUE(gw.upstream.WaitForRequestCount(1, absl::Seconds(10)));
+  gw.http->Shutdown(absl::Milliseconds(200));
+  EXPECT_TRUE(idle.WaitClosed());
+  EXPECT_TRUE(busy.WaitClosed());
+  EXPECT_TRUE(gw.upstream.WaitForAnswersCutByClient(1, absl::Seconds(10)));
+}
+
+TEST(HttpServerStartTest, PortInUseIsAnError) {
+  Gateway gw;
+  v1::Config config = gw.config->proto();
+  config.mutable_listeners()->mutable_http()->set_port(gw.http->port());
+  auto second = HttpServer::Start(config, *gw.pipeline, gw.metrics);
+  EXPECT_FALSE(second.ok());
+}
+
+}  // namespace
+}  // namespace terse::proxy
