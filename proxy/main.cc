@@ -1,0 +1,246 @@
+// The `terse` binary: the composition root. It reads flags, loads the config, wires the concrete
+// types together and runs the servers until SIGTERM or SIGINT.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "config/config.h"
+#include "providers/provider_set.h"
+#include "proxy/grpc_server.h"
+#include "proxy/http_server.h"
+#include "proxy/log.h"
+#include "proxy/metrics.h"
+#include "proxy/pipeline.h"
+
+namespace terse::proxy {
+namespace {
+
+constexpr std::string_view kVersion = "0.1.0";
+
+// Exit codes.
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;  // could not start (port taken, provider set-up failed)
+constexpr int kExitUsage = 2;    // bad flags or an invalid config
+
+using Args = std::vector<std::string_view>;
+
+struct Subcommand {
+  std::string_view name;
+  std::string_view usage;    // the synopsis after "terse "
+  std::string_view summary;  // one line for `terse --help`
+  int (*run)(const Args& args);
+};
+
+int RunServe(const Args& args);
+int RunVersion(const Args& args);
+int RunHelp(const Args& args);
+
+// The subcommands. To add one (e.g. `compress`), declare its Run function and add a row here.
+constexpr Subcommand kSubcommands[] = {
+    {"serve", "serve --config FILE [--http-port N] [--grpc-port N] [--log-level L]",
+     "run the gateway (HTTP and gRPC) until SIGTERM or SIGINT", RunServe},
+    {"version", "version", "print the version", RunVersion},
+    {"help", "help", "print this help", RunHelp},
+};
+
+void PrintUsage(std::FILE* out) {
+  std::fprintf(out,
+               "terse %.*s: an LLM gateway that compresses prompts before they are paid for.\n\n"
+               "Usage:\n",
+               static_cast<int>(kVersion.size()), kVersion.data());
+  for (const Subcommand& c : kSubcommands) {
+    std::fprintf(out, "  terse %.*s\n      %.*s\n", static_cast<int>(c.usage.size()),
+                 c.usage.data(), static_cast<int>(c.summary.size()), c.summary.data());
+  }
+  std::fprintf(out,
+               "\nserve flags override the config: --http-port and --grpc-port (0: any free "
+               "port),\n--log-level (debug, info, warn, error). Logs are JSON lines on stderr.\n"
+               "Exit codes: 0 clean shutdown, 1 could not start, 2 bad flags or invalid config.\n");
+}
+
+int RunHelp(const Args&) {
+  PrintUsage(stdout);
+  return kExitOk;
+}
+
+int RunVersion(const Args&) {
+  std::printf("terse %.*s\n", static_cast<int>(kVersion.size()), kVersion.data());
+  return kExitOk;
+}
+
+struct ServeFlags {
+  std::string config_path;
+  std::optional<uint32_t> http_port;
+  std::optional<uint32_t> grpc_port;
+  std::optional<std::string> log_level;
+};
+
+absl::StatusOr<ServeFlags> ParseServeFlags(const Args& args) {
+  ServeFlags flags;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string_view arg = args[i];
+    std::string_view value;
+    // Both `--flag value` and `--flag=value`.
+    if (size_t eq = arg.find('='); arg.substr(0, 2) == "--" && eq != std::string_view::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+    } else if (arg == "--config" || arg == "--http-port" || arg == "--grpc-port" ||
+               arg == "--log-level") {
+      if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(std::string(arg) + " needs a value");
+      }
+      value = args[++i];
+    }
+    auto port = [&](std::optional<uint32_t>& out) -> absl::Status {
+      uint32_t n = 0;
+      if (!absl::SimpleAtoi(absl::string_view(value.data(), value.size()), &n) || n > 65535) {
+        return absl::InvalidArgumentError(std::string(arg) +
+                                          ": not a port number: " + std::string(value));
+      }
+      out = n;
+      return absl::OkStatus();
+    };
+    if (arg == "--config") {
+      flags.config_path = std::string(value);
+    } else if (arg == "--http-port") {
+      if (absl::Status s = port(flags.http_port); !s.ok()) return s;
+    } else if (arg == "--grpc-port") {
+      if (absl::Status s = port(flags.grpc_port); !s.ok()) return s;
+    } else if (arg == "--log-level") {
+      flags.log_level = std::string(value);
+    } else {
+      return absl::InvalidArgumentError("unknown flag: " + std::string(args[i]));
+    }
+  }
+  if (flags.config_path.empty()) return absl::InvalidArgumentError("--config FILE is required");
+  return flags;
+}
+
+// Blocks the shutdown signals in this thread and every thread started after it, so that only
+// the sigwait below ever sees them.
+sigset_t BlockShutdownSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // A client or upstream closing its socket mid-write must not kill the process.
+  signal(SIGPIPE, SIG_IGN);
+  return set;
+}
+
+int RunServe(const Args& args) {
+  for (std::string_view arg : args) {
+    if (arg == "--help" || arg == "-h") return RunHelp({});
+  }
+  absl::StatusOr<ServeFlags> flags = ParseServeFlags(args);
+  if (!flags.ok()) {
+    std::fprintf(stderr, "terse serve: %s\n\n", std::string(flags.status().message()).c_str());
+    PrintUsage(stderr);
+    return kExitUsage;
+  }
+
+  absl::StatusOr<std::shared_ptr<const config::Config>> loaded =
+      config::LoadConfigFile(flags->config_path);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "terse: invalid config %s:\n%s\n", flags->config_path.c_str(),
+                 std::string(loaded.status().message()).c_str());
+    return kExitUsage;
+  }
+  // Flags override the file: a new snapshot with the listeners changed.
+  v1::Config proto = (*loaded)->proto();
+  if (flags->http_port) proto.mutable_listeners()->mutable_http()->set_port(*flags->http_port);
+  if (flags->grpc_port) proto.mutable_listeners()->mutable_grpc()->set_port(*flags->grpc_port);
+  if (flags->log_level) proto.mutable_logging()->set_level(*flags->log_level);
+  absl::StatusOr<LogLevel> level = ParseLogLevel(proto.logging().level());
+  if (!level.ok()) {
+    std::fprintf(stderr, "terse: %s\n", std::string(level.status().message()).c_str());
+    return kExitUsage;
+  }
+  SetLogLevel(*level);
+  auto config = std::make_shared<const config::Config>(proto);
+
+  const sigset_t signals = BlockShutdownSignals();
+
+  absl::StatusOr<std::unique_ptr<providers::ProviderSet>> providers =
+      providers::ProviderSet::Create(config->proto());
+  if (!providers.ok()) {
+    LogJson(LogLevel::kError, Json{{"msg", "cannot set up the providers"},
+                                   {"error", std::string(providers.status().message())}});
+    return kExitFailure;
+  }
+  Metrics metrics;
+  PassThroughCompression compression;
+  Pipeline pipeline(config, **providers, compression, metrics);
+
+  absl::StatusOr<std::unique_ptr<HttpServer>> http =
+      HttpServer::Start(config->proto(), pipeline, metrics);
+  if (!http.ok()) {
+    LogJson(LogLevel::kError,
+            Json{{"msg", "cannot start"}, {"error", std::string(http.status().message())}});
+    return kExitFailure;
+  }
+
+  absl::StatusOr<std::unique_ptr<GrpcServer>> grpc = GrpcServer::Start(config->proto(), pipeline);
+  if (!grpc.ok()) {
+    LogJson(LogLevel::kError,
+            Json{{"msg", "cannot start"}, {"error", std::string(grpc.status().message())}});
+    (*http)->Shutdown(absl::Seconds(1));
+    return kExitFailure;
+  }
+
+  LogJson(LogLevel::kInfo,
+          Json{{"msg", "terse started"},
+               {"version", std::string(kVersion)},
+               {"http_host", config->proto().listeners().http().host()},
+               {"http_port", (*http)->port()},
+               {"grpc_host", config->proto().listeners().grpc().host()},
+               {"grpc_port", (*grpc)->port()}},
+          /*always=*/true);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  LogJson(LogLevel::kInfo, Json{{"msg", "shutting down"},
+                                {"signal", signal_number == SIGINT ? "SIGINT" : "SIGTERM"}});
+  // Both faces drain at the same time; then the pipeline (which waits for stragglers) and the
+  // providers go, in the reverse order of construction.
+  std::thread grpc_stop([&grpc] { (*grpc)->Shutdown(); });
+  (*http)->Shutdown(absl::Seconds(5));
+  grpc_stop.join();
+  http->reset();
+  grpc->reset();
+  LogJson(LogLevel::kInfo, Json{{"msg", "stopped"}});
+  return kExitOk;
+}
+
+int Main(int argc, char** argv) {
+  Args args(argv + 1, argv + argc);
+  if (args.empty()) {
+    PrintUsage(stderr);
+    return kExitUsage;
+  }
+  if (args[0] == "--help" || args[0] == "-h") return RunHelp({});
+  if (args[0] == "--version") return RunVersion({});
+  for (const Subcommand& c : kSubcommands) {
+    if (c.name == args[0]) return c.run(Args(args.begin() + 1, args.end()));
+  }
+  std::fprintf(stderr, "terse: unknown command \"%s\"\n\n", std::string(args[0]).c_str());
+  PrintUsage(stderr);
+  return kExitUsage;
+}
+
+}  // namespace
+}  // namespace terse::proxy
+
+int main(int argc, char** argv) { return terse::proxy::Main(argc, argv); }
