@@ -359,7 +359,9 @@ class CallState : public std::enable_shared_from_this<CallState> {
   absl::Status Admit();  // Quotas and rate limits (tenants issue); the in-flight cap for now.
   void Compress(Json body);
   void Forward(Json body);
-  void Book();  // Usage and savings ledger (tenants issue); nothing to book into yet.
+  // Usage and savings ledger (tenants issue): gets what the upstream reported and what
+  // compression saved; nothing to book into yet.
+  void Book(const Usage& usage, const v1::CompressionReport& compression);
   // Ends the call once: the terminal responder call, metrics, booking, access log.
   void Finish(absl::Status status);
   bool IsCancelled() {
@@ -609,7 +611,7 @@ void CallState::OnDone(absl::Status status) {
   Finish(std::move(status));
 }
 
-void CallState::Book() {}
+void CallState::Book(const Usage& usage, const v1::CompressionReport& compression) {}
 
 void CallState::Finish(absl::Status status) {
   {
@@ -636,7 +638,7 @@ void CallState::Finish(absl::Status status) {
     metrics.RecordUpstream(route, first_byte_ - forwarded_, end - forwarded_);
   }
   if (usage_.seen) metrics.RecordTokens(route, usage_.prompt_tokens, usage_.completion_tokens);
-  Book();
+  Book(usage_, head_.compression);
   metrics.AddInFlight(-1);
   pipeline_.in_flight.fetch_sub(1, std::memory_order_relaxed);
 
