@@ -160,10 +160,10 @@ absl::StatusOr<Json> MessagesToJson(
   return out;
 }
 
-// The body's `terse` object: only the fields the client set.
+// The body's `terse` object (keys as the compression step reads them): only what the client set.
 Json OverrideToJson(const v1::CompressionOverride& o) {
   Json out = Json::object();
-  if (o.has_enabled()) out["enabled"] = o.enabled();
+  if (o.has_enabled()) out["compress"] = o.enabled();
   if (o.has_rate()) out["rate"] = o.rate();
   if (o.has_target_tokens()) out["target_tokens"] = o.target_tokens();
   return out;

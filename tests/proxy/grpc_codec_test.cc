@@ -156,7 +156,7 @@ TEST(GrpcCodecTest, CompressionOverrideBecomesTerseObject) {
   request.mutable_compression()->set_target_tokens(100);
   body = ChatRequestToJson(request, false);
   ASSERT_THAT(body, IsOk());
-  EXPECT_EQ((*body)["terse"], Json::parse(R"({"enabled": false, "rate": 0.4,
+  EXPECT_EQ((*body)["terse"], Json::parse(R"({"compress": false, "rate": 0.4,
                                                "target_tokens": 100})"));
 
   request.clear_compression();
