@@ -136,6 +136,7 @@ enum class Route {
   kHealth,
   kReady,
   kMetrics,
+  kCompress,
 };
 
 struct RouteEntry {
@@ -152,6 +153,7 @@ constexpr RouteEntry kRoutes[] = {
     {"/healthz", http::verb::get, Route::kHealth},
     {"/readyz", http::verb::get, Route::kReady},
     {"/metrics", http::verb::get, Route::kMetrics},
+    {"/terse/compress", http::verb::post, Route::kCompress},
 };
 
 std::string_view OperationLabel(Route route) {
@@ -162,6 +164,8 @@ std::string_view OperationLabel(Route route) {
       return "completions";
     case Route::kEmbeddings:
       return "embeddings";
+    case Route::kCompress:
+      return "compress";
     default:
       return "other";
   }
@@ -467,6 +471,8 @@ class Session : public std::enable_shared_from_this<Session> {
         return StartCall(std::move(req), Operation::kCompletions, entry->route);
       case Route::kEmbeddings:
         return StartCall(std::move(req), Operation::kEmbeddings, entry->route);
+      case Route::kCompress:
+        return StartCall(std::move(req), Operation::kCompress, entry->route);
     }
   }
 

@@ -1,6 +1,7 @@
 // The `terse` binary: the composition root. It reads flags, loads the config, wires the concrete
 // types together and runs the servers until SIGTERM or SIGINT.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -15,8 +16,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
+#include "compressor/compress_command.h"
+#include "compressor/compressor.h"
 #include "config/config.h"
 #include "providers/provider_set.h"
+#include "proxy/compression_step.h"
 #include "proxy/grpc_server.h"
 #include "proxy/http_server.h"
 #include "proxy/log.h"
@@ -45,11 +49,15 @@ struct Subcommand {
 int RunServe(const Args& args);
 int RunVersion(const Args& args);
 int RunHelp(const Args& args);
+int RunCompress(const Args& args);
 
 // The subcommands. To add one (e.g. `compress`), declare its Run function and add a row here.
 constexpr Subcommand kSubcommands[] = {
     {"serve", "serve --config FILE [--http-port N] [--grpc-port N] [--log-level L]",
      "run the gateway (HTTP and gRPC) until SIGTERM or SIGINT", RunServe},
+    {"compress",
+     "compress [--rate R | --target-tokens N] [--question-aware] [--json] [--show] < PROMPT",
+     "compress a prompt from stdin as a route would (--help for every flag)", RunCompress},
     {"version", "version", "print the version", RunVersion},
     {"help", "help", "print this help", RunHelp},
 };
@@ -72,6 +80,46 @@ void PrintUsage(std::FILE* out) {
 int RunHelp(const Args&) {
   PrintUsage(stdout);
   return kExitOk;
+}
+
+int RunCompress(const Args& args) {
+  std::vector<std::string> argv_strings = {"compress"};
+  for (std::string_view a : args) argv_strings.emplace_back(a);
+  std::vector<char*> argv;
+  for (std::string& a : argv_strings) argv.push_back(a.data());
+  return compressor::RunCompressCommand(static_cast<int>(argv.size()), argv.data());
+}
+
+// The compression step the config asks for: the compressor when any route compresses or lets
+// requests ask for it, else the pass-through (no model loaded, faster start).
+absl::StatusOr<std::unique_ptr<CompressionStep>> MakeCompressionStep(const v1::Config& config) {
+  bool needed = false;
+  for (const v1::Route& route : config.routes()) {
+    needed = needed || route.compression().enabled() || route.allow_overrides();
+  }
+  if (!needed) return std::make_unique<PassThroughCompression>();
+  const v1::CompressorSettings& settings = config.compressor();
+  compressor::LanguageModelOptions options;
+  options.model_dir = settings.model_dir();
+  options.device = settings.device();
+  options.threads = static_cast<int>(settings.threads());
+  options.max_batch_size = static_cast<int>(settings.max_batch_size());
+  options.max_batch_wait_us = static_cast<int>(settings.max_batch_wait_us());
+  absl::StatusOr<std::unique_ptr<compressor::Compressor>> loaded =
+      compressor::Compressor::Load(options, settings.cache_entries());
+  if (!loaded.ok()) {
+    return absl::Status(loaded.status().code(),
+                        "cannot load the compression model from compressor.model_dir \"" +
+                            settings.model_dir() + "\": " + std::string(loaded.status().message()));
+  }
+  LogJson(LogLevel::kInfo, Json{{"msg", "compression model loaded"},
+                                {"model_dir", settings.model_dir()},
+                                {"device", (*loaded)->language_model().device()}});
+  std::shared_ptr<compressor::Compressor> shared = std::move(*loaded);
+  absl::StatusOr<std::unique_ptr<CompressorStep>> step =
+      CompressorStep::Create(std::move(shared), settings);
+  if (!step.ok()) return step.status();
+  return std::unique_ptr<CompressionStep>(std::move(*step));
 }
 
 int RunVersion(const Args&) {
@@ -181,8 +229,15 @@ int RunServe(const Args& args) {
     return kExitFailure;
   }
   Metrics metrics;
-  PassThroughCompression compression;
-  Pipeline pipeline(config, **providers, compression, metrics);
+  absl::StatusOr<std::unique_ptr<CompressionStep>> compression =
+      MakeCompressionStep(config->proto());
+  if (!compression.ok()) {
+    LogJson(LogLevel::kError, Json{{"msg", "cannot set up compression"},
+                                   {"error", std::string(compression.status().message())}},
+            /*always=*/true);
+    return kExitFailure;
+  }
+  Pipeline pipeline(config, **providers, **compression, metrics);
 
   absl::StatusOr<std::unique_ptr<HttpServer>> http =
       HttpServer::Start(config->proto(), pipeline, metrics);
@@ -243,4 +298,12 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace terse::proxy
 
-int main(int argc, char** argv) { return terse::proxy::Main(argc, argv); }
+int main(int argc, char** argv) {
+  // libgomp reads OMP_WAIT_POLICY once, as it loads, before main. Its default lets LibTorch's
+  // idle threads spin, which on a loaded machine (I/O threads, other processes) made scoring
+  // 10-20x slower here; so unless the operator chose a policy, run again with PASSIVE.
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr && setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0) {
+    execv("/proc/self/exe", argv);  // returns only on failure: then carry on as we are
+  }
+  return terse::proxy::Main(argc, argv);
+}

@@ -471,6 +471,7 @@ void CallState::Compress(Json body) {
   if (!policy.enabled() && !route_->allow_overrides() && info_.operation != Operation::kCompress) {
     head_.compression.set_applied(false);
     head_.compression.set_reason("compression is off for this route");
+    body.erase("terse");  // a request's compression override never reaches the upstream
     return Forward(std::move(body));
   }
   const bool fail_on_error = policy.on_error() == "fail";
@@ -482,7 +483,11 @@ void CallState::Compress(Json body) {
        original = std::move(original)](absl::StatusOr<CompressionStep::Result> result) mutable {
         if (self->IsCancelled()) return self->Finish(absl::CancelledError("cancelled"));
         if (!result.ok()) {
-          if (!original.has_value()) return self->Finish(result.status());
+          // A bad override is the client's mistake, not a compressor failure: always an error.
+          if (!original.has_value() ||
+              result.status().code() == absl::StatusCode::kInvalidArgument) {
+            return self->Finish(result.status());
+          }
           self->pipeline_.metrics.RecordCompressionFallback(self->RouteLabel());
           LogJson(LogLevel::kWarn, Json{{"msg", "compression failed; forwarding uncompressed"},
                                         {"request_id", self->info_.request_id},
@@ -490,6 +495,7 @@ void CallState::Compress(Json body) {
                                         {"error", std::string(result.status().message())}});
           self->head_.compression.set_applied(false);
           self->head_.compression.set_reason(std::string(result.status().message()));
+          original->erase("terse");
           return self->Forward(std::move(*original));
         }
         original.reset();

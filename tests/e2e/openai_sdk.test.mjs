@@ -108,7 +108,7 @@ test('models list and embeddings', async () => {
   const models = await client.models.list();
   const ids = models.data.map((m) => m.id);
   assert.ok(ids.includes('small'), `models: ${ids}`);
-  const e = await client.embeddings.create({ model: 'gpt-embed', input: 'hello' });
+  const e = await client.embeddings.create({ model: 'gpt-embed', input: 'hello', encoding_format: 'float' });
   assert.deepEqual(e.data[0].embedding, [0.1, 0.2]);
 });
 
