@@ -1,0 +1,299 @@
+// The compressor end to end: latency and tokens/s by prompt size and rate, with and without the
+// question-aware (LongLLMLingua) options; the 10k-token goal; growth with length; 8 concurrent
+// callers with batching on vs off; cache-hit latency; achieved-rate accuracy.
+//
+//   compressor_bench [--model DIR] [--threads N] [--quick]
+//
+// Run from the repository root (the tiktoken rank files and the model resolve from there).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "compressor/compressor.h"
+#include "compressor/target_tokenizer.h"
+
+namespace terse::compressor {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// English-like prose of about `tokens` cl100k tokens (generated, deterministic per seed).
+std::string Prose(const TargetTokenizer& counter, size_t tokens, uint32_t seed) {
+  static const char* kWords[] = {
+      "the",     "model",    "reads",   "a",         "long",    "report",    "about",
+      "river",   "trade",    "in",      "northern",  "towns",   "where",     "merchants",
+      "sold",    "grain",    "and",     "salt",      "to",      "sailors",   "who",
+      "arrived", "each",     "spring",  "with",      "letters", "from",      "distant",
+      "cities",  "council",  "decided", "that",      "every",   "ship",      "should",
+      "pay",     "tax",      "before",  "unloading", "its",     "cargo",     "but",
+      "many",    "captains", "refused", "because",   "prices",  "were",      "already",
+      "high",    "after",    "storm",   "of",        "winter",  "bridge",    "was",
+      "rebuilt", "by",       "workers", "paid",      "silver",  "coins",     "this",
+      "story",   "explains", "how",     "small",     "harbors", "grew",      "into",
+      "busy",    "markets",  "over",    "several",   "decades", "while",     "farmers",
+      "planted", "barley",   "near",    "old",       "mills",   "children",  "learned",
+      "numbers", "at",       "school",  "teachers",  "wrote",   "careful",   "notes",
+      "on",      "weather",  "tides",   "roads",     "is",      "important", "they",
+      "it",      "for",      "as",      "not",       "had",     "one",       "all",
+      "would",   "there",    "their",   "when",      "an",      "been",      "if",
+      "more",    "no",       "out",     "so",        "what",    "up",        "said"};
+  constexpr size_t kCount = sizeof(kWords) / sizeof(kWords[0]);
+  std::mt19937 rng(seed);
+  std::string text;
+  size_t sentences = 0;
+  size_t next_check = tokens * 3;
+  while (true) {
+    std::string sentence;
+    const size_t len = 6 + rng() % 16;
+    for (size_t w = 0; w < len; ++w) {
+      std::string word = kWords[rng() % kCount];
+      if (w == 0) word[0] = static_cast<char>(std::toupper(word[0]));
+      if (!sentence.empty()) sentence += ' ';
+      sentence += word;
+      if (rng() % 19 == 0) sentence += " " + std::to_string(rng() % 2000);
+      if (w + 1 < len && rng() % 9 == 0) sentence += ',';
+    }
+    sentence += rng() % 7 == 0 ? "?" : ".";
+    if (!text.empty()) text += (++sentences % 6 == 0) ? "\n\n" : " ";
+    text += sentence;
+    if (text.size() < next_check) continue;
+    const size_t have = counter.Count(text);
+    if (have >= tokens) break;
+    next_check = text.size() + (tokens - have) * 3;
+  }
+  return text;
+}
+
+// A multi-document prompt of about `tokens` tokens: documents of ~500 tokens, one of which
+// holds the answer to the question.
+Prompt Documents(const TargetTokenizer& counter, size_t tokens, uint32_t seed) {
+  Prompt p;
+  p.instruction = "Answer the question using the documents below.";
+  const size_t docs = std::max<size_t>(2, tokens / 500);
+  for (size_t i = 0; i < docs; ++i) {
+    p.context.push_back("Document " + std::to_string(i + 1) + ": " +
+                        Prose(counter, tokens / docs, seed + static_cast<uint32_t>(i)));
+  }
+  p.context[docs / 2] += " The harbor master Ingrid Solberg opened the northern bridge in 1873.";
+  p.question = "Who opened the northern bridge, and in which year?";
+  return p;
+}
+
+struct Args {
+  std::string model = "models/terse-small-en";
+  int threads = 2;
+  bool quick = false;
+};
+
+std::unique_ptr<Compressor> Load(const Args& args, int max_batch, size_t cache) {
+  LanguageModelOptions o;
+  o.model_dir = args.model;
+  o.device = "cpu";
+  o.threads = args.threads;
+  o.max_batch_size = max_batch;
+  auto c = Compressor::Load(o, cache);
+  if (!c.ok()) {
+    std::fprintf(stderr, "cannot load %s: %s\n", args.model.c_str(),
+                 std::string(c.status().message()).c_str());
+    std::exit(1);
+  }
+  return std::move(*c);
+}
+
+// Median latency of `reps` compressions (cache off) and the last result.
+double Time(Compressor& c, const Prompt& p, CompressOptions o, int reps, CompressResult* last) {
+  o.use_cache = false;
+  std::vector<double> ms;
+  for (int r = 0; r < reps; ++r) {
+    const auto t = Clock::now();
+    auto result = c.Compress(p, o);
+    ms.push_back(MsSince(t));
+    if (!result.ok()) {
+      std::fprintf(stderr, "compress failed: %s\n", std::string(result.status().message()).c_str());
+      std::exit(1);
+    }
+    *last = std::move(*result);
+  }
+  return Median(ms);
+}
+
+int Main(int argc, char** argv) {
+  Args args;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--model" && i + 1 < argc) {
+      args.model = argv[++i];
+    } else if (a == "--threads" && i + 1 < argc) {
+      args.threads = std::atoi(argv[++i]);
+    } else if (a == "--quick") {
+      args.quick = true;
+    } else {
+      std::fprintf(stderr, "usage: compressor_bench [--model DIR] [--threads N] [--quick]\n");
+      return 2;
+    }
+  }
+  if (!std::filesystem::exists(args.model + "/model.pt")) {
+    std::fprintf(stderr, "no model at %s; using the tiny test model (timings not representative)\n",
+                 args.model.c_str());
+    args.model = "tests/fixtures/tiny-lm";
+  }
+  auto counter = GetTargetTokenizer("cl100k_base");
+  if (!counter.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(counter.status().message()).c_str());
+    return 1;
+  }
+  const TargetTokenizer& cl = **counter;
+  auto compressor = Load(args, 8, 64);
+  std::printf("model %s (context %d), %d threads\n\n", args.model.c_str(),
+              compressor->language_model().max_context(), args.threads);
+  const int reps = args.quick ? 1 : 3;
+
+  // 1. Latency and tokens/s by size, rate and mode.
+  const std::vector<size_t> sizes =
+      args.quick ? std::vector<size_t>{1000, 4000} : std::vector<size_t>{1000, 4000, 16000};
+  const std::vector<double> rates = {0.5, 0.2, 0.1};
+  std::printf("%-8s %-6s %-15s %10s %10s %12s %8s\n", "tokens", "rate", "mode", "ms", "tok/s",
+              "achieved", "kept");
+  double t1k[2][3] = {}, t16k[2][3] = {};
+  for (size_t size : sizes) {
+    Prompt plain;
+    plain.context.push_back(Prose(cl, size, 7));
+    const Prompt docs = Documents(cl, size, 11);
+    for (size_t ri = 0; ri < rates.size(); ++ri) {
+      for (int mode = 0; mode < 2; ++mode) {
+        CompressOptions o;
+        o.rate = rates[ri];
+        if (mode == 1) {
+          o.rank = RankMethod::kQuestion;
+          o.contrastive = true;
+          o.dynamic_ratio = 0.3;
+          o.reorder = Reorder::kTwoStage;
+        }
+        CompressResult r;
+        const double ms = Time(*compressor, mode == 0 ? plain : docs, o, reps, &r);
+        std::printf("%-8zu %-6.2f %-15s %10.1f %10.0f %12.4f %8s\n", r.origin_tokens, rates[ri],
+                    mode == 0 ? "plain" : "question-aware", ms, r.origin_tokens / (ms / 1000.0),
+                    r.rate,
+                    mode == 1 && r.prompt.find("Solberg") != std::string::npos ? "answer" : "");
+        if (size == 1000) t1k[mode][ri] = ms;
+        if (size == 16000) t16k[mode][ri] = ms;
+      }
+    }
+  }
+  if (!args.quick) {
+    std::printf("\ngrowth 16k/1k (goal <= 17):");
+    for (int mode = 0; mode < 2; ++mode) {
+      for (size_t ri = 0; ri < rates.size(); ++ri) {
+        std::printf(" %s@%.1f=%.1f", mode == 0 ? "plain" : "qa", rates[ri],
+                    t16k[mode][ri] / t1k[mode][ri]);
+      }
+    }
+    std::printf("\n");
+  }
+
+  // 2. The 10,000-token goal.
+  {
+    Prompt p;
+    p.context.push_back(Prose(cl, 10000, 21));
+    for (double rate : {0.5, 0.2}) {
+      CompressOptions o;
+      o.rate = rate;
+      CompressResult r;
+      const double ms = Time(*compressor, p, o, reps, &r);
+      std::printf("\n10k-token prompt at rate %.1f: %.0f ms (goal <= 2000 ms on 2 cores): %.2fx",
+                  rate, ms, 2000.0 / ms);
+    }
+    std::printf("\n");
+  }
+
+  // 3. Eight concurrent callers, batching on vs off.
+  {
+    std::vector<Prompt> prompts(8);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      prompts[i].context.push_back(Prose(cl, 1000, 100 + static_cast<uint32_t>(i)));
+    }
+    double per_s[2] = {};
+    for (int batching = 1; batching >= 0; --batching) {
+      auto c = batching ? Load(args, 8, 0) : Load(args, 1, 0);
+      CompressOptions o;
+      o.rate = 0.3;
+      const int rounds = args.quick ? 1 : 2;
+      const auto t = Clock::now();
+      std::vector<std::thread> threads;
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        threads.emplace_back([&, i] {
+          for (int k = 0; k < rounds; ++k) (void)c->Compress(prompts[i], o);
+        });
+      }
+      for (auto& th : threads) th.join();
+      per_s[batching] = prompts.size() * rounds / (MsSince(t) / 1000.0);
+      std::printf("8 callers, batching %s: %.2f prompts/s\n", batching ? "on " : "off",
+                  per_s[batching]);
+    }
+    std::printf("batching speed-up: %.2fx\n", per_s[1] / per_s[0]);
+  }
+
+  // 4. Cache hits for a repeated system prompt.
+  {
+    const std::string system = Prose(cl, 2000, 33);
+    CompressOptions o;
+    o.rate = 0.4;
+    const auto t = Clock::now();
+    (void)compressor->CompressText(system, o);
+    const double miss = MsSince(t);
+    std::vector<double> hits;
+    for (int i = 0; i < 200; ++i) {
+      const auto h = Clock::now();
+      auto r = compressor->CompressText(system, o);
+      hits.push_back(MsSince(h));
+      if (!r.ok() || !r->cache_hit) std::fprintf(stderr, "expected a cache hit\n");
+    }
+    std::printf("\ncache: miss %.1f ms, hit %.3f ms median (goal < 1 ms), %.0fx\n", miss,
+                Median(hits), miss / Median(hits));
+  }
+
+  // 5. Achieved rate against the target.
+  {
+    std::printf("\nachieved rate (target tokens), |error| relative to the rate:\n%-8s", "tokens");
+    for (double rate : {0.5, 0.33, 0.2, 0.1}) std::printf("   rate %-14.2f", rate);
+    std::printf("\n");
+    const std::vector<size_t> lengths = args.quick
+                                            ? std::vector<size_t>{50, 200, 1000}
+                                            : std::vector<size_t>{50, 200, 1000, 5000, 20000};
+    for (size_t n : lengths) {
+      Prompt p;
+      p.context.push_back(Prose(cl, n, static_cast<uint32_t>(n)));
+      std::printf("%-8zu", n);
+      for (double rate : {0.5, 0.33, 0.2, 0.1}) {
+        CompressOptions o;
+        o.rate = rate;
+        CompressResult r;
+        Time(*compressor, p, o, 1, &r);
+        std::printf("   %.4f (%5.2f%%)     ", r.rate, 100.0 * std::fabs(r.rate - rate) / rate);
+      }
+      std::printf("\n");
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace terse::compressor
+
+int main(int argc, char** argv) { return terse::compressor::Main(argc, argv); }
