@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <future>
 #include <numeric>
 #include <string>
 #include <unordered_map>
@@ -488,8 +489,14 @@ absl::Status Run::ProcessPart(Part& p, LanguageModel::Session& plain,
     for (size_t b = 0; b < chunk.size(); b += append_chunk) {
       const size_t e = std::min(chunk.size(), b + append_chunk);
       std::span<const int32_t> piece(chunk.data() + b, e - b);
-      RETURN_IF_ERROR(plain.Append(piece));
-      if (conditioned != nullptr) RETURN_IF_ERROR(conditioned->Append(piece));
+      // The two sessions run on two threads so the model can batch their steps together.
+      std::future<absl::Status> other;
+      if (conditioned != nullptr) {
+        other = std::async(std::launch::async, [&] { return conditioned->Append(piece); });
+      }
+      const absl::Status mine = plain.Append(piece);
+      if (other.valid()) RETURN_IF_ERROR(other.get());
+      RETURN_IF_ERROR(mine);
     }
     return absl::OkStatus();
   };
@@ -511,12 +518,19 @@ absl::Status Run::ProcessPart(Part& p, LanguageModel::Session& plain,
     if (decide) {
       ids.clear();
       for (size_t t : seg) ids.push_back(p.tokens[t].id);
-      ASSIGN_OR_RETURN(std::vector<float> si, plain.Score(ids));
+      std::future<absl::StatusOr<std::vector<float>>> with_question;
       if (conditioned != nullptr && p.kind == PartKind::kItem) {
-        ASSIGN_OR_RETURN(std::vector<float> si_q, conditioned->Score(ids));
-        // Contrastive: how much the question makes the token more predictable.
-        for (size_t k = 0; k < si.size(); ++k) si[k] -= si_q[k];
+        with_question = std::async(std::launch::async, [&] { return conditioned->Score(ids); });
       }
+      absl::StatusOr<std::vector<float>> scored = plain.Score(ids);
+      if (with_question.valid()) {
+        absl::StatusOr<std::vector<float>> si_q = with_question.get();
+        RETURN_IF_ERROR(si_q.status());
+        RETURN_IF_ERROR(scored.status());
+        // Contrastive: how much the question makes the token more predictable.
+        for (size_t k = 0; k < scored->size(); ++k) (*scored)[k] -= (*si_q)[k];
+      }
+      ASSIGN_OR_RETURN(std::vector<float> si, std::move(scored));
       for (size_t k = 0; k < seg.size(); ++k) {
         const size_t t = seg[k];
         const int32_t u = p.token_unit[t];
