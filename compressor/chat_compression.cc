@@ -10,8 +10,10 @@
 #include <pcre2.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "base/errors.h"
 #include "base/status_macros.h"
+#include "compressor/lingua_text.h"
 #include "compressor/target_tokenizer.h"
 
 namespace terse::compressor {
@@ -32,6 +34,7 @@ struct Unit {
   UnitKind kind = UnitKind::kFixed;
   std::string text;
   size_t tokens = 0;
+  bool tool = false;  // a tool or function result: its text is data, never read as markup
 };
 
 bool RoleAllowed(const ChatPolicy& policy, std::string role) {
@@ -117,6 +120,13 @@ absl::StatusOr<std::vector<size_t>> MatchStarts(const std::string& pattern,
 }
 
 }  // namespace
+
+std::string WithoutMarkup(std::string text) {
+  if (text.find("terse") == std::string::npos) return text;
+  absl::StrReplaceAll({{"<terse:doc>", ""}, {"</terse:doc>", ""}}, &text);
+  absl::StatusOr<lingua::MarkedText> marked = lingua::ParseMarkup(text);
+  return marked.ok() ? std::move(marked->text) : text;
+}
 
 absl::StatusOr<SplitMessage> SplitDocuments(const std::string& text,
                                             const std::string& document_delimiter) {
@@ -231,7 +241,17 @@ absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
     } else if (!last_user || i < *last_user) {
       kind = UnitKind::kStable;
     }  // turns after the last user message (a trailing assistant prefill) stay as they are
+    const size_t first = units.size();
     CollectTexts(message, i, kind, units);
+    const bool tool = role == "tool" || role == "function";
+    for (size_t u = first; u < units.size(); ++u) units[u].tool = tool;
+  }
+  // A last user message of several text parts (text, image, text): its last text part holds the
+  // documents and the question; the earlier ones are compressed alone at the route's rate, like
+  // history, so that every part is counted in the budget.
+  for (size_t u = units.size(), seen = 0; u-- > 0;) {
+    if (units[u].kind != UnitKind::kDocuments) continue;
+    if (seen++ > 0) units[u].kind = UnitKind::kStable;
   }
 
   ChatReport report;
@@ -240,8 +260,30 @@ absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
     report.original_tokens += unit.tokens;
     if (unit.kind != UnitKind::kFixed && unit.tokens < kMinUnitTokens) unit.kind = UnitKind::kFixed;
   }
-  report.compressed_tokens = report.original_tokens;
+  // Writes the units back into the messages (the rewritten ones, and those that carried markup)
+  // and counts what is sent.
+  bool stored = false;
+  // Terse markup is for terse alone: text the compressor did not rewrite (kept parts, the
+  // question, prompts forwarded unchanged) loses its tags here, so the upstream never reads them.
+  auto store = [&] {
+    stored = true;
+    report.compressed_tokens = 0;
+    for (Unit& unit : units) {
+      bool rewritten = unit.kind != UnitKind::kFixed;
+      if (!unit.tool) {
+        std::string plain = WithoutMarkup(unit.text);
+        if (plain.size() != unit.text.size()) {
+          unit.text = std::move(plain);
+          unit.tokens = tokenizer->Count(unit.text);
+          rewritten = true;
+        }
+      }
+      if (rewritten) TextSlot(messages, unit) = unit.text;
+      report.compressed_tokens += unit.tokens;
+    }
+  };
   auto finish = [&](std::string reason) -> ChatReport {
+    if (!stored) store();  // unchanged, but without markup
     report.reason = std::move(reason);
     report.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                          started).count();
@@ -325,11 +367,7 @@ absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
     }
   }
 
-  report.compressed_tokens = 0;
-  for (const Unit& unit : units) {
-    if (unit.kind != UnitKind::kFixed) TextSlot(messages, unit) = unit.text;
-    report.compressed_tokens += unit.tokens;
-  }
+  store();
   report.applied = report.compressed_tokens < report.original_tokens;
   report.rate = static_cast<double>(report.compressed_tokens) / report.original_tokens;
   report.cache_hit = stable_parts > 0 && stable_hits == stable_parts;

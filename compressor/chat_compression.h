@@ -65,6 +65,11 @@ absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
 absl::StatusOr<ChatReport> CompressCompletionPrompt(Compressor& compressor, Json& prompt,
                                                     const ChatPolicy& policy);
 
+// `text` without terse markup (<terse:keep>, <terse rate=R>, <terse:doc> and their closing tags):
+// what the upstream LLM is sent for text the compressor did not rewrite, and what the alignment
+// recorder stores. Text with a malformed tag is returned as it is.
+std::string WithoutMarkup(std::string text);
+
 // Splits a user message's text into documents and a final question block (see ChatPolicy).
 struct SplitMessage {
   std::vector<std::string> documents;

@@ -17,6 +17,7 @@
 #include "base/errors.h"
 #include "providers/provider.h"
 #include "providers/provider_set.h"
+#include "proxy/alignment_recorder.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 
@@ -315,7 +316,14 @@ struct PipelineParts {
       : config(std::move(config)),
         providers(providers),
         compression(compression),
-        metrics(metrics) {}
+        metrics(metrics) {
+    for (const v1::Route& route : this->config->proto().routes()) {
+      if (!route.compression().record_alignment_pairs().empty()) {
+        recorder = std::make_unique<AlignmentRecorder>();
+        break;
+      }
+    }
+  }
 
   // Constant after construction.
   const std::shared_ptr<const config::Config> config;
@@ -323,6 +331,8 @@ struct PipelineParts {
   CompressionStep& compression;
   Metrics& metrics;
   const int64_t created_unix = absl::ToUnixSeconds(absl::Now());
+  // Null unless a route records alignment pairs; destroyed after the last call, writing the rest.
+  std::unique_ptr<AlignmentRecorder> recorder;
 
   std::atomic<int64_t> in_flight{0};  // calls started and not finished, for admission
 
@@ -362,6 +372,8 @@ class CallState : public std::enable_shared_from_this<CallState> {
   // Usage and savings ledger (tenants issue): gets what the upstream reported and what
   // compression saved; nothing to book into yet.
   void Book(const Usage& usage, const v1::CompressionReport& compression);
+  // Queues the original prompt and the answer for the route's alignment pairs file, if it has one.
+  void RecordAlignmentPair();
   // Ends the call once: the terminal responder call, metrics, booking, access log.
   void Finish(absl::Status status);
   bool IsCancelled() {
@@ -395,6 +407,10 @@ class CallState : public std::enable_shared_from_this<CallState> {
   bool stream_started_ = false;
   std::optional<Json> response_;
   Usage usage_;
+  // Only on routes that record alignment pairs: the prompt before compression (set by Compress
+  // before the step runs) and the streamed answer so far.
+  std::optional<std::string> alignment_prompt_;
+  std::string alignment_answer_;
 
   absl::Mutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
@@ -467,6 +483,16 @@ absl::Status CallState::Admit() {
 
 void CallState::Compress(Json body) {
   const v1::Compression& policy = route_->compression();
+  if (pipeline_.recorder != nullptr && !policy.record_alignment_pairs().empty()) {
+    if (info_.operation == Operation::kChatCompletions) {
+      alignment_prompt_ = RenderAlignmentPrompt(body["messages"]);
+    } else if (info_.operation == Operation::kCompletions) {
+      auto prompt = body.find("prompt");
+      if (prompt != body.end() && prompt->is_string()) {
+        alignment_prompt_ = prompt->get<std::string>();
+      }
+    }
+  }
   // Nothing to ask the step when the route can never compress: skip the copy kept for fallback.
   if (!policy.enabled() && !route_->allow_overrides() && info_.operation != Operation::kCompress) {
     head_.compression.set_applied(false);
@@ -603,6 +629,7 @@ void CallState::OnChunk(Json chunk) {
       chunk.erase("usage");
     }
   }
+  if (alignment_prompt_.has_value()) alignment_answer_ += AlignmentAnswerText(chunk);
   if (!stream_started_) {
     stream_started_ = true;
     responder_->StartStream(head_);
@@ -618,6 +645,20 @@ void CallState::OnDone(absl::Status status) {
 }
 
 void CallState::Book(const Usage& usage, const v1::CompressionReport& compression) {}
+
+void CallState::RecordAlignmentPair() {
+  if (!alignment_prompt_.has_value() || alignment_prompt_->empty()) return;
+  std::string answer = stream_                 ? std::move(alignment_answer_)
+                       : response_.has_value() ? AlignmentAnswerText(*response_)
+                                               : "";
+  if (answer.empty()) return;  // a tool call or an empty answer teaches nothing
+  pipeline_.recorder->Record(route_->compression().record_alignment_pairs(),
+                             Json{{"prompt", std::move(*alignment_prompt_)},
+                                  {"response", std::move(answer)},
+                                  {"model", upstream_model_},
+                                  {"route", RouteLabel()},
+                                  {"ts", absl::ToUnixMillis(absl::Now()) / 1000.0}});
+}
 
 void CallState::Finish(absl::Status status) {
   {
@@ -645,6 +686,7 @@ void CallState::Finish(absl::Status status) {
   }
   if (usage_.seen) metrics.RecordTokens(route, usage_.prompt_tokens, usage_.completion_tokens);
   Book(usage_, head_.compression);
+  if (status.ok()) RecordAlignmentPair();
   metrics.AddInFlight(-1);
   pipeline_.in_flight.fetch_sub(1, std::memory_order_relaxed);
 

@@ -166,6 +166,49 @@ TEST(CompressChatTest, KeepLastTurnsAndRolesAreRespected) {
   EXPECT_LT(Text(messages[4]).size(), Text(original[4]).size());
 }
 
+TEST(CompressChatTest, EveryTextPartOfTheLastUserMessageCountsInTheBudget) {
+  auto compressor = TinyCompressor();
+  ASSERT_NE(compressor, nullptr);
+  Json original = Chat("What did the council decide?");
+  // text, image, text: the first part is compressed alone, the last holds documents + question.
+  Json& parts = original[4]["content"];
+  parts = Json::array({Json{{"type", "text"}, {"text", Prose(250, 21)}}, parts[1], parts[0]});
+  Json messages = original;
+  auto report = CompressChat(*compressor, messages, Policy(0.5));
+  ASSERT_THAT(report, IsOk());
+  EXPECT_EQ(messages[4]["content"][1], original[4]["content"][1]) << "the image is untouched";
+  EXPECT_LT(messages[4]["content"][0]["text"].get<std::string>().size(),
+            original[4]["content"][0]["text"].get<std::string>().size());
+  EXPECT_THAT(messages[4]["content"][2]["text"].get<std::string>(),
+              ::testing::EndsWith("\n\nWhat did the council decide?"));
+  EXPECT_EQ(report->compressed_tokens, Tokens(messages));
+  EXPECT_NEAR(report->rate, 0.5, 0.5 * 0.05)
+      << report->compressed_tokens << " of " << report->original_tokens;
+}
+
+TEST(CompressChatTest, MarkupNeverReachesTheUpstream) {
+  auto compressor = TinyCompressor();
+  ASSERT_NE(compressor, nullptr);
+  Json original = Chat("Is <terse:keep>entry 4411</terse:keep> right?");
+  original[2]["content"] = "<terse:keep>Noted, ID 42.</terse:keep>";  // short: kept whole
+  original[3]["content"] = R"({"note": "<terse:keep>data</terse:keep>"})";  // tool data
+  Json messages = original;
+  ASSERT_THAT(CompressChat(*compressor, messages, Policy(0.5)), IsOk());
+  EXPECT_EQ(messages[2]["content"], "Noted, ID 42.");
+  EXPECT_THAT(Text(messages[4]), ::testing::EndsWith("\n\nIs entry 4411 right?"));
+  EXPECT_EQ(messages[3], original[3]) << "a tool result is data, not markup";
+
+  // Forwarded unchanged (under min_prompt_tokens), but still without terse's tags.
+  Json small = Json::array(
+      {{{"role", "user"}, {"content", "<terse:doc>a</terse:doc> <terse rate=0.3>b</terse>?"}}});
+  ChatPolicy policy = Policy(0.5);
+  policy.min_prompt_tokens = 1000;
+  auto report = CompressChat(*compressor, small, policy);
+  ASSERT_THAT(report, IsOk());
+  EXPECT_FALSE(report->applied);
+  EXPECT_EQ(small[0]["content"], "a b?");
+}
+
 TEST(CompressChatTest, CompletionPromptsStringAndArray) {
   auto compressor = TinyCompressor();
   ASSERT_NE(compressor, nullptr);
