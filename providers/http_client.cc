@@ -1,14 +1,22 @@
 // The libcurl engine. One thread owns the multi handle and every easy handle; other threads only
-// push closures onto a queue and wake the loop (curl_multi_wakeup), so libcurl is never touched
-// concurrently. The loop waits in curl_multi_poll until a socket, a libcurl timer, one of our
-// timers (Schedule, first-byte deadlines) or a wakeup needs it.
+// push closures onto a queue and wake the loop (an eventfd), so libcurl is never touched
+// concurrently. The loop drives libcurl with curl_multi_socket_action on an epoll set: libcurl
+// tells it which sockets to watch and when its timer is due, and hears back only about the sockets
+// that are ready. (curl_multi_perform instead polls every transfer's socket on every wake-up, which
+// made the loop thread the bottleneck of the gateway under concurrency.) The loop waits in
+// epoll_wait until a socket, the libcurl timer, one of our timers (Schedule, first-byte deadlines)
+// or a wakeup needs it.
 #include "providers/http_client.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -29,14 +37,26 @@ namespace internal {
 // HttpClient when handles do, and then refuses every command.
 class EngineCore {
  public:
-  explicit EngineCore(CURLM* multi) : multi_(multi) {}
+  // Owns `wake_fd`, an eventfd the loop watches.
+  explicit EngineCore(int wake_fd) : wake_fd_(wake_fd) {}
+  ~EngineCore() { close(wake_fd_); }
+  EngineCore(const EngineCore&) = delete;
+  EngineCore& operator=(const EngineCore&) = delete;
+
+  int wake_fd() const { return wake_fd_; }
 
   // Queues `command` for the loop thread and wakes it; false once the loop has shut down.
   bool Post(absl::AnyInvocable<void()> command) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_) return false;
+    const bool was_empty = queue_.empty();
     queue_.push_back(std::move(command));
-    curl_multi_wakeup(multi_);  // under mu_, so the multi handle cannot be gone yet
+    // One wake-up per batch: the loop takes the whole queue when it wakes.
+    if (was_empty) {
+      const uint64_t one = 1;
+      ssize_t ignored = write(wake_fd_, &one, sizeof(one));
+      (void)ignored;  // EAGAIN only when the counter is huge: the loop is awake anyway
+    }
     return true;
   }
 
@@ -58,7 +78,7 @@ class EngineCore {
   std::function<void(uint64_t)> cancel;  // set by the loop before any handle exists
 
  private:
-  CURLM* const multi_;
+  const int wake_fd_;
   std::mutex mu_;  // std::mutex: pthread-based, so ThreadSanitizer understands it
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   std::vector<absl::AnyInvocable<void()>> queue_ ABSL_GUARDED_BY(mu_);
@@ -110,11 +130,38 @@ void HttpCall::Cancel() {
 // Everything that lives on the loop thread.
 class HttpClient::Loop {
  public:
-  Loop(HttpClient& client, CURLM* multi) : client_(client), multi_(multi) {}
+  // `epoll_fd` is owned by the loop; `wake_fd` (the core's) is already in its set.
+  Loop(HttpClient& client, CURLM* multi, int epoll_fd, int wake_fd)
+      : client_(client), multi_(multi), epoll_fd_(epoll_fd), wake_fd_(wake_fd) {}
 
   ~Loop() {
     if (thread_.joinable()) thread_.join();
     curl_multi_cleanup(multi_);
+    close(epoll_fd_);
+  }
+
+  // libcurl's CURLMOPT_SOCKETFUNCTION: watch `s` for what libcurl waits for, or stop watching it.
+  static int OnSocket(CURL*, curl_socket_t s, int what, void* user, void*) {
+    auto* loop = static_cast<Loop*>(user);
+    if (what == CURL_POLL_REMOVE) {
+      epoll_ctl(loop->epoll_fd_, EPOLL_CTL_DEL, s, nullptr);  // ENOENT/EBADF: already gone
+      return 0;
+    }
+    epoll_event ev{};
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    ev.data.fd = s;
+    if (epoll_ctl(loop->epoll_fd_, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT) {
+      epoll_ctl(loop->epoll_fd_, EPOLL_CTL_ADD, s, &ev);
+    }
+    return 0;
+  }
+
+  // libcurl's CURLMOPT_TIMERFUNCTION: when to call it back with CURL_SOCKET_TIMEOUT (-1: never).
+  static int OnTimer(CURLM*, long timeout_ms, void* user) {
+    auto* loop = static_cast<Loop*>(user);
+    loop->curl_deadline_ =
+        timeout_ms < 0 ? absl::InfiniteFuture() : absl::Now() + absl::Milliseconds(timeout_ms);
+    return 0;
   }
 
   void StartThread() {
@@ -395,14 +442,23 @@ class HttpClient::Loop {
     }
   }
 
+  // Lets libcurl act on its timer when it is due (new transfers start this way too).
+  void RunCurlTimer() {
+    if (curl_deadline_ > absl::Now()) return;
+    curl_deadline_ = absl::InfiniteFuture();  // OnTimer sets the next one
+    int running = 0;
+    curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &running);
+  }
+
   int PollTimeoutMs() {
-    long curl_ms = -1;
-    curl_multi_timeout(multi_, &curl_ms);
-    int64_t ms = curl_ms < 0 ? 1000 : std::min<long>(curl_ms, 1000);
+    int64_t ms = 1000;
     absl::Time now = absl::Now();
     auto until = [&](absl::Time t) {
-      return std::max<int64_t>(0, absl::ToInt64Milliseconds(t - now) + 1);
+      if (t <= now) return int64_t{0};
+      return std::max<int64_t>(
+          1, absl::ToInt64Milliseconds(absl::Ceil(t - now, absl::Milliseconds(1))));
     };
+    if (curl_deadline_ != absl::InfiniteFuture()) ms = std::min(ms, until(curl_deadline_));
     if (!timers_.empty()) ms = std::min(ms, until(timers_.begin()->first.first));
     if (!first_byte_deadlines_.empty()) {
       ms = std::min(ms, until(first_byte_deadlines_.begin()->first));
@@ -411,14 +467,30 @@ class HttpClient::Loop {
   }
 
   void Run() {
+    constexpr int kMaxEvents = 128;
+    epoll_event events[kMaxEvents];
     while (true) {
       RunCommands();
       if (stop_requested_) break;
-      int running = 0;
-      curl_multi_perform(multi_, &running);
+      RunCurlTimer();
       DrainMessages();
       FireTimers();
-      curl_multi_poll(multi_, nullptr, 0, PollTimeoutMs(), nullptr);
+      int n = epoll_wait(epoll_fd_, events, kMaxEvents, PollTimeoutMs());
+      for (int i = 0; i < n; ++i) {
+        const int fd = events[i].data.fd;
+        if (fd == wake_fd_) {
+          uint64_t count;
+          ssize_t ignored = read(wake_fd_, &count, sizeof(count));
+          (void)ignored;
+          continue;
+        }
+        const uint32_t e = events[i].events;
+        int mask = ((e & EPOLLIN) ? CURL_CSELECT_IN : 0) | ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                   ((e & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
+        int running = 0;
+        curl_multi_socket_action(multi_, fd, mask, &running);
+      }
+      DrainMessages();
     }
     Shutdown();
   }
@@ -442,6 +514,8 @@ class HttpClient::Loop {
 
   HttpClient& client_;
   CURLM* const multi_;
+  const int epoll_fd_;
+  const int wake_fd_;
   std::thread thread_;
   std::thread::id thread_id_;
 
@@ -452,6 +526,7 @@ class HttpClient::Loop {
   std::set<std::pair<absl::Time, uint64_t>> first_byte_deadlines_;
   std::map<std::pair<absl::Time, uint64_t>, absl::AnyInvocable<void(bool)>> timers_;
   uint64_t next_timer_seq_ = 0;
+  absl::Time curl_deadline_ = absl::InfiniteFuture();  // libcurl's timer (OnTimer)
 };
 
 absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const HttpClientOptions& options) {
@@ -460,8 +535,23 @@ absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const HttpClientO
   if (global != CURLE_OK) {
     return absl::InternalError(std::string("curl_global_init: ") + curl_easy_strerror(global));
   }
+  const int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd < 0) return absl::InternalError(std::string("eventfd: ") + std::strerror(errno));
+  auto core = std::make_shared<internal::EngineCore>(wake_fd);  // owns wake_fd from here on
+  const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd < 0) return absl::InternalError(std::string("epoll: ") + std::strerror(errno));
+  epoll_event wake{};
+  wake.events = EPOLLIN;
+  wake.data.fd = wake_fd;
+  if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &wake) != 0) {
+    close(epoll_fd);
+    return absl::InternalError(std::string("epoll_ctl: ") + std::strerror(errno));
+  }
   CURLM* multi = curl_multi_init();
-  if (!multi) return absl::InternalError("curl_multi_init failed");
+  if (!multi) {
+    close(epoll_fd);
+    return absl::InternalError("curl_multi_init failed");
+  }
   curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
   if (options.max_connections_per_host > 0) {
     curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS,
@@ -471,11 +561,19 @@ absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const HttpClientO
     curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
                       static_cast<long>(options.max_total_connections));
   }
+  const int cached = options.max_cached_connections > 0  ? options.max_cached_connections
+                     : options.max_total_connections > 0 ? options.max_total_connections
+                                                         : 1024;
+  curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, static_cast<long>(cached));
 
   std::unique_ptr<HttpClient> client(new HttpClient());
-  client->core_ = std::make_shared<internal::EngineCore>(multi);
-  client->loop_ = std::make_unique<Loop>(*client, multi);
+  client->core_ = std::move(core);
+  client->loop_ = std::make_unique<Loop>(*client, multi, epoll_fd, wake_fd);
   Loop* loop = client->loop_.get();
+  curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &Loop::OnSocket);
+  curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, loop);
+  curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &Loop::OnTimer);
+  curl_multi_setopt(multi, CURLMOPT_TIMERDATA, loop);
   // Handles reach the loop only through the queue, whose commands run on the loop thread while
   // the loop exists, so the raw pointer is safe there.
   client->core_->cancel = [loop](uint64_t id) { loop->Cancel(id); };

@@ -79,6 +79,10 @@ class HttpCall {
 struct HttpClientOptions {
   int max_connections_per_host = 0;  // 0: no limit
   int max_total_connections = 0;     // 0: no limit
+  // Connections kept open, idle or busy, for reuse; 0: max_total_connections, or 1024 when that
+  // is 0 too. (libcurl's own default, 4 per exchange in flight, closed most connections of a
+  // burst as it ended, and the next burst paid for new ones.) Idle ones close after ~2 minutes.
+  int max_cached_connections = 0;
 };
 
 // Thread-safe: Start, Schedule and Cancel may be called from any thread.

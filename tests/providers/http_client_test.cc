@@ -107,6 +107,31 @@ TEST(HttpClientTest, ReusesTheConnectionForSequentialExchanges) {
   EXPECT_EQ(client->connections_opened(), 1);
 }
 
+// libcurl by default keeps only 4 idle connections per exchange still in flight, so the end of a
+// burst used to close most of its connections and the next burst had to open them again.
+TEST(HttpClientTest, KeepsTheConnectionsOfABurstForTheNextOne) {
+  FakeUpstream upstream;
+  FakeReply slow;
+  slow.head_delay = absl::Milliseconds(300);  // the burst's exchanges overlap, one connection each
+  upstream.SetDefaultReply(slow);
+  auto client = NewClient();
+  constexpr int kCalls = 20;
+  for (int burst = 0; burst < 2; ++burst) {
+    std::vector<std::shared_ptr<RecordingHttpHandler>> handlers;
+    for (int i = 0; i < kCalls; ++i) {
+      handlers.push_back(std::make_shared<RecordingHttpHandler>());
+      client->Start(ChatRequest(upstream, "burst", false), handlers.back());
+    }
+    for (auto& handler : handlers) {
+      ASSERT_TRUE(handler->WaitDone(absl::Seconds(30)));
+      EXPECT_THAT(handler->status(), IsOk());
+    }
+  }
+  EXPECT_EQ(upstream.request_count(), 2u * kCalls);
+  EXPECT_EQ(upstream.connections_accepted(), kCalls);
+  EXPECT_EQ(client->connections_opened(), kCalls);
+}
+
 TEST(HttpClientTest, DeliversStreamedBytesBeforeTheResponseEnds) {
   FakeUpstream upstream;
   FakeReply reply;
