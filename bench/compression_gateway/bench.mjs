@@ -1,0 +1,310 @@
+// What compression costs on the request's path, measured end to end over HTTP: a real
+// `terse serve` with the echo provider (no network, no delay) and two routes that differ only in
+// `compression.enabled`. Run through run.sh, which picks the binary and the model.
+//
+//   node bench/compression_gateway/bench.mjs --terse BIN --model-dir DIR [--quick]
+//
+// Prompts are chats of ~1k and ~4k target tokens (o200k_base, counted with npm tiktoken): a system
+// prompt, two demonstrations (user/assistant turns), and a last user message of three documents
+// and a question. "Cold" requests carry a fresh case number in every stable part, so nothing
+// comes from the compressor's cache; "warm" requests repeat the system prompt, demonstrations and
+// documents and vary only the question (the stable parts are cache hits; the documents are
+// compressed again, ranked by the new question).
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { spawn } from 'node:child_process';
+import { parseArgs } from 'node:util';
+
+const here = import.meta.dirname;
+const sourceDir = path.resolve(here, '../..');
+const require = createRequire(path.join(sourceDir, 'tests/e2e/package.json'));
+const { get_encoding } = require('tiktoken');
+const enc = get_encoding('o200k_base');
+
+const { values: args } = parseArgs({
+  options: {
+    terse: { type: 'string', default: path.join(sourceDir, 'build/proxy/terse') },
+    'model-dir': { type: 'string', default: 'tests/fixtures/tiny-lm' },
+    quick: { type: 'boolean', default: false },
+    threads: { type: 'string', default: '2' },
+  },
+});
+const kLatencyRequests = args.quick ? 5 : 12;  // per case, sequential
+const kThroughputSeconds = args.quick ? 2 : 5;  // per run
+const kRate = 0.5;
+
+// ---- Prompts.
+
+function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const kWords = ('the council of the river towns met each spring to set the price of grain and salt ' +
+  'while merchants from distant harbors argued about tolls on the old stone bridge that farmers ' +
+  'crossed with carts of barley wool and timber after the long winter storms had closed the roads ' +
+  'teachers kept careful notes on weather tides and harvests so that children could learn numbers ' +
+  'from real accounts of trade between the northern valleys and the southern coast in 1841 when ' +
+  'prices rose by 12 percent').split(' ');
+
+// Prose of about `tokens` o200k tokens.
+function prose(tokens, seed) {
+  const next = rng(seed);
+  const sentences = [];
+  let count = 0;
+  while (count < tokens) {
+    const words = [];
+    const n = 8 + Math.floor(next() * 12);
+    for (let i = 0; i < n; i++) words.push(kWords[Math.floor(next() * kWords.length)]);
+    const s = `${words.join(' ')}.`;
+    const sentence = s[0].toUpperCase() + s.slice(1);
+    sentences.push(sentence);
+    count += enc.encode(` ${sentence}`).length;
+  }
+  return sentences.join(' ');
+}
+
+// A chat of about `total` tokens; `nonce` makes every stable part unique (cold cache).
+function chat(total, question, nonce = '') {
+  const tag = nonce ? `Case ${nonce}. ` : '';
+  const p = (share, seed) => prose(Math.round(total * share), seed);
+  return [
+    { role: 'system', content: tag + p(0.15, 1) },
+    { role: 'user', content: tag + p(0.15, 2) },
+    { role: 'assistant', content: tag + p(0.12, 3) },
+    { role: 'user', content: tag + p(0.15, 4) },
+    { role: 'assistant', content: tag + p(0.12, 5) },
+    { role: 'user', content: `${p(0.1, 6)}\n\n${p(0.1, 7)}\n\n${p(0.1, 8)}\n\n${question}` },
+  ];
+}
+
+function promptTokens(messages) {
+  return messages.reduce((n, m) => n + enc.encode(m.content).length, 0);
+}
+
+// Bodies are built once per size; the cold ones get their nonce by string replacement, which
+// costs the load generator nothing next to a compression.
+function bodies(total) {
+  const cold = JSON.stringify({ model: 'MODEL', messages: chat(total, 'What did QUESTION carry?', '@NONCE@') });
+  const warm = JSON.stringify({ model: 'MODEL', messages: chat(total, 'What did QUESTION carry?') });
+  let n = 0;
+  const pick = (template, model) => () => {
+    n++;
+    return template.replace('"MODEL"', JSON.stringify(model)).replaceAll('@NONCE@', `${process.pid}-${n}-${Date.now()}`)
+      .replace('QUESTION', `caravan ${n}`);
+  };
+  return {
+    tokens: promptTokens(chat(total, 'What did caravan 1 carry?')),
+    off: pick(warm, 'bench-off'),
+    cold: pick(cold, 'bench-on'),
+    warm: pick(warm, 'bench-on'),
+  };
+}
+
+// ---- terse.
+
+async function freePort() {
+  const net = await import('node:net');
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function startTerse(maxBatch) {
+  const port = await freePort();
+  const grpcPort = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'terse-bench-'));
+  const config = path.join(dir, 'terse.yaml');
+  fs.writeFileSync(config, `
+listeners:
+  http: { host: 127.0.0.1, port: ${port} }
+  grpc: { host: 127.0.0.1, port: ${grpcPort} }
+providers:
+  - { name: echo, kind: echo, echo_delay_ms: 0 }
+routes:
+  - { name: off, model: bench-off, provider: echo }
+  - name: on
+    model: bench-on
+    provider: echo
+    compression: { enabled: true, rate: ${kRate}, min_prompt_tokens: 0, timeout_ms: 120000 }
+compressor:
+  model_dir: ${args['model-dir']}
+  threads: ${args.threads}
+  max_batch_size: ${maxBatch}
+  workers: 8
+  queue_capacity: 256
+`);
+  const child = spawn(args.terse, ['serve', '--config', config, '--log-level', 'error'],
+                      { cwd: sourceDir, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`terse exited: ${stderr}`);
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
+    } catch { /* not up yet */ }
+    if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error(`terse did not start: ${stderr}`); }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    port,
+    async stop() {
+      const exited = new Promise((r) => child.on('exit', r));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// ---- Load.
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+function post(port, body) {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const req = http.request({ host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', agent,
+                               headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+                             (res) => {
+                               res.resume();
+                               res.on('end', () => resolve({
+                                 ms: Number(process.hrtime.bigint() - started) / 1e6,
+                                 status: res.statusCode,
+                                 rate: Number(res.headers['x-terse-rate'] ?? NaN),
+                                 cache: res.headers['x-terse-cache'],
+                                 compressMs: Number(res.headers['x-terse-compress-ms'] ?? NaN),
+                               }));
+                             });
+    req.setTimeout(120_000, () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function pct(xs, p) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))];
+}
+const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+// Sequential requests, the cases interleaved so that load drifting on a shared machine hits each
+// case alike.
+async function latency(port, cases) {
+  const results = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
+  for (const make of Object.values(cases)) await post(port, make());  // warm-up (and fills the cache)
+  for (let i = 0; i < kLatencyRequests; i++) {
+    for (const [name, make] of Object.entries(cases)) {
+      const r = await post(port, make());
+      if (r.status !== 200) throw new Error(`${name}: HTTP ${r.status}`);
+      results[name].push(r);
+    }
+  }
+  return results;
+}
+
+async function throughput(port, make, clients) {
+  const deadline = Date.now() + kThroughputSeconds * 1000;
+  const done = [];
+  let errors = 0;
+  await Promise.all(Array.from({ length: clients }, async () => {
+    while (Date.now() < deadline) {
+      try {
+        const r = await post(port, make());
+        if (r.status === 200) done.push(r); else errors++;
+      } catch { errors++; }
+    }
+  }));
+  const seconds = (Date.now() - deadline) / 1000 + kThroughputSeconds;
+  const compressed = done.filter((r) => !Number.isNaN(r.rate)).length;
+  return { rps: done.length / seconds, p50: pct(done.map((r) => r.ms), 0.5), errors, compressed, n: done.length };
+}
+
+// ---- Run.
+
+const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : '-');
+const started = Date.now();
+const card = JSON.parse(fs.readFileSync(path.resolve(sourceDir, args['model-dir'], 'model.json'), 'utf8'));
+const arch = card.architecture ?? {};
+console.log(`model: ${args['model-dir']} (${card.name ?? '?'}: d${arch.d_model} x ${arch.n_layer} layers, ` +
+            `context ${arch.max_context}); LibTorch threads ${args.threads}; compressor workers 8; ` +
+            `route rate ${kRate}; upstream: echo provider, no delay; machine: ${os.cpus().length} cores, ` +
+            `load ${os.loadavg()[0].toFixed(1)}`);
+
+const sizes = { '1k': bodies(1000), '4k': bodies(4000) };
+console.log(`prompts: 1k = ${sizes['1k'].tokens} tokens, 4k = ${sizes['4k'].tokens} tokens (o200k_base)\n`);
+
+// Latency, batching on (the default max_batch_size 8).
+let terse = await startTerse(8);
+const lat = {};
+for (const [size, b] of Object.entries(sizes)) {
+  lat[size] = await latency(terse.port, { off: b.off, cold: b.cold, warm: b.warm });
+}
+console.log(`End-to-end latency, one client, ${kLatencyRequests} requests per case (ms; x-terse-compress-ms is the step alone)`);
+console.log('size  case                   p50     mean     p90   compress_ms p50   rate   cache');
+for (const size of Object.keys(sizes)) {
+  for (const [name, label] of [['off', 'compression off'], ['cold', 'on, cold cache'], ['warm', 'on, warm cache']]) {
+    const rs = lat[size][name];
+    const ms = rs.map((r) => r.ms);
+    const hits = rs.filter((r) => r.cache === 'hit').length;
+    console.log(`${size.padEnd(5)} ${label.padEnd(18)} ${f1(pct(ms, 0.5)).padStart(7)} ${f1(mean(ms)).padStart(8)} ` +
+                `${f1(pct(ms, 0.9)).padStart(7)} ${f1(pct(rs.map((r) => r.compressMs), 0.5)).padStart(17)} ` +
+                `${name === 'off' ? '    -' : mean(rs.map((r) => r.rate)).toFixed(3).padStart(6)}   ` +
+                `${name === 'off' ? '-' : `${hits}/${rs.length} hit`}`);
+  }
+}
+console.log();
+for (const size of Object.keys(sizes)) {
+  const p50 = (name) => pct(lat[size][name].map((r) => r.ms), 0.5);
+  console.log(`added latency p50, ${size}: cold +${f1(p50('cold') - p50('off'))} ms, warm +${f1(p50('warm') - p50('off'))} ms` +
+              ` (warm/cold ${(p50('warm') - p50('off')) / (p50('cold') - p50('off')) >= 0 ? ((p50('warm') - p50('off')) / (p50('cold') - p50('off'))).toFixed(2) : '-'})`);
+}
+
+// Throughput: batching on (8) and off (1), 8 and 32 clients, cold and warm, 1k prompts.
+const tput = {};
+for (const batch of [8, 1]) {
+  if (batch !== 8) terse = await startTerse(batch);
+  for (const [name, make] of [['cold', sizes['1k'].cold], ['warm', sizes['1k'].warm]]) {
+    for (const clients of [8, 32]) tput[`${batch}/${name}/${clients}`] = await throughput(terse.port, make, clients);
+  }
+  if (batch === 8) {
+    for (const clients of [8, 32]) tput[`off/${clients}`] = await throughput(terse.port, sizes['1k'].off, clients);
+  }
+  await terse.stop();
+}
+console.log(`\nThroughput, 1k prompts, ${kThroughputSeconds} s per run (requests/s; p50 latency ms)`);
+console.log('max_batch_size  cache          8 clients            32 clients');
+// Every compressed run must have compressed every request (no fallback hid the cost).
+const cell = (r, compressing = true) => `${f1(r.rps).padStart(7)} (p50 ${f1(r.p50).padStart(6)})` +
+  `${r.errors ? ` ${r.errors} err` : ''}${compressing && r.compressed < r.n ? ` ${r.n - r.compressed} uncompressed` : ''}`;
+for (const batch of [8, 1]) {
+  for (const name of ['cold', 'warm']) {
+    console.log(`${String(batch).padEnd(15)} ${name.padEnd(6)} ${cell(tput[`${batch}/${name}/8`]).padStart(22)} ${cell(tput[`${batch}/${name}/32`]).padStart(22)}`);
+  }
+}
+console.log(`${'off'.padEnd(15)} ${'-'.padEnd(6)} ${cell(tput['off/8'], false).padStart(22)} ${cell(tput['off/32'], false).padStart(22)}`);
+console.log();
+for (const clients of [8, 32]) {
+  const r = (k) => tput[k].rps;
+  console.log(`ratios at ${clients} clients: batching on/off cold ${(r(`8/cold/${clients}`) / r(`1/cold/${clients}`)).toFixed(2)}, ` +
+              `warm ${(r(`8/warm/${clients}`) / r(`1/warm/${clients}`)).toFixed(2)}; warm/cold (batch 8) ` +
+              `${(r(`8/warm/${clients}`) / r(`8/cold/${clients}`)).toFixed(2)}; compressed/uncompressed (batch 8, warm) ` +
+              `${(r(`8/warm/${clients}`) / r(`off/${clients}`)).toFixed(3)}`);
+}
+console.log(`\ntotal ${((Date.now() - started) / 1000).toFixed(0)} s`);
+agent.destroy();
