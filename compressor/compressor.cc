@@ -37,6 +37,10 @@ constexpr std::string_view kRestrict =
 // Verbatim units up to this many LM tokens are scored inside their segment (they condition the
 // scores of their neighbours); longer ones (code, JSON) are appended to the past unscored.
 constexpr int kInlineVerbatimTokens = 32;
+// Question-conditioned ranks add this many nats times the IDF-weighted share of the question's
+// words an item contains: a small LM that copies poorly still finds the document that names
+// what the question asks about, and a good one still decides between documents that do.
+constexpr double kOverlapWeight = 1.0;
 // Scores are rounded to this step before they are compared, so the last bits of a float (which
 // may differ between a batched and an unbatched forward pass) cannot change a decision.
 constexpr double kScoreQuantum = 1.0 / 1024;
@@ -338,7 +342,12 @@ absl::StatusOr<std::vector<double>> Run::RankItems(const std::vector<size_t>& it
           si[k].empty() ? 0.0 : std::accumulate(si[k].begin(), si[k].end(), 0.0) / si[k].size();
       best[owner[k]] = std::min(best[owner[k]], mean);
     }
-    for (size_t part : items) scores[part] = Quantize(-best[part]);
+    std::vector<std::string_view> texts;
+    for (size_t part : items) texts.push_back(parts_[part].marked.text);
+    const std::vector<double> overlap = lingua::QuestionOverlap(parts_.back().marked.text, texts);
+    for (size_t k = 0; k < items.size(); ++k) {
+      scores[items[k]] = Quantize(-best[items[k]] + kOverlapWeight * overlap[k]);
+    }
     return scores;
   }
   // Perplexity: the mean self-information over the item's first context of tokens.
@@ -403,7 +412,16 @@ absl::Status Run::FilterSentences(const std::vector<size_t>& items, double item_
   if (o_.rank == RankMethod::kQuestion && !question_ids_.empty()) {
     std::vector<std::vector<int32_t>> targets(seqs.size(), question_ids_);
     ASSIGN_OR_RETURN(auto si, lm_.ScoreContinuations(seqs, targets));
-    for (size_t k = 0; k < si.size(); ++k) score[k] = Quantize(-mean(si[k]));
+    std::vector<std::string_view> texts;
+    for (const Sentence& s : sentences) {
+      const Part& p = parts_[s.part];
+      const size_t b = p.layout.units[s.begin].begin;
+      texts.push_back(std::string_view(p.marked.text).substr(b, p.layout.units[s.end - 1].end - b));
+    }
+    const std::vector<double> overlap = lingua::QuestionOverlap(parts_.back().marked.text, texts);
+    for (size_t k = 0; k < si.size(); ++k) {
+      score[k] = Quantize(-mean(si[k]) + kOverlapWeight * overlap[k]);
+    }
   } else {
     ASSIGN_OR_RETURN(auto si, lm_.ScoreSequences(seqs));
     for (size_t k = 0; k < si.size(); ++k) score[k] = Quantize(mean(si[k]));

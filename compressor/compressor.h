@@ -31,7 +31,9 @@ struct Prompt {
 
 enum class RankMethod {
   kPerplexity,  // items the small LM finds least predictable first (LLMLingua)
-  kQuestion,    // items that best predict the question first (LongLLMLingua)
+  kQuestion,    // items that best predict the question first (LongLLMLingua), plus a share
+                // of the question's words the item contains (IDF-weighted, worth one nat of
+                // mean self-information), so a small LM that copies poorly still ranks well
 };
 using lingua::Reorder;
 

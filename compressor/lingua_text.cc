@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 #include <utility>
@@ -847,6 +848,51 @@ std::vector<std::pair<size_t, size_t>> SplitWords(std::string_view text) {
   std::vector<std::pair<size_t, size_t>> out;
   out.reserve(units.size());
   for (const Unit& u : units) out.push_back({u.begin, u.end});
+  return out;
+}
+
+namespace {
+
+// Distinct case-folded words of `text` that hold a letter or digit.
+std::vector<std::string> WordSet(std::string_view text) {
+  std::vector<std::string> out;
+  for (const auto& [b, e] : SplitWords(text)) {
+    std::string w(text.substr(b, e - b));
+    size_t len;
+    if (Classify(DecodeAt(w, 0, &len)) != Cls::kWord) continue;
+    for (char& c : w) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    out.push_back(std::move(w));
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+}  // namespace
+
+std::vector<double> QuestionOverlap(std::string_view question,
+                                    const std::vector<std::string_view>& texts) {
+  const std::vector<std::string> q = WordSet(question);
+  std::vector<std::vector<std::string>> sets;
+  for (std::string_view t : texts) sets.push_back(WordSet(t));
+  const double n = static_cast<double>(texts.size());
+  std::vector<double> idf(q.size(), 0.0);
+  double total = 0;
+  for (size_t k = 0; k < q.size(); ++k) {
+    double df = 0;
+    for (const auto& s : sets) df += std::binary_search(s.begin(), s.end(), q[k]) ? 1 : 0;
+    idf[k] = df > 0 ? std::log((n + 1.0) / (df + 0.5)) : 0.0;
+    total += idf[k];
+  }
+  std::vector<double> out(texts.size(), 0.0);
+  if (total <= 0) return out;
+  for (size_t i = 0; i < sets.size(); ++i) {
+    double have = 0;
+    for (size_t k = 0; k < q.size(); ++k) {
+      if (std::binary_search(sets[i].begin(), sets[i].end(), q[k])) have += idf[k];
+    }
+    out[i] = have / total;
+  }
   return out;
 }
 

@@ -92,4 +92,10 @@ std::vector<size_t> SentenceStarts(std::string_view text, std::span<const Unit> 
 // Word-level units of arbitrary text for recovery (same rules as SplitUnits, no structure).
 std::vector<std::pair<size_t, size_t>> SplitWords(std::string_view text);
 
+// How much of the question's vocabulary each text contains, in [0, 1]: the IDF-weighted share
+// (IDF over `texts`) of the question's distinct words (case-folded, punctuation ignored) found
+// in the text. Words in no text carry no weight; 0 when none of the question's words occur.
+std::vector<double> QuestionOverlap(std::string_view question,
+                                    const std::vector<std::string_view>& texts);
+
 }  // namespace terse::compressor::lingua

@@ -248,5 +248,19 @@ TEST(SentenceStartsTest, SplitsAtFinalPunctuationAndLineBreaks) {
   EXPECT_THAT(SentenceStarts(m.text, layout.units), ElementsAre(0, 3, 5, 6));
 }
 
+TEST(QuestionOverlapTest, RareSharedWordsCountMost) {
+  const std::vector<std::string_view> docs = {
+      "The mayor of Arlen is Margaret Olsen.", "The mayor of Brisport is Thomas Reed.",
+      "Calder sells cider; its mayor is Ana.", "Nothing relevant here at all."};
+  const std::vector<double> o = QuestionOverlap("Who is the MAYOR of Brisport?", docs);
+  ASSERT_EQ(o.size(), 4u);
+  EXPECT_GT(o[1], o[0]);
+  EXPECT_GT(o[1], o[2]);
+  EXPECT_GT(o[0], o[3]);
+  EXPECT_DOUBLE_EQ(o[3], 0.0);
+  EXPECT_LE(o[1], 1.0);
+  EXPECT_THAT(QuestionOverlap("???", docs), ElementsAre(0, 0, 0, 0));
+}
+
 }  // namespace
 }  // namespace terse::compressor::lingua
