@@ -873,6 +873,15 @@ absl::StatusOr<CompressResult> Run::Compress() {
                          ? "the budget is not below the prompt's size"
                          : "no rate or target_tokens given and no <terse rate> spans");
   }
+  bool elastic = false;
+  for (const Part& p : parts_) {
+    for (size_t u = 0; u < p.layout.units.size() && !elastic; ++u) elastic = !p.Forced(u);
+  }
+  if (!elastic) {
+    return Unchanged(
+        "nothing compressible: all of it is kept by structure (code, JSON, keep "
+        "spans, forced text)");
+  }
   const Part& question = parts_.back();
   if (!question.blank) {
     for (const LmToken& t : question.tokens) question_ids_.push_back(t.id);

@@ -242,6 +242,7 @@ TEST_F(CompressorTest, JsonStringsShrinkButJsonStaysValid) {
   auto whole = compressor_->CompressText(text, AtRate(0.4));
   ASSERT_THAT(whole, IsOk());
   EXPECT_EQ(whole->prompt, text);
+  EXPECT_THAT(whole->reason, HasSubstr("nothing compressible"));
 }
 
 TEST_F(CompressorTest, ForceTokensDigitsAndMarkersSurvive) {
