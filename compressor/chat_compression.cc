@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
+#include <future>
+#include <system_error>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -304,6 +307,7 @@ absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
   double spent = 0;
   size_t stable_parts = 0, stable_hits = 0;
   Unit* documents = nullptr;
+  std::vector<Unit*> stable;
   for (Unit& unit : units) {
     switch (unit.kind) {
       case UnitKind::kFixed:
@@ -313,18 +317,36 @@ absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
         documents = &unit;
         break;
       case UnitKind::kStable:
-      case UnitKind::kToolJson: {
-        CompressOptions options = PartOptions(policy, *rate);
-        options.compress_json_strings = unit.kind == UnitKind::kToolJson;
-        ASSIGN_OR_RETURN(CompressResult result, compressor.CompressText(unit.text, options));
-        ++stable_parts;
-        stable_hits += result.cache_hit ? 1 : 0;
-        unit.text = std::move(result.prompt);
-        unit.tokens = result.compressed_tokens;
-        spent += unit.tokens;
+      case UnitKind::kToolJson:
+        stable.push_back(&unit);
         break;
-      }
     }
+  }
+  // The stable parts do not depend on each other: compressed at once, their scoring shares the
+  // language model's batches instead of queueing one part behind the other.
+  auto compress_stable = [&](const Unit& unit) {
+    CompressOptions options = PartOptions(policy, *rate);
+    options.compress_json_strings = unit.kind == UnitKind::kToolJson;
+    return compressor.CompressText(unit.text, options);
+  };
+  std::vector<std::future<absl::StatusOr<CompressResult>>> pending;
+  for (size_t i = 1; i < stable.size(); ++i) {
+    try {
+      pending.push_back(std::async(std::launch::async, compress_stable, std::cref(*stable[i])));
+    } catch (const std::system_error&) {  // no thread to be had: run it here, later
+      pending.push_back(std::async(std::launch::deferred, compress_stable, std::cref(*stable[i])));
+    }
+  }
+  std::vector<absl::StatusOr<CompressResult>> results;
+  if (!stable.empty()) results.push_back(compress_stable(*stable[0]));
+  for (auto& f : pending) results.push_back(f.get());  // every thread joined before any return
+  for (size_t i = 0; i < stable.size(); ++i) {
+    if (!results[i].ok()) return results[i].status();
+    ++stable_parts;
+    stable_hits += results[i]->cache_hit ? 1 : 0;
+    stable[i]->text = std::move(results[i]->prompt);
+    stable[i]->tokens = results[i]->compressed_tokens;
+    spent += stable[i]->tokens;
   }
 
   // The per-request part takes what is left: its documents are compressed (ranked by the
