@@ -136,6 +136,7 @@ class HttpClient::Loop {
 
   ~Loop() {
     if (thread_.joinable()) thread_.join();
+    for (CURL* easy : idle_easy_) curl_easy_cleanup(easy);
     curl_multi_cleanup(multi_);
     close(epoll_fd_);
   }
@@ -193,7 +194,7 @@ class HttpClient::Loop {
       t->handler->OnComplete(WithRecovery(
           UpstreamFailed("could not set up the upstream request: " + std::string(t->error)),
           Recovery::kNone));
-      if (t->easy) curl_easy_cleanup(t->easy);
+      if (t->easy) Recycle(t->easy);
       if (t->header_list) curl_slist_free_all(t->header_list);
       return;
     }
@@ -207,7 +208,7 @@ class HttpClient::Loop {
       first_byte_deadlines_.erase({t->first_byte_deadline, id});
       t->handler->OnComplete(UpstreamFailed(std::string("could not start the upstream request: ") +
                                             curl_multi_strerror(rc)));
-      curl_easy_cleanup(t->easy);
+      Recycle(t->easy);
       if (t->header_list) curl_slist_free_all(t->header_list);
       return;
     }
@@ -283,8 +284,27 @@ class HttpClient::Loop {
     return CURL_PREREQFUNC_OK;
   }
 
+  // Easy handles are reused: curl_easy_init allocates and fills ~20 KB (and its big allocation
+  // made malloc consolidate its free lists), several percent of a pass-through request's CPU.
+  CURL* NewEasy() {
+    if (idle_easy_.empty()) return curl_easy_init();
+    CURL* easy = idle_easy_.back();
+    idle_easy_.pop_back();
+    return easy;
+  }
+
+  // Takes back a handle that is in no multi handle: reset to the defaults, kept for NewEasy.
+  void Recycle(CURL* easy) {
+    if (idle_easy_.size() >= kMaxIdleEasy) {
+      curl_easy_cleanup(easy);
+      return;
+    }
+    curl_easy_reset(easy);  // every option back to its default; connections live in the multi
+    idle_easy_.push_back(easy);
+  }
+
   bool Configure(Transfer& t) {
-    t.easy = curl_easy_init();
+    t.easy = NewEasy();
     if (!t.easy) {
       std::strcpy(t.error, "curl_easy_init failed");
       return false;
@@ -399,9 +419,9 @@ class HttpClient::Loop {
     }
     first_byte_deadlines_.erase({t->first_byte_deadline, t->id});
     if (status.ok()) DeliverHead(*t);
-    curl_easy_cleanup(t->easy);
-    curl_slist_free_all(t->header_list);
     by_easy_.erase(t->easy);
+    Recycle(t->easy);
+    curl_slist_free_all(t->header_list);
     std::unique_ptr<Transfer> owned = std::move(transfers_[t->id]);
     transfers_.erase(t->id);
     client_.active_exchanges_.fetch_sub(1);
@@ -527,6 +547,8 @@ class HttpClient::Loop {
   std::map<std::pair<absl::Time, uint64_t>, absl::AnyInvocable<void(bool)>> timers_;
   uint64_t next_timer_seq_ = 0;
   absl::Time curl_deadline_ = absl::InfiniteFuture();  // libcurl's timer (OnTimer)
+  static constexpr size_t kMaxIdleEasy = 128;
+  std::vector<CURL*> idle_easy_;  // reset handles for the next exchanges (NewEasy, Recycle)
 };
 
 absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const HttpClientOptions& options) {

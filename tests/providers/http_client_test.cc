@@ -132,6 +132,37 @@ TEST(HttpClientTest, KeepsTheConnectionsOfABurstForTheNextOne) {
   EXPECT_EQ(client->connections_opened(), kCalls);
 }
 
+// Handles are reused between exchanges: nothing of one exchange (method, body, headers) may leak
+// into the next.
+TEST(HttpClientTest, ExchangesStartCleanOnReusedHandles) {
+  FakeUpstream upstream;
+  auto client = NewClient();
+  auto post = std::make_shared<RecordingHttpHandler>();
+  client->Start(ChatRequest(upstream, "first", false), post);
+  ASSERT_TRUE(post->WaitDone());
+  EXPECT_THAT(post->status(), IsOk());
+
+  HttpRequest get;
+  get.method = "GET";
+  get.url = upstream.base_url() + "/models";
+  auto second = std::make_shared<RecordingHttpHandler>();
+  client->Start(get, second);
+  ASSERT_TRUE(second->WaitDone());
+  EXPECT_THAT(second->status(), IsOk());
+  EXPECT_EQ(second->head().status, 200);
+
+  ASSERT_EQ(upstream.request_count(), 2u);
+  const auto requests = upstream.requests();
+  EXPECT_EQ(requests[0].method, "POST");
+  EXPECT_TRUE(requests[0].HasHeader("x-test"));
+  EXPECT_EQ(requests[1].method, "GET");
+  EXPECT_EQ(requests[1].path, "/v1/models");
+  EXPECT_FALSE(requests[1].HasHeader("x-test"));
+  EXPECT_FALSE(requests[1].HasHeader("content-type"));
+  EXPECT_EQ(requests[1].body, "");
+  EXPECT_EQ(client->connections_opened(), 1);
+}
+
 TEST(HttpClientTest, DeliversStreamedBytesBeforeTheResponseEnds) {
   FakeUpstream upstream;
   FakeReply reply;
