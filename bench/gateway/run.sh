@@ -1,113 +1,312 @@
 #!/usr/bin/env bash
 # Pass-through overhead of terse, measured in one run on this machine:
-#   (a) wrk -> nginx answering a fixed chat completion            (the upstream alone)
-#   (b) wrk -> nginx reverse proxy (keep-alive) -> (a)             (what a mature C proxy costs)
-#   (c) wrk -> terse -> (a), non-streaming and streaming (fixed SSE body)
-# Prints requests/s and p50/p99 latency per concurrency level, and the ratios the issue asks for.
+#   (a) direct:      wrk -> nginx answering a fixed chat completion / a fixed SSE stream
+#   (b) nginx-proxy: wrk -> nginx as a plain reverse proxy (keep-alive upstream) -> (a)
+#   (c) terse:       wrk -> terse -> (a)
+# each non-streaming and streaming. Prints requests/s and p50/p99 latency per concurrency level,
+# then the same three targets at one fixed request rate of about half terse's peak (each wrk
+# connection pauses DELAY_MS on average between requests), and the ratios.
+#
+# Environment: TERSE (binary), DURATION (per measurement), LEVELS (connection counts),
+# IO_THREADS (terse listeners.io_threads; 0 = one per core), PROXY_WORKERS (nginx proxy workers),
+# DELAY_MS (half-load pause), TERSE_WRAP (command prefix for terse), PROFILE (see below).
+# Run from anywhere; needs nginx, wrk and curl (perf or valgrind to profile).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TERSE=${TERSE:-build/proxy/terse}
-DURATION=${DURATION:-8s}
-LEVELS=${LEVELS:-"4 16 64 256"}
-work=$(mktemp -d)
-trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+DURATION=${DURATION:-5s}
+LEVELS=${LEVELS:-"1 8 32 128"}
+IO_THREADS=${IO_THREADS:-0}
+PROXY_WORKERS=${PROXY_WORKERS:-auto}
+DELAY_MS=${DELAY_MS:-10}
+TERSE_WRAP=${TERSE_WRAP:-}
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+for tool in nginx wrk curl; do
+  command -v "$tool" >/dev/null || { echo "bench/gateway: $tool is not installed" >&2; exit 1; }
+done
+[[ -x $TERSE ]] || { echo "bench/gateway: no terse binary at $TERSE (build it first)" >&2; exit 1; }
+
+work=$(mktemp -d)
+cleanup() {
+  for f in "$work"/*.pid; do
+    [[ -s $f ]] && kill "$(cat "$f")" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
 UP=$(port); UPS=$(port); PROXY=$(port); HTTP=$(port); GRPC=$(port)
 
+# ---- The fixed answers. nginx's quoted strings take \" \\ \n escapes, so both bodies are written
+# once here as plain text and escaped for nginx below.
 answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"fixed","choices":[{"index":0,"message":{"role":"assistant","content":"The answer is 42."},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":6,"total_tokens":26}}'
-sse=""
-for w in The " answer" " is" " 42."; do
-  sse+="data: {\\\"id\\\":\\\"c\\\",\\\"object\\\":\\\"chat.completion.chunk\\\",\\\"created\\\":1,\\\"model\\\":\\\"fixed\\\",\\\"choices\\\":[{\\\"index\\\":0,\\\"delta\\\":{\\\"content\\\":\\\"$w\\\"},\\\"finish_reason\\\":null}]}\n\n"
-done
-sse+="data: {\\\"id\\\":\\\"c\\\",\\\"object\\\":\\\"chat.completion.chunk\\\",\\\"created\\\":1,\\\"model\\\":\\\"fixed\\\",\\\"choices\\\":[],\\\"usage\\\":{\\\"prompt_tokens\\\":20,\\\"completion_tokens\\\":4,\\\"total_tokens\\\":24}}\n\ndata: [DONE]\n\n"
-json_escaped=${answer//\"/\\\"}
+chunk() {  # delta-json finish-reason
+  printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"fixed","choices":[{"index":0,"delta":%s,"finish_reason":%s}]}\n\n' "$1" "$2"
+}
+sse=$(
+  chunk '{"role":"assistant","content":""}' null
+  for w in The ' answer' ' is' ' 42.'; do chunk "{\"content\":\"$w\"}" null; done
+  chunk '{}' '"stop"'
+  printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"fixed","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":4,"total_tokens":24}}\n\n'
+  printf 'data: [DONE]\n\n'
+  printf x  # keeps the trailing newlines through $( )
+)
+sse=${sse%x}
+nginx_string() {  # text -> the inside of an nginx "..." string
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//\$/\\\$}
+  printf '%s' "${s//$'\n'/\\n}"
+}
 
-cat >"$work/nginx.conf" <<NGINX
+common_http='access_log off;
+  client_body_temp_path body; proxy_temp_path proxy; fastcgi_temp_path fcgi;
+  uwsgi_temp_path uwsgi; scgi_temp_path scgi;
+  keepalive_requests 1000000;'
+
+# The upstream: one worker, as a fast fixed-answer server.
+mkdir -p "$work/up" "$work/proxy"
+cat >"$work/up/nginx.conf" <<NGINX
 worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
+pid $work/nginx-up.pid;
+error_log $work/up/error.log warn;
+events { worker_connections 8192; }
 http {
-  access_log off;
-  client_body_temp_path $work/body;
-  proxy_temp_path $work/proxy;
-  fastcgi_temp_path $work/fcgi; uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
-  keepalive_requests 1000000;
+  $common_http
   server {
-    listen 127.0.0.1:$UP;
-    location / { default_type application/json; return 200 "$json_escaped"; }
+    listen 127.0.0.1:$UP backlog=4096;
+    location / { default_type application/json; return 200 "$(nginx_string "$answer")"; }
   }
   server {
-    listen 127.0.0.1:$UPS;
-    location / { default_type text/event-stream; return 200 "$sse"; }
-  }
-  upstream fixed { server 127.0.0.1:$UP; keepalive 256; }
-  server {
-    listen 127.0.0.1:$PROXY;
+    listen 127.0.0.1:$UPS backlog=4096;
     location / {
-      proxy_pass http://fixed;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
+      default_type text/event-stream;
+      add_header cache-control no-cache;
+      return 200 "$(nginx_string "$sse")";
     }
   }
 }
 NGINX
-nginx -c "$work/nginx.conf" -p "$work" -e "$work/nginx-error.log"
 
+# The reference proxy: a separate nginx with as many workers as terse has I/O threads by default.
+cat >"$work/proxy/nginx.conf" <<NGINX
+worker_processes $PROXY_WORKERS;
+pid $work/nginx-proxy.pid;
+error_log $work/proxy/error.log warn;
+events { worker_connections 8192; }
+http {
+  $common_http
+  upstream fixed { server 127.0.0.1:$UP; keepalive 512; keepalive_requests 1000000; }
+  upstream fixed_sse { server 127.0.0.1:$UPS; keepalive 512; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$PROXY backlog=4096;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_buffering off;
+    location / { proxy_pass http://fixed; }
+    location /stream/ { proxy_pass http://fixed_sse/; }
+  }
+}
+NGINX
+nginx -c "$work/up/nginx.conf" -p "$work/up" -e "$work/up/error.log"
+nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" -e "$work/proxy/error.log"
+
+# ---- terse: keys as in proto/terse/v1/config.proto.
 cat >"$work/terse.yaml" <<YAML
 listeners:
   http: { host: 127.0.0.1, port: $HTTP }
   grpc: { host: 127.0.0.1, port: $GRPC }
-  io_threads: 1
+  io_threads: $IO_THREADS
 providers:
-  - { name: fixed, kind: openai_compatible, base_url: "http://127.0.0.1:$UP/v1", max_connections: 512 }
-  - { name: fixed-sse, kind: openai_compatible, base_url: "http://127.0.0.1:$UPS/v1", max_connections: 512 }
+  - { name: fixed, kind: openai_compatible, base_url: "http://127.0.0.1:$UP/v1", max_connections: 512, retry: { max_attempts: 1 } }
+  - { name: fixed-sse, kind: openai_compatible, base_url: "http://127.0.0.1:$UPS/v1", max_connections: 512, retry: { max_attempts: 1 } }
 routes:
   - { name: fixed, model: fixed, provider: fixed }
   - { name: fixed-stream, model: fixed-stream, provider: fixed-sse }
+logging: { level: error }
 YAML
-"$TERSE" serve --config "$work/terse.yaml" --log-level error 2>"$work/terse.log" &
+case ${PROFILE:-} in
+  "") ;;
+  perf | callgrind)
+    PROFILE_DIR=${PROFILE_DIR:-build/bench-profile}
+    PROFILE_CONNS=${PROFILE_CONNS:-16}
+    mkdir -p "$PROFILE_DIR"
+    if [[ $PROFILE == callgrind ]]; then
+      export OMP_WAIT_POLICY=PASSIVE  # terse would re-execute itself to set it (proxy/main.cc)
+      TERSE_WRAP="valgrind --tool=callgrind --instr-atstart=no
+        --callgrind-out-file=$PROFILE_DIR/valgrind.out"
+    fi ;;
+  *) echo "bench/gateway: PROFILE must be perf or callgrind" >&2; exit 2 ;;
+esac
+# A private copy, so that a rebuild during the run neither changes nor deletes what is measured.
+cp "$TERSE" "$work/terse"
+# shellcheck disable=SC2086
+$TERSE_WRAP "$work/terse" serve --config "$work/terse.yaml" 2>"$work/terse.log" &
 echo $! >"$work/terse.pid"
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$HTTP/healthz" >/dev/null && break; sleep 0.1; done
 
 body='{"model":"fixed","messages":[{"role":"user","content":"What is the answer?"}]}'
 stream_body='{"model":"fixed-stream","stream":true,"messages":[{"role":"user","content":"What is the answer?"}]}'
+chat=/v1/chat/completions
+declare -A URL BODY
+URL[direct]=http://127.0.0.1:$UP$chat;                BODY[direct]=$body
+URL[nginx-proxy]=http://127.0.0.1:$PROXY$chat;        BODY[nginx-proxy]=$body
+URL[terse]=http://127.0.0.1:$HTTP$chat;               BODY[terse]=$body
+URL[direct-stream]=http://127.0.0.1:$UPS$chat;        BODY[direct-stream]=$stream_body
+URL[nginx-proxy-stream]=http://127.0.0.1:$PROXY/stream$chat; BODY[nginx-proxy-stream]=$stream_body
+URL[terse-stream]=http://127.0.0.1:$HTTP$chat;        BODY[terse-stream]=$stream_body
+TARGETS="direct nginx-proxy terse direct-stream nginx-proxy-stream terse-stream"
 
-# wrk's summary -> "rps p50_ms p99_ms"
-measure() {  # url body connections
-  BODY="$2" wrk -t1 -c "$3" -d "$DURATION" --latency -s bench/gateway/post.lua "$1" 2>&1 |
-    awk '/Requests\/sec/ {rps=$2}
-         /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
-         /Non-2xx/ {err=$NF}
-         END {
-           function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-           printf "%.0f %.3f %.3f %s\n", rps, ms(p50), ms(p99), (err==""?0:err) }'
-}
-
-printf '%-22s %6s %10s %9s %9s %6s\n' target conns req/s p50_ms p99_ms non2xx
-declare -A RPS P99
-for c in $LEVELS; do
-  for t in direct nginx-proxy terse terse-stream; do
-    case $t in
-      direct) url="http://127.0.0.1:$UP/v1/chat/completions"; b=$body ;;
-      nginx-proxy) url="http://127.0.0.1:$PROXY/v1/chat/completions"; b=$body ;;
-      terse) url="http://127.0.0.1:$HTTP/v1/chat/completions"; b=$body ;;
-      terse-stream) url="http://127.0.0.1:$HTTP/v1/chat/completions"; b=$stream_body ;;
-    esac
-    read -r rps p50 p99 err < <(measure "$url" "$b" "$c")
-    RPS[$t,$c]=$rps; P99[$t,$c]=$p99
-    printf '%-22s %6s %10s %9s %9s %6s\n' "$t" "$c" "$rps" "$p50" "$p99" "$err"
-  done
+# ---- Every target must give the right answer before anything is timed.
+for _ in $(seq 1200); do curl -sf "http://127.0.0.1:$HTTP/healthz" >/dev/null && break; sleep 0.1; done
+for t in $TARGETS; do
+  got=$(curl -sS --max-time 10 -H 'content-type: application/json' -d "${BODY[$t]}" "${URL[$t]}")
+  case $t in
+    *-stream)
+      text=$(printf '%s\n' "$got" | sed -n 's/^data: {.*"content":"\([^"]*\)".*/\1/p' | tr -d '\n')
+      [[ $text == "The answer is 42." && $got == *"data: [DONE]"* ]] ;;
+    *) [[ $got == *'"content":"The answer is 42."'* ]] ;;
+  esac || { echo "bench/gateway: $t answered wrongly: $got" >&2; cat "$work/terse.log" >&2; exit 1; }
 done
 
+# CPU time (clock ticks) used so far by the process that answers `target` directly: terse, or
+# the workers of the nginx instance.
+clk_tck=$(getconf CLK_TCK)
+cpu_ticks() {  # target
+  local pids
+  case $1 in
+    terse*) pids=$(cat "$work/terse.pid") ;;
+    nginx-proxy*) pids=$(pgrep -P "$(cat "$work/nginx-proxy.pid")" | tr '\n' ' ') ;;
+    direct*) pids=$(pgrep -P "$(cat "$work/nginx-up.pid")" | tr '\n' ' ') ;;
+  esac
+  local sum=0 p
+  for p in $pids; do
+    # Fields after the command name: utime and stime are the 12th and 13th.
+    read -r -a f < <(sed 's/.*) //' "/proc/$p/stat")
+    sum=$((sum + f[11] + f[12]))
+  done
+  echo "$sum"
+}
+
+# One wrk run -> "rps p50_ms p99_ms errors cpu_us_per_request" (errors: non-2xx answers plus
+# socket errors; CPU: of the process answering wrk, see cpu_ticks).
+measure() {  # target connections [delay_ms]
+  local before after
+  before=$(cpu_ticks "$1")
+  BODY="${BODY[$1]}" DELAY_MS="${3:-}" wrk -t1 -c "$2" -d "$DURATION" --latency \
+    -s bench/gateway/post.lua "${URL[$1]}" >"$work/wrk.out" 2>&1
+  after=$(cpu_ticks "$1")
+  awk -v ticks=$((after - before)) -v hz="$clk_tck" '
+    function ms(v) {
+      if (v ~ /us$/) return v / 1000
+      if (v ~ /ms$/) return v + 0
+      if (v ~ /s$/) return v * 1000
+      return v + 0
+    }
+    /requests in/ { n = $1 }
+    /Requests\/sec/ { rps = $2 }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /Non-2xx/ { err += $NF }
+    /Socket errors/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+    END { printf "%.0f %.3f %.3f %d %.0f\n", rps, p50, p99, err, n ? ticks * 1e6 / hz / n : 0 }' \
+    "$work/wrk.out"
+}
+
+# PROFILE=perf|callgrind: instead of the benchmark, a CPU profile of terse while wrk drives it
+# with PROFILE_CONNS connections, non-streaming then streaming, written to PROFILE_DIR.
+#   perf: samples on cpu-clock (works without hardware counters), summarised by component with
+#         profile_summary.py; the raw data stays in PROFILE_DIR for `perf report`.
+#   callgrind: exact instruction counts (slow: terse runs ~50x slower), per request.
+if [[ -n ${PROFILE:-} ]]; then
+  terse_pid=$(cat "$work/terse.pid")
+  for kind in "" -stream; do
+    out="$PROFILE_DIR/terse$kind.$PROFILE"
+    case $PROFILE in
+      perf)
+        perf record -q -e cpu-clock -F "${PROFILE_HZ:-500}" --call-graph dwarf,16384 \
+          -p "$terse_pid" -o "$out.data" -- sleep "${DURATION%s}" &
+        perf_pid=$!
+        sleep 0.5  # perf attached before the load starts
+        read -r rps p50 p99 err cpu < <(measure "terse$kind" "$PROFILE_CONNS")
+        wait "$perf_pid" || true
+        perf script -i "$out.data" -F comm,ip,sym,dso 2>/dev/null |
+          python3 bench/gateway/profile_summary.py >"$out.txt" ;;
+      callgrind)
+        # Instrumented from the first measurement on; counters zeroed before each.
+        callgrind_control -i on "$terse_pid" >/dev/null 2>&1
+        callgrind_control -z "$terse_pid" >/dev/null 2>&1
+        read -r rps p50 p99 err cpu < <(measure "terse$kind" "$PROFILE_CONNS")
+        callgrind_control -d "$terse_pid" >/dev/null 2>&1
+        mv "$(ls -t "$PROFILE_DIR"/valgrind.out.* | head -1)" "$out.out"
+        requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
+        callgrind_annotate "$out.out" 2>/dev/null | awk -v n="$requests" '
+          /PROGRAM TOTALS/ { gsub(/,/, "", $1); printf "%d requests, %.0f instructions per request\n", n, $1 / n }
+        ' >"$out.txt"
+        callgrind_annotate --threshold=90 "$out.out" 2>/dev/null | awk '/^Ir/ { on = 1 } on && n++ < 40' >>"$out.txt" ;;
+    esac
+    echo "profiled terse$kind at $PROFILE_CONNS connections: $rps req/s, p50 $p50 ms," \
+      "p99 $p99 ms, $err errors, $cpu us CPU per request"
+    cat "$out.txt"
+    echo
+  done
+  exit 0
+fi
+
+nproc_=$(nproc)
+echo "gateway pass-through benchmark: $(date -u +%FT%TZ), $nproc_ cores, nginx $(nginx -v 2>&1 |
+  sed 's/.*nginx\///'), terse io_threads=$IO_THREADS, nginx proxy workers=$PROXY_WORKERS"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $DURATION per measurement"
 echo
-best() { local m=0; for c in $LEVELS; do (( ${RPS[$1,$c]} > m )) && m=${RPS[$1,$c]}; done; echo $m; }
-tp=$(best terse); np=$(best nginx-proxy); ts=$(best terse-stream)
-echo "peak req/s: terse $tp, terse streaming $ts, nginx proxy $np, direct $(best direct)"
-awk -v a="$tp" -v b="$np" 'BEGIN { printf "throughput ratio terse / nginx-proxy: %.2f (goal >= 0.50)\n", a/b }'
-# Added p99 latency at the lowest concurrency (well below saturation for every target).
-low=${LEVELS%% *}
-awk -v t="${P99[terse,$low]}" -v d="${P99[direct,$low]}" -v n="${P99[nginx-proxy,$low]}" -v c="$low" \
-  'BEGIN { printf "p99 added at %s connections: terse %.3f ms, nginx-proxy %.3f ms (goal terse <= 1 ms)\n", c, t-d, n-d }'
+printf '%-20s %6s %10s %9s %9s %7s %12s\n' target conns req/s p50_ms p99_ms errors cpu_us/req
+declare -A RPS P50 P99
+for c in $LEVELS; do
+  for t in $TARGETS; do
+    read -r rps p50 p99 err cpu < <(measure "$t" "$c")
+    RPS[$t,$c]=$rps; P50[$t,$c]=$p50; P99[$t,$c]=$p99
+    printf '%-20s %6s %10s %9s %9s %7s %12s\n' "$t" "$c" "$rps" "$p50" "$p99" "$err" "$cpu"
+  done
+  echo
+done
+
+best() { local m=0; for c in $LEVELS; do (( RPS[$1,$c] > m )) && m=${RPS[$1,$c]}; done; echo "$m"; }
+declare -A PEAK
+for t in $TARGETS; do PEAK[$t]=$(best "$t"); done
+echo "peak req/s: direct ${PEAK[direct]}, nginx-proxy ${PEAK[nginx-proxy]}, terse ${PEAK[terse]};" \
+  "streaming: direct ${PEAK[direct-stream]}, nginx-proxy ${PEAK[nginx-proxy-stream]}," \
+  "terse ${PEAK[terse-stream]}"
+awk -v a="${PEAK[terse]}" -v b="${PEAK[nginx-proxy]}" -v c="${PEAK[terse-stream]}" \
+  -v d="${PEAK[nginx-proxy-stream]}" 'BEGIN {
+  printf "throughput ratio terse / nginx-proxy: %.2f non-streaming, %.2f streaming (goal >= 0.50)\n",
+         a / b, c / d }'
+
+# ---- Half load: the same offered rate for every target, about half of terse's peak. Each
+# connection pauses DELAY_MS (uniform in [0.5, 1.5] x DELAY_MS) between requests, so the rate is
+# about conns / (DELAY_MS + latency) whichever target answers; the added latency is then measured
+# at equal load, not at each target's own saturation.
+echo
+declare -A H50 H99
+for kind in "" -stream; do
+  half=$(( PEAK[terse$kind] / 2 ))
+  lat=${P50[terse$kind,${LEVELS%% *}]}
+  conns=$(awk -v r="$half" -v d="$DELAY_MS" -v l="$lat" 'BEGIN { c = int(r * (d + l) / 1000 + 0.5); print (c < 1 ? 1 : c) }')
+  echo "half load${kind:+ (streaming)}: target ~$half req/s = $conns connections x mean ${DELAY_MS} ms pause"
+  printf '%-20s %6s %10s %9s %9s %7s %12s\n' target conns req/s p50_ms p99_ms errors cpu_us/req
+  for t in direct nginx-proxy terse; do
+    read -r rps p50 p99 err cpu < <(measure "$t$kind" "$conns" "$DELAY_MS")
+    H50[$t]=$p50; H99[$t]=$p99
+    printf '%-20s %6s %10s %9s %9s %7s %12s\n' "$t$kind" "$conns" "$rps" "$p50" "$p99" "$err" "$cpu"
+  done
+  awk -v t="${H99[terse]}" -v n="${H99[nginx-proxy]}" -v d="${H99[direct]}" \
+    -v t5="${H50[terse]}" -v n5="${H50[nginx-proxy]}" -v d5="${H50[direct]}" 'BEGIN {
+    printf "added latency over direct: terse p50 %+.3f ms p99 %+.3f ms; nginx-proxy p50 %+.3f ms p99 %+.3f ms (goal: terse p99 <= 1 ms)\n",
+           t5 - d5, t - d, n5 - d5, n - d }'
+  echo
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+if ! kill -0 "$(cat "$work/terse.pid")" 2>/dev/null; then
+  echo "bench/gateway: terse died during the run:" >&2; cat "$work/terse.log" >&2; exit 1
+fi
