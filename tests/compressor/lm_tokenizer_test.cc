@@ -215,7 +215,8 @@ TEST_P(LmLogprobFixtureTest, TokenizerAndModelAgreeWithPython) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, LmLogprobFixtureTest, ::testing::Values("tiny-lm.json"),
+INSTANTIATE_TEST_SUITE_P(Models, LmLogprobFixtureTest,
+                         ::testing::Values("tiny-lm.json", "terse-small-en.json"),
                          [](const auto& info) {
                            std::string name = info.param.substr(0, info.param.find('.'));
                            for (char& ch : name) {
