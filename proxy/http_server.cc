@@ -418,10 +418,32 @@ class Session : public std::enable_shared_from_this<Session> {
     return entry != nullptr ? OperationLabel(entry->route) : "other";
   }
 
-  static std::string_view Path(const http::request<http::string_body>& req) {
+  // The path terse routes on: the target without its query and the optional /v1 prefix. Azure
+  // OpenAI's form, `[/openai]/deployments/{deployment}/chat/completions?api-version=...` (what the
+  // AzureOpenAI SDK clients send), maps to the same routes; `deployment` then receives the
+  // deployment name, which names the model as it does on Azure.
+  static std::string_view Path(const http::request<http::string_body>& req,
+                               std::string_view* deployment = nullptr) {
     std::string_view target = ToStd(req.target());
     target = target.substr(0, target.find('?'));
-    if (target.size() > 3 && target.substr(0, 4) == "/v1/") target.remove_prefix(3);
+    auto strip = [&target](std::string_view prefix) {
+      if (target.size() > prefix.size() && target.substr(0, prefix.size()) == prefix &&
+          target[prefix.size()] == '/') {
+        target.remove_prefix(prefix.size());
+      }
+    };
+    strip("/v1");
+    strip("/openai");
+    constexpr std::string_view kDeployments = "/deployments/";
+    if (target.substr(0, kDeployments.size()) == kDeployments) {
+      const size_t end = target.find('/', kDeployments.size());
+      if (end != std::string_view::npos && end > kDeployments.size()) {
+        if (deployment != nullptr) {
+          *deployment = target.substr(kDeployments.size(), end - kDeployments.size());
+        }
+        target.remove_prefix(end);
+      }
+    }
     return target;
   }
 
@@ -731,6 +753,9 @@ void Session::StartCall(http::request<http::string_body> req, Operation operatio
   }
   req.body().clear();
   req.body().shrink_to_fit();
+  std::string_view deployment;
+  Path(req, &deployment);
+  if (!deployment.empty() && body.is_object()) body["model"] = std::string(deployment);
 
   CallInfo info;
   info.face = Face::kHttp;

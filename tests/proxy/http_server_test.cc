@@ -372,6 +372,38 @@ TEST_F(HttpServerTest, EmbeddingsAndCompletionsAreForwarded) {
   EXPECT_EQ(gw.upstream.last_request().path, "/v1/completions");
 }
 
+// The AzureOpenAI SDK clients put the deployment in the path and the key in `api-key`.
+TEST_F(HttpServerTest, AzureDeploymentPathsNameTheModel) {
+  auto r = Once("POST", "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-06-01",
+                R"({"messages": [{"role": "user", "content": "hi azure"}]})",
+                {{"api-key", "azure-key"}});
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->JsonBody()["choices"][0]["message"]["content"], "hi azure");
+  EXPECT_EQ(gw.upstream.last_request().path, "/v1/chat/completions");
+  EXPECT_EQ(gw.upstream.last_request().JsonBody()["model"], "gpt-4o-prod");
+
+  // The deployment wins over the body's model, as on Azure; embeddings take the same form.
+  r = Once("POST", "/openai/deployments/gpt-embed-3/embeddings?api-version=2024-06-01",
+           R"({"model": "ignored", "input": "x"})");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(gw.upstream.last_request().path, "/v1/embeddings");
+  EXPECT_EQ(gw.upstream.last_request().JsonBody()["model"], "gpt-embed-3");
+
+  r = Once("POST", "/openai/deployments/small/completions", R"({"prompt": "x"})");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(gw.upstream.last_request().JsonBody()["model"], "fake-small-2024");
+
+  r = Once("POST", "/openai/deployments/gpt-4o/unknown", "{}");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 404);
+  r = Once("POST", "/openai/deployments//chat/completions", ChatBody("gpt-4o", "x"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 404);
+}
+
 TEST(HttpServerAuthTest, KeysAndCompressionHeaders) {
   ScriptedCompression step([](const v1::Route&, const CallInfo&, Json body) {
     CompressionStep::Result result;
