@@ -23,8 +23,21 @@ export async function freePort() {
   });
 }
 
+// Resolves once `predicate()` is true, checking every 20 ms; rejects after `timeoutMs`.
+export async function waitUntil(predicate, timeoutMs = 5_000, what = 'condition') {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 // The fake upstream. `behaviour(req, body)` may return {status, json}, {sse: [...chunks], delayMs},
 // {reset: true} or {stall: true}; the default answers with the last user message's text.
+// A stream may also stop early: `resetAfter: n` writes n chunks then resets the connection;
+// `stallAfter: n` writes n chunks then sends nothing more until the client leaves.
+// Each entry of `received` also says whether the client closed its connection before the answer
+// was complete (`clientClosed`), e.g. because terse cancelled the call.
 export async function startFakeUpstream(behaviour = () => null) {
   const received = [];
   const sockets = new Set();
@@ -33,13 +46,18 @@ export async function startFakeUpstream(behaviour = () => null) {
     for await (const piece of req) raw += piece;
     let body = null;
     try { body = raw ? JSON.parse(raw) : null; } catch { body = raw; }
-    received.push({ method: req.method, url: req.url, headers: req.headers, body, raw });
+    const entry = { method: req.method, url: req.url, headers: req.headers, body, raw, clientClosed: false };
+    received.push(entry);
+    res.on('close', () => { if (!res.writableFinished) entry.clientClosed = true; });
     const plan = behaviour(req, body) ?? defaultAnswer(req, body);
-    if (plan.reset) { req.socket.destroy(); return; }
+    if (plan.reset) { req.socket.resetAndDestroy(); return; }
     if (plan.stall) return;  // the socket is destroyed when the server closes
     if (plan.sse) {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      for (const chunk of plan.sse) {
+      for (const [i, chunk] of plan.sse.entries()) {
+        if (i === plan.resetAfter) { req.socket.resetAndDestroy(); return; }
+        if (i === plan.stallAfter) return;
+        if (res.destroyed) return;
         res.write(`data: ${typeof chunk === 'string' ? chunk : JSON.stringify(chunk)}\n\n`);
         if (plan.delayMs) await new Promise((r) => setTimeout(r, plan.delayMs));
       }
@@ -54,6 +72,7 @@ export async function startFakeUpstream(behaviour = () => null) {
   return {
     port: server.address().port,
     received,
+    openConnections: () => sockets.size,
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise((r) => server.close(r));
@@ -99,7 +118,10 @@ function defaultAnswer(req, body) {
     return { json: chatCompletion(body.model, text) };
   }
   if (req.url.endsWith('/embeddings')) {
-    return { json: { object: 'list', data: [{ object: 'embedding', index: 0, embedding: [0.1, 0.2] }], model: body.model, usage: { prompt_tokens: 2, total_tokens: 2 } } };
+    // [0.1, 0.2] as floats, or as little-endian float32 in base64 when asked for that.
+    const embedding = body?.encoding_format === 'base64'
+      ? Buffer.from(new Float32Array([0.1, 0.2]).buffer).toString('base64') : [0.1, 0.2];
+    return { json: { object: 'list', data: [{ object: 'embedding', index: 0, embedding }], model: body.model, usage: { prompt_tokens: 2, total_tokens: 2 } } };
   }
   if (req.url.endsWith('/completions')) {
     return { json: { id: 'cmpl-fake', object: 'text_completion', created: 1700000000, model: body.model, choices: [{ index: 0, text: 'ok', finish_reason: 'stop' }], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } } };
@@ -133,8 +155,12 @@ export async function startTerse(yaml, { upstreamPort, env = {} } = {}) {
   }
   return {
     httpPort, grpcPort, baseURL: `http://127.0.0.1:${httpPort}/v1`,
+    pid: child.pid,
     stderr: () => stderr,
     alive: () => child.exitCode === null,
+    // The exit code once terse exited (null if killed by a signal).
+    exited,
+    signal(name) { if (child.exitCode === null) child.kill(name); },
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
