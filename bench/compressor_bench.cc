@@ -2,7 +2,7 @@
 // question-aware (LongLLMLingua) options; the 10k-token goal; growth with length; 8 concurrent
 // callers with batching on vs off; cache-hit latency; achieved-rate accuracy.
 //
-//   compressor_bench [--model DIR] [--threads N] [--quick] [--section 1-5]
+//   compressor_bench [--model DIR] [--threads N] [--quick] [--reps N] [--section 1-5]
 //
 // Run from the repository root (the tiktoken rank files and the model resolve from there).
 #include <unistd.h>
@@ -103,6 +103,7 @@ struct Args {
   int threads = 2;
   bool quick = false;
   int section = 0;  // 0: all
+  int reps = 3;     // timed repetitions (median)
 };
 
 std::unique_ptr<Compressor> Load(const Args& args, int max_batch, size_t cache) {
@@ -147,12 +148,14 @@ int Main(int argc, char** argv) {
       args.threads = std::atoi(argv[++i]);
     } else if (a == "--quick") {
       args.quick = true;
+    } else if (a == "--reps" && i + 1 < argc) {
+      args.reps = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--section" && i + 1 < argc) {
       args.section = std::atoi(argv[++i]);
     } else {
-      std::fprintf(
-          stderr,
-          "usage: compressor_bench [--model DIR] [--threads N] [--quick] [--section 1-5]\n");
+      std::fprintf(stderr,
+                   "usage: compressor_bench [--model DIR] [--threads N] [--quick] [--reps N] "
+                   "[--section 1-5]\n");
       return 2;
     }
   }
@@ -170,7 +173,7 @@ int Main(int argc, char** argv) {
   auto compressor = Load(args, 8, 64);
   std::printf("model %s (context %d), %d threads\n\n", args.model.c_str(),
               compressor->language_model().max_context(), args.threads);
-  const int reps = args.quick ? 1 : 3;
+  const int reps = args.quick ? 1 : args.reps;
 
   // 1. Latency and tokens/s by size, rate and mode.
   if (args.section == 0 || args.section == 1) {
