@@ -3,6 +3,8 @@
 // the strand; the session queues the bytes and writes them as the socket accepts them.
 #include "proxy/http_server.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -885,7 +887,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const v1::Config& 
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   impl->Accept();
   for (unsigned i = 0; i < threads; ++i) {
-    impl->threads.emplace_back([raw = impl.get()] { raw->ioc.run(); });
+    impl->threads.emplace_back([raw = impl.get()] {
+      pthread_setname_np(pthread_self(), "terse-io");  // for top -H and profiles
+      raw->ioc.run();
+    });
   }
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }

@@ -303,7 +303,14 @@ int main(int argc, char** argv) {
   // idle threads spin, which on a loaded machine (I/O threads, other processes) made scoring
   // 10-20x slower here; so unless the operator chose a policy, run again with PASSIVE.
   if (std::getenv("OMP_WAIT_POLICY") == nullptr && setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0) {
-    execv("/proc/self/exe", argv);  // returns only on failure: then carry on as we are
+    // The binary's real path, not /proc/self/exe: the process is named after the file it runs,
+    // and ps, top, pgrep and profilers should see "terse", not "exe".
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+      self[n] = '\0';
+      execv(self, argv);  // returns only on failure: then carry on as we are
+    }
   }
   return terse::proxy::Main(argc, argv);
 }

@@ -1,6 +1,7 @@
 // The official `openai` npm SDK pointed at terse's base URL, terse forwarding to a fake upstream.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
 import OpenAI, { AzureOpenAI } from 'openai';
 import { chatChunks, startFakeUpstream, startTerse, waitUntil } from './harness.mjs';
@@ -424,6 +425,14 @@ test('the AzureOpenAI client (api-key header, deployment paths) works against te
   const e = await keyless.embeddings.create({ model: 'gpt-embed-small', input: 'x', encoding_format: 'float' });
   assert.deepEqual(e.data[0].embedding, [0.1, 0.2]);
   assert.equal(upstream.received.at(-1).url, '/v1/embeddings');
+});
+
+test('the process and its threads are named terse (ps, top -H, profilers)', { skip: !fs.existsSync('/proc/self/comm') }, () => {
+  assert.equal(fs.readFileSync(`/proc/${terse.pid}/comm`, 'utf8').trim(), 'terse');
+  const threads = fs.readdirSync(`/proc/${terse.pid}/task`)
+    .map((t) => fs.readFileSync(`/proc/${terse.pid}/task/${t}/comm`, 'utf8').trim());
+  assert.ok(threads.includes('terse-io'), `threads: ${threads}`);
+  assert.ok(threads.includes('terse-http'), `threads: ${threads}`);
 });
 
 test('SIGTERM during a stream: the client sees an end or an error, terse exits 0 within 10 s', async () => {
