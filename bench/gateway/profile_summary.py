@@ -76,8 +76,6 @@ def main():
     if not total:
         print("no samples")
         return
-    # The process re-executes itself once (see proxy/main.cc), so its main and I/O threads are
-    # named after /proc/self/exe unless they name themselves.
     print(f"{total} samples; by thread: " + ", ".join(
         f"{t} {100 * n / total:.0f}%" for t, n in by_thread.most_common()))
     for c, n in by_component.most_common():
