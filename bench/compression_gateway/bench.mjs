@@ -2,7 +2,7 @@
 // `terse serve` with the echo provider (no network, no delay) and two routes that differ only in
 // `compression.enabled`. Run through run.sh, which picks the binary and the model.
 //
-//   node bench/compression_gateway/bench.mjs --terse BIN --model-dir DIR [--quick] [--latency-only]
+//   node bench/compression_gateway/bench.mjs --terse BIN --model-dir DIR [--quick] [--part latency|throughput]
 //
 // Prompts are chats of ~1k and ~4k target tokens (o200k_base, counted with npm tiktoken): a system
 // prompt, two demonstrations (user/assistant turns), and a last user message of three documents
@@ -29,7 +29,7 @@ const { values: args } = parseArgs({
     terse: { type: 'string', default: path.join(sourceDir, 'build/proxy/terse') },
     'model-dir': { type: 'string', default: 'tests/fixtures/tiny-lm' },
     quick: { type: 'boolean', default: false },
-    'latency-only': { type: 'boolean', default: false },
+    part: { type: 'string', default: 'all' },  // latency | throughput | all
     threads: { type: 'string', default: '2' },
   },
 });
@@ -256,9 +256,10 @@ console.log(`prompts: 1k = ${sizes['1k'].tokens} tokens, 4k = ${sizes['4k'].toke
 // Latency, batching on (the default max_batch_size 8).
 let terse = await startTerse(8);
 const lat = {};
-for (const [size, b] of Object.entries(sizes)) {
+for (const [size, b] of Object.entries(args.part === 'throughput' ? {} : sizes)) {
   lat[size] = await latency(terse.port, { off: b.off, cold: b.cold, warm: b.warm });
 }
+if (args.part !== 'throughput') {
 console.log(`End-to-end latency, one client, up to ${kLatencyRequests} requests per case (ms; x-terse-compress-ms is the step alone)`);
 console.log('size  case                   p50     mean     p90   compress_ms p50   rate   cache');
 for (const size of Object.keys(sizes)) {
@@ -279,7 +280,9 @@ for (const size of Object.keys(sizes)) {
               ` (warm/cold ${(p50('warm') - p50('off')) / (p50('cold') - p50('off')) >= 0 ? ((p50('warm') - p50('off')) / (p50('cold') - p50('off'))).toFixed(2) : '-'})`);
 }
 
-if (args['latency-only']) { await terse.stop(); agent.destroy(); process.exit(0); }
+}
+
+if (args.part === 'latency') { await terse.stop(); agent.destroy(); process.exit(0); }
 
 // Throughput: batching on (8) and off (1), 8 and 32 clients, cold and warm, 1k prompts.
 const tput = {};

@@ -3,7 +3,7 @@
 # added for ~1k and ~4k-token chats (compression off vs on, cold and warm cache), and requests/s
 # under 8 and 32 clients with LM batching on (max_batch_size 8) and off (1), cache cold and warm.
 # Uses models/terse-small-en when its model.pt exists, else the tiny test model; says which.
-#   bench/compression_gateway/run.sh [--quick] [--latency-only]
+#   bench/compression_gateway/run.sh [--quick] [--part latency|throughput]
 # TERSE=path/to/terse picks the binary, MODEL_DIR=dir the model, THREADS=n LibTorch threads (2).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
