@@ -368,6 +368,8 @@ class CallState : public std::enable_shared_from_this<CallState> {
   // Steps of the path, in order.
   absl::Status Admit();  // Quotas and rate limits (tenants issue); the in-flight cap for now.
   void Compress(Json body);
+  // After compression (or its fallback): forwards, or for Operation::kCompress replies.
+  void Proceed(Json body);
   void Forward(Json body);
   // Usage and savings ledger (tenants issue): gets what the upstream reported and what
   // compression saved; nothing to book into yet.
@@ -522,7 +524,7 @@ void CallState::Compress(Json body) {
           self->head_.compression.set_applied(false);
           self->head_.compression.set_reason(std::string(result.status().message()));
           original->erase("terse");
-          return self->Forward(std::move(*original));
+          return self->Proceed(std::move(*original));
         }
         original.reset();
         self->head_.compression = result->report;
@@ -532,14 +534,15 @@ void CallState::Compress(Json body) {
               result->report.compressed_tokens(), absl::Milliseconds(result->report.compress_ms()),
               result->report.cache_hit());
         }
-        if (self->info_.operation == Operation::kCompress) {
-          Json reply = {{"model", self->model_},
-                        {"messages", result->body.value("messages", Json::array())}};
-          self->response_ = std::move(reply);
-          return self->Finish(absl::OkStatus());
-        }
-        self->Forward(std::move(result->body));
+        self->Proceed(std::move(result->body));
       });
+}
+
+void CallState::Proceed(Json body) {
+  if (info_.operation != Operation::kCompress) return Forward(std::move(body));
+  // The compress operation answers with the messages it would have forwarded.
+  response_ = Json{{"model", model_}, {"messages", body.value("messages", Json::array())}};
+  Finish(absl::OkStatus());
 }
 
 void CallState::Forward(Json body) {

@@ -390,6 +390,26 @@ TEST(PipelineCompressionTest, CompressOperationRepliesWithoutCallingTheUpstream)
   EXPECT_EQ(gw.upstream.request_count(), 0u);
 }
 
+TEST(PipelineCompressionTest, CompressOperationFallsBackToTheOriginalMessages) {
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, Json) {
+    return absl::StatusOr<CompressionStep::Result>(
+        absl::DeadlineExceededError("compression took longer than the route's timeout"));
+  });
+  Gateway gw(Gateway::Options{.extra_routes = R"(
+  - name: lenient
+    model: lenient
+    provider: fake
+    compression: {enabled: true, rate: 0.5}
+)",
+                              .compression = &step,
+                              .start_http = false});
+  auto r = RunToEnd(*gw.pipeline, Chat("lenient", "keep me whole"), Info(Operation::kCompress));
+  ASSERT_EQ(r->terminal().kind, Kind::kReply) << r->terminal().status;
+  EXPECT_EQ(r->terminal().json["messages"][0]["content"], "keep me whole");
+  EXPECT_FALSE(r->terminal().head.compression.applied());
+  EXPECT_EQ(gw.upstream.request_count(), 0u) << "compress never calls the upstream";
+}
+
 TEST(PipelineAdmissionTest, MaxInFlightTurnsAwayTheCallOverTheCapWith503) {
   Gateway gw(Gateway::Options{.limits = "limits: {max_body_bytes: 65536, max_in_flight: 1}\n",
                               .start_http = false});
