@@ -55,11 +55,28 @@ class Mapper {
   Mapper(const EnvLookup& env, YamlMapping& out) : env_(env), out_(out) {}
 
   void Message(const YAML::Node& node, const std::string& path, pb::Message& message) {
+    const pb::Descriptor& type = *message.GetDescriptor();
+    ForEachKey(node, path, [&](const std::string& key, const std::string& field_path,
+                               const YAML::Node& value) {
+      const FD* field = type.FindFieldByName(key);
+      if (field == nullptr) {
+        Error(field_path, "unknown field \"" + key + "\"" + DidYouMean(key, FieldNames(type)));
+        return;
+      }
+      if (value.IsNull()) return;  // `key:` with no value leaves the field unset
+      Field(value, field_path, message, *field);
+    });
+  }
+
+ private:
+  // Calls `visit(key, key_path, value)` for each entry of the mapping `node`, in order, after the
+  // checks every mapping shares: a mapping at all, plain keys, no key twice.
+  template <typename Visit>
+  void ForEachKey(const YAML::Node& node, const std::string& path, Visit&& visit) {
     if (!node.IsMap()) {
       Error(path, "expected a mapping, got " + DescribeValue(node));
       return;
     }
-    const pb::Descriptor& type = *message.GetDescriptor();
     std::set<std::string> seen;
     for (auto it = node.begin(); it != node.end(); ++it) {
       if (!it->first.IsScalar()) {
@@ -67,23 +84,16 @@ class Mapper {
         continue;
       }
       const std::string key = it->first.Scalar();
-      const std::string field_path = Join(path, key);
-      Visit(field_path);
+      const std::string key_path = Join(path, key);
+      this->Visit(key_path);
       if (!seen.insert(key).second) {
-        Error(field_path, "duplicate key");
+        Error(key_path, "duplicate key");
         continue;
       }
-      const FD* field = type.FindFieldByName(key);
-      if (field == nullptr) {
-        Error(field_path, "unknown field \"" + key + "\"" + DidYouMean(key, FieldNames(type)));
-        continue;
-      }
-      if (it->second.IsNull()) continue;  // `key:` with no value leaves the field unset
-      Field(it->second, field_path, message, *field);
+      visit(key, key_path, it->second);
     }
   }
 
- private:
   void Field(const YAML::Node& node, const std::string& path, pb::Message& message,
              const FD& field) {
     out_.present.insert(path);
@@ -114,35 +124,19 @@ class Mapper {
 
   // A map field is a repeated entry message with `key` and `value` fields.
   void Map(const YAML::Node& node, const std::string& path, pb::Message& message, const FD& field) {
-    if (!node.IsMap()) {
-      Error(path, "expected a mapping, got " + DescribeValue(node));
-      return;
-    }
-    std::set<std::string> seen;
-    for (auto it = node.begin(); it != node.end(); ++it) {
-      if (!it->first.IsScalar()) {
-        Error(path, "a key must be a plain name, got " + Describe(it->first));
-        continue;
-      }
-      const std::string key = it->first.Scalar();
-      const std::string entry_path = Join(path, key);
-      Visit(entry_path);
-      if (!seen.insert(key).second) {
-        Error(entry_path, "duplicate key");
-        continue;
-      }
+    ForEachKey(node, path, [&](const std::string& key, const std::string& entry_path,
+                               const YAML::Node& value) {
       pb::Message* entry = message.GetReflection()->AddMessage(&message, &field);
       const pb::Descriptor& entry_type = *entry->GetDescriptor();
       // Map keys are taken literally (no ${VAR}); values follow the usual scalar rules.
       SetFromText(Scalar{key, false}, entry_path, *entry, *entry_type.FindFieldByName("key"));
       const FD& value_field = *entry_type.FindFieldByName("value");
       if (value_field.cpp_type() == FD::CPPTYPE_MESSAGE) {
-        Message(it->second, entry_path,
-                *entry->GetReflection()->MutableMessage(entry, &value_field));
+        Message(value, entry_path, *entry->GetReflection()->MutableMessage(entry, &value_field));
       } else {
-        SetScalar(it->second, entry_path, *entry, value_field);
+        SetScalar(value, entry_path, *entry, value_field);
       }
-    }
+    });
   }
 
   void SetScalar(const YAML::Node& node, const std::string& path, pb::Message& message,
