@@ -499,7 +499,6 @@ void CallState::Compress(Json body) {
   if (!policy.enabled() && !route_->allow_overrides() && info_.operation != Operation::kCompress) {
     head_.compression.set_applied(false);
     head_.compression.set_reason("compression is off for this route");
-    body.erase("terse");  // a request's compression override never reaches the upstream
     return Forward(std::move(body));
   }
   const bool fail_on_error = policy.on_error() == "fail";
@@ -523,7 +522,6 @@ void CallState::Compress(Json body) {
                                         {"error", std::string(result.status().message())}});
           self->head_.compression.set_applied(false);
           self->head_.compression.set_reason(std::string(result.status().message()));
-          original->erase("terse");
           return self->Proceed(std::move(*original));
         }
         original.reset();
@@ -558,6 +556,7 @@ void CallState::Forward(Json body) {
       request.endpoint = providers::Endpoint::kChatCompletions;
       break;
   }
+  body.erase("terse");  // a request's compression override never reaches the upstream
   body["model"] = upstream_model_;  // keeps the field's position
   if (stream_) {
     // terse needs the numbers for budgets even when the client did not ask for them.
