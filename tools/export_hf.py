@@ -61,10 +61,51 @@ def _positions_and_bias(ids: Tensor, p: int, attention_mask: Optional[Tensor],
     return positions, torch.where(allowed, zero, masked)
 
 
+def _split_heads(x: Tensor, n_head: int, head_dim: int) -> Tensor:
+    """[B, T, n_head * head_dim] -> [B, n_head, T, head_dim]."""
+    return x.view(x.size(0), x.size(1), n_head, head_dim).transpose(1, 2)
+
+
+def _append_past(k: Tensor, v: Tensor, past_k: Optional[Tensor],
+                 past_v: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """The cached keys/values followed by the new tokens' ones, along the time axis."""
+    if past_k is not None and past_v is not None:
+        k = torch.cat([past_k.to(k.dtype), k], dim=2)
+        v = torch.cat([past_v.to(v.dtype), v], dim=2)
+    return k, v
+
+
 def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """Scaled dot-product attention with the softmax in fp32; returns [B, T, n_head * head_dim]
+    with the heads merged back."""
     scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
     att = torch.softmax(scores.float() + bias, dim=-1)
-    return torch.matmul(att.to(v.dtype), v)
+    y = torch.matmul(att.to(v.dtype), v)
+    return y.transpose(1, 2).contiguous().view(q.size(0), q.size(2), -1)
+
+
+def _past_length(past: List[Tensor]) -> int:
+    """P, the number of cached positions; 0 for an empty cache."""
+    if len(past) > 0:
+        return past[0].size(2)
+    return 0
+
+
+def _layer_past(past: List[Tensor], i: int,
+                p: int) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """Layer i's cached keys and values (k0, v0, k1, v1, ... layout); None when P is 0."""
+    if p > 0:
+        return past[2 * i], past[2 * i + 1]
+    return None, None
+
+
+class _TerseInterface(nn.Module):
+    """forward() of terse's contract in terms of the subclass's forward_cached()."""
+
+    def forward(self, ids: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
+        empty: List[Tensor] = []
+        logits, _ = self.forward_cached(ids, empty, attention_mask)
+        return logits
 
 
 class Gpt2Block(nn.Module):
@@ -82,16 +123,12 @@ class Gpt2Block(nn.Module):
 
     def forward(self, x: Tensor, bias: Tensor, past_k: Optional[Tensor],
                 past_v: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-        b, t, c = x.shape
-        q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
-        q = q.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
-        k = k.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
-        v = v.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
-        if past_k is not None and past_v is not None:
-            k = torch.cat([past_k.to(k.dtype), k], dim=2)
-            v = torch.cat([past_v.to(v.dtype), v], dim=2)
-        y = _attend(q, k, v, bias).transpose(1, 2).contiguous().view(b, t, c)
-        x = x + self.c_proj(y)
+        q, k, v = self.c_attn(self.ln_1(x)).split(x.size(2), dim=2)
+        q = _split_heads(q, self.n_head, self.head_dim)
+        k = _split_heads(k, self.n_head, self.head_dim)
+        v = _split_heads(v, self.n_head, self.head_dim)
+        k, v = _append_past(k, v, past_k, past_v)
+        x = x + self.c_proj(_attend(q, k, v, bias))
         h = self.c_fc(self.ln_2(x))
         if self.tanh_gelu:
             h = F.gelu(h, approximate="tanh")
@@ -100,7 +137,7 @@ class Gpt2Block(nn.Module):
         return x + self.mlp_proj(h), k, v
 
 
-class HfGpt2(nn.Module):
+class HfGpt2(_TerseInterface):
     """GPT-2 with terse's interface. Weight names follow HF after load_hf_state()."""
 
     def __init__(self, vocab_size: int, max_context: int, n_layer: int, n_head: int,
@@ -123,26 +160,15 @@ class HfGpt2(nn.Module):
                                      for _ in range(n_layer)])
         self.ln_f = nn.LayerNorm(d_model, eps=eps)
 
-    def forward(self, ids: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
-        empty: List[Tensor] = []
-        logits, _ = self.forward_cached(ids, empty, attention_mask)
-        return logits
-
     @torch.jit.export
     def forward_cached(self, ids: Tensor, past: List[Tensor],
                        attention_mask: Optional[Tensor] = None) -> Tuple[Tensor, List[Tensor]]:
-        p = 0
-        if len(past) > 0:
-            p = past[0].size(2)
+        p = _past_length(past)
         positions, bias = _positions_and_bias(ids, p, attention_mask, self.max_context)
         x = self.wte(ids) + self.wpe(positions)
         new_past: List[Tensor] = []
         for i, block in enumerate(self.blocks):
-            past_k: Optional[Tensor] = None
-            past_v: Optional[Tensor] = None
-            if p > 0:
-                past_k = past[2 * i]
-                past_v = past[2 * i + 1]
+            past_k, past_v = _layer_past(past, i, p)
             x, k, v = block(x, bias, past_k, past_v)
             new_past.append(k)
             new_past.append(v)
@@ -202,28 +228,24 @@ class LlamaBlock(nn.Module):
     def forward(self, x: Tensor, bias: Tensor, cos: Tensor, sin: Tensor,
                 past_k: Optional[Tensor], past_v: Optional[Tensor]
                 ) -> Tuple[Tensor, Tensor, Tensor]:
-        b, t, _ = x.shape
         h = self.input_layernorm(x)
-        q = self.q_proj(h).view(b, t, self.n_head, self.head_dim).transpose(1, 2)
-        k = self.k_proj(h).view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
-        v = self.v_proj(h).view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q = _split_heads(self.q_proj(h), self.n_head, self.head_dim)
+        k = _split_heads(self.k_proj(h), self.n_kv_head, self.head_dim)
+        v = _split_heads(self.v_proj(h), self.n_kv_head, self.head_dim)
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
         if self.n_kv_head != self.n_head:
             rep = self.n_head // self.n_kv_head
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
-        if past_k is not None and past_v is not None:
-            k = torch.cat([past_k.to(k.dtype), k], dim=2)
-            v = torch.cat([past_v.to(v.dtype), v], dim=2)
-        y = _attend(q, k, v, bias).transpose(1, 2).contiguous().view(b, t, -1)
-        x = x + self.o_proj(y)
+        k, v = _append_past(k, v, past_k, past_v)
+        x = x + self.o_proj(_attend(q, k, v, bias))
         h = self.post_attention_layernorm(x)
         x = x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
         return x, k, v
 
 
-class HfLlama(nn.Module):
+class HfLlama(_TerseInterface):
     """Llama / Mistral / Qwen2 with terse's interface (RMSNorm, RoPE, SwiGLU, GQA)."""
 
     def __init__(self, vocab_size: int, max_context: int, n_layer: int, n_head: int,
@@ -252,17 +274,10 @@ class HfLlama(nn.Module):
                                          self.head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, ids: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
-        empty: List[Tensor] = []
-        logits, _ = self.forward_cached(ids, empty, attention_mask)
-        return logits
-
     @torch.jit.export
     def forward_cached(self, ids: Tensor, past: List[Tensor],
                        attention_mask: Optional[Tensor] = None) -> Tuple[Tensor, List[Tensor]]:
-        p = 0
-        if len(past) > 0:
-            p = past[0].size(2)
+        p = _past_length(past)
         positions, bias = _positions_and_bias(ids, p, attention_mask, self.max_context)
         x = self.embed_tokens(ids)
         freqs = positions.to(torch.float32).unsqueeze(-1) * self.inv_freq  # [B, T, hd/2]
@@ -271,11 +286,7 @@ class HfLlama(nn.Module):
         sin = emb.sin().to(x.dtype)
         new_past: List[Tensor] = []
         for i, block in enumerate(self.blocks):
-            past_k: Optional[Tensor] = None
-            past_v: Optional[Tensor] = None
-            if p > 0:
-                past_k = past[2 * i]
-                past_v = past[2 * i + 1]
+            past_k, past_v = _layer_past(past, i, p)
             x, k, v = block(x, bias, cos, sin, past_k, past_v)
             new_past.append(k)
             new_past.append(v)
