@@ -14,15 +14,12 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
-import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
+import { startTerse as startTerseProcess } from '../../tests/e2e/harness.mjs';
+import { kWords, proseOfTokens, tokens } from '../../tests/e2e/prompts.mjs';
 
 const here = import.meta.dirname;
 const sourceDir = path.resolve(here, '../..');
-const require = createRequire(path.join(sourceDir, 'tests/e2e/package.json'));
-const { get_encoding } = require('tiktoken');
-const enc = get_encoding('o200k_base');
 
 const { values: args } = parseArgs({
   options: {
@@ -39,45 +36,13 @@ const kRate = 0.5;
 
 // ---- Prompts.
 
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const kWords = ('the council of the river towns met each spring to set the price of grain and salt ' +
-  'while merchants from distant harbors argued about tolls on the old stone bridge that farmers ' +
-  'crossed with carts of barley wool and timber after the long winter storms had closed the roads ' +
-  'teachers kept careful notes on weather tides and harvests so that children could learn numbers ' +
-  'from real accounts of trade between the northern valleys and the southern coast in 1841 when ' +
-  'prices rose by 12 percent').split(' ');
-
-// Prose of about `tokens` o200k tokens.
-function prose(tokens, seed) {
-  const next = rng(seed);
-  const sentences = [];
-  let count = 0;
-  while (count < tokens) {
-    const words = [];
-    const n = 8 + Math.floor(next() * 12);
-    for (let i = 0; i < n; i++) words.push(kWords[Math.floor(next() * kWords.length)]);
-    const s = `${words.join(' ')}.`;
-    const sentence = s[0].toUpperCase() + s.slice(1);
-    sentences.push(sentence);
-    count += enc.encode(` ${sentence}`).length;
-  }
-  return sentences.join(' ');
-}
+// The shared vocabulary plus a few numbers, so the prose has digits to tokenize.
+const kBenchWords = [...kWords, ...'in 1841 when prices rose by 12 percent'.split(' ')];
 
 // A chat of about `total` tokens; `nonce` makes every stable part unique (cold cache).
 function chat(total, question, nonce = '') {
   const tag = nonce ? `Case ${nonce}. ` : '';
-  const p = (share, seed) => prose(Math.round(total * share), seed);
+  const p = (share, seed) => proseOfTokens(Math.round(total * share), seed, kBenchWords);
   return [
     { role: 'system', content: tag + p(0.15, 1) },
     { role: 'user', content: tag + p(0.15, 2) },
@@ -86,10 +51,6 @@ function chat(total, question, nonce = '') {
     { role: 'assistant', content: tag + p(0.12, 5) },
     { role: 'user', content: `${p(0.1, 6)}\n\n${p(0.1, 7)}\n\n${p(0.1, 8)}\n\n${question}` },
   ];
-}
-
-function promptTokens(messages) {
-  return messages.reduce((n, m) => n + enc.encode(m.content).length, 0);
 }
 
 // Bodies are built once per size; the cold ones get their nonce by string replacement, which
@@ -104,7 +65,7 @@ function bodies(total) {
       .replace('QUESTION', `caravan ${n}`);
   };
   return {
-    tokens: promptTokens(chat(total, 'What did caravan 1 carry?')),
+    tokens: tokens(chat(total, 'What did caravan 1 carry?')),
     off: pick(warm, 'bench-off'),
     cold: pick(cold, 'bench-on'),
     warm: pick(warm, 'bench-on'),
@@ -113,25 +74,8 @@ function bodies(total) {
 
 // ---- terse.
 
-async function freePort() {
-  const net = await import('node:net');
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 async function startTerse(maxBatch) {
-  const port = await freePort();
-  const grpcPort = await freePort();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'terse-bench-'));
-  const config = path.join(dir, 'terse.yaml');
-  fs.writeFileSync(config, `
-listeners:
-  http: { host: 127.0.0.1, port: ${port} }
-  grpc: { host: 127.0.0.1, port: ${grpcPort} }
+  return startTerseProcess(`
 providers:
   - { name: echo, kind: echo, echo_delay_ms: 0 }
 routes:
@@ -146,31 +90,7 @@ compressor:
   max_batch_size: ${maxBatch}
   workers: 8
   queue_capacity: 256
-`);
-  const child = spawn(args.terse, ['serve', '--config', config, '--log-level', 'error'],
-                      { cwd: sourceDir, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d) => { stderr += d; });
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`terse exited: ${stderr}`);
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
-    } catch { /* not up yet */ }
-    if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error(`terse did not start: ${stderr}`); }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return {
-    port,
-    async stop() {
-      const exited = new Promise((r) => child.on('exit', r));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-  };
+`, { bin: args.terse, logLevel: 'error' });
 }
 
 // ---- Load.
@@ -257,7 +177,7 @@ console.log(`prompts: 1k = ${sizes['1k'].tokens} tokens, 4k = ${sizes['4k'].toke
 let terse = await startTerse(8);
 const lat = {};
 for (const [size, b] of Object.entries(args.part === 'throughput' ? {} : sizes)) {
-  lat[size] = await latency(terse.port, { off: b.off, cold: b.cold, warm: b.warm });
+  lat[size] = await latency(terse.httpPort, { off: b.off, cold: b.cold, warm: b.warm });
 }
 if (args.part !== 'throughput') {
 console.log(`End-to-end latency, one client, up to ${kLatencyRequests} requests per case (ms; x-terse-compress-ms is the step alone)`);
@@ -289,10 +209,10 @@ const tput = {};
 for (const batch of [8, 1]) {
   if (batch !== 8) terse = await startTerse(batch);
   for (const [name, make] of [['cold', sizes['1k'].cold], ['warm', sizes['1k'].warm]]) {
-    for (const clients of [8, 32]) tput[`${batch}/${name}/${clients}`] = await throughput(terse.port, make, clients);
+    for (const clients of [8, 32]) tput[`${batch}/${name}/${clients}`] = await throughput(terse.httpPort, make, clients);
   }
   if (batch === 8) {
-    for (const clients of [8, 32]) tput[`off/${clients}`] = await throughput(terse.port, sizes['1k'].off, clients);
+    for (const clients of [8, 32]) tput[`off/${clients}`] = await throughput(terse.httpPort, sizes['1k'].off, clients);
   }
   await terse.stop();
 }

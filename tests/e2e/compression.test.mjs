@@ -11,10 +11,10 @@ import OpenAI from 'openai';
 import grpc from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
 import { startFakeUpstream, startTerse } from './harness.mjs';
+import { prose, tokens } from './prompts.mjs';
 
 const require = createRequire(import.meta.url);
 const { get_encoding } = require('tiktoken');
-const o200k = get_encoding('o200k_base');   // gpt-4o* models
 const cl100k = get_encoding('cl100k_base');  // gpt-4, gpt-3.5
 
 const pairsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'terse-pairs-'));
@@ -51,48 +51,12 @@ routes:
     compression: { enabled: true, rate: 0.4, timeout_ms: 120000 }
 `;
 
-// ---- Text: seeded prose, so every run sends the same prompts.
-
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const kWords = ('the council of the river towns met each spring to set the price of grain and salt ' +
-  'while merchants from distant harbors argued about tolls on the old stone bridge that farmers ' +
-  'crossed with carts of barley wool and timber after the long winter storms had closed the roads ' +
-  'teachers kept careful notes on weather tides and harvests so that children could learn numbers ' +
-  'from real accounts of trade between the northern valleys and the southern coast').split(' ');
-
-function prose(words, seed) {
-  const next = rng(seed);
-  const out = [];
-  for (let i = 0; i < words; i++) {
-    let w = kWords[Math.floor(next() * kWords.length)];
-    if (out.length === 0 || out.at(-1).endsWith('.')) w = w[0].toUpperCase() + w.slice(1);
-    if (i % 14 === 13 || i === words - 1) w += '.';
-    else if (next() < 0.06) w += ',';
-    out.push(w);
-  }
-  return out.join(' ');
-}
+// ---- Text: seeded prose (prompts.mjs), so every run sends the same prompts.
 
 function textOf(content) {
   if (typeof content === 'string') return content;
   if (!Array.isArray(content)) return '';
   return content.filter((p) => p.type === 'text').map((p) => p.text).join('');
-}
-
-// Target tokens of every text (a string content, or each text part), as terse counts budgets.
-function tokens(messages, enc = o200k) {
-  const texts = (c) => (typeof c === 'string' ? [c] : Array.isArray(c) ? c.filter((p) => p.type === 'text').map((p) => p.text) : []);
-  return messages.flatMap((m) => texts(m.content)).reduce((n, t) => n + enc.encode(t).length, 0);
 }
 
 // A conversation with every kind of message the compressor must respect: a system prompt with a

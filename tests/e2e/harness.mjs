@@ -130,15 +130,16 @@ function defaultAnswer(req, body) {
 }
 
 // Starts terse with a config made from `yaml` (a string; "${UPSTREAM}" is replaced by the fake
-// upstream's base URL). Resolves once the HTTP port answers /healthz.
-export async function startTerse(yaml, { upstreamPort, env = {} } = {}) {
+// upstream's base URL). Resolves once the HTTP port answers /healthz. `bin` picks another binary
+// (the benchmark's --terse), `logLevel` terse's --log-level.
+export async function startTerse(yaml, { upstreamPort, env = {}, bin = terseBin, logLevel = 'warn' } = {}) {
   const httpPort = await freePort();
   const grpcPort = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'terse-e2e-'));
   const configPath = path.join(dir, 'terse.yaml');
   fs.writeFileSync(configPath, yaml.replaceAll('${UPSTREAM}', `http://127.0.0.1:${upstreamPort}/v1`));
-  const child = spawn(terseBin, ['serve', '--config', configPath, '--http-port', String(httpPort),
-                                 '--grpc-port', String(grpcPort), '--log-level', 'warn'],
+  const child = spawn(bin, ['serve', '--config', configPath, '--http-port', String(httpPort),
+                            '--grpc-port', String(grpcPort), '--log-level', logLevel],
                       { cwd: sourceDir, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
