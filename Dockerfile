@@ -8,7 +8,7 @@ RUN bash tools/bootstrap.sh && cmake -S . -B build -G Ninja -DTERSE_BUILD_TESTS=
 FROM debian:12
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
       libgrpc++1.51 libprotobuf32 libcurl4 libyaml-cpp0.7 libtorch1.13 libopenblas0-openmp \
-      libpcre2-8-0 ca-certificates && rm -rf /var/lib/apt/lists/*
+      libpcre2-8-0 libjemalloc2 ca-certificates && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/terse
 COPY --from=build /src/build/proxy/terse /usr/local/bin/terse
 COPY --from=build /src/models ./models

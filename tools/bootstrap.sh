@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 debs=(
   build-essential cmake ninja-build pkg-config ccache git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-  libcurl4-openssl-dev libssl-dev libboost-dev nlohmann-json3-dev libyaml-cpp-dev
+  libcurl4-openssl-dev libssl-dev libboost-dev nlohmann-json3-dev libyaml-cpp-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev libhiredis-dev redis-server
   libtorch-dev python3-torch libopenblas0-openmp libpcre2-dev
   sentencepiece python3-sentencepiece python3-grpcio
