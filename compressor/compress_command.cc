@@ -33,6 +33,8 @@ and prints the compressed prompt.
   --dynamic-ratio D    spread item rates +-D over their ranks (default 0: off)
   --segment-tokens N   scoring-model tokens per segment (default 200)
   --sentence-filter    also drop whole sentences of kept items
+  --exact-past         re-run the kept tokens of each segment, so later segments are scored
+                       against exactly the compressed text (slower: 1 + rate passes)
   --keep-digits        never drop words with digits
   --force-token T      always keep text T (repeatable)
   --compress-json      shrink JSON string values (JSON is otherwise kept whole)
@@ -112,6 +114,8 @@ absl::Status ParseFlags(const std::vector<std::string>& args, Flags* f) {
       s = switch_flag(&f->options.contrastive);
     } else if (flag == "--sentence-filter") {
       s = switch_flag(&f->options.sentence_filter);
+    } else if (flag == "--exact-past") {
+      s = switch_flag(&f->options.exact_past);
     } else if (flag == "--keep-digits") {
       s = switch_flag(&f->options.keep_digits);
     } else if (flag == "--compress-json") {

@@ -151,6 +151,7 @@ std::string OptionsKey(const CompressOptions& o) {
   num(o.dynamic_ratio);
   num(o.contrastive);
   num(o.sentence_filter);
+  num(o.exact_past);
   num(o.sentence_budget_k);
   num(o.keep_digits);
   num(o.compress_json_strings);
@@ -533,6 +534,9 @@ absl::Status Run::ProcessPart(Part& p, LanguageModel::Session& plain,
         decide = decide || undecided(k);
       }
     }
+    // Which sessions scored exactly seg (their last Score), so can reuse its cache.
+    bool plain_scored = false;
+    bool conditioned_scored = false;
     if (decide) {
       ids.clear();
       for (size_t t : seg) ids.push_back(p.tokens[t].id);
@@ -542,6 +546,7 @@ absl::Status Run::ProcessPart(Part& p, LanguageModel::Session& plain,
       }
       absl::StatusOr<std::vector<float>> scored = plain.Score(ids);
       if (with_question.valid()) {
+        conditioned_scored = true;
         absl::StatusOr<std::vector<float>> si_q = with_question.get();
         RETURN_IF_ERROR(si_q.status());
         RETURN_IF_ERROR(scored.status());
@@ -549,6 +554,7 @@ absl::Status Run::ProcessPart(Part& p, LanguageModel::Session& plain,
         for (size_t k = 0; k < scored->size(); ++k) (*scored)[k] -= (*si_q)[k];
       }
       ASSIGN_OR_RETURN(std::vector<float> si, std::move(scored));
+      plain_scored = true;
       for (size_t k = 0; k < seg.size(); ++k) {
         const size_t t = seg[k];
         const int32_t u = p.token_unit[t];
@@ -590,6 +596,8 @@ absl::Status Run::ProcessPart(Part& p, LanguageModel::Session& plain,
     }
     // The past grows by what was kept.
     ids.clear();
+    std::vector<bool> keep_flags;
+    keep_flags.reserve(seg.size());
     for (size_t t : seg) {
       const int32_t u = p.token_unit[t];
       bool keep;
@@ -602,9 +610,21 @@ absl::Status Run::ProcessPart(Part& p, LanguageModel::Session& plain,
         if (keep) last_space = false;
       }
       if (keep) ids.push_back(p.tokens[t].id);
+      keep_flags.push_back(keep);
     }
-    RETURN_IF_ERROR(append(ids));
     seg.clear();
+    if (o_.exact_past || !plain_scored) return append(ids);
+    // The scoring pass already computed the kept tokens' cache entries: reuse them.
+    std::future<absl::Status> other;
+    if (conditioned != nullptr) {
+      other = std::async(std::launch::async, [&] {
+        return conditioned_scored ? conditioned->AppendScored(keep_flags)
+                                  : conditioned->Append(ids);
+      });
+    }
+    const absl::Status mine = plain.AppendScored(keep_flags);
+    if (other.valid()) RETURN_IF_ERROR(other.get());
+    RETURN_IF_ERROR(mine);
     return absl::OkStatus();
   };
 

@@ -51,6 +51,11 @@ struct CompressOptions {
   double dynamic_ratio = 0;        // 0: off; d: item rates spread +-d (relative) over the ranks
   bool contrastive = false;        // token score = self-information without minus with the question
   bool sentence_filter = false;    // also drop whole sentences of kept items by rank
+  // The compressed past grows by re-running the kept tokens of each segment, so later segments
+  // are scored against exactly the compressed text: 1 + rate forward passes instead of 1. Off
+  // (the default, as in the reference implementation): kept tokens keep the cache entries
+  // computed while their segment was scored.
+  bool exact_past = false;
   double sentence_budget_k = 1.5;  // sentences kept until this x the item budget
   std::vector<std::string> force_tokens;  // text always kept where it occurs ("Q:", "?")
   bool keep_digits = false;               // words with digits always kept

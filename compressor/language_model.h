@@ -42,6 +42,15 @@ class LanguageModel {
     // (Score may slide it too, to make room; the past it conditions on is then shorter).
     // On error the past is unchanged.
     virtual absl::Status Append(std::span<const int32_t> tokens) = 0;
+    // Appends the tokens of the last Score call whose `keep` flag is set (keep.size() must equal
+    // that call's token count), reusing the keys and values computed while scoring them instead
+    // of running them again: the LLMLingua reference's approximation, where a kept token's cache
+    // entry was computed with the dropped tokens still in view and later tokens take the
+    // positions after the kept ones. One forward pass per segment instead of 1 + rate. Runs
+    // them (as Append) when the last Score needed more than one pass (it slid); fails with
+    // FailedPrecondition when the past changed after the last Score. On error the past is
+    // unchanged.
+    virtual absl::Status AppendScored(const std::vector<bool>& keep) = 0;
     // Tokens appended so far, BOS not counted, dropped ones included.
     virtual int past_length() const = 0;
   };

@@ -16,6 +16,8 @@
 #include <future>
 #include <map>
 #include <new>
+#include <numeric>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -381,13 +383,11 @@ class Engine {
     }
     first_read = std::min(first_read, t_max - 1);
     const int64_t read = t_max - first_read;
-    torch::Tensor log_probs =
-        torch::log_softmax(logits.narrow(1, first_read, read).to(torch::kFloat32), -1);
-    torch::Tensor nll =
-        log_probs.gather(2, targets.narrow(1, first_read, read).to(device_).unsqueeze(2))
-            .squeeze(2)
-            .neg()
-            .to(torch::kCPU);
+    // -log p(target) = logsumexp(row) - row[target]: no normalised [B, T, V] tensor is written.
+    const torch::Tensor rows = logits.narrow(1, first_read, read).to(torch::kFloat32);
+    const torch::Tensor picked =
+        rows.gather(2, targets.narrow(1, first_read, read).to(device_).unsqueeze(2)).squeeze(2);
+    torch::Tensor nll = (torch::logsumexp(rows, -1) - picked).to(torch::kCPU);
     auto nll_a = nll.accessor<float, 2>();
 
     std::vector<StepResult> results(b);
@@ -399,7 +399,8 @@ class Engine {
         if (step.targets[j] >= 0) result.nll.push_back(nll_a[i][j - first_read]);
       }
       if (step.keep_last_row) {
-        torch::Tensor row = log_probs[i][t - 1 - first_read].to(torch::kCPU).contiguous();
+        torch::Tensor row =
+            torch::log_softmax(rows[i][t - 1 - first_read], -1).to(torch::kCPU).contiguous();
         result.last_row.assign(row.data_ptr<float>(), row.data_ptr<float>() + row.numel());
       }
       if (step.keep_past) {
@@ -476,6 +477,13 @@ struct Window {
   std::vector<float> next;  // log-probs after tokens[encoded - 1]; empty if encoded == 0
 };
 
+// What the last Score computed, kept for AppendScored while the window is what it extended.
+struct Scored {
+  Window window;                // the session's window extended with the scored tokens
+  std::vector<int32_t> tokens;  // the scored tokens
+  bool reusable = false;        // one forward pass over window + tokens, no slide in between
+};
+
 class TorchSession : public LanguageModel::Session {
  public:
   explicit TorchSession(std::shared_ptr<Engine> engine) : engine_(std::move(engine)) {
@@ -492,19 +500,70 @@ class TorchSession : public LanguageModel::Session {
       // Make room once in the kept window, so the Append that usually follows does not slide.
       Window slid = window_;
       if (absl::Status s = Slide(slid); !s.ok()) return s;
-      window_ = std::move(slid);
+      SetWindow(std::move(slid));
     }
-    Window scratch = window_;
-    if (absl::Status s = Extend(scratch, tokens, &scores); !s.ok()) return s;
+    Scored scored;
+    scored.window = window_;
+    int forwards = 0;
+    if (absl::Status s = Extend(scored.window, tokens, &scores, &forwards); !s.ok()) return s;
+    scored.tokens.assign(tokens.begin(), tokens.end());
+    scored.reusable = forwards == 1;
+    scored_ = std::move(scored);
     return scores;
+  }
+
+  absl::Status AppendScored(const std::vector<bool>& keep) override {
+    if (!scored_.has_value()) {
+      return absl::FailedPreconditionError(
+          "AppendScored needs a Score since the past last changed");
+    }
+    if (keep.size() != scored_->tokens.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("AppendScored got ", keep.size(),
+                                                     " keep flags for ",
+                                                     scored_->tokens.size(), " scored tokens"));
+    }
+    std::vector<int32_t> kept;
+    for (size_t j = 0; j < keep.size(); ++j) {
+      if (keep[j]) kept.push_back(scored_->tokens[j]);
+    }
+    if (!scored_->reusable) return Append(kept);
+    if (kept.empty()) return absl::OkStatus();
+    // The scoring pass cached the window's tokens [0, prefix) followed by the scored tokens.
+    // The last kept token stays pending: its entry and the log-probs after it come with the next
+    // forward pass, which runs it first.
+    const int64_t prefix = static_cast<int64_t>(window_.tokens.size());
+    std::vector<int64_t> index(prefix);
+    std::iota(index.begin(), index.end(), int64_t{0});
+    for (size_t j = 0; j < keep.size(); ++j) {
+      if (keep[j]) index.push_back(prefix + static_cast<int64_t>(j));
+    }
+    index.pop_back();
+    Window grown;
+    grown.tokens = window_.tokens;
+    grown.tokens.insert(grown.tokens.end(), kept.begin(), kept.end());
+    grown.encoded = static_cast<int64_t>(index.size());
+    try {
+      const torch::Tensor rows =
+          torch::tensor(index, torch::TensorOptions().dtype(torch::kInt64))
+              .to(engine_->device());
+      grown.past.reserve(scored_->window.past.size());
+      for (const torch::Tensor& t : scored_->window.past) {
+        grown.past.push_back(t.index_select(2, rows));
+      }
+    } catch (const std::exception& e) {
+      return FromException(e, "language model cache selection failed");
+    }
+    SetWindow(std::move(grown));
+    past_length_ += static_cast<int>(kept.size());
+    return absl::OkStatus();
   }
 
   absl::Status Append(std::span<const int32_t> tokens) override {
     if (absl::Status s = CheckTokens(tokens, engine_->shape().vocab_size); !s.ok()) return s;
     if (tokens.empty()) return absl::OkStatus();
     Window grown = window_;
-    if (absl::Status s = Extend(grown, tokens, nullptr); !s.ok()) return s;
-    window_ = std::move(grown);
+    if (absl::Status s = Extend(grown, tokens, nullptr, nullptr); !s.ok()) return s;
+    SetWindow(std::move(grown));
     past_length_ += static_cast<int>(tokens.size());
     return absl::OkStatus();
   }
@@ -512,14 +571,22 @@ class TorchSession : public LanguageModel::Session {
   int past_length() const override { return past_length_; }
 
  private:
-  // Runs `tokens` after the window in chunks that fit the context, sliding when full.
-  absl::Status Extend(Window& window, std::span<const int32_t> tokens, std::vector<float>* scores) {
+  void SetWindow(Window window) {
+    window_ = std::move(window);
+    scored_.reset();
+  }
+
+  // Runs `tokens` after the window in chunks that fit the context, sliding when full; counts
+  // the forward passes it ran in `forwards` when given.
+  absl::Status Extend(Window& window, std::span<const int32_t> tokens, std::vector<float>* scores,
+                      int* forwards) {
     const int64_t context = engine_->shape().max_context;
     size_t done = 0;
     while (done < tokens.size()) {
       int64_t room = context - static_cast<int64_t>(window.tokens.size());
       if (room <= 0) {
         if (absl::Status s = Slide(window); !s.ok()) return s;
+        if (forwards != nullptr) ++*forwards;
         room = context - static_cast<int64_t>(window.tokens.size());
         if (room <= 0) return absl::InternalError("language model session cannot make room");
       }
@@ -527,6 +594,7 @@ class TorchSession : public LanguageModel::Session {
       if (absl::Status s = RunChunk(window, tokens.subspan(done, take), scores); !s.ok()) {
         return s;
       }
+      if (forwards != nullptr) ++*forwards;
       done += take;
     }
     return absl::OkStatus();
@@ -563,12 +631,15 @@ class TorchSession : public LanguageModel::Session {
     return absl::OkStatus();
   }
 
-  // Keeps the sink tokens' cache and re-encodes the most recent tokens after them.
+  // Keeps the sink tokens' cache and re-encodes the most recent tokens after them (pending
+  // tokens among them).
   absl::Status Slide(Window& window) {
-    const int64_t context = engine_->shape().max_context;
     const int64_t size = static_cast<int64_t>(window.tokens.size());
     const int64_t keep_tail = SlideTail();
-    if (window.encoded != size || size <= kSinkTokens + keep_tail) return absl::OkStatus();
+    if (window.encoded < kSinkTokens || size - window.encoded > keep_tail ||
+        size <= kSinkTokens + keep_tail) {
+      return absl::OkStatus();
+    }
     Step step;
     step.ids.assign(window.tokens.end() - keep_tail, window.tokens.end());
     step.targets.assign(step.ids.size(), -1);
@@ -593,7 +664,8 @@ class TorchSession : public LanguageModel::Session {
 
   std::shared_ptr<Engine> engine_;  // shared: a session may outlive its LanguageModel handle
   Window window_;
-  int past_length_ = 0;  // tokens appended so far, dropped ones included
+  std::optional<Scored> scored_;  // the last Score, while window_ is what it extended
+  int past_length_ = 0;           // tokens appended so far, dropped ones included
 };
 
 class TorchLanguageModel : public LanguageModel {

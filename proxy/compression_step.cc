@@ -134,6 +134,7 @@ absl::StatusOr<compressor::ChatPolicy> PolicyFor(const v1::Route& route, const O
   options.keep_digits = c.keep_digits();
   if (c.has_context_budget_k()) options.context_budget_k = c.context_budget_k();
   options.sentence_filter = c.sentence_filter();
+  options.exact_past = c.exact_past();
   if (!c.target_tokenizer().empty()) {
     options.target_tokenizer = c.target_tokenizer();
   } else {

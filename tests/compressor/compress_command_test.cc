@@ -66,7 +66,8 @@ TEST_F(CompressCommandTest, StructuredInputWithQuestionAwareFlags) {
              {"question", "Which towns grew into markets?"}};
   const Outcome o = Run(
       {"--rate", "0.3", "--question-aware", "--contrastive", "--reorder", "two_stage",
-       "--dynamic-ratio", "0.3", "--segment-tokens", "50", "--tokenizer", "o200k_base", "--json"},
+       "--dynamic-ratio", "0.3", "--segment-tokens", "50", "--tokenizer", "o200k_base",
+       "--exact-past", "--json"},
       in.dump());
   ASSERT_EQ(o.status, 0) << o.err;
   const std::string prompt = Json::parse(o.out)["compressed_prompt"];

@@ -10,6 +10,7 @@
 
 #include "base/json.h"
 #include "compressor/lingua_text.h"
+#include "compressor/torch_language_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/compressor/compressor_testing.h"
@@ -167,6 +168,33 @@ TEST_F(CompressorTest, PromptsFarLongerThanTheContextSlide) {
   auto r = compressor_->CompressText(text, AtRate(0.25));
   ASSERT_THAT(r, IsOk());
   ExpectRate(*r, 0.25);
+}
+
+TEST_F(CompressorTest, ReusedAndExactPastBothLandOnBudget) {
+  // Reusing the scoring pass's cache (the default) runs one forward pass per segment; the exact
+  // past re-runs the kept tokens too. Both hit the rate, and each is deterministic.
+  const std::string text = Prose(1500, 12);
+  const LanguageModel& lm = *testing::TinyModel();
+  std::vector<int64_t> tokens_run;
+  std::vector<std::string> prompts;
+  for (bool exact : {false, true}) {
+    SCOPED_TRACE(exact ? "exact past" : "reused past");
+    CompressOptions o = AtRate(0.4);
+    o.exact_past = exact;
+    o.use_cache = false;
+    const int64_t before = StatsOf(lm).tokens;
+    auto r = compressor_->CompressText(text, o);
+    tokens_run.push_back(StatsOf(lm).tokens - before);
+    ASSERT_THAT(r, IsOk());
+    ExpectRate(*r, 0.4);
+    ExpectWholeWords(text, r->prompt);
+    auto again = compressor_->CompressText(text, o);
+    ASSERT_THAT(again, IsOk());
+    EXPECT_EQ(again->prompt, r->prompt);
+    prompts.push_back(r->prompt);
+  }
+  // The kept 40% is what the exact past runs again (slides add a little to both).
+  EXPECT_LT(static_cast<double>(tokens_run[0]), 0.8 * static_cast<double>(tokens_run[1]));
 }
 
 TEST_F(CompressorTest, WhitespaceIsNormalisedAndNewlinesKept) {

@@ -34,16 +34,29 @@ class FakeLanguageModel : public LanguageModel {
         out.push_back(repeat ? 0.2f * Base(id) : Base(id));
         seen.push_back(id);
       }
+      last_scored_.assign(tokens.begin(), tokens.end());
       return out;
     }
     absl::Status Append(std::span<const int32_t> tokens) override {
       past_.insert(past_.end(), tokens.begin(), tokens.end());
+      last_scored_.clear();
       return absl::OkStatus();
+    }
+    absl::Status AppendScored(const std::vector<bool>& keep) override {
+      if (keep.size() != last_scored_.size()) {
+        return absl::InvalidArgumentError("keep flags do not match the last Score");
+      }
+      std::vector<int32_t> kept;
+      for (size_t j = 0; j < keep.size(); ++j) {
+        if (keep[j]) kept.push_back(last_scored_[j]);
+      }
+      return Append(kept);
     }
     int past_length() const override { return static_cast<int>(past_.size()); }
 
    private:
     std::vector<int32_t> past_;
+    std::vector<int32_t> last_scored_;
   };
 
   absl::StatusOr<std::vector<std::vector<float>>> ScoreSequences(

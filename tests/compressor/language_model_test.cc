@@ -293,6 +293,99 @@ TEST_F(LanguageModelTest, SessionSlidesPastTheContextKeepingTheSinkTokens) {
   ExpectFiniteScores(*late);
 }
 
+TEST_F(LanguageModelTest, AppendScoredKeepingEverythingIsAppend) {
+  const auto a = RandomTokens(40, 50);
+  const auto c = RandomTokens(15, 51);
+  auto reused = model_->NewSession();
+  ASSERT_THAT(reused->Score(a), IsOk());
+  ASSERT_THAT(reused->AppendScored(std::vector<bool>(a.size(), true)), IsOk());
+  EXPECT_EQ(reused->past_length(), 40);
+  auto exact = model_->NewSession();
+  ASSERT_THAT(exact->Append(a), IsOk());
+  auto from_reused = reused->Score(c);
+  auto from_exact = exact->Score(c);
+  ASSERT_THAT(from_reused, IsOk());
+  ASSERT_THAT(from_exact, IsOk());
+  ExpectNear(*from_reused, *from_exact, 1e-4f);
+}
+
+TEST_F(LanguageModelTest, AppendScoredRunsNoForwardPass) {
+  const auto a = RandomTokens(30, 52);
+  const auto c = RandomTokens(12, 53);
+  std::vector<bool> keep(a.size());
+  for (size_t j = 0; j < keep.size(); ++j) keep[j] = j % 3 != 1;
+  auto session = model_->NewSession();
+  ASSERT_THAT(session->Score(a), IsOk());
+  const InferenceStats before = StatsOf(*model_);
+  ASSERT_THAT(session->AppendScored(keep), IsOk());
+  EXPECT_EQ(StatsOf(*model_).batches, before.batches);
+  EXPECT_EQ(session->past_length(), 20);
+  // The next pass runs the last kept token (left pending) and the new tokens.
+  auto next = session->Score(c);
+  ASSERT_THAT(next, IsOk());
+  EXPECT_EQ(next->size(), c.size());
+  ExpectFiniteScores(*next);
+  const InferenceStats after = StatsOf(*model_);
+  EXPECT_EQ(after.batches, before.batches + 1);
+  EXPECT_EQ(after.tokens, before.tokens + 1 + static_cast<int64_t>(c.size()));
+  // It differs from the exact past: the kept entries saw the dropped tokens.
+  std::vector<int32_t> kept;
+  for (size_t j = 0; j < a.size(); ++j) {
+    if (keep[j]) kept.push_back(a[j]);
+  }
+  auto exact = model_->ScoreContinuations({kept}, {c});
+  ASSERT_THAT(exact, IsOk());
+  EXPECT_NE(*next, (*exact)[0]);
+}
+
+TEST_F(LanguageModelTest, AppendScoredKeepingNothingLeavesThePast) {
+  const auto a = RandomTokens(20, 54);
+  const auto c = RandomTokens(9, 55);
+  auto session = model_->NewSession();
+  ASSERT_THAT(session->Append(RandomTokens(11, 56)), IsOk());
+  auto before = session->Score(c);
+  ASSERT_THAT(session->Score(a), IsOk());
+  ASSERT_THAT(session->AppendScored(std::vector<bool>(a.size(), false)), IsOk());
+  EXPECT_EQ(session->past_length(), 11);
+  auto after = session->Score(c);
+  ASSERT_THAT(before, IsOk());
+  ASSERT_THAT(after, IsOk());
+  ExpectNear(*after, *before, 1e-5f);
+}
+
+TEST_F(LanguageModelTest, AppendScoredNeedsTheLastScoreOfThisPast) {
+  const auto a = RandomTokens(10, 57);
+  auto session = model_->NewSession();
+  EXPECT_THAT(session->AppendScored({true}), StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_THAT(session->Score(a), IsOk());
+  EXPECT_THAT(session->AppendScored({true, false}), StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_THAT(session->Append(a), IsOk());  // the past changed: the scored cache is stale
+  EXPECT_THAT(session->AppendScored(std::vector<bool>(a.size(), true)),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(session->past_length(), 10);
+}
+
+TEST_F(LanguageModelTest, AppendScoredSlidesPastTheContext) {
+  // Segments of 37 tokens keeping two in three, far past the 128-token context: the window
+  // slides with a pending token in it, and segments that straddle a slide are run again.
+  auto session = model_->NewSession();
+  int kept = 0;
+  for (int i = 0; i < 25; ++i) {
+    const auto segment = RandomTokens(37, 60 + i);
+    auto scores = session->Score(segment);
+    ASSERT_THAT(scores, IsOk());
+    ASSERT_EQ(scores->size(), segment.size());
+    ExpectFiniteScores(*scores);
+    std::vector<bool> keep(segment.size());
+    for (size_t j = 0; j < keep.size(); ++j) {
+      keep[j] = (j + i) % 3 != 0;
+      kept += keep[j] ? 1 : 0;
+    }
+    ASSERT_THAT(session->AppendScored(keep), IsOk());
+    EXPECT_EQ(session->past_length(), kept);
+  }
+}
+
 TEST_F(LanguageModelTest, SessionOutlivesItsModelHandle) {
   auto model = LanguageModel::Load(TinyOptions());
   ASSERT_THAT(model, IsOk());

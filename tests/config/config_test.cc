@@ -201,6 +201,7 @@ routes:
       keep_digits: true
       context_budget_k: 1.5
       sentence_filter: true
+      exact_past: true
       record_alignment_pairs: pairs.jsonl
 limits: {max_in_flight: 1000}
 logging: {level: debug}
@@ -228,6 +229,8 @@ logging: {level: debug}
   EXPECT_THAT(z.roles(), ElementsAre("user"));
   EXPECT_THAT(z.force_tokens(), ElementsAre("\n", "?"));
   EXPECT_EQ(z.reorder(), "rank");
+  EXPECT_TRUE(z.sentence_filter());
+  EXPECT_TRUE(z.exact_past());
   EXPECT_EQ(z.on_error(), "fail");
   EXPECT_EQ(z.document_delimiter(), "^Document \\[\\d+\\]");
   EXPECT_DOUBLE_EQ(z.context_budget_k(), 1.5);
