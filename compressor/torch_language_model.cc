@@ -467,9 +467,11 @@ absl::Status CheckTokens(std::span<const int32_t> tokens, int vocab_size) {
 // With learned absolute positions a cache entry is only valid at the position it was computed
 // at, so dropping entries from the middle would leave the kept tail at stale positions. When the
 // window is full it therefore keeps the sink tokens' entries (positions 0..3, unchanged) and
-// re-encodes the newest quarter context of tokens after them once. Re-encoding costs a quarter
-// context per three quarters of new tokens (a third more work on Append), and the past seen
-// stays between a quarter and a whole context.
+// re-encodes the newest eighth of a context of tokens after them once. The tail is short because
+// a session slides every few segments (a segment needs room after the past): with a 512-token
+// context and 200-token segments keeping half, a quarter-context tail re-ran 32% of the tokens
+// scored and an eighth 11%, for a past that still spans 64 compressed tokens (a few hundred of
+// the original) after a slide.
 struct Window {
   std::vector<int64_t> tokens;      // BOS, then the past (its most recent part once slid)
   std::vector<torch::Tensor> past;  // cache of tokens[0, encoded)
@@ -660,7 +662,7 @@ class TorchSession : public LanguageModel::Session {
   }
 
   // Tokens after the sink that a slide keeps.
-  int64_t SlideTail() const { return engine_->shape().max_context / 4; }
+  int64_t SlideTail() const { return engine_->shape().max_context / 8; }
 
   std::shared_ptr<Engine> engine_;  // shared: a session may outlive its LanguageModel handle
   Window window_;

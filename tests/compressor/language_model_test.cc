@@ -261,9 +261,10 @@ TEST_F(LanguageModelTest, SessionMatchesScoringTheConcatenation) {
 
 TEST_F(LanguageModelTest, SessionSlidesPastTheContextKeepingTheSinkTokens) {
   // 219 = 127 (fills the window after BOS) + 92: the window slides once to the sink tokens plus
-  // the 32 newest tokens (a quarter context), then fills up again. Scoring c slides it again.
+  // the 16 newest tokens (an eighth of the context), then takes the other 92 (112 in all).
+  // Scoring c's 20 tokens would overflow it, so it slides again first.
   const auto a = RandomTokens(219, 30);
-  const auto c = RandomTokens(10, 31);
+  const auto c = RandomTokens(20, 31);
   auto session = model_->NewSession();
   ASSERT_THAT(session->Append(a), IsOk());
   EXPECT_EQ(session->past_length(), 219);
@@ -271,9 +272,9 @@ TEST_F(LanguageModelTest, SessionSlidesPastTheContextKeepingTheSinkTokens) {
   ASSERT_THAT(scored, IsOk());
   ExpectFiniteScores(*scored);
 
-  // What the window holds then: BOS, a[0..3), a[187..219): scored afresh, positions included.
+  // What the window holds then: BOS, a[0..3), a[203..219): scored afresh, positions included.
   std::vector<int32_t> window(a.begin(), a.begin() + 3);
-  window.insert(window.end(), a.begin() + 187, a.end());
+  window.insert(window.end(), a.begin() + 203, a.end());
   auto expected = model_->ScoreContinuations({window}, {c});
   ASSERT_THAT(expected, IsOk());
   ExpectNear(*scored, (*expected)[0], 1e-4f);
