@@ -43,16 +43,19 @@ class Block(nn.Module):
                 past_v: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         b, t, c = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
-        q = q.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
+        # Scaled before the product: t x head_dim values instead of t x keys.
+        scale = 1.0 / math.sqrt(self.head_dim)
+        q = q.view(b, t, self.n_head, self.head_dim).transpose(1, 2) * scale
         k = k.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
         v = v.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
         if past_k is not None and past_v is not None:
             k = torch.cat([past_k.to(k.dtype), k], dim=2)
             v = torch.cat([past_v.to(v.dtype), v], dim=2)
-        scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
         # Softmax in fp32 even under bf16 autocast: the mask constant and the normalisation
-        # need the range.
-        att = torch.softmax(scores.float() + bias, dim=-1)
+        # need the range. The bias is added in place (the product's output is not needed for
+        # the backward pass).
+        scores = torch.matmul(q, k.transpose(-2, -1)).float()
+        att = torch.softmax(scores.add_(bias), dim=-1)
         y = torch.matmul(att.to(v.dtype), v)
         y = y.transpose(1, 2).contiguous().view(b, t, c)
         x = x + self.proj(y)
