@@ -257,11 +257,14 @@ int Main(int argc, char** argv) {
     // The work, independent of the machine's load: tokens the model ran per prompt token, and
     // forward passes.
     const LanguageModel& lm = compressor->language_model();
+    std::vector<bool> kept_chars[2][2];  // [exact][rate index]: kept characters of the original
     for (bool exact : {false, true}) {
-      for (double rate : {0.5, 0.2}) {
+      for (int ri = 0; ri < 2; ++ri) {
+        const double rate = ri == 0 ? 0.5 : 0.2;
         CompressOptions o;
         o.rate = rate;
         o.exact_past = exact;
+        o.explain = true;
         CompressResult r;
         const InferenceStats before = StatsOf(lm);
         const double ms = Time(*compressor, p, o, reps, &r);
@@ -273,7 +276,23 @@ int Main(int argc, char** argv) {
             "%.2fx); ran %.2f tokens per prompt token in %.0f forward passes\n",
             exact ? "exact " : "reused", rate, ms, once_ms > 0 ? ms / once_ms : 0.0, 2000.0 / ms,
             lm_tokens > 0 ? run / lm_tokens : 0.0, passes);
+        for (const CompressResult::Piece& piece : r.explanation) {
+          kept_chars[exact][ri].insert(kept_chars[exact][ri].end(), piece.text.size(), piece.kept);
+        }
       }
+    }
+    // How much the reused past changes the decisions: of the text the exact past keeps, the
+    // share the reused past keeps too.
+    for (int ri = 0; ri < 2; ++ri) {
+      const std::vector<bool>& reused = kept_chars[0][ri];
+      const std::vector<bool>& exact = kept_chars[1][ri];
+      size_t both = 0, kept = 0;
+      for (size_t i = 0; i < std::min(reused.size(), exact.size()); ++i) {
+        kept += exact[i];
+        both += exact[i] && reused[i];
+      }
+      std::printf("  rate %.1f: the reused past keeps %.1f%% of what the exact past keeps\n",
+                  ri == 0 ? 0.5 : 0.2, kept > 0 ? 100.0 * both / kept : 0.0);
     }
   }
 
