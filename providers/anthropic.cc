@@ -146,8 +146,9 @@ int64_t NowSeconds() { return absl::ToUnixSeconds(absl::Now()); }
 
 class AnthropicStreamTranslator : public StreamTranslator {
  public:
-  absl::Status OnEvent(const SseEvent& event, absl::FunctionRef<void(Json)> emit) override {
+  absl::Status OnEvent(SseEvent event, absl::FunctionRef<void(WireJson)> emit_chunk) override {
     if (done_) return absl::OkStatus();
+    auto emit = [&](Json chunk) { emit_chunk(WireJson(std::move(chunk))); };
     Json data = Json::parse(event.data, nullptr, /*allow_exceptions=*/false);
     if (!data.is_object()) return UpstreamFailed("Anthropic sent an invalid stream event");
     std::string type = StringField(data, "type", event.event);
@@ -223,7 +224,7 @@ class AnthropicStreamTranslator : public StreamTranslator {
     return absl::OkStatus();
   }
 
-  absl::Status OnEnd(absl::FunctionRef<void(Json)>) override {
+  absl::Status OnEnd(absl::FunctionRef<void(WireJson)>) override {
     if (done_) return absl::OkStatus();
     return UpstreamFailed("the Anthropic stream ended before message_stop");
   }

@@ -156,7 +156,7 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
     if (!request_.stream) return AnswerWhole();
     if (chat()) {
       for (int i = 0; i < n_; ++i) {
-        sink_->OnChunk(Chunk(i, {{"role", "assistant"}, {"content", ""}}, nullptr));
+        sink_->OnChunk(WireJson(Chunk(i, {{"role", "assistant"}, {"content", ""}}, nullptr)));
       }
     }
     StreamPiece(0);
@@ -165,19 +165,19 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
   void StreamPiece(size_t index) {
     if (index >= pieces_.size()) return EndStream();
     for (int i = 0; i < n_; ++i) {
-      sink_->OnChunk(Chunk(i, {{"content", pieces_[index]}}, nullptr));
+      sink_->OnChunk(WireJson(Chunk(i, {{"content", pieces_[index]}}, nullptr)));
     }
     Next(index + 1 < pieces_.size() ? delay_ : absl::ZeroDuration(),
          [this, index] { StreamPiece(index + 1); });
   }
 
   void EndStream() {
-    for (int i = 0; i < n_; ++i) sink_->OnChunk(Chunk(i, Json::object(), "stop"));
+    for (int i = 0; i < n_; ++i) sink_->OnChunk(WireJson(Chunk(i, Json::object(), "stop")));
     if (include_usage_) {
       Json usage_chunk = Base(chat() ? "chat.completion.chunk" : "text_completion");
       usage_chunk["choices"] = Json::array();
       usage_chunk["usage"] = Usage(prompt_tokens_, completion_tokens_ * n_);
-      sink_->OnChunk(std::move(usage_chunk));
+      sink_->OnChunk(WireJson(std::move(usage_chunk)));
     }
     Finish(absl::OkStatus());
   }
@@ -198,7 +198,7 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
     }
     body["choices"] = std::move(choices);
     body["usage"] = Usage(prompt_tokens_, completion_tokens_ * n_);
-    sink_->OnResponse(std::move(body));
+    sink_->OnResponse(WireJson(std::move(body)));
     Finish(absl::OkStatus());
   }
 
@@ -221,10 +221,11 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
       data.push_back(
           {{"object", "embedding"}, {"index", i}, {"embedding", PseudoEmbedding(inputs[i])}});
     }
-    sink_->OnResponse({{"object", "list"},
-                       {"data", std::move(data)},
-                       {"model", model_},
-                       {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}});
+    sink_->OnResponse(
+        WireJson(Json{{"object", "list"},
+                      {"data", std::move(data)},
+                      {"model", model_},
+                      {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}}));
     Finish(absl::OkStatus());
   }
 

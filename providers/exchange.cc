@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "base/errors.h"
+#include "providers/json_scan.h"
 #include "providers/upstream_errors.h"
 
 namespace terse::providers {
@@ -66,9 +67,9 @@ class ExchangeHandler : public HttpHandler {
       End(UpstreamFailed(std::string(events.status().message())));
       return false;
     }
-    for (const SseEvent& event : *events) {
-      absl::Status s =
-          translate_stream_->OnEvent(event, [&](Json chunk) { Emit(std::move(chunk)); });
+    for (SseEvent& event : *events) {
+      absl::Status s = translate_stream_->OnEvent(std::move(event),
+                                                  [&](WireJson chunk) { Emit(std::move(chunk)); });
       if (!s.ok()) {
         End(std::move(s));
         return false;
@@ -80,19 +81,22 @@ class ExchangeHandler : public HttpHandler {
   void Complete(absl::Status status) {
     if (!status.ok()) return End(std::move(status));
     if (status_ < 200 || status_ >= 300) return End(UpstreamErrorFromBody(status_, buffer_));
+    if (!stream_ && !translate_response_) {
+      // Already OpenAI's shape: checked, not parsed; the client gets the upstream's bytes.
+      if (!IsValidJson(buffer_)) return End(InvalidJson());
+      sink_->OnResponse(WireJson::FromText(std::move(buffer_)));
+      return End(absl::OkStatus());
+    }
     if (sse_) {
-      auto emit = [&](Json chunk) { Emit(std::move(chunk)); };
-      for (const SseEvent& event : parser_.Finish()) {
-        absl::Status s = translate_stream_->OnEvent(event, emit);
+      auto emit = [&](WireJson chunk) { Emit(std::move(chunk)); };
+      for (SseEvent& event : parser_.Finish()) {
+        absl::Status s = translate_stream_->OnEvent(std::move(event), emit);
         if (!s.ok()) return End(std::move(s));
       }
       return End(WithRecovery(translate_stream_->OnEnd(emit), Recovery::kRetry));
     }
     Json body = Json::parse(buffer_, nullptr, /*allow_exceptions=*/false);
-    if (body.is_discarded()) {
-      return End(WithRecovery(UpstreamFailed("the upstream answered with invalid JSON"),
-                              Recovery::kRetry));
-    }
+    if (body.is_discarded()) return End(InvalidJson());
     if (stream_) {
       // A 2xx that is not an event stream: an error object, or a server that ignored `stream`.
       if (body.is_object() && body.contains("error")) {
@@ -101,14 +105,18 @@ class ExchangeHandler : public HttpHandler {
       return End(WithRecovery(UpstreamFailed("the upstream did not answer with an event stream"),
                               Recovery::kFallBack));
     }
-    absl::StatusOr<Json> translated = translate_response_ ? translate_response_(std::move(body))
-                                                          : absl::StatusOr<Json>(std::move(body));
+    absl::StatusOr<Json> translated = translate_response_(std::move(body));
     if (!translated.ok()) return End(translated.status());
-    sink_->OnResponse(*std::move(translated));
+    sink_->OnResponse(WireJson(*std::move(translated)));
     End(absl::OkStatus());
   }
 
-  void Emit(Json chunk) {
+  static absl::Status InvalidJson() {
+    return WithRecovery(UpstreamFailed("the upstream answered with invalid JSON"),
+                        Recovery::kRetry);
+  }
+
+  void Emit(WireJson chunk) {
     if (!finished_) sink_->OnChunk(std::move(chunk));
   }
   void End(absl::Status status) {
@@ -145,17 +153,60 @@ class NoopCall : public Call {
 
 class OpenAiStreamTranslator : public StreamTranslator {
  public:
-  absl::Status OnEvent(const SseEvent& event, absl::FunctionRef<void(Json)> emit) override {
+  absl::Status OnEvent(SseEvent event, absl::FunctionRef<void(WireJson)> emit) override {
     if (done_) return absl::OkStatus();
     if (event.data == "[DONE]") {
       done_ = true;
       return absl::OkStatus();
     }
-    Json chunk = Json::parse(event.data, nullptr, /*allow_exceptions=*/false);
-    if (chunk.is_discarded() || !chunk.is_object()) {
-      return UpstreamFailed("the upstream sent an invalid stream event");
+    if (!IsValidJson(event.data)) return InvalidEvent();
+    // What terse must know of the chunk, read off its text: `error`, and a finish_reason.
+    bool has_error = false;
+    bool finished = false;
+    bool escaped_key = false;  // only the parser knows what a key with escapes spells
+    auto check_key = [&](std::string_view key) {
+      if (key.find('\\') != std::string_view::npos) escaped_key = true;
+    };
+    const bool object = ForEachMember(event.data, [&](std::string_view key, std::string_view v) {
+      check_key(key);
+      if (key == "error") has_error = true;
+      if (key != "choices") return;
+      ForEachElement(v, [&](std::string_view choice) {
+        ForEachMember(choice, [&](std::string_view choice_key, std::string_view value) {
+          check_key(choice_key);
+          if (choice_key == "finish_reason" && value != "null") finished = true;
+        });
+      });
+    });
+    if (!object) return InvalidEvent();
+    // Data lines joined with '\n' (the relayed event must be one line), a byte order mark, an
+    // escaped key: rare enough to take the parser's way.
+    if (escaped_key || event.data.find('\n') != std::string::npos ||
+        static_cast<unsigned char>(event.data[0]) == 0xEF) {
+      return OnParsedEvent(event.data, emit);
     }
-    if (chunk.contains("error")) return UpstreamErrorFromBody(500, event.data);
+    if (has_error) return UpstreamErrorFromBody(500, event.data);
+    if (finished) saw_finish_ = true;
+    emit(WireJson::FromText(std::move(event.data)));
+    return absl::OkStatus();
+  }
+
+  absl::Status OnEnd(absl::FunctionRef<void(WireJson)>) override {
+    // Some OpenAI-compatible servers omit [DONE]; a finish_reason is then the proper end.
+    if (done_ || saw_finish_) return absl::OkStatus();
+    return UpstreamFailed("the upstream stream ended before it was complete");
+  }
+
+ private:
+  static absl::Status InvalidEvent() {
+    return UpstreamFailed("the upstream sent an invalid stream event");
+  }
+
+  // The same checks on the parsed chunk, which goes on re-encoded.
+  absl::Status OnParsedEvent(const std::string& data, absl::FunctionRef<void(WireJson)> emit) {
+    Json chunk = Json::parse(data, nullptr, /*allow_exceptions=*/false);
+    if (chunk.is_discarded() || !chunk.is_object()) return InvalidEvent();
+    if (chunk.contains("error")) return UpstreamErrorFromBody(500, data);
     if (chunk.contains("choices") && chunk["choices"].is_array()) {
       for (const Json& choice : chunk["choices"]) {
         if (choice.is_object() && choice.contains("finish_reason") &&
@@ -164,17 +215,10 @@ class OpenAiStreamTranslator : public StreamTranslator {
         }
       }
     }
-    emit(std::move(chunk));
+    emit(WireJson(std::move(chunk)));
     return absl::OkStatus();
   }
 
-  absl::Status OnEnd(absl::FunctionRef<void(Json)>) override {
-    // Some OpenAI-compatible servers omit [DONE]; a finish_reason is then the proper end.
-    if (done_ || saw_finish_) return absl::OkStatus();
-    return UpstreamFailed("the upstream stream ended before it was complete");
-  }
-
- private:
   bool done_ = false;
   bool saw_finish_ = false;
 };

@@ -28,17 +28,17 @@ class StreamTranslator {
  public:
   virtual ~StreamTranslator() = default;
   // Translates one event; `emit` takes each resulting chunk. An error ends the call with it.
-  virtual absl::Status OnEvent(const SseEvent& event, absl::FunctionRef<void(Json)> emit) = 0;
+  virtual absl::Status OnEvent(SseEvent event, absl::FunctionRef<void(WireJson)> emit) = 0;
   // At the end of the body: OK when the stream ended properly, else why not.
-  virtual absl::Status OnEnd(absl::FunctionRef<void(Json)> emit) = 0;
+  virtual absl::Status OnEnd(absl::FunctionRef<void(WireJson)> emit) = 0;
 };
 
 // The upstream's whole JSON answer in OpenAI's shape.
 using ResponseTranslator = std::function<absl::StatusOr<Json>(Json upstream)>;
 
 // Starts `request` on `client` and reports to `sink`: OnResponse (non-streaming; the body through
-// `translate_response`) or OnChunk per translated event, then exactly one OnDone. Non-2xx answers
-// become UpstreamErrorFromBody errors.
+// `translate_response`, or as received with its text when there is none) or OnChunk per
+// translated event, then exactly one OnDone. Non-2xx answers become UpstreamErrorFromBody errors.
 std::unique_ptr<Call> StartExchange(HttpClient& client, HttpRequest request, bool stream,
                                     ResponseTranslator translate_response,
                                     std::unique_ptr<StreamTranslator> translate_stream,
@@ -50,7 +50,8 @@ std::unique_ptr<Call> FailedCall(HttpClient& client, absl::Status status,
                                  std::shared_ptr<ResponseSink> sink);
 
 // The OpenAI stream: `data: {chunk}` events ending with `data: [DONE]`; an `error` object in the
-// stream ends the call with that error.
+// stream ends the call with that error. Chunks are relayed as their text, checked but not parsed
+// (a chunk whose data spans several lines is parsed and re-encoded onto one).
 std::unique_ptr<StreamTranslator> NewOpenAiStreamTranslator();
 
 }  // namespace terse::providers

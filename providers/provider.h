@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "base/json.h"
+#include "providers/wire_json.h"
 
 namespace terse::providers {
 
@@ -31,10 +32,12 @@ struct Request {
 class ResponseSink {
  public:
   virtual ~ResponseSink() = default;
-  // Non-streaming: the whole response body (OpenAI shape, `usage` included).
-  virtual void OnResponse(Json body) = 0;
-  // Streaming: one OpenAI chunk object as it arrives (the usage chunk has `choices: []`).
-  virtual void OnChunk(Json chunk) = 0;
+  // Non-streaming: the whole response body (OpenAI shape, `usage` included). An OpenAI-shaped
+  // upstream's body keeps its text as received (and its parsed value).
+  virtual void OnResponse(WireJson body) = 0;
+  // Streaming: one OpenAI chunk object as it arrives (the usage chunk has `choices: []`). An
+  // OpenAI-shaped upstream's chunk is its event's JSON text as received, unparsed, on one line.
+  virtual void OnChunk(WireJson chunk) = 0;
   // The end. OK after a clean end; otherwise an error of base/errors.h (upstream 4xx keep their
   // status and message, 5xx and network failures are UpstreamFailed, timeouts UpstreamTimedOut,
   // cancellation kCancelled).

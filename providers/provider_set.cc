@@ -71,10 +71,10 @@ class ProviderSet::FallbackCall : public Call, public std::enable_shared_from_th
    public:
     AttemptSink(std::shared_ptr<FallbackCall> call, uint64_t attempt)
         : call_(std::move(call)), attempt_(attempt) {}
-    void OnResponse(Json body) override {
+    void OnResponse(WireJson body) override {
       if (call_->Forwarding(attempt_)) call_->sink_->OnResponse(std::move(body));
     }
-    void OnChunk(Json chunk) override {
+    void OnChunk(WireJson chunk) override {
       if (call_->Forwarding(attempt_)) call_->sink_->OnChunk(std::move(chunk));
     }
     void OnDone(absl::Status status) override { call_->AttemptDone(attempt_, std::move(status)); }

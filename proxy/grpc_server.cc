@@ -179,8 +179,8 @@ class UnaryState final : public CallState {
 
   void Bind(grpc::ServerUnaryReactor* reactor) { reactor_ = reactor; }
 
-  void Reply(const ResponseHead& head, Json body) override {
-    absl::StatusOr<Response> decoded = decode_(head, body);
+  void Reply(const ResponseHead& head, providers::WireJson body) override {
+    absl::StatusOr<Response> decoded = decode_(head, body.json());
     {
       absl::MutexLock lock(&mu_);
       if (finished_) return;
@@ -195,7 +195,7 @@ class UnaryState final : public CallState {
   void StartStream(const ResponseHead&) override {
     Finish(absl::InternalError("the pipeline streamed the answer to a unary call"));
   }
-  void Chunk(Json) override {}
+  void Chunk(providers::WireJson) override {}
   void EndStream(absl::Status status) override {
     Finish(status.ok() ? absl::InternalError("the pipeline streamed the answer to a unary call")
                        : status);
@@ -255,11 +255,12 @@ class StreamState final : public CallState {
     AddResponseHeaders(*ctx_, head);  // before the first Write, which sends them
   }
 
-  void Chunk(Json chunk) override { Push(ChatChunkFromJson(chunk)); }
+  void Chunk(providers::WireJson chunk) override { Push(ChatChunkFromJson(chunk.json())); }
 
   // A whole answer where a stream was asked for: sent as one chunk carrying the whole message.
-  void Reply(const ResponseHead& head, Json body) override {
+  void Reply(const ResponseHead& head, providers::WireJson wire) override {
     StartStream(head);
+    Json& body = wire.mutable_json();
     if (body.is_object() && body.contains("choices") && body["choices"].is_array()) {
       for (Json& choice : body["choices"]) {
         if (choice.is_object() && choice.contains("message")) {

@@ -241,9 +241,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // ---- Responder events, on the strand. `seq` names the exchange they belong to.
-  void OnReply(uint64_t seq, const ResponseHead& head, Json body) {
+  void OnReply(uint64_t seq, const ResponseHead& head, const providers::WireJson& body) {
     if (!Current(seq)) return;
-    std::string payload = Dump(body);
+    const std::string& payload = body.text();
     std::string out = ResponseStart(200);
     absl::StrAppend(&out, "content-type: application/json\r\ncontent-length: ", payload.size(),
                     "\r\n");
@@ -269,9 +269,10 @@ class Session : public std::enable_shared_from_this<Session> {
     Queue(std::move(out));
   }
 
-  void OnChunk(uint64_t seq, const Json& chunk) {
+  // `events`: one or more whole SSE events.
+  void OnEvents(uint64_t seq, std::string events) {
     if (!Current(seq) || !exchange_->streaming) return;
-    QueueEvent(absl::StrCat("data: ", Dump(chunk), "\n\n"));
+    QueueEvent(std::move(events));
   }
 
   void OnEndStream(uint64_t seq, const absl::Status& status) {
@@ -714,27 +715,31 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 // The pipeline's view of one exchange: every event is posted to the session's strand, so the
-// pipeline's thread never waits for the network.
-class HttpResponder : public Responder {
+// pipeline's thread never waits for the network. A stream's events are gathered while a post is
+// pending: the chunks of one upstream read (often the whole answer) cost one hand-off to the I/O
+// thread, not one each.
+class HttpResponder : public Responder, public std::enable_shared_from_this<HttpResponder> {
  public:
   HttpResponder(std::shared_ptr<Session> session, uint64_t seq)
       : session_(std::move(session)), seq_(seq) {}
 
-  void Reply(const ResponseHead& head, Json body) override {
+  void Reply(const ResponseHead& head, providers::WireJson body) override {
     session_->Post([s = session_, seq = seq_, head, body = std::move(body)]() mutable {
-      s->OnReply(seq, head, std::move(body));
+      s->OnReply(seq, head, body);
     });
   }
   void StartStream(const ResponseHead& head) override {
-    session_->Post([s = session_, seq = seq_, head]() { s->OnStartStream(seq, head); });
+    Gather([&](Batch& b) { b.head = head; });
   }
-  void Chunk(Json chunk) override {
-    session_->Post(
-        [s = session_, seq = seq_, chunk = std::move(chunk)]() { s->OnChunk(seq, chunk); });
+  void Chunk(providers::WireJson chunk) override {
+    const std::string& text = chunk.text();
+    Gather([&](Batch& b) {
+      b.events.reserve(b.events.size() + text.size() + 8);
+      b.events.append("data: ").append(text).append("\n\n");
+    });
   }
   void EndStream(absl::Status status) override {
-    session_->Post(
-        [s = session_, seq = seq_, status = std::move(status)]() { s->OnEndStream(seq, status); });
+    Gather([&](Batch& b) { b.end = std::move(status); });
   }
   void Fail(absl::Status status) override {
     session_->Post(
@@ -742,8 +747,46 @@ class HttpResponder : public Responder {
   }
 
  private:
+  // What a stream said since the last delivery, in this order.
+  struct Batch {
+    std::optional<ResponseHead> head;  // StartStream
+    std::string events;                // Chunk: SSE events
+    std::optional<absl::Status> end;   // EndStream
+  };
+
+  template <typename Fn>
+  void Gather(Fn add) {
+    bool post;
+    {
+      absl::MutexLock lock(&mu_);
+      add(batch_);
+      post = !posted_;
+      posted_ = true;
+    }
+    if (post) session_->Post([self = shared_from_this()] { self->Deliver(); });
+  }
+
+  // On the strand.
+  void Deliver() {
+    Batch batch;
+    {
+      absl::MutexLock lock(&mu_);
+      batch = std::move(batch_);
+      batch_ = Batch();
+      posted_ = false;
+    }
+    if (batch.head.has_value()) session_->OnStartStream(seq_, *batch.head);
+    if (!batch.events.empty()) session_->OnEvents(seq_, std::move(batch.events));
+    if (batch.end.has_value()) session_->OnEndStream(seq_, *batch.end);
+  }
+
+  // Constant after construction.
   const std::shared_ptr<Session> session_;
   const uint64_t seq_;
+
+  absl::Mutex mu_;
+  Batch batch_ ABSL_GUARDED_BY(mu_);
+  bool posted_ ABSL_GUARDED_BY(mu_) = false;  // a Deliver is on its way to the strand
 };
 
 void Session::StartCall(http::request<http::string_body> req, Operation operation, Route route) {

@@ -298,12 +298,11 @@ struct Usage {
   bool seen = false;
 };
 
-// `usage` of a response or chunk, when it is an object.
-void ReadUsage(const Json& j, Usage& usage) {
-  auto it = j.find("usage");
-  if (it == j.end() || !it->is_object()) return;
-  usage.prompt_tokens = it->value("prompt_tokens", uint64_t{0});
-  usage.completion_tokens = it->value("completion_tokens", uint64_t{0});
+// A response's or chunk's `usage` member, when it is an object.
+void ReadUsage(const Json& member, Usage& usage) {
+  if (!member.is_object()) return;
+  usage.prompt_tokens = member.value("prompt_tokens", uint64_t{0});
+  usage.completion_tokens = member.value("completion_tokens", uint64_t{0});
   usage.seen = true;
 }
 
@@ -360,8 +359,8 @@ class CallState : public std::enable_shared_from_this<CallState> {
   void Cancel();
 
   // Upstream sink events; the provider serializes them on its event-loop thread.
-  void OnResponse(Json body);
-  void OnChunk(Json chunk);
+  void OnResponse(providers::WireJson body);
+  void OnChunk(providers::WireJson chunk);
   void OnDone(absl::Status status);
 
  private:
@@ -407,7 +406,7 @@ class CallState : public std::enable_shared_from_this<CallState> {
   absl::Time forwarded_ = absl::InfinitePast();
   absl::Time first_byte_ = absl::InfinitePast();
   bool stream_started_ = false;
-  std::optional<Json> response_;
+  std::optional<providers::WireJson> response_;
   Usage usage_;
   // Only on routes that record alignment pairs: the prompt before compression (set by Compress
   // before the step runs) and the streamed answer so far.
@@ -425,10 +424,10 @@ class CallState : public std::enable_shared_from_this<CallState> {
 class Sink : public providers::ResponseSink {
  public:
   explicit Sink(std::shared_ptr<CallState> call) : call_(std::move(call)) {}
-  void OnResponse(Json body) override {
+  void OnResponse(providers::WireJson body) override {
     if (call_) call_->OnResponse(std::move(body));
   }
-  void OnChunk(Json chunk) override {
+  void OnChunk(providers::WireJson chunk) override {
     if (call_) call_->OnChunk(std::move(chunk));
   }
   void OnDone(absl::Status status) override {
@@ -539,7 +538,8 @@ void CallState::Compress(Json body) {
 void CallState::Proceed(Json body) {
   if (info_.operation != Operation::kCompress) return Forward(std::move(body));
   // The compress operation answers with the messages it would have forwarded.
-  response_ = Json{{"model", model_}, {"messages", body.value("messages", Json::array())}};
+  response_ = providers::WireJson(
+      Json{{"model", model_}, {"messages", body.value("messages", Json::array())}});
   Finish(absl::OkStatus());
 }
 
@@ -556,7 +556,7 @@ void CallState::Forward(Json body) {
       request.endpoint = providers::Endpoint::kChatCompletions;
       break;
   }
-  body.erase("terse");  // a request's compression override never reaches the upstream
+  body.erase("terse");              // a request's compression override never reaches the upstream
   body["model"] = upstream_model_;  // keeps the field's position
   if (stream_) {
     // terse needs the numbers for budgets even when the client did not ask for them.
@@ -613,25 +613,27 @@ void CallState::Cancel() {
   if (to_cancel != nullptr) to_cancel->Cancel();
 }
 
-void CallState::OnResponse(Json body) {
+void CallState::OnResponse(providers::WireJson body) {
   if (first_byte_ == absl::InfinitePast()) first_byte_ = absl::Now();
-  ReadUsage(body, usage_);
+  if (std::optional<Json> usage = body.Member("usage")) ReadUsage(*usage, usage_);
   response_ = std::move(body);
 }
 
-void CallState::OnChunk(Json chunk) {
+void CallState::OnChunk(providers::WireJson chunk) {
   if (first_byte_ == absl::InfinitePast()) first_byte_ = absl::Now();
-  auto usage = chunk.find("usage");
-  if (usage != chunk.end()) {
-    if (usage->is_object()) ReadUsage(chunk, usage_);
-    if (!client_wants_usage_) {
-      // The usage-only chunk exists because terse asked for it: the client never sees it.
-      auto choices = chunk.find("choices");
-      if (choices != chunk.end() && choices->is_array() && choices->empty()) return;
-      chunk.erase("usage");
+  // Most chunks surely have no `usage` and go on as the text they arrived as, unparsed.
+  if (chunk.MayContainKey("usage")) {
+    if (std::optional<Json> usage = chunk.Member("usage")) {
+      ReadUsage(*usage, usage_);
+      if (!client_wants_usage_) {
+        // The usage-only chunk exists because terse asked for it: the client never sees it.
+        std::optional<Json> choices = chunk.Member("choices");
+        if (choices.has_value() && choices->is_array() && choices->empty()) return;
+        chunk.mutable_json().erase("usage");
+      }
     }
   }
-  if (alignment_prompt_.has_value()) alignment_answer_ += AlignmentAnswerText(chunk);
+  if (alignment_prompt_.has_value()) alignment_answer_ += AlignmentAnswerText(chunk.json());
   if (!stream_started_) {
     stream_started_ = true;
     responder_->StartStream(head_);
@@ -651,7 +653,7 @@ void CallState::Book(const Usage& usage, const v1::CompressionReport& compressio
 void CallState::RecordAlignmentPair() {
   if (!alignment_prompt_.has_value() || alignment_prompt_->empty()) return;
   std::string answer = stream_                 ? std::move(alignment_answer_)
-                       : response_.has_value() ? AlignmentAnswerText(*response_)
+                       : response_.has_value() ? AlignmentAnswerText(response_->json())
                                                : "";
   if (answer.empty()) return;  // a tool call or an empty answer teaches nothing
   pipeline_.recorder->Record(route_->compression().record_alignment_pairs(),

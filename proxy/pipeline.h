@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "base/json.h"
 #include "config/config.h"
+#include "providers/wire_json.h"
 #include "terse/v1/config.pb.h"
 #include "terse/v1/gateway.pb.h"
 
@@ -47,12 +48,14 @@ struct ResponseHead {
 //   Reply                          (a whole JSON response)
 //   StartStream, Chunk..., EndStream   (EndStream with an error becomes an error event)
 //   Fail                           (nothing sent yet: an error response / gRPC status)
+// Bodies and chunks of OpenAI-shaped upstreams arrive as their text as received: the HTTP face
+// relays that text, the gRPC face parses it (WireJson::json).
 class Responder {
  public:
   virtual ~Responder() = default;
-  virtual void Reply(const ResponseHead& head, Json body) = 0;
+  virtual void Reply(const ResponseHead& head, providers::WireJson body) = 0;
   virtual void StartStream(const ResponseHead& head) = 0;
-  virtual void Chunk(Json chunk) = 0;
+  virtual void Chunk(providers::WireJson chunk) = 0;
   virtual void EndStream(absl::Status status) = 0;
   virtual void Fail(absl::Status status) = 0;
 };
@@ -68,7 +71,7 @@ class PipelineCall {
 class CompressionStep {
  public:
   struct Result {
-    Json body;                       // the request body with its prompt text shortened
+    Json body;  // the request body with its prompt text shortened
     v1::CompressionReport report;
   };
   using Done = absl::AnyInvocable<void(absl::StatusOr<Result>) &&>;

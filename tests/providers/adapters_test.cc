@@ -110,6 +110,93 @@ TEST_F(AdaptersTest, OpenAiStreamingAsksForUsageAndDeliversChunks) {
   EXPECT_EQ(upstream_.last_request().Header("accept"), "text/event-stream");
 }
 
+// OpenAI-shaped answers are relayed as the upstream wrote them: checked, never re-encoded.
+TEST_F(AdaptersTest, OpenAiAnswersKeepTheUpstreamsBytes) {
+  const std::string body =
+      "{ \"id\": \"c1\", \"object\": \"chat.completion\", \"x_big\": 12345678901234567890123, "
+      "\"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\", \"content\": "
+      "\"caf\\u00e9\"}, \"finish_reason\": \"stop\"}], \"usage\": {\"prompt_tokens\": 7, "
+      "\"completion_tokens\": 2, \"total_tokens\": 9}}\n";
+  FakeReply reply;
+  reply.raw_body = body;
+  upstream_.EnqueueReply(reply);
+  auto set = MakeSet(v1::Provider::OPENAI);
+  auto sink = Run(*set, Chat(Messages("hi")));
+  ASSERT_THAT(sink->status(), IsOk());
+  EXPECT_TRUE(sink->response_relayed_as_received());
+  EXPECT_EQ(sink->response_text(), body);
+  EXPECT_EQ(sink->response()["usage"]["prompt_tokens"], 7);
+
+  FakeReply broken;
+  broken.raw_body = "{\"id\": \"c1\", \"choices\": [}";
+  upstream_.EnqueueReply(broken);
+  EXPECT_THAT(Run(*set, Chat(Messages("hi")))->status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("invalid JSON")));
+}
+
+TEST_F(AdaptersTest, OpenAiStreamChunksKeepTheUpstreamsBytes) {
+  const std::string first =
+      R"({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "caf\u00e9 \"q\""}, "finish_reason": null}], "x_unknown": [1.50, {"k": true}]})";
+  const std::string last =
+      R"({"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})";
+  const std::string usage =
+      R"({"id":"c1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}})";
+  FakeReply reply;
+  // Events split across writes, a comment line, CRLF endings, and data spread over two lines.
+  reply.raw_stream = {
+      "data: " + first.substr(0, 20), first.substr(20) + "\r\n\r\n: ping\n\n",
+      "data: {\"id\":\"c1\",\ndata: \"choices\":[{\"index\":0,\"delta\":{\"content\":"
+      "\"!\"},\"finish_reason\":null}]}\n\n",
+      "data: " + last + "\n\ndata: " + usage + "\n\n", "data: [DONE]\n\n"};
+  upstream_.EnqueueReply(reply);
+  auto set = MakeSet(v1::Provider::OPENAI);
+  auto sink = Run(*set, Chat(Messages("hi"), /*stream=*/true));
+  ASSERT_THAT(sink->status(), IsOk());
+  ASSERT_EQ(sink->chunks().size(), 4u);
+  EXPECT_THAT(
+      sink->chunk_texts(),
+      ::testing::ElementsAre(
+          first,
+          R"({"id":"c1","choices":[{"index":0,"delta":{"content":"!"},"finish_reason":null}]})",
+          last, usage));
+  // The two-line event had to be parsed (and re-encoded on one line); the others were not.
+  EXPECT_THAT(sink->chunks_relayed_as_received(), ::testing::ElementsAre(true, false, true, true));
+  EXPECT_EQ(sink->StreamedText(), "caf\xc3\xa9 \"q\"!");
+  EXPECT_EQ(sink->StreamedUsage()["prompt_tokens"], 5);
+}
+
+TEST_F(AdaptersTest, OpenAiStreamEventsAreStillChecked) {
+  auto set = MakeSet(v1::Provider::OPENAI);
+  FakeReply invalid;
+  invalid.raw_stream = {"data: {\"choices\":[{\"index\":0}]\n\n"};
+  upstream_.EnqueueReply(invalid);
+  auto sink = Run(*set, Chat(Messages("hi"), /*stream=*/true));
+  EXPECT_THAT(sink->status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("invalid stream event")));
+
+  FakeReply error;
+  error.raw_stream = {
+      "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
+      "data: {\"error\":{\"message\":\"model overloaded\",\"type\":\"server_error\"}}\n\n"};
+  upstream_.EnqueueReply(error);
+  sink = Run(*set, Chat(Messages("hi"), /*stream=*/true));
+  EXPECT_EQ(sink->chunks().size(), 1u);
+  EXPECT_THAT(sink->status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("model overloaded")));
+
+  // Without [DONE], a finish_reason is a proper end; without either, the stream was cut.
+  FakeReply finished;
+  finished.raw_stream = {
+      "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"};
+  upstream_.EnqueueReply(finished);
+  EXPECT_THAT(Run(*set, Chat(Messages("hi"), /*stream=*/true))->status(), IsOk());
+  FakeReply cut;
+  cut.raw_stream = {"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":null}]}\n\n"};
+  upstream_.EnqueueReply(cut);
+  EXPECT_THAT(Run(*set, Chat(Messages("hi"), /*stream=*/true))->status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("ended before")));
+}
+
 TEST_F(AdaptersTest, StreamedChunksArriveBeforeTheUpstreamFinishes) {
   FakeReply reply;
   reply.stall_after_chunks = 2;

@@ -100,17 +100,21 @@ class RecordingHttpHandler : public HttpHandler {
 // Records one provider call.
 class RecordingSink : public ResponseSink {
  public:
-  void OnResponse(Json body) override {
+  void OnResponse(WireJson body) override {
     std::lock_guard<std::mutex> lock(mu_);
     threads_.insert(std::this_thread::get_id());
-    response_ = std::move(body);
+    response_relayed_as_received_ = body.has_text();
+    response_text_ = body.text();
+    response_ = body.json();
     ++responses_;
     cv_.notify_all();
   }
-  void OnChunk(Json chunk) override {
+  void OnChunk(WireJson chunk) override {
     std::lock_guard<std::mutex> lock(mu_);
     threads_.insert(std::this_thread::get_id());
-    chunks_.push_back(std::move(chunk));
+    chunks_relayed_as_received_.push_back(chunk.has_text());  // before text() makes one
+    chunk_texts_.push_back(chunk.text());
+    chunks_.push_back(chunk.json());
     cv_.notify_all();
   }
   void OnDone(absl::Status status) override {
@@ -142,6 +146,24 @@ class RecordingSink : public ResponseSink {
   std::vector<Json> chunks() {
     std::lock_guard<std::mutex> lock(mu_);
     return chunks_;
+  }
+  // The text of each chunk as the sink got it, and whether it was the upstream's text (unparsed).
+  std::vector<std::string> chunk_texts() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return chunk_texts_;
+  }
+  std::vector<bool> chunks_relayed_as_received() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return chunks_relayed_as_received_;
+  }
+  // The response body's text, and whether it was the upstream's text.
+  std::string response_text() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return response_text_;
+  }
+  bool response_relayed_as_received() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return response_relayed_as_received_;
   }
   int dones() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -191,7 +213,11 @@ class RecordingSink : public ResponseSink {
   std::mutex mu_;
   std::condition_variable cv_;
   Json response_;
+  std::string response_text_;
+  bool response_relayed_as_received_ = false;
   std::vector<Json> chunks_;
+  std::vector<std::string> chunk_texts_;
+  std::vector<bool> chunks_relayed_as_received_;
   int responses_ = 0;
   int dones_ = 0;
   absl::Status status_;

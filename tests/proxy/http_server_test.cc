@@ -127,6 +127,32 @@ TEST_F(HttpServerTest, StreamingUsageChunkOnlyWhenAsked) {
   EXPECT_EQ(gw.upstream.last_request().JsonBody()["stream_options"]["include_usage"], true);
 }
 
+// On the wire: the upstream's events byte for byte (in one or several HTTP chunks), the usage
+// chunk terse asked for left out, then [DONE].
+TEST_F(HttpServerTest, StreamEventsReachTheClientAsTheUpstreamWroteThem) {
+  const std::string content =
+      R"({"id": "c9", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "caf\u00e9"}, "finish_reason": null}]})";
+  const std::string finish =
+      R"({"id":"c9","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})";
+  FakeReply reply;
+  reply.raw_stream = {"data: " + content + "\n\ndata: " + finish + "\n\n",
+                      "data: {\"id\":\"c9\",\"choices\":[],\"usage\":{\"prompt_tokens\":4}}\n\n"
+                      "data: [DONE]\n\n"};
+  gw.upstream.EnqueueReply(reply);
+  auto r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "hi", true));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->body, "data: " + content + "\n\ndata: " + finish + "\n\ndata: [DONE]\n\n");
+
+  const std::string answer = "{\"id\": \"c9\", \"choices\": [], \"usage\": {\"prompt_tokens\": 4}}";
+  FakeReply whole;
+  whole.raw_body = answer;
+  gw.upstream.EnqueueReply(whole);
+  r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "hi"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->body, answer);
+  EXPECT_EQ(r->Header("content-length"), std::to_string(answer.size()));
+}
+
 TEST_F(HttpServerTest, UnknownFieldsReachTheUpstreamUnchangedAndInOrder) {
   const std::string body =
       R"({"zeta":1,"model":"gpt-4o","messages":[{"role":"user","content":"x"}],)"

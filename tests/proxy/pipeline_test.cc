@@ -122,6 +122,92 @@ TEST_F(PipelineTest, StreamingKeepsTheUsageChunkWhenAsked) {
   EXPECT_GT(chunks.back()["usage"]["prompt_tokens"].get<int>(), 0);
 }
 
+// The upstream's stream events as the fake wrote them: content, the finish, then usage.
+const char kContentChunk[] =
+    R"({"id": "c9", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "caf\u00e9"}, "finish_reason": null}], "x_vendor": {"kept": [1.50]}})";
+const char kFinishChunk[] =
+    R"({"id":"c9","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})";
+const char kUsageChunk[] =
+    R"({"id":"c9","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":41,"completion_tokens":3,"total_tokens":44}})";
+
+FakeReply RawStream(std::vector<std::string> chunks) {
+  FakeReply reply;
+  for (std::string& chunk : chunks) reply.raw_stream.push_back("data: " + chunk + "\n\n");
+  reply.raw_stream.push_back("data: [DONE]\n\n");
+  return reply;
+}
+
+TEST_F(PipelineTest, StreamChunksAreRelayedAsReceivedAndTheUsageChunkIsBookedThenDropped) {
+  gw.upstream.EnqueueReply(RawStream({kContentChunk, kFinishChunk, kUsageChunk}));
+  Json body = Chat("gpt-4o", "hi");
+  body["stream"] = true;
+  auto r = RunToEnd(*gw.pipeline, body);
+  std::vector<std::string> texts;
+  for (const auto& e : r->events()) {
+    if (e.kind != Kind::kChunk) continue;
+    EXPECT_TRUE(e.as_received) << e.text;
+    texts.push_back(e.text);
+  }
+  // Byte for byte, and without the usage chunk terse added for itself.
+  EXPECT_THAT(texts, ElementsAre(kContentChunk, kFinishChunk));
+  EXPECT_THAT(r->terminal().status, ::terse::testing::IsOk());
+  const std::string metrics = gw.metrics.RenderPrometheus();
+  EXPECT_THAT(metrics,
+              HasSubstr("terse_upstream_tokens_total{route=\"gpt\",kind=\"prompt\"} 41\n"));
+  EXPECT_THAT(metrics,
+              HasSubstr("terse_upstream_tokens_total{route=\"gpt\",kind=\"completion\"} 3\n"));
+}
+
+TEST_F(PipelineTest, AskedForUsageChunkIsRelayedAsReceived) {
+  gw.upstream.EnqueueReply(RawStream({kContentChunk, kFinishChunk, kUsageChunk}));
+  Json body = Chat("gpt-4o", "hi");
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  auto r = RunToEnd(*gw.pipeline, body);
+  auto events = r->events();
+  std::vector<std::string> texts;
+  for (const auto& e : events) {
+    if (e.kind == Kind::kChunk) texts.push_back(e.text);
+  }
+  EXPECT_THAT(texts, ElementsAre(kContentChunk, kFinishChunk, kUsageChunk));
+  EXPECT_THAT(gw.metrics.RenderPrometheus(),
+              HasSubstr("terse_upstream_tokens_total{route=\"gpt\",kind=\"prompt\"} 41\n"));
+}
+
+// Some servers put `usage` on the last content chunk: the client that did not ask for usage gets
+// that chunk without it; the numbers are booked all the same.
+TEST_F(PipelineTest, UsageOnAContentChunkIsRemovedFromItWhenNotAsked) {
+  const std::string with_usage =
+      R"({"id":"c9","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":1}})";
+  gw.upstream.EnqueueReply(RawStream({kContentChunk, with_usage}));
+  Json body = Chat("gpt-4o", "hi");
+  body["stream"] = true;
+  auto r = RunToEnd(*gw.pipeline, body);
+  auto chunks = r->chunks();
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_EQ(
+      chunks[1],
+      Json::parse(
+          R"({"id":"c9","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]})"));
+  EXPECT_THAT(gw.metrics.RenderPrometheus(),
+              HasSubstr("terse_upstream_tokens_total{route=\"gpt\",kind=\"prompt\"} 8\n"));
+}
+
+TEST_F(PipelineTest, NonStreamingReplyIsTheUpstreamsBytesWithItsUsageBooked) {
+  const std::string answer =
+      R"({"id": "c9", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "caf\u00e9"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14}})";
+  FakeReply reply;
+  reply.raw_body = answer;
+  gw.upstream.EnqueueReply(reply);
+  auto r = RunToEnd(*gw.pipeline, Chat("gpt-4o", "hi"));
+  auto e = r->terminal();
+  ASSERT_EQ(e.kind, Kind::kReply) << e.status;
+  EXPECT_TRUE(e.as_received);
+  EXPECT_EQ(e.text, answer);
+  EXPECT_THAT(gw.metrics.RenderPrometheus(),
+              HasSubstr("terse_upstream_tokens_total{route=\"gpt\",kind=\"prompt\"} 12\n"));
+}
+
 TEST_F(PipelineTest, OrganizationHeadersOnlyWhereTheRouteSaysSo) {
   CallInfo info = Info();
   info.headers = {{"openai-organization", "org-1"}, {"openai-project", "proj-1"}};

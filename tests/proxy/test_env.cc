@@ -26,20 +26,22 @@ void RecordingResponder::Add(Event e) {
   changed_.notify_all();
 }
 
-void RecordingResponder::Reply(const ResponseHead& head, Json body) {
-  Add({Kind::kReply, std::move(body), absl::OkStatus(), head});
+void RecordingResponder::Reply(const ResponseHead& head, providers::WireJson body) {
+  const bool as_received = body.has_text();
+  Add({Kind::kReply, body.json(), body.text(), as_received, absl::OkStatus(), head});
 }
 void RecordingResponder::StartStream(const ResponseHead& head) {
-  Add({Kind::kStartStream, Json(), absl::OkStatus(), head});
+  Add({Kind::kStartStream, Json(), "", false, absl::OkStatus(), head});
 }
-void RecordingResponder::Chunk(Json chunk) {
-  Add({Kind::kChunk, std::move(chunk), absl::OkStatus(), {}});
+void RecordingResponder::Chunk(providers::WireJson chunk) {
+  const bool as_received = chunk.has_text();
+  Add({Kind::kChunk, chunk.json(), chunk.text(), as_received, absl::OkStatus(), {}});
 }
 void RecordingResponder::EndStream(absl::Status status) {
-  Add({Kind::kEndStream, Json(), std::move(status), {}});
+  Add({Kind::kEndStream, Json(), "", false, std::move(status), {}});
 }
 void RecordingResponder::Fail(absl::Status status) {
-  Add({Kind::kFail, Json(), std::move(status), {}});
+  Add({Kind::kFail, Json(), "", false, std::move(status), {}});
 }
 
 namespace {
@@ -85,7 +87,7 @@ RecordingResponder::Event RecordingResponder::terminal() const {
   for (const Event& e : events_) {
     if (IsTerminal(e.kind)) return e;
   }
-  return {Kind::kChunk, Json(), absl::UnknownError("no terminal event"), {}};
+  return {Kind::kChunk, Json(), "", false, absl::UnknownError("no terminal event"), {}};
 }
 
 std::vector<Json> RecordingResponder::chunks() const {

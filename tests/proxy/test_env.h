@@ -30,14 +30,16 @@ class RecordingResponder : public Responder {
   enum class Kind { kReply, kStartStream, kChunk, kEndStream, kFail };
   struct Event {
     Kind kind;
-    Json json;            // Reply body or Chunk
-    absl::Status status;  // EndStream / Fail
-    ResponseHead head;    // Reply / StartStream
+    Json json;                 // Reply body or Chunk
+    std::string text;          // Reply body or Chunk: the text the face would send
+    bool as_received = false;  // Reply body or Chunk: `text` is the upstream's, unparsed
+    absl::Status status;       // EndStream / Fail
+    ResponseHead head;         // Reply / StartStream
   };
 
-  void Reply(const ResponseHead& head, Json body) override;
+  void Reply(const ResponseHead& head, providers::WireJson body) override;
   void StartStream(const ResponseHead& head) override;
-  void Chunk(Json chunk) override;
+  void Chunk(providers::WireJson chunk) override;
   void EndStream(absl::Status status) override;
   void Fail(absl::Status status) override;
 

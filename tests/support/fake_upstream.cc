@@ -406,8 +406,11 @@ class FakeConnectionServer {
   }
 
   Outcome SendJson(int status, const Json& body, const FakeReply& reply) {
+    return SendText(status, body.dump(), reply);
+  }
+
+  Outcome SendText(int status, const std::string& text, const FakeReply& reply) {
     if (!Pause(reply.head_delay)) return Lost();
-    std::string text = body.dump();
     if (!Write(Head(status, "application/json", reply, text.size()) + text)) return Lost();
     return Outcome::kKeepAlive;
   }
@@ -486,6 +489,7 @@ class FakeConnectionServer {
       for (const std::string& piece : reply.raw_stream) events.push_back({piece, true});
       return SendStream(events, reply);
     }
+    if (!stream && reply.raw_body) return SendText(200, *reply.raw_body, reply);
     if (!stream && reply.body) return SendJson(200, *reply.body, reply);
 
     const std::string& path = request.path;

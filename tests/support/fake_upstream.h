@@ -57,6 +57,7 @@ struct FakeReply {
   // kAnswer.
   std::optional<std::string> text;      // the answer text; default: echo (see above)
   std::optional<Json> body;             // non-streaming: sent verbatim instead of a generated body
+  std::optional<std::string> raw_body;  // non-streaming: these bytes as the JSON body (over `body`)
   std::vector<std::string> raw_stream;  // streaming: these bytes, one write per piece (the
                                         // `chunk_delay` before each), instead of generated events
   absl::Duration head_delay = absl::ZeroDuration();   // pause before the response head

@@ -1,0 +1,27 @@
+// Checking and looking into JSON text without building a value: what the pass-through path needs
+// to relay an upstream's answer as received (is it valid, does it hold `error`, where is `usage`)
+// at a fraction of the cost of parsing it into a Json.
+#pragma once
+
+#include <string_view>
+
+#include "absl/functional/function_ref.h"
+
+namespace terse::providers {
+
+// True when `text` is exactly one JSON value that Json::parse accepts: the same grammar (RFC
+// 8259, surrounding whitespace allowed, a leading UTF-8 byte order mark skipped), the same checks
+// on strings (UTF-8, control characters, escapes, surrogate pairs) and numbers (finite doubles).
+bool IsValidJson(std::string_view text);
+
+// For text that IsValidJson accepted (anything else gives unspecified, but memory-safe, results):
+// calls `fn` with each member of the top-level object in order, `key` as written between its
+// quotes (escapes not decoded) and `value` the member's text. False when the text is not an
+// object.
+bool ForEachMember(std::string_view object,
+                   absl::FunctionRef<void(std::string_view key, std::string_view value)> fn);
+
+// The same for the elements of a top-level array. False when the text is not an array.
+bool ForEachElement(std::string_view array, absl::FunctionRef<void(std::string_view value)> fn);
+
+}  // namespace terse::providers

@@ -1,0 +1,73 @@
+// Lazy conversions between the two forms of a WireJson.
+#include "providers/wire_json.h"
+
+#include <utility>
+
+#include "providers/json_scan.h"
+
+namespace terse::providers {
+
+WireJson WireJson::FromText(std::string text) {
+  WireJson out;
+  out.text_ = std::move(text);
+  out.value_.reset();
+  return out;
+}
+
+const std::string& WireJson::text() const {
+  if (!text_.has_value()) {
+    text_ = value_->dump(-1, ' ', false, Json::error_handler_t::replace);
+  }
+  return *text_;
+}
+
+const Json& WireJson::json() const {
+  if (!value_.has_value()) {
+    value_ = Json::parse(*text_, nullptr, /*allow_exceptions=*/false);
+    if (value_->is_discarded()) value_ = Json();
+  }
+  return *value_;
+}
+
+Json& WireJson::mutable_json() {
+  json();
+  text_.reset();
+  return *value_;
+}
+
+std::optional<Json> WireJson::Member(std::string_view key) const {
+  if (!value_.has_value()) {
+    std::optional<std::string_view> found;
+    bool escaped = false;  // a key with escapes: only the parser knows what it spells
+    ForEachMember(*text_, [&](std::string_view k, std::string_view v) {
+      if (k.find('\\') != std::string_view::npos) escaped = true;
+      if (k == key) found = v;  // the last of duplicates wins, as in the parser
+    });
+    if (!escaped) {
+      if (!found.has_value()) return std::nullopt;
+      Json member = Json::parse(*found, nullptr, /*allow_exceptions=*/false);
+      if (member.is_discarded()) return std::nullopt;
+      return member;
+    }
+  }
+  const Json& object = json();
+  if (!object.is_object()) return std::nullopt;
+  auto it = object.find(key);
+  if (it == object.end()) return std::nullopt;
+  return *it;
+}
+
+bool WireJson::MayContainKey(std::string_view key) const {
+  if (!text_.has_value()) return true;
+  const std::string& t = *text_;
+  // A key spelled with \u escapes would not match literally: such a text may hold any key.
+  if (t.find("\\u") != std::string::npos) return true;
+  for (size_t at = t.find(key); at != std::string::npos; at = t.find(key, at + 1)) {
+    if (at > 0 && t[at - 1] == '"' && at + key.size() < t.size() && t[at + key.size()] == '"') {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace terse::providers

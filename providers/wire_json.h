@@ -1,0 +1,49 @@
+// A JSON answer (a whole response or one stream chunk) that keeps the text it arrived in, so that
+// a pass-through relays the upstream's bytes without parsing and re-encoding them; the parsed
+// value is built only for whoever needs to look inside (usage accounting, the gRPC face).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "base/json.h"
+
+namespace terse::providers {
+
+// Not thread-safe (it parses and serializes lazily, even through const accessors); it moves along
+// one call's path.
+class WireJson {
+ public:
+  WireJson() : value_(Json()) {}  // JSON null
+  // A value terse built or changed; text() serializes it compactly.
+  explicit WireJson(Json value) : value_(std::move(value)) {}
+  // Wraps `text`, the complete serialization of ONE valid JSON value (the caller has checked it:
+  // json() parses it without further checks, and a parse failure there yields JSON null).
+  static WireJson FromText(std::string text);
+
+  // The JSON text: as received while the value is unchanged, else the value serialized compactly
+  // (invalid UTF-8 replaced by U+FFFD).
+  const std::string& text() const;
+  // The parsed value (parsed on first use; the text is kept).
+  const Json& json() const;
+  // The value, to change: the received text is dropped and text() serializes the value afterwards.
+  Json& mutable_json();
+
+  // The top-level member `key` of an object, or nullopt when there is none (or no object). From
+  // the text, only that member is parsed.
+  std::optional<Json> Member(std::string_view key) const;
+
+  // True when the text is at hand, so text() costs nothing: the text as received (while the value
+  // is unchanged), or a serialization text() made already.
+  bool has_text() const { return text_.has_value(); }
+  // A cheap, conservative test for a key anywhere in the object: false means `key` is surely
+  // absent at every level; true means it may be present (then look at json()).
+  bool MayContainKey(std::string_view key) const;
+
+ private:
+  mutable std::optional<std::string> text_;
+  mutable std::optional<Json> value_;
+};
+
+}  // namespace terse::providers

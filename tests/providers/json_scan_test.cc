@@ -1,0 +1,190 @@
+// The JSON scanner against nlohmann's parser (the two must accept exactly the same texts), and
+// WireJson's two forms.
+#include "providers/json_scan.h"
+
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "providers/wire_json.h"
+
+namespace terse::providers {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::Pair;
+
+bool ParserAccepts(const std::string& text) { return Json::accept(text); }
+
+TEST(JsonScanTest, AcceptsWhatTheParserAccepts) {
+  const std::vector<std::string> texts = {
+      "{}",
+      "[]",
+      " {} ",
+      "\t[ ]\r\n",
+      "0",
+      "-0",
+      "1.5e3",
+      "-1E-2",
+      "1e+9",
+      "true",
+      "false",
+      "null",
+      "\"\"",
+      "\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\"",
+      "\"\\u00e9\\uD83D\\uDE00\"",
+      "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"",
+      "{\"a\":[1,{\"b\":null}],\"c\":\"d\"}",
+      "[[[[[[]]]]]]",
+      "\xef\xbb\xbf{}",
+      "12345678901234567890123",
+      "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]}",
+      // Rejected ones.
+      "",
+      " ",
+      "{",
+      "}",
+      "[",
+      "[1,]",
+      "{\"a\":1,}",
+      "{,}",
+      "{\"a\"}",
+      "{\"a\" 1}",
+      "{a:1}",
+      "01",
+      "-",
+      "1.",
+      ".5",
+      "1e",
+      "1e+",
+      "+1",
+      "tru",
+      "nul",
+      "True",
+      "NaN",
+      "Infinity",
+      "1e999",
+      "-1e400",
+      "[1e308]",
+      "\"\\x\"",
+      "\"\\u12\"",
+      "\"\\uD83D\"",
+      "\"\\uDE00\"",
+      "\"\\uD83D\\u0041\"",
+      "\"a\nb\"",
+      "\"\x01\"",
+      "\"\xc3\"",
+      "\"\xc0\xaf\"",
+      "\"\xed\xa0\x80\"",
+      "\"\xf4\x90\x80\x80\"",
+      "\"\xff\"",
+      "\xef\xbb{}",
+      "{} {}",
+      "[] x",
+      "\"abc",
+      "{\"a\":1}}",
+      "[1]]",
+      "{\"a\":[}",
+      "/* c */ {}",
+      "\x7f",
+      "\"\x7f\"",
+      "[1 2]",
+      "{\"a\":1 \"b\":2}",
+  };
+  for (const std::string& text : texts) {
+    EXPECT_EQ(IsValidJson(text), ParserAccepts(text)) << "text: " << text;
+  }
+}
+
+// Random edits of real chunks: every verdict must match the parser's.
+TEST(JsonScanTest, AgreesWithTheParserOnMutatedTexts) {
+  const std::vector<std::string> seeds = {
+      R"({"id":"c1","object":"chat.completion.chunk","created":1700000000,"model":"m","choices":[{"index":0,"delta":{"content":"Hi \"you\" \u00e9"},"logprobs":null,"finish_reason":null}]})",
+      R"({"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":4,"total_tokens":24,"prompt_tokens_details":{"cached_tokens":0}}})",
+      R"([1,-2.5e-3,true,false,null,"x",{"a":[{}]}])",
+  };
+  const std::string alphabet =
+      "{}[],:\"\\/ 0123456789-+.eEtrufalsn\x01\n\t\xc3\xa9\xe2\x82\xac\xff";
+  std::mt19937 rng(12345);
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string text = seeds[i % seeds.size()];
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits && !text.empty(); ++e) {
+      const size_t at = rng() % text.size();
+      const char c = alphabet[rng() % alphabet.size()];
+      switch (rng() % 3) {
+        case 0:
+          text[at] = c;
+          break;
+        case 1:
+          text.insert(text.begin() + static_cast<std::ptrdiff_t>(at), c);
+          break;
+        default:
+          text.erase(at, 1);
+          break;
+      }
+    }
+    const bool ours = IsValidJson(text);
+    ASSERT_EQ(ours, ParserAccepts(text)) << "text: " << text;
+    accepted += ours;
+  }
+  // Both verdicts were exercised.
+  EXPECT_GT(accepted, 100);
+  EXPECT_LT(accepted, 19900);
+}
+
+TEST(JsonScanTest, WalksMembersAndElementsAsWritten) {
+  std::vector<std::pair<std::string, std::string>> members;
+  EXPECT_TRUE(ForEachMember(R"( {"a" : [1, {"x":"}"}] , "b\"c":"v,]", "d":-1.5e2,"e":{}} )",
+                            [&](std::string_view k, std::string_view v) {
+                              members.emplace_back(std::string(k), std::string(v));
+                            }));
+  EXPECT_THAT(members, ElementsAre(Pair("a", R"([1, {"x":"}"}])"), Pair("b\\\"c", R"("v,]")"),
+                                   Pair("d", "-1.5e2"), Pair("e", "{}")));
+  std::vector<std::string> elements;
+  EXPECT_TRUE(ForEachElement(R"([ {"i":0} , "s" ,null,[[]] ])",
+                             [&](std::string_view v) { elements.emplace_back(v); }));
+  EXPECT_THAT(elements, ElementsAre(R"({"i":0})", R"("s")", "null", "[[]]"));
+  EXPECT_FALSE(ForEachMember("[1]", [](std::string_view, std::string_view) {}));
+  EXPECT_FALSE(ForEachElement("{}", [](std::string_view) {}));
+}
+
+TEST(WireJsonTest, TextStaysAsReceivedUntilTheValueChanges) {
+  const std::string text = R"({"b": 1,  "a": "\u00e9", "usage": {"prompt_tokens": 3}})";
+  WireJson wire = WireJson::FromText(text);
+  EXPECT_TRUE(wire.has_text());
+  EXPECT_EQ(wire.json()["a"], "\xc3\xa9");
+  EXPECT_EQ(wire.text(), text);  // reading the value keeps the text
+  wire.mutable_json().erase("usage");
+  EXPECT_FALSE(wire.has_text());
+  EXPECT_EQ(wire.text(), R"({"b":1,"a":"é"})");
+}
+
+TEST(WireJsonTest, MemberParsesOnlyWhatItIsAskedFor) {
+  WireJson wire =
+      WireJson::FromText(R"({"choices":[],"usage":{"prompt_tokens":3},"usage":{"x":1}})");
+  ASSERT_TRUE(wire.Member("usage").has_value());
+  EXPECT_EQ(*wire.Member("usage"), Json({{"x", 1}}));  // the last duplicate, as the parser does
+  EXPECT_EQ(*wire.Member("choices"), Json::array());
+  EXPECT_FALSE(wire.Member("error").has_value());
+  EXPECT_TRUE(wire.has_text());
+  // A key written with escapes is still found.
+  EXPECT_EQ(*WireJson::FromText(R"({"us\u0061ge":{"a":1}})").Member("usage"), Json({{"a", 1}}));
+  EXPECT_FALSE(WireJson::FromText("[1]").Member("usage").has_value());
+  EXPECT_EQ(*WireJson(Json{{"usage", 2}}).Member("usage"), 2);
+}
+
+TEST(WireJsonTest, MayContainKeyIsNeverWrongWhenItSaysNo) {
+  EXPECT_FALSE(
+      WireJson::FromText(R"({"choices":[{"delta":{"content":"no"}}]})").MayContainKey("usage"));
+  EXPECT_TRUE(WireJson::FromText(R"({"choices":[],"usage":{}})").MayContainKey("usage"));
+  EXPECT_TRUE(WireJson::FromText(R"({"us\u0061ge":{}})").MayContainKey("usage"));
+  EXPECT_TRUE(WireJson(Json::object()).MayContainKey("usage"));
+}
+
+}  // namespace
+}  // namespace terse::providers
