@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -142,18 +143,30 @@ class HttpClient::Loop {
   }
 
   // libcurl's CURLMOPT_SOCKETFUNCTION: watch `s` for what libcurl waits for, or stop watching it.
-  static int OnSocket(CURL*, curl_socket_t s, int what, void* user, void*) {
+  // The socket's per-socket pointer (curl_multi_assign) holds what the epoll set watches for it,
+  // plus one (null: not in the set), so that a call that changes nothing costs no system call and
+  // a new socket is added without a failing EPOLL_CTL_MOD first.
+  static int OnSocket(CURL*, curl_socket_t s, int what, void* user, void* socketp) {
     auto* loop = static_cast<Loop*>(user);
+    const auto watched = reinterpret_cast<intptr_t>(socketp);
     if (what == CURL_POLL_REMOVE) {
-      epoll_ctl(loop->epoll_fd_, EPOLL_CTL_DEL, s, nullptr);  // ENOENT/EBADF: already gone
+      if (watched != 0) epoll_ctl(loop->epoll_fd_, EPOLL_CTL_DEL, s, nullptr);  // EBADF: closed
+      curl_multi_assign(loop->multi_, s, nullptr);
       return 0;
     }
     epoll_event ev{};
     ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
     ev.data.fd = s;
-    if (epoll_ctl(loop->epoll_fd_, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT) {
+    if (watched == static_cast<intptr_t>(ev.events) + 1) return 0;
+    if (watched == 0) {
+      if (epoll_ctl(loop->epoll_fd_, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST) {
+        epoll_ctl(loop->epoll_fd_, EPOLL_CTL_MOD, s, &ev);
+      }
+    } else if (epoll_ctl(loop->epoll_fd_, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT) {
       epoll_ctl(loop->epoll_fd_, EPOLL_CTL_ADD, s, &ev);
     }
+    curl_multi_assign(loop->multi_, s,
+                      reinterpret_cast<void*>(static_cast<intptr_t>(ev.events) + 1));
     return 0;
   }
 

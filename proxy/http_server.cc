@@ -295,6 +295,13 @@ class Session : public std::enable_shared_from_this<Session> {
     SendError(status);
   }
 
+  // Bytes queued between these two calls go out in one write (a stream's head, events and end
+  // in one segment instead of one each). On the strand.
+  void HoldWrites() { ++writes_held_; }
+  void ReleaseWrites() {
+    if (--writes_held_ == 0) Flush();
+  }
+
   // ---- Server events, on the strand.
   // Graceful shutdown: an idle connection closes now, a busy one after its response.
   void CloseWhenIdle() {
@@ -614,7 +621,7 @@ class Session : public std::enable_shared_from_this<Session> {
                                     {"request_id", exchange_ ? exchange_->request_id : ""}});
       return Close();
     }
-    Flush();
+    if (writes_held_ == 0) Flush();
   }
 
   // Writes what is queued; while a write is in flight, new bytes gather for the next one.
@@ -708,6 +715,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool lingering_ = false;
   bool closed_ = false;
   bool writing_ = false;
+  int writes_held_ = 0;        // HoldWrites without ReleaseWrites yet: Queue does not write
   std::string pending_;        // queued, not yet handed to the socket
   std::string writing_bytes_;  // handed to the socket
   std::string extra_allow_;    // the Allow header of a 405
@@ -775,9 +783,11 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
       batch_ = Batch();
       posted_ = false;
     }
+    session_->HoldWrites();
     if (batch.head.has_value()) session_->OnStartStream(seq_, *batch.head);
     if (!batch.events.empty()) session_->OnEvents(seq_, std::move(batch.events));
     if (batch.end.has_value()) session_->OnEndStream(seq_, *batch.end);
+    session_->ReleaseWrites();
   }
 
   // Constant after construction.
