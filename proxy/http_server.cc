@@ -314,7 +314,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void Close() {
     if (closed_) return;
     closed_ = true;
-    DisarmTimer();
+    StopTimer();
     if (exchange_ && exchange_->call) {
       exchange_->call->Cancel();
       exchange_->call.reset();
@@ -683,19 +683,39 @@ class Session : public std::enable_shared_from_this<Session> {
                             });
   }
 
-  // ---- The one timer: idle, request read and lingering timeouts.
+  // ---- The one timer: idle, request read and lingering timeouts. Arming and disarming only move
+  // `deadline_`; the one pending wait never lasts longer than kReadTimeout and, when it fires
+  // before the deadline, waits again for the rest. So the requests of a keep-alive connection
+  // cost no timer cancellation (each was a completion handler and a timer-queue update).
   void ArmTimer(std::chrono::steady_clock::duration d) {
-    const uint64_t generation = ++timer_generation_;
-    timer_.expires_after(d);
-    timer_.async_wait([self = shared_from_this(), generation](beast::error_code ec) {
-      if (ec || generation != self->timer_generation_) return;
-      self->Close();
-    });
+    deadline_ = std::chrono::steady_clock::now() + d;
+    if (timer_waiting_ && timer_.expiry() <= deadline_) return;
+    WaitForDeadline();
   }
 
-  void DisarmTimer() {
+  void DisarmTimer() { deadline_ = std::chrono::steady_clock::time_point::max(); }
+
+  // Close's: the pending wait ends now, so that it no longer holds the session.
+  void StopTimer() {
+    DisarmTimer();
     ++timer_generation_;
+    timer_waiting_ = false;
     timer_.cancel();
+  }
+
+  void WaitForDeadline() {
+    const uint64_t generation = ++timer_generation_;
+    timer_waiting_ = true;
+    timer_.expires_at(std::min(deadline_, std::chrono::steady_clock::now() + kReadTimeout));
+    timer_.async_wait([self = shared_from_this(), generation](beast::error_code ec) {
+      if (generation != self->timer_generation_) return;  // superseded or stopped
+      self->timer_waiting_ = false;
+      if (ec || self->closed_ || self->deadline_ == std::chrono::steady_clock::time_point::max()) {
+        return;
+      }
+      if (std::chrono::steady_clock::now() < self->deadline_) return self->WaitForDeadline();
+      self->Close();
+    });
   }
 
   // Constant after construction.
@@ -710,6 +730,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<Exchange> exchange_;
   uint64_t seq_ = 0;
   uint64_t timer_generation_ = 0;
+  bool timer_waiting_ = false;  // an async_wait of timer_ is pending
+  std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
   bool read_pending_ = false;
   bool header_waiting_ = false;
   bool lingering_ = false;
