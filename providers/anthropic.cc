@@ -271,7 +271,7 @@ class AnthropicProvider : public Provider {
 
   const std::string& name() const override { return settings_.name; }
 
-  std::unique_ptr<Call> Send(Request request, std::shared_ptr<ResponseSink> sink) override {
+  std::unique_ptr<Call> Send(const Request& request, std::shared_ptr<ResponseSink> sink) override {
     if (request.endpoint != Endpoint::kChatCompletions) {
       return FailedCall(client_,
                         InvalidRequest("provider \"" + settings_.name +

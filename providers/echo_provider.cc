@@ -287,9 +287,8 @@ class EchoProvider : public Provider {
 
   const std::string& name() const override { return settings_.name; }
 
-  std::unique_ptr<Call> Send(Request request, std::shared_ptr<ResponseSink> sink) override {
-    auto call = std::make_shared<EchoCall>(client_, settings_.echo_delay, std::move(request),
-                                           std::move(sink));
+  std::unique_ptr<Call> Send(const Request& request, std::shared_ptr<ResponseSink> sink) override {
+    auto call = std::make_shared<EchoCall>(client_, settings_.echo_delay, request, std::move(sink));
     call->Start();
     return std::make_unique<EchoHandle>(std::move(call));
   }

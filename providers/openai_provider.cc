@@ -1,6 +1,7 @@
 // OpenAI, Azure OpenAI and OpenAI-compatible servers (vLLM, Ollama, llama.cpp, LM Studio): the
 // same JSON both ways; they differ in the URL and the auth header.
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -22,6 +23,13 @@ const char* PathOf(Endpoint endpoint) {
       return "/embeddings";
   }
   return "/chat/completions";
+}
+
+// Whether `object` is an object whose `key` is the boolean `value`.
+bool IsBool(const Json& object, const char* key, bool value) {
+  if (!object.is_object()) return false;
+  auto it = object.find(key);
+  return it != object.end() && it->is_boolean() && it->get<bool>() == value;
 }
 
 // Percent-encodes a URL path segment (an Azure deployment name comes from the client's `model`).
@@ -47,7 +55,7 @@ class OpenAiProvider : public Provider {
 
   const std::string& name() const override { return settings_.name; }
 
-  std::unique_ptr<Call> Send(Request request, std::shared_ptr<ResponseSink> sink) override {
+  std::unique_ptr<Call> Send(const Request& request, std::shared_ptr<ResponseSink> sink) override {
     bool needs_key = settings_.kind != v1::Provider::OPENAI_COMPATIBLE;
     if (needs_key && settings_.api_key.empty()) {
       return FailedCall(
@@ -63,20 +71,34 @@ class OpenAiProvider : public Provider {
     absl::StatusOr<HttpRequest> http = NewHttpRequest(settings_, request);
     if (!http.ok()) return FailedCall(client_, http.status(), std::move(sink));
 
-    Json body = std::move(request.body);
-    if (!body.is_object()) {
+    if (!request.body.is_object()) {
       return FailedCall(client_, InvalidRequest("the request body must be a JSON object"),
                         std::move(sink));
     }
+    // The request's body is serialized as it is unless a field below must change; the pipeline
+    // usually set them already, and a copy of the body per attempt is then saved.
+    std::optional<Json> changed;
+    auto edit = [&]() -> Json& {
+      if (!changed.has_value()) changed = request.body;
+      return *changed;
+    };
     bool stream = request.stream && request.endpoint != Endpoint::kEmbeddings;
-    if (stream || body.contains("stream")) body["stream"] = stream;
+    if (auto it = request.body.find("stream");
+        (stream || it != request.body.end()) && !IsBool(request.body, "stream", stream)) {
+      edit()["stream"] = stream;
+    }
     if (stream) {
       // terse needs the usage of every call, streamed or not (budgets, savings).
-      if (!body.contains("stream_options") || !body["stream_options"].is_object()) {
-        body["stream_options"] = Json::object();
+      auto options = request.body.find("stream_options");
+      if (options == request.body.end() || !IsBool(*options, "include_usage", true)) {
+        Json& body = edit();
+        if (!body.contains("stream_options") || !body["stream_options"].is_object()) {
+          body["stream_options"] = Json::object();
+        }
+        body["stream_options"]["include_usage"] = true;
       }
-      body["stream_options"]["include_usage"] = true;
     }
+    const Json& body = changed.has_value() ? *changed : request.body;
 
     if (settings_.kind == v1::Provider::AZURE_OPENAI) {
       std::string deployment = StringField(body, "model");

@@ -57,8 +57,10 @@ class Provider {
   virtual ~Provider() = default;
   virtual const std::string& name() const = 0;
   // Starts one attempt and returns at once; the sink hears the rest, never inside Send itself
-  // (even failures known at once arrive on the loop thread).
-  virtual std::unique_ptr<Call> Send(Request request, std::shared_ptr<ResponseSink> sink) = 0;
+  // (even failures known at once arrive on the loop thread). The provider copies what it keeps of
+  // `request` (the caller keeps it for further attempts).
+  virtual std::unique_ptr<Call> Send(const Request& request,
+                                     std::shared_ptr<ResponseSink> sink) = 0;
 };
 
 }  // namespace terse::providers
