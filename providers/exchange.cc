@@ -159,15 +159,15 @@ class OpenAiStreamTranslator : public StreamTranslator {
       done_ = true;
       return absl::OkStatus();
     }
-    if (!IsValidJson(event.data)) return InvalidEvent();
-    // What terse must know of the chunk, read off its text: `error`, and a finish_reason.
+    // What terse must know of the chunk, read off its text as it is checked: that it is an
+    // object, whether it holds `error`, and a finish_reason.
     bool has_error = false;
     bool finished = false;
     bool escaped_key = false;  // only the parser knows what a key with escapes spells
     auto check_key = [&](std::string_view key) {
       if (key.find('\\') != std::string_view::npos) escaped_key = true;
     };
-    const bool object = ForEachMember(event.data, [&](std::string_view key, std::string_view v) {
+    const bool valid = IsValidJson(event.data, [&](std::string_view key, std::string_view v) {
       check_key(key);
       if (key == "error") has_error = true;
       if (key != "choices") return;
@@ -178,13 +178,15 @@ class OpenAiStreamTranslator : public StreamTranslator {
         });
       });
     });
-    if (!object) return InvalidEvent();
+    if (!valid) return InvalidEvent();
     // Data lines joined with '\n' (the relayed event must be one line), a byte order mark, an
     // escaped key: rare enough to take the parser's way.
     if (escaped_key || event.data.find('\n') != std::string::npos ||
         static_cast<unsigned char>(event.data[0]) == 0xEF) {
       return OnParsedEvent(event.data, emit);
     }
+    // Valid JSON, so a value follows the whitespace: it must be an object.
+    if (event.data[event.data.find_first_not_of(" \t\r")] != '{') return InvalidEvent();
     if (has_error) return UpstreamErrorFromBody(500, event.data);
     if (finished) saw_finish_ = true;
     emit(WireJson::FromText(std::move(event.data)));

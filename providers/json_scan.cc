@@ -20,7 +20,9 @@ int HexValue(char c) {
 
 class Validator {
  public:
-  explicit Validator(std::string_view text) : s_(text) {}
+  using OnMember = absl::FunctionRef<void(std::string_view key, std::string_view value)>;
+  explicit Validator(std::string_view text, const OnMember* on_member = nullptr)
+      : s_(text), on_member_(on_member) {}
 
   bool Run() {
     if (!s_.empty() && static_cast<unsigned char>(s_[0]) == 0xEF) {
@@ -44,7 +46,7 @@ class Validator {
           ++p_;  // empty container: a complete value
         } else {
           stack.push_back(c);
-          if (c == '{' && !Key()) return false;
+          if (c == '{' && !Key(stack.size())) return false;
           continue;
         }
       } else if (!Scalar()) {
@@ -52,6 +54,10 @@ class Validator {
       }
       // After a complete value: close containers, or go on to the next member or element.
       while (true) {
+        if (member_open_ && stack.size() == 1) {
+          member_open_ = false;
+          (*on_member_)(key_, s_.substr(value_start_, p_ - value_start_));
+        }
         SkipWs();
         if (stack.empty()) return p_ == s_.size();
         if (p_ >= s_.size()) return false;
@@ -59,7 +65,7 @@ class Validator {
         const char d = s_[p_++];
         if (d == ',') {
           SkipWs();
-          if (open == '{' && !Key()) return false;
+          if (open == '{' && !Key(stack.size())) return false;
           break;
         }
         if (d != (open == '{' ? '}' : ']')) return false;
@@ -73,13 +79,19 @@ class Validator {
     while (p_ < s_.size() && IsWs(s_[p_])) ++p_;
   }
 
-  // `"key" :` with the whitespace after the colon skipped.
-  bool Key() {
+  // `"key" :` with the whitespace after the colon skipped; `depth` is the object's.
+  bool Key(size_t depth) {
+    const size_t start = p_;
     if (p_ >= s_.size() || s_[p_] != '"' || !String()) return false;
+    if (depth == 1 && on_member_ != nullptr) {
+      key_ = s_.substr(start + 1, p_ - start - 2);
+      member_open_ = true;
+    }
     SkipWs();
     if (p_ >= s_.size() || s_[p_] != ':') return false;
     ++p_;
     SkipWs();
+    if (member_open_ && depth == 1) value_start_ = p_;
     return true;
   }
 
@@ -233,7 +245,12 @@ class Validator {
   }
 
   const std::string_view s_;
+  const OnMember* const on_member_;  // null: no one to tell
   size_t p_ = 0;
+  // The top-level member being checked, when on_member_ is set.
+  bool member_open_ = false;
+  std::string_view key_;
+  size_t value_start_ = 0;
 };
 
 // ---- Walking text that is known to be valid.
@@ -291,6 +308,11 @@ size_t Start(std::string_view s) {
 }  // namespace
 
 bool IsValidJson(std::string_view text) { return Validator(text).Run(); }
+
+bool IsValidJson(std::string_view text,
+                 absl::FunctionRef<void(std::string_view key, std::string_view value)> on_member) {
+  return Validator(text, &on_member).Run();
+}
 
 bool ForEachMember(std::string_view s,
                    absl::FunctionRef<void(std::string_view key, std::string_view value)> fn) {

@@ -14,6 +14,12 @@ namespace terse::providers {
 // on strings (UTF-8, control characters, escapes, surrogate pairs) and numbers (finite doubles).
 bool IsValidJson(std::string_view text);
 
+// The same check, telling `on_member` each member of a top-level object as it is checked (`key`
+// as written between its quotes, `value` its text), in order: one pass where IsValidJson followed
+// by ForEachMember would take two. The members reported before a failure mean nothing.
+bool IsValidJson(std::string_view text,
+                 absl::FunctionRef<void(std::string_view key, std::string_view value)> on_member);
+
 // For text that IsValidJson accepted (anything else gives unspecified, but memory-safe, results):
 // calls `fn` with each member of the top-level object in order, `key` as written between its
 // quotes (escapes not decoded) and `value` the member's text. False when the text is not an

@@ -18,9 +18,13 @@ absl::StatusOr<std::vector<SseEvent>> SseParser::Feed(std::string_view bytes) {
       }
     }
     if (c != '\n' && c != '\r') continue;
-    line_.append(bytes.substr(start, i - start));
-    ProcessLine(line_, out);
-    line_.clear();
+    if (line_.empty()) {
+      ProcessLine(bytes.substr(start, i - start), out);  // the whole line is in this piece
+    } else {
+      line_.append(bytes.substr(start, i - start));
+      ProcessLine(line_, out);
+      line_.clear();
+    }
     skip_lf_ = c == '\r';
     start = i + 1;
   }

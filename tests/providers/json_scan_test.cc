@@ -131,6 +131,16 @@ TEST(JsonScanTest, AgreesWithTheParserOnMutatedTexts) {
     const bool ours = IsValidJson(text);
     ASSERT_EQ(ours, ParserAccepts(text)) << "text: " << text;
     accepted += ours;
+    // The one-pass form gives the same verdict, and the same members as walking them afterwards.
+    std::vector<std::pair<std::string_view, std::string_view>> seen, walked;
+    ASSERT_EQ(
+        IsValidJson(text, [&](std::string_view k, std::string_view v) { seen.emplace_back(k, v); }),
+        ours);
+    if (ours) {
+      ForEachMember(text,
+                    [&](std::string_view k, std::string_view v) { walked.emplace_back(k, v); });
+      ASSERT_EQ(seen, walked) << "text: " << text;
+    }
   }
   // Both verdicts were exercised.
   EXPECT_GT(accepted, 100);
