@@ -19,6 +19,7 @@ RULES = [
     ("libcurl", lambda s, d: "libcurl" in d),
     ("locks (mutex, futex)",
      lambda s, d: re.search(r"futex|pthread_mutex|pthread_cond|absl.*Mutex|GraphCycles", s)),
+    ("malloc/free", lambda s, d: "jemalloc" in d),  # terse links jemalloc when installed
     ("malloc/free",
      lambda s, d: ("libc" in d or "libstdc++" in d or "terse" in d) and re.search(
          r"malloc|free|_int_|consolidate|unlink_chunk|operator new|operator delete|calloc|realloc"
