@@ -959,7 +959,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const v1::Config& 
   impl->port = impl->acceptor.local_endpoint().port();
 
   unsigned threads = config.listeners().io_threads();
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  if (threads == 0) {
+    // One core is left to the upstream HTTP engine's thread, which every request crosses: on 2
+    // cores, 1 I/O thread served 10-20% more requests than 2 with less CPU and lower latency.
+    threads = std::max(2u, std::thread::hardware_concurrency()) - 1;
+  }
   impl->Accept();
   for (unsigned i = 0; i < threads; ++i) {
     impl->threads.emplace_back([raw = impl.get()] {

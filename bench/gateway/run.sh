@@ -8,7 +8,7 @@
 # connection pauses DELAY_MS on average between requests), and the ratios.
 #
 # Environment: TERSE (binary), DURATION (per measurement), LEVELS (connection counts),
-# IO_THREADS (terse listeners.io_threads; 0 = one per core), PROXY_WORKERS (nginx proxy workers),
+# IO_THREADS (terse listeners.io_threads; 0 = cores - 1), PROXY_WORKERS (nginx proxy workers),
 # DELAY_MS (half-load pause), TERSE_WRAP (command prefix for terse), PROFILE (see below).
 # Run from anywhere; needs nginx, wrk and curl (perf or valgrind to profile).
 set -euo pipefail
