@@ -190,6 +190,8 @@ class Run {
   std::vector<size_t> OutputParts() const;
   CompressResult Unchanged(std::string reason) const;
   CompressResult Finish();
+  // Joins r's instruction, context and question into r.prompt and counts it against the origin.
+  void Total(CompressResult& r) const;
   std::vector<CompressResult::Piece> Explain() const;
 
   LanguageModel& lm_;
@@ -772,7 +774,6 @@ CompressResult Run::Unchanged(std::string reason) const {
   // An empty prompt comes back byte for byte; otherwise tags are removed.
   r.instruction = empty ? prompt_.instruction : parts_[0].marked.text;
   r.question = empty ? prompt_.question : parts_.back().marked.text;
-  std::vector<std::string_view> views = {r.instruction};
   for (size_t i = 0; i < prompt_.context.size(); ++i) {
     CompressResult::Item item;
     item.original_index = i;
@@ -780,14 +781,19 @@ CompressResult Run::Unchanged(std::string reason) const {
     item.kept = true;
     r.context.push_back(std::move(item));
   }
+  Total(r);
+  if (o_.explain) r.explanation.push_back({r.prompt, true});
+  return r;
+}
+
+void Run::Total(CompressResult& r) const {
+  std::vector<std::string_view> views = {r.instruction};
   for (const auto& item : r.context) views.push_back(item.text);
   views.push_back(r.question);
   r.prompt = Join(views);
   r.origin_tokens = origin_;
   r.compressed_tokens = target_.Count(r.prompt);
   r.rate = origin_ > 0 ? static_cast<double>(r.compressed_tokens) / origin_ : 1.0;
-  if (o_.explain) r.explanation.push_back({r.prompt, true});
-  return r;
 }
 
 std::vector<CompressResult::Piece> Run::Explain() const {
@@ -846,13 +852,7 @@ CompressResult Run::Finish() {
   for (size_t i = 0; i < prompt_.context.size(); ++i) {
     if (!listed[i]) r.context.push_back({i, std::string(), false});
   }
-  std::vector<std::string_view> views = {r.instruction};
-  for (const auto& item : r.context) views.push_back(item.text);
-  views.push_back(r.question);
-  r.prompt = Join(views);
-  r.origin_tokens = origin_;
-  r.compressed_tokens = target_.Count(r.prompt);
-  r.rate = origin_ > 0 ? static_cast<double>(r.compressed_tokens) / origin_ : 1.0;
+  Total(r);
   if (o_.explain) r.explanation = Explain();
   return r;
 }
