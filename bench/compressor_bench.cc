@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +21,7 @@
 #include "compressor/lm_tokenizer.h"
 #include "compressor/target_tokenizer.h"
 #include "compressor/torch_language_model.h"
+#include "tests/support/prose.h"
 
 namespace terse::compressor {
 namespace {
@@ -37,52 +37,7 @@ double Median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-// English-like prose of about `tokens` cl100k tokens (generated, deterministic per seed).
-std::string Prose(const TargetTokenizer& counter, size_t tokens, uint32_t seed) {
-  static const char* kWords[] = {
-      "the",     "model",    "reads",   "a",         "long",    "report",    "about",
-      "river",   "trade",    "in",      "northern",  "towns",   "where",     "merchants",
-      "sold",    "grain",    "and",     "salt",      "to",      "sailors",   "who",
-      "arrived", "each",     "spring",  "with",      "letters", "from",      "distant",
-      "cities",  "council",  "decided", "that",      "every",   "ship",      "should",
-      "pay",     "tax",      "before",  "unloading", "its",     "cargo",     "but",
-      "many",    "captains", "refused", "because",   "prices",  "were",      "already",
-      "high",    "after",    "storm",   "of",        "winter",  "bridge",    "was",
-      "rebuilt", "by",       "workers", "paid",      "silver",  "coins",     "this",
-      "story",   "explains", "how",     "small",     "harbors", "grew",      "into",
-      "busy",    "markets",  "over",    "several",   "decades", "while",     "farmers",
-      "planted", "barley",   "near",    "old",       "mills",   "children",  "learned",
-      "numbers", "at",       "school",  "teachers",  "wrote",   "careful",   "notes",
-      "on",      "weather",  "tides",   "roads",     "is",      "important", "they",
-      "it",      "for",      "as",      "not",       "had",     "one",       "all",
-      "would",   "there",    "their",   "when",      "an",      "been",      "if",
-      "more",    "no",       "out",     "so",        "what",    "up",        "said"};
-  constexpr size_t kCount = sizeof(kWords) / sizeof(kWords[0]);
-  std::mt19937 rng(seed);
-  std::string text;
-  size_t sentences = 0;
-  size_t next_check = tokens * 3;
-  while (true) {
-    std::string sentence;
-    const size_t len = 6 + rng() % 16;
-    for (size_t w = 0; w < len; ++w) {
-      std::string word = kWords[rng() % kCount];
-      if (w == 0) word[0] = static_cast<char>(std::toupper(word[0]));
-      if (!sentence.empty()) sentence += ' ';
-      sentence += word;
-      if (rng() % 19 == 0) sentence += " " + std::to_string(rng() % 2000);
-      if (w + 1 < len && rng() % 9 == 0) sentence += ',';
-    }
-    sentence += rng() % 7 == 0 ? "?" : ".";
-    if (!text.empty()) text += (++sentences % 6 == 0) ? "\n\n" : " ";
-    text += sentence;
-    if (text.size() < next_check) continue;
-    const size_t have = counter.Count(text);
-    if (have >= tokens) break;
-    next_check = text.size() + (tokens - have) * 3;
-  }
-  return text;
-}
+using ::terse::testing::Prose;
 
 // A multi-document prompt of about `tokens` tokens: documents of ~500 tokens, one of which
 // holds the answer to the question.

@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "compressor/compressor.h"
@@ -134,16 +133,7 @@ TEST_F(ShippedModelTest, DeterministicUnderConcurrency) {
     ASSERT_THAT(r, IsOk());
     expected.push_back(r->prompt);
   }
-  std::vector<std::string> got(8);
-  std::vector<std::thread> threads;
-  for (size_t k = 0; k < got.size(); ++k) {
-    threads.emplace_back([&, k] {
-      auto r = compressor_->CompressText(texts[k % texts.size()], o);
-      got[k] = r.ok() ? r->prompt : r.status().ToString();
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (size_t k = 0; k < got.size(); ++k) EXPECT_EQ(got[k], expected[k % texts.size()]);
+  testing::ExpectSameFromManyThreads(*compressor_, texts, o, expected, 8);
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "base/json.h"
@@ -176,7 +175,6 @@ TEST_F(CompressorTest, ReusedAndExactPastBothLandOnBudget) {
   const std::string text = Prose(1500, 12);
   const LanguageModel& lm = *testing::TinyModel();
   std::vector<int64_t> tokens_run;
-  std::vector<std::string> prompts;
   for (bool exact : {false, true}) {
     SCOPED_TRACE(exact ? "exact past" : "reused past");
     CompressOptions o = AtRate(0.4);
@@ -191,7 +189,6 @@ TEST_F(CompressorTest, ReusedAndExactPastBothLandOnBudget) {
     auto again = compressor_->CompressText(text, o);
     ASSERT_THAT(again, IsOk());
     EXPECT_EQ(again->prompt, r->prompt);
-    prompts.push_back(r->prompt);
   }
   // The kept 40% is what the exact past runs again (slides add a little to both).
   EXPECT_LT(static_cast<double>(tokens_run[0]), 0.8 * static_cast<double>(tokens_run[1]));
@@ -406,16 +403,7 @@ TEST_F(CompressorTest, DeterministicAndThreadSafe) {
     EXPECT_EQ(r->prompt, expected[i]);
   }
   // Many threads at once (the model batches them): the same bytes.
-  std::vector<std::string> got(texts.size() * 3);
-  std::vector<std::thread> threads;
-  for (size_t k = 0; k < got.size(); ++k) {
-    threads.emplace_back([&, k] {
-      auto r = compressor_->CompressText(texts[k % texts.size()], o);
-      got[k] = r.ok() ? r->prompt : r.status().ToString();
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (size_t k = 0; k < got.size(); ++k) EXPECT_EQ(got[k], expected[k % texts.size()]);
+  testing::ExpectSameFromManyThreads(*compressor_, texts, o, expected, texts.size() * 3);
 }
 
 TEST_F(CompressorTest, ContrastiveSentenceFilterDynamicRatioAndReorderRun) {

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
-#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "compressor/compressor.h"
@@ -14,6 +14,7 @@
 #include "compressor/lm_tokenizer.h"
 #include "compressor/target_tokenizer.h"
 #include "gtest/gtest.h"
+#include "tests/support/prose.h"
 
 namespace terse::compressor::testing {
 
@@ -150,49 +151,26 @@ inline const TargetTokenizer& Cl100k() {
   return *t;
 }
 
-// English-like prose of at least `tokens` cl100k tokens: sentences from a fixed vocabulary with
-// numbers, punctuation and paragraph breaks. Deterministic for a seed.
+// Prose of at least `tokens` cl100k tokens (tests/support/prose.h).
 inline std::string Prose(size_t tokens, uint32_t seed = 1) {
-  static const char* kWords[] = {
-      "the",      "model",    "reads",    "a",        "long",    "report",    "about",     "river",
-      "trade",    "in",       "northern", "towns",    "where",   "merchants", "sold",      "grain",
-      "and",      "salt",     "to",       "sailors",  "who",     "arrived",   "each",      "spring",
-      "with",     "letters",  "from",     "distant",  "cities",  "council",   "decided",   "that",
-      "every",    "ship",     "should",   "pay",      "tax",     "before",    "unloading", "its",
-      "cargo",    "but",      "many",     "captains", "refused", "because",   "prices",    "were",
-      "already",  "high",     "after",    "the",      "storm",   "of",        "winter",    "bridge",
-      "was",      "rebuilt",  "by",       "workers",  "paid",    "silver",    "coins",     "this",
-      "story",    "explains", "how",      "small",    "harbors", "grew",      "into",      "busy",
-      "markets",  "over",     "several",  "decades",  "while",   "farmers",   "planted",   "barley",
-      "near",     "old",      "mills",    "children", "learned", "numbers",   "at",        "school",
-      "teachers", "wrote",    "careful",  "notes",    "on",      "weather",   "tides",     "roads",
-      "is",       "important"};
-  constexpr size_t kCount = sizeof(kWords) / sizeof(kWords[0]);
-  std::mt19937 rng(seed);
-  std::string text;
-  const TargetTokenizer& counter = Cl100k();
-  size_t sentences = 0;
-  size_t next_check = tokens * 3;  // bytes; cl100k averages well over 3 bytes per token here
-  while (true) {
-    std::string sentence;
-    const size_t len = 6 + rng() % 14;
-    for (size_t w = 0; w < len; ++w) {
-      std::string word = kWords[rng() % kCount];
-      if (w == 0) word[0] = static_cast<char>(std::toupper(word[0]));
-      if (!sentence.empty()) sentence += ' ';
-      sentence += word;
-      if (rng() % 17 == 0) sentence += " " + std::to_string(rng() % 2000);
-      if (w + 1 < len && rng() % 9 == 0) sentence += ',';
-    }
-    sentence += rng() % 6 == 0 ? "?" : ".";
-    if (!text.empty()) text += (++sentences % 5 == 0) ? "\n\n" : " ";
-    text += sentence;
-    if (text.size() < next_check) continue;
-    const size_t have = counter.Count(text);
-    if (have >= tokens) break;
-    next_check = text.size() + (tokens - have) * 3;
+  return terse::testing::Prose(Cl100k(), tokens, seed);
+}
+
+// `callers` threads at once compress texts[k % texts.size()] with `options`; each must get
+// expected[k % texts.size()] byte for byte.
+inline void ExpectSameFromManyThreads(Compressor& compressor, const std::vector<std::string>& texts,
+                                      const CompressOptions& options,
+                                      const std::vector<std::string>& expected, size_t callers) {
+  std::vector<std::string> got(callers);
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < callers; ++k) {
+    threads.emplace_back([&, k] {
+      auto r = compressor.CompressText(texts[k % texts.size()], options);
+      got[k] = r.ok() ? r->prompt : r.status().ToString();
+    });
   }
-  return text;
+  for (auto& t : threads) t.join();
+  for (size_t k = 0; k < callers; ++k) EXPECT_EQ(got[k], expected[k % texts.size()]);
 }
 
 inline double Tolerance(double rate) { return std::max(0.05 * rate, 0.01); }
