@@ -1,7 +1,9 @@
-// The recovery mark travels as a status payload, so it survives copies and does not change the
-// status's code, message or wire detail.
+// The recovery mark and the retry delay travel as status payloads, so they survive copies and do
+// not change the status's code, message or wire detail.
 #include "providers/upstream_errors.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 
 #include "absl/strings/cord.h"
@@ -12,6 +14,7 @@ namespace terse::providers {
 namespace {
 
 constexpr std::string_view kRecoveryUrl = "type.terse.dev/UpstreamRecovery";
+constexpr std::string_view kRetryAfterUrl = "type.terse.dev/UpstreamRetryAfter";
 
 absl::string_view ToAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
@@ -46,7 +49,81 @@ std::string StringField(const Json& object, const char* key) {
   return "";
 }
 
+std::string_view TrimSpace(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool AllDigits(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// A non-negative decimal number of `unit`s: digits, and when `fraction` is allowed an optional
+// '.' and more digits. Signs, exponents, inner spaces and empty strings are not numbers.
+std::optional<absl::Duration> ParseDecimal(std::string_view s, absl::Duration unit, bool fraction) {
+  s = TrimSpace(s);
+  size_t dot = fraction ? s.find('.') : std::string_view::npos;
+  std::string_view whole = s.substr(0, dot);
+  std::string_view part = dot == std::string_view::npos ? "" : s.substr(dot + 1);
+  if (whole.empty() || !AllDigits(whole)) return std::nullopt;
+  if (dot != std::string_view::npos && (part.empty() || !AllDigits(part))) return std::nullopt;
+  // Far beyond any backoff limit: no need to compute it (or overflow doing so).
+  if (whole.size() > 12) return absl::InfiniteDuration();
+  int64_t n = 0;
+  for (char c : whole) n = n * 10 + (c - '0');
+  absl::Duration delay = unit * n;
+  absl::Duration scale = unit;
+  for (char c : part.substr(0, 6)) {
+    scale /= 10;
+    delay += scale * (c - '0');
+  }
+  return delay;
+}
+
+// An HTTP-date in any of the three forms recipients must accept (RFC 9110, 5.6.7): IMF-fixdate,
+// and the obsolete RFC 850 and asctime forms.
+std::optional<absl::Time> ParseHttpDate(std::string_view s) {
+  s = TrimSpace(s);
+  static constexpr const char* kFormats[] = {
+      "%a, %d %b %Y %H:%M:%S GMT",  // Sun, 06 Nov 1994 08:49:37 GMT
+      "%A, %d-%b-%y %H:%M:%S GMT",  // Sunday, 06-Nov-94 08:49:37 GMT
+      "%a %b %e %H:%M:%S %Y",       // Sun Nov  6 08:49:37 1994
+  };
+  for (const char* format : kFormats) {
+    absl::Time time;
+    std::string error;
+    if (absl::ParseTime(format, ToAbsl(s), absl::UTCTimeZone(), &time, &error)) return time;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
+
+absl::Status WithRetryAfter(absl::Status status, absl::Duration delay) {
+  if (status.ok()) return status;
+  status.SetPayload(ToAbsl(kRetryAfterUrl),
+                    absl::Cord(absl::FormatDuration(std::max(delay, absl::ZeroDuration()))));
+  return status;
+}
+
+std::optional<absl::Duration> RetryAfterOf(const absl::Status& status) {
+  auto payload = status.GetPayload(ToAbsl(kRetryAfterUrl));
+  if (!payload) return std::nullopt;
+  absl::Duration delay;
+  if (!absl::ParseDuration(std::string(*payload), &delay)) return std::nullopt;
+  return delay;
+}
+
+std::optional<absl::Duration> ParseRetryAfter(std::string_view retry_after_ms,
+                                              std::string_view retry_after, absl::Time now) {
+  if (auto ms = ParseDecimal(retry_after_ms, absl::Milliseconds(1), /*fraction=*/true)) return ms;
+  if (auto seconds = ParseDecimal(retry_after, absl::Seconds(1), /*fraction=*/false)) {
+    return seconds;
+  }
+  if (auto date = ParseHttpDate(retry_after)) return std::max(*date - now, absl::ZeroDuration());
+  return std::nullopt;
+}
 
 absl::Status WithRecovery(absl::Status status, Recovery recovery) {
   if (status.ok()) return status;

@@ -1,11 +1,14 @@
 // Failures of upstream calls as statuses of base/errors.h, each marked with what may help: a
-// retry on the same provider, a fallback to the next one, or nothing. The mark is set where the
-// failure is understood (the HTTP engine, the adapters) and read by ProviderSet.
+// retry on the same provider, a fallback to the next one, or nothing, and with the delay the
+// upstream asked for before a retry. The marks are set where the failure is understood (the HTTP
+// engine, the adapters) and read by ProviderSet.
 #pragma once
 
+#include <optional>
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 
 namespace terse::providers {
 
@@ -19,6 +22,20 @@ enum class Recovery {
 absl::Status WithRecovery(absl::Status status, Recovery recovery);
 // kNone for statuses without a mark.
 Recovery RecoveryOf(const absl::Status& status);
+
+// `status` with the delay the upstream asked for before the next attempt attached (a payload, as
+// the recovery mark: the code, message and wire detail stay as they are). OK stays OK.
+absl::Status WithRetryAfter(absl::Status status, absl::Duration delay);
+// The attached delay; nullopt when the upstream asked for none.
+std::optional<absl::Duration> RetryAfterOf(const absl::Status& status);
+
+// The delay asked for by an upstream answer's headers (their values; "" when absent):
+// `retry-after-ms` (OpenAI's: milliseconds, fraction allowed) when it is valid, else
+// `retry-after` as delta-seconds or an HTTP-date (then the time left from `now`; zero when it has
+// passed). Garbage in either is ignored; nullopt when neither gives a delay. A number too large to
+// mean anything becomes InfiniteDuration.
+std::optional<absl::Duration> ParseRetryAfter(std::string_view retry_after_ms,
+                                              std::string_view retry_after, absl::Time now);
 
 // An upstream error response. 4xx keep the upstream's HTTP status, message, type, code and param
 // (429 and 408 may be retried; 401, 403 and 404 fall back); 5xx become UpstreamFailed (502) with
