@@ -2,8 +2,10 @@
 // state without locks.
 #include "providers/exchange.h"
 
+#include <optional>
 #include <utility>
 
+#include "absl/time/clock.h"
 #include "base/errors.h"
 #include "providers/json_scan.h"
 #include "providers/upstream_errors.h"
@@ -29,6 +31,11 @@ class ExchangeHandler : public HttpHandler {
     bool ok_status = head.status >= 200 && head.status < 300;
     sse_ = ok_status && stream_ &&
            head.Header("content-type").find("text/event-stream") != std::string::npos;
+    // Read now: an HTTP-date counts from when the answer came, not from when its body ended.
+    if (!ok_status) {
+      retry_after_ =
+          ParseRetryAfter(head.Header("retry-after-ms"), head.Header("retry-after"), absl::Now());
+    }
   }
 
   bool OnBody(std::string_view bytes) override {
@@ -80,7 +87,13 @@ class ExchangeHandler : public HttpHandler {
 
   void Complete(absl::Status status) {
     if (!status.ok()) return End(std::move(status));
-    if (status_ < 200 || status_ >= 300) return End(UpstreamErrorFromBody(status_, buffer_));
+    if (status_ < 200 || status_ >= 300) {
+      absl::Status error = UpstreamErrorFromBody(status_, buffer_);
+      if (retry_after_ && RecoveryOf(error) == Recovery::kRetry) {
+        error = WithRetryAfter(std::move(error), *retry_after_);
+      }
+      return End(std::move(error));
+    }
     if (!stream_ && !translate_response_) {
       // Already OpenAI's shape: checked, not parsed; the client gets the upstream's bytes.
       if (!IsValidJson(buffer_)) return End(InvalidJson());
@@ -131,6 +144,7 @@ class ExchangeHandler : public HttpHandler {
   std::shared_ptr<ResponseSink> sink_;
 
   int status_ = 0;
+  std::optional<absl::Duration> retry_after_;  // what a non-2xx answer's head asked for
   bool sse_ = false;
   bool finished_ = false;
   std::string buffer_;
