@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <optional>
 #include <random>
 
 #include "absl/base/thread_annotations.h"
@@ -137,8 +138,14 @@ class ProviderSet::FallbackCall : public Call, public std::enable_shared_from_th
                          recovery != Recovery::kNone && absl::Now() < request_.deadline;
       const Retry& retry = targets_[target_].retry;
       if (may_recover && recovery == Recovery::kRetry && attempts_on_target_ < retry.max_attempts) {
-        backoff = Backoff(attempts_on_target_, retry.initial_backoff, retry.max_backoff);
-        if (absl::Now() + backoff < request_.deadline) next = Next::kRetry;
+        // The upstream's own delay is waited as asked, no jitter; one beyond max_backoff means
+        // this target is out for longer than a client should be held: fall back instead.
+        std::optional<absl::Duration> asked = RetryAfterOf(status);
+        backoff =
+            asked ? *asked : Backoff(attempts_on_target_, retry.initial_backoff, retry.max_backoff);
+        if (backoff <= retry.max_backoff && absl::Now() + backoff < request_.deadline) {
+          next = Next::kRetry;
+        }
       }
       if (next == Next::kFinish && may_recover && target_ + 1 < targets_.size()) {
         ++target_;

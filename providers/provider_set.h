@@ -35,6 +35,12 @@ class ProviderSet {
   // the sink; when a target's attempts are spent, falls back to the next. The sink sees one
   // coherent call (never chunks from two attempts).
   //
+  // When the failed answer asked for a delay (retry-after-ms, else retry-after), the retry waits
+  // exactly that instead of the backoff. A delay beyond the provider's max_backoff, or one that
+  // would pass the deadline, is not waited: the target is left for the next at once (or, after
+  // the last, the call ends with that error, a 429 say), since holding the client longer is worse
+  // than an honest error.
+  //
   // A target is also left for the next (without retrying) when it cannot serve at all: no API
   // key, upstream 401/403/404, TLS failure, no answer within the first-byte timeout. Errors of the
   // request itself (other 4xx) and cancellation end the call at once. After the last target the

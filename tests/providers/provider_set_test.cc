@@ -12,10 +12,13 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "base/errors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "providers/upstream_errors.h"
 #include "tests/providers/recorders.h"
 #include "tests/support/fake_upstream.h"
 #include "tests/support/status_matchers.h"
@@ -207,6 +210,109 @@ TEST_F(ProviderSetTest, FallsBackAtOnceWhenTheProviderCannotServe) {
   ASSERT_THAT(sink->status(), IsOk());
   EXPECT_EQ(sink->response()["choices"][0]["message"]["content"], "echoed back");
   EXPECT_EQ(healthy.request_count(), 1u);
+}
+
+// A 429 whose head asks for a delay with `header: value`.
+FakeReply RateLimited(const std::string& header, const std::string& value) {
+  FakeReply reply = FakeReply::Fail(429, "slow down", "rate_limit_error");
+  reply.headers.emplace_back(header, value);
+  return reply;
+}
+
+TEST_F(ProviderSetTest, WaitsTheDelayTheUpstreamAskedForThenSucceeds) {
+  FakeUpstream upstream;
+  upstream.EnqueueReply(RateLimited("retry-after-ms", "150"));
+  v1::Config config;
+  // The computed backoff would be ~1 ms: a later retry can only come from the upstream's delay.
+  AddProvider(config, "a", upstream.base_url())->mutable_retry()->set_max_backoff_ms(2000);
+  auto set = Create(config);
+  auto sink = std::make_shared<RecordingSink>();
+  set->Send({set->Find("a")}, Chat("after the pause", false), sink);
+  ASSERT_TRUE(sink->WaitDone());
+  ASSERT_THAT(sink->status(), IsOk());
+  EXPECT_EQ(sink->response()["choices"][0]["message"]["content"], "after the pause");
+  auto requests = upstream.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  // Measured where the requests arrived; a little slack for timer rounding only.
+  EXPECT_GE(requests[1].received - requests[0].received, absl::Milliseconds(140));
+}
+
+TEST_F(ProviderSetTest, ADelayBeyondMaxBackoffFallsBackAtOnce) {
+  FakeUpstream limited;
+  FakeUpstream healthy;
+  v1::Config config;
+  AddProvider(config, "a", limited.base_url())->mutable_retry()->set_max_backoff_ms(2000);
+  AddProvider(config, "b", healthy.base_url());
+  auto set = Create(config);
+  std::string in_an_hour = absl::FormatTime("%a, %d %b %Y %H:%M:%S GMT",
+                                            absl::Now() + absl::Hours(1), absl::UTCTimeZone());
+  size_t sent = 0;
+  for (const auto& [header, value] : std::vector<std::pair<std::string, std::string>>{
+           {"retry-after", "60"}, {"retry-after-ms", "60000"}, {"retry-after", in_an_hour}}) {
+    SCOPED_TRACE(header + ": " + value);
+    limited.SetDefaultReply(RateLimited(header, value));
+    auto sink = std::make_shared<RecordingSink>();
+    absl::Time start = absl::Now();
+    set->Send({set->Find("a"), set->Find("b")}, Chat("served by b", false), sink);
+    // Bounded well under the asked minute: a wait for it would fail here.
+    ASSERT_TRUE(sink->WaitDone(absl::Seconds(20)));
+    EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+    ASSERT_THAT(sink->status(), IsOk());
+    EXPECT_EQ(sink->response()["choices"][0]["message"]["content"], "served by b");
+    ++sent;
+    EXPECT_EQ(limited.request_count(), sent);  // one request each: no retry on "a"
+    EXPECT_EQ(healthy.request_count(), sent);
+  }
+}
+
+TEST_F(ProviderSetTest, ADelayTooLongForTheLastTargetEndsWithThe429) {
+  FakeUpstream limited;
+  v1::Config config;
+  AddProvider(config, "a", limited.base_url())->mutable_retry()->set_max_backoff_ms(60000);
+  auto set = Create(config);
+  // Beyond max_backoff; then within it but past the request's deadline.
+  struct Case {
+    std::string retry_after;
+    absl::Duration asked;
+    absl::Duration deadline_in;
+  };
+  size_t sent = 0;
+  for (const Case& c : {Case{"90", absl::Seconds(90), absl::InfiniteDuration()},
+                        Case{"45", absl::Seconds(45), absl::Seconds(30)}}) {
+    SCOPED_TRACE("retry-after: " + c.retry_after);
+    limited.SetDefaultReply(RateLimited("retry-after", c.retry_after));
+    auto sink = std::make_shared<RecordingSink>();
+    Request request = Chat("x", false);
+    request.deadline = absl::Now() + c.deadline_in;
+    set->Send({set->Find("a")}, request, sink);
+    ASSERT_TRUE(sink->WaitDone(absl::Seconds(20)));
+    EXPECT_THAT(sink->status(), StatusIs(absl::StatusCode::kResourceExhausted, "slow down"));
+    EXPECT_EQ(DetailOf(sink->status()).http_status, 429);
+    // The delay stays on the error, for whoever reports it to the client.
+    EXPECT_EQ(RetryAfterOf(sink->status()), c.asked);
+    EXPECT_EQ(limited.request_count(), ++sent);
+  }
+}
+
+TEST_F(ProviderSetTest, AGarbageRetryAfterIsIgnored) {
+  FakeUpstream upstream;
+  upstream.EnqueueReply(RateLimited("retry-after", "soon, maybe"));
+  FakeUpstream second;
+  v1::Config config;
+  v1::Provider* p = AddProvider(config, "a", upstream.base_url());
+  p->mutable_retry()->set_initial_backoff_ms(100);
+  p->mutable_retry()->set_max_backoff_ms(200);
+  AddProvider(config, "b", second.base_url());
+  auto set = Create(config);
+  auto sink = std::make_shared<RecordingSink>();
+  set->Send({set->Find("a"), set->Find("b")}, Chat("retried on a", false), sink);
+  ASSERT_TRUE(sink->WaitDone());
+  ASSERT_THAT(sink->status(), IsOk());
+  // The normal backoff ran (jittered within [50, 100] ms): not a fallback, not an instant retry.
+  auto requests = upstream.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_GE(requests[1].received - requests[0].received, absl::Milliseconds(45));
+  EXPECT_EQ(second.request_count(), 0u);
 }
 
 TEST_F(ProviderSetTest, ConnectionRefusedIsRetriedThenReported) {

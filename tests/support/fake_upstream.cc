@@ -247,6 +247,7 @@ class FakeConnectionServer {
     while (!server_.stopping_) {
       std::optional<FakeRequest> request = ReadRequest();
       if (!request) break;
+      request->received = absl::Now();
       bool client_wants_close = Lower(request->Header("connection")) == "close";
       {
         std::lock_guard<std::mutex> lock(server_.mu_);

@@ -30,6 +30,7 @@ struct FakeRequest {
   std::string path;    // target without the query
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased, in order
   std::string body;
+  absl::Time received;  // when the whole request had been read
 
   // The value of the first header `name` (case-insensitive), or "" when absent.
   std::string Header(std::string_view name) const;
