@@ -1,11 +1,12 @@
-// The libcurl engine. One thread owns the multi handle and every easy handle; other threads only
-// push closures onto a queue and wake the loop (an eventfd), so libcurl is never touched
-// concurrently. The loop drives libcurl with curl_multi_socket_action on an epoll set: libcurl
-// tells it which sockets to watch and when its timer is due, and hears back only about the sockets
-// that are ready. (curl_multi_perform instead polls every transfer's socket on every wake-up, which
-// made the loop thread the bottleneck of the gateway under concurrency.) The loop waits in
-// epoll_wait until a socket, the libcurl timer, one of our timers (Schedule, first-byte deadlines)
-// or a wakeup needs it.
+// The libcurl engine. Each lane has one driver thread that owns its multi handle and every easy
+// handle; other threads only push closures onto the lane's queue and wake it (an eventfd), so
+// libcurl is never touched concurrently. The driver runs libcurl with curl_multi_socket_action on
+// the lane's epoll set: libcurl tells it which sockets to watch and when its timer is due, and
+// hears back only about the sockets that are ready. (curl_multi_perform instead polls every
+// transfer's socket on every wake-up, which made the engine the bottleneck of the gateway under
+// concurrency.) A lane's own thread waits in epoll_wait until a socket, the libcurl timer, one of
+// our timers (Schedule, first-byte deadlines) or a wake-up needs it; a hosted lane's event loop
+// watches the epoll descriptor itself and calls HostedLane::Run.
 #include "providers/http_client.h"
 
 #include <curl/curl.h>
@@ -15,6 +16,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cassert>
 #include <cctype>
 #include <cerrno>
 #include <cstdint>
@@ -34,11 +37,15 @@
 namespace terse::providers {
 namespace internal {
 
-// What HttpCall handles and other threads share with the loop: the command queue. It outlives the
-// HttpClient when handles do, and then refuses every command.
+// What HttpCall handles and other threads share with one lane: its command queue. It outlives
+// the HttpClient when handles do, and then refuses every command.
+//
+// The lane's thread (the driver) queues its own commands on a list of its own, with no lock and no
+// wake-up: it is awake. Other threads queue under a mutex and wake the driver through an eventfd
+// in the lane's epoll set.
 class EngineCore {
  public:
-  // Owns `wake_fd`, an eventfd the loop watches.
+  // Owns `wake_fd`, an eventfd the lane watches.
   explicit EngineCore(int wake_fd) : wake_fd_(wake_fd) {}
   ~EngineCore() { close(wake_fd_); }
   EngineCore(const EngineCore&) = delete;
@@ -46,40 +53,88 @@ class EngineCore {
 
   int wake_fd() const { return wake_fd_; }
 
-  // Queues `command` for the loop thread and wakes it; false once the loop has shut down.
+  bool OnDriverThread() const {
+    return driver_.load(std::memory_order_acquire) == std::this_thread::get_id();
+  }
+
+  // The calling thread becomes the driver (or, with id(), nobody is until the next call). A hosted
+  // driver passes the host's run_soon; a lane thread of its own needs none.
+  void SetDriver(std::thread::id driver, absl::AnyInvocable<void()> run_soon) {
+    run_soon_ = std::move(run_soon);
+    run_soon_pending_ = false;
+    driver_.store(driver, std::memory_order_release);
+  }
+
+  // Queues `command` for the driver; false once the lane has shut down.
   bool Post(absl::AnyInvocable<void()> command) {
+    if (OnDriverThread()) {
+      if (closed_) return false;
+      local_.push_back(std::move(command));
+      if (!in_run_ && !run_soon_pending_ && run_soon_) {
+        run_soon_pending_ = true;
+        run_soon_();
+      }
+      return true;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_) return false;
     const bool was_empty = queue_.empty();
     queue_.push_back(std::move(command));
-    // One wake-up per batch: the loop takes the whole queue when it wakes.
+    // One wake-up per batch: the driver takes the whole queue when it wakes.
     if (was_empty) {
       const uint64_t one = 1;
       ssize_t ignored = write(wake_fd_, &one, sizeof(one));
-      (void)ignored;  // EAGAIN only when the counter is huge: the loop is awake anyway
+      (void)ignored;  // EAGAIN only when the counter is huge: the driver is awake anyway
     }
     return true;
   }
 
+  // Driver only, from here on.
+
+  // Brackets the driver's work: a Post in between needs no run_soon, the driver is at it.
+  void BeginRun() {
+    in_run_ = true;
+    run_soon_pending_ = false;
+  }
+  void EndRun() { in_run_ = false; }
+
+  bool HasLocal() const { return !local_.empty(); }
+
   std::vector<absl::AnyInvocable<void()>> TakeQueue() {
-    std::lock_guard<std::mutex> lock(mu_);
     std::vector<absl::AnyInvocable<void()>> out;
-    out.swap(queue_);
+    out.swap(local_);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (out.empty()) {
+      out.swap(queue_);
+    } else {
+      for (auto& command : queue_) out.push_back(std::move(command));
+      queue_.clear();
+    }
     return out;
   }
 
-  // Stops accepting commands if the queue is empty; false when commands are still waiting.
+  // Stops accepting commands if none is waiting; false when commands are still waiting.
   bool CloseIfIdle() {
+    if (!local_.empty()) return false;
     std::lock_guard<std::mutex> lock(mu_);
     if (!queue_.empty()) return false;
     accepting_ = false;
+    closed_ = true;
     return true;
   }
 
-  std::function<void(uint64_t)> cancel;  // set by the loop before any handle exists
+  std::function<void(uint64_t)> cancel;  // set by the lane before any handle exists
 
  private:
   const int wake_fd_;
+  std::atomic<std::thread::id> driver_{};
+  // The driver's own.
+  std::vector<absl::AnyInvocable<void()>> local_;
+  bool in_run_ = false;
+  bool run_soon_pending_ = false;
+  bool closed_ = false;
+  absl::AnyInvocable<void()> run_soon_;
+
   std::mutex mu_;  // std::mutex: pthread-based, so ThreadSanitizer understands it
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   std::vector<absl::AnyInvocable<void()>> queue_ ABSL_GUARDED_BY(mu_);
@@ -120,6 +175,14 @@ std::string HttpResponseHead::Header(std::string_view name) const {
   return "";
 }
 
+// The lane the calling thread runs, if any (checked against the lane's driver before use, so a
+// stale entry is harmless).
+struct LaneOfThread {
+  const HttpClient* client = nullptr;
+  size_t lane = 0;
+};
+thread_local LaneOfThread lane_of_thread;
+
 void HttpCall::Cancel() {
   std::weak_ptr<internal::EngineCore> weak = core_;
   uint64_t id = id_;
@@ -128,12 +191,18 @@ void HttpCall::Cancel() {
   });
 }
 
-// Everything that lives on the loop thread.
+// One lane: everything that lives on the lane's thread.
 class HttpClient::Loop {
  public:
-  // `epoll_fd` is owned by the loop; `wake_fd` (the core's) is already in its set.
-  Loop(HttpClient& client, CURLM* multi, int epoll_fd, int wake_fd)
-      : client_(client), multi_(multi), epoll_fd_(epoll_fd), wake_fd_(wake_fd) {}
+  // `epoll_fd` is owned by the loop; the core's wake_fd is already in its set.
+  Loop(HttpClient& client, size_t index, CURLM* multi, int epoll_fd,
+       std::shared_ptr<internal::EngineCore> core)
+      : client_(client),
+        index_(index),
+        multi_(multi),
+        epoll_fd_(epoll_fd),
+        wake_fd_(core->wake_fd()),
+        core_(std::move(core)) {}
 
   ~Loop() {
     if (thread_.joinable()) thread_.join();
@@ -178,19 +247,52 @@ class HttpClient::Loop {
     return 0;
   }
 
+  const std::shared_ptr<internal::EngineCore>& core() const { return core_; }
+  int epoll_fd() const { return epoll_fd_; }
+  std::atomic<bool>& hosted() { return hosted_; }
+
+  // Gives the lane a thread of its own, which runs it until RequestStop or RequestYield.
   void StartThread() {
     thread_ = std::thread([this] {
       pthread_setname_np(pthread_self(), "terse-http");  // for top -H and debuggers
+      core_->SetDriver(std::this_thread::get_id(), nullptr);
+      lane_of_thread = {&client_, index_};
       Run();
     });
-    thread_id_ = thread_.get_id();
   }
-  void Join() { thread_.join(); }
-  std::thread::id thread_id() const { return thread_id_; }
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
 
-  // Loop thread only, from here on.
+  // Driver only, from here on.
 
+  // The lane's thread shuts the lane down and ends.
   void RequestStop() { stop_requested_ = true; }
+  // The lane's thread ends, leaving everything in flight to the next driver.
+  void RequestYield() { yield_requested_ = true; }
+
+  // A hosted lane's work: everything ready, without blocking. Returns when it is due again.
+  absl::Time RunHosted() {
+    constexpr int kMaxEvents = 128;
+    constexpr int kMaxRounds = 16;  // then the host's other work gets a turn
+    epoll_event events[kMaxEvents];
+    core_->BeginRun();
+    absl::Time next = absl::InfiniteFuture();
+    for (int round = 0; round < kMaxRounds; ++round) {
+      RunCommands();
+      RunCurlTimer();
+      DrainMessages();
+      FireTimers();
+      const int n = epoll_wait(epoll_fd_, events, kMaxEvents, 0);
+      HandleEvents(events, n);
+      DrainMessages();
+      next = NextDeadline();
+      if (n < kMaxEvents && !core_->HasLocal() && next > absl::Now()) break;
+      next = absl::Now();
+    }
+    core_->EndRun();
+    return next;
+  }
 
   void Add(uint64_t id, HttpRequest request, std::shared_ptr<HttpHandler> handler) {
     if (stopping_) {
@@ -442,7 +544,7 @@ class HttpClient::Loop {
   }
 
   void RunCommands() {
-    for (auto& command : client_.core_->TakeQueue()) command();
+    for (auto& command : core_->TakeQueue()) command();
   }
 
   void DrainMessages() {
@@ -483,47 +585,61 @@ class HttpClient::Loop {
     curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &running);
   }
 
-  int PollTimeoutMs() {
-    int64_t ms = 1000;
-    absl::Time now = absl::Now();
-    auto until = [&](absl::Time t) {
-      if (t <= now) return int64_t{0};
-      return std::max<int64_t>(
-          1, absl::ToInt64Milliseconds(absl::Ceil(t - now, absl::Milliseconds(1))));
-    };
-    if (curl_deadline_ != absl::InfiniteFuture()) ms = std::min(ms, until(curl_deadline_));
-    if (!timers_.empty()) ms = std::min(ms, until(timers_.begin()->first.first));
+  // The earliest of libcurl's timer, our timers and the first-byte deadlines.
+  absl::Time NextDeadline() const {
+    absl::Time next = curl_deadline_;
+    if (!timers_.empty()) next = std::min(next, timers_.begin()->first.first);
     if (!first_byte_deadlines_.empty()) {
-      ms = std::min(ms, until(first_byte_deadlines_.begin()->first));
+      next = std::min(next, first_byte_deadlines_.begin()->first);
     }
-    return static_cast<int>(ms);
+    return next;
   }
 
+  int PollTimeoutMs() const {
+    if (core_->HasLocal()) return 0;
+    const absl::Time next = NextDeadline();
+    const absl::Time now = absl::Now();
+    if (next <= now) return 0;
+    if (next - now >= absl::Seconds(1)) return 1000;
+    return static_cast<int>(std::max<int64_t>(
+        1, absl::ToInt64Milliseconds(absl::Ceil(next - now, absl::Milliseconds(1)))));
+  }
+
+  void HandleEvents(const epoll_event* events, int n) {
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == wake_fd_) {
+        uint64_t count;
+        ssize_t ignored = read(wake_fd_, &count, sizeof(count));
+        (void)ignored;
+        continue;
+      }
+      const uint32_t e = events[i].events;
+      int mask = ((e & EPOLLIN) ? CURL_CSELECT_IN : 0) | ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                 ((e & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
+      int running = 0;
+      curl_multi_socket_action(multi_, fd, mask, &running);
+    }
+  }
+
+  // The lane's own thread.
   void Run() {
     constexpr int kMaxEvents = 128;
     epoll_event events[kMaxEvents];
     while (true) {
       RunCommands();
-      if (stop_requested_) break;
+      if (stop_requested_ || yield_requested_) break;
       RunCurlTimer();
       DrainMessages();
       FireTimers();
-      int n = epoll_wait(epoll_fd_, events, kMaxEvents, PollTimeoutMs());
-      for (int i = 0; i < n; ++i) {
-        const int fd = events[i].data.fd;
-        if (fd == wake_fd_) {
-          uint64_t count;
-          ssize_t ignored = read(wake_fd_, &count, sizeof(count));
-          (void)ignored;
-          continue;
-        }
-        const uint32_t e = events[i].events;
-        int mask = ((e & EPOLLIN) ? CURL_CSELECT_IN : 0) | ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
-                   ((e & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
-        int running = 0;
-        curl_multi_socket_action(multi_, fd, mask, &running);
-      }
+      const int n = epoll_wait(epoll_fd_, events, kMaxEvents, PollTimeoutMs());
+      HandleEvents(events, n);
       DrainMessages();
+    }
+    if (yield_requested_) {
+      yield_requested_ = false;
+      core_->SetDriver(std::thread::id(), nullptr);
+      return;
     }
     Shutdown();
   }
@@ -541,18 +657,21 @@ class HttpClient::Loop {
         for (auto& [key, task] : timers) task(true);
         continue;
       }
-      if (client_.core_->CloseIfIdle()) break;
+      if (core_->CloseIfIdle()) break;
     }
   }
 
   HttpClient& client_;
+  const size_t index_;
   CURLM* const multi_;
   const int epoll_fd_;
   const int wake_fd_;
+  const std::shared_ptr<internal::EngineCore> core_;
   std::thread thread_;
-  std::thread::id thread_id_;
+  std::atomic<bool> hosted_{false};
 
   bool stop_requested_ = false;
+  bool yield_requested_ = false;
   bool stopping_ = false;
   std::unordered_map<uint64_t, std::unique_ptr<Transfer>> transfers_;
   std::unordered_map<CURL*, Transfer*> by_easy_;
@@ -564,93 +683,151 @@ class HttpClient::Loop {
   std::vector<CURL*> idle_easy_;  // reset handles for the next exchanges (NewEasy, Recycle)
 };
 
+namespace {
+
+// Divides a connection limit (0: none) among `lanes`, rounding up.
+long PerLane(int limit, int lanes) {
+  return limit > 0 ? static_cast<long>((limit + lanes - 1) / lanes) : 0L;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const HttpClientOptions& options) {
   CURLcode global = CURLE_OK;
   std::call_once(curl_global_once, [&] { global = curl_global_init(CURL_GLOBAL_DEFAULT); });
   if (global != CURLE_OK) {
     return absl::InternalError(std::string("curl_global_init: ") + curl_easy_strerror(global));
   }
-  const int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wake_fd < 0) return absl::InternalError(std::string("eventfd: ") + std::strerror(errno));
-  auto core = std::make_shared<internal::EngineCore>(wake_fd);  // owns wake_fd from here on
-  const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-  if (epoll_fd < 0) return absl::InternalError(std::string("epoll: ") + std::strerror(errno));
-  epoll_event wake{};
-  wake.events = EPOLLIN;
-  wake.data.fd = wake_fd;
-  if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &wake) != 0) {
-    close(epoll_fd);
-    return absl::InternalError(std::string("epoll_ctl: ") + std::strerror(errno));
-  }
-  CURLM* multi = curl_multi_init();
-  if (!multi) {
-    close(epoll_fd);
-    return absl::InternalError("curl_multi_init failed");
-  }
-  curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
-  if (options.max_connections_per_host > 0) {
-    curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                      static_cast<long>(options.max_connections_per_host));
-  }
-  if (options.max_total_connections > 0) {
-    curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-                      static_cast<long>(options.max_total_connections));
-  }
+  const int lanes = std::max(1, options.lanes);
   const int cached = options.max_cached_connections > 0  ? options.max_cached_connections
                      : options.max_total_connections > 0 ? options.max_total_connections
                                                          : 1024;
-  curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, static_cast<long>(cached));
-
   std::unique_ptr<HttpClient> client(new HttpClient());
-  client->core_ = std::move(core);
-  client->loop_ = std::make_unique<Loop>(*client, multi, epoll_fd, wake_fd);
-  Loop* loop = client->loop_.get();
-  curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &Loop::OnSocket);
-  curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, loop);
-  curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &Loop::OnTimer);
-  curl_multi_setopt(multi, CURLMOPT_TIMERDATA, loop);
-  // Handles reach the loop only through the queue, whose commands run on the loop thread while
-  // the loop exists, so the raw pointer is safe there.
-  client->core_->cancel = [loop](uint64_t id) { loop->Cancel(id); };
-  client->loop_->StartThread();
+  for (int index = 0; index < lanes; ++index) {
+    const int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd < 0) return absl::InternalError(std::string("eventfd: ") + std::strerror(errno));
+    auto core = std::make_shared<internal::EngineCore>(wake_fd);  // owns wake_fd from here on
+    const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd < 0) return absl::InternalError(std::string("epoll: ") + std::strerror(errno));
+    epoll_event wake{};
+    wake.events = EPOLLIN;
+    wake.data.fd = wake_fd;
+    if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &wake) != 0) {
+      close(epoll_fd);
+      return absl::InternalError(std::string("epoll_ctl: ") + std::strerror(errno));
+    }
+    CURLM* multi = curl_multi_init();
+    if (!multi) {
+      close(epoll_fd);
+      return absl::InternalError("curl_multi_init failed");
+    }
+    curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    if (options.max_connections_per_host > 0) {
+      curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+                        PerLane(options.max_connections_per_host, lanes));
+    }
+    if (options.max_total_connections > 0) {
+      curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                        PerLane(options.max_total_connections, lanes));
+    }
+    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, PerLane(cached, lanes));
+
+    auto loop = std::make_unique<Loop>(*client, static_cast<size_t>(index), multi, epoll_fd,
+                                       std::move(core));
+    Loop* raw = loop.get();
+    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &Loop::OnSocket);
+    curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, raw);
+    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &Loop::OnTimer);
+    curl_multi_setopt(multi, CURLMOPT_TIMERDATA, raw);
+    // Handles reach the lane only through its queue, whose commands run on the lane's thread
+    // while the lane exists, so the raw pointer is safe there.
+    raw->core()->cancel = [raw](uint64_t id) { raw->Cancel(id); };
+    client->loops_.push_back(std::move(loop));
+  }
+  for (auto& loop : client->loops_) loop->StartThread();
   return client;
 }
 
 HttpClient::~HttpClient() {
-  Loop* loop = loop_.get();
-  core_->Post([loop] { loop->RequestStop(); });
-  loop_->Join();
-  loop_.reset();
+  for (auto& loop : loops_) {
+    assert(!loop->hosted().load() && "a HostedLane outlives its HttpClient");
+    Loop* raw = loop.get();
+    raw->core()->Post([raw] { raw->RequestStop(); });
+  }
+  for (auto& loop : loops_) loop->Join();
+  loops_.clear();
+}
+
+HttpClient::Loop& HttpClient::PickLane() {
+  const LaneOfThread& mine = lane_of_thread;
+  if (mine.client == this && mine.lane < loops_.size() &&
+      loops_[mine.lane]->core()->OnDriverThread()) {
+    return *loops_[mine.lane];
+  }
+  if (loops_.size() == 1) return *loops_[0];
+  return *loops_[next_lane_.fetch_add(1, std::memory_order_relaxed) % loops_.size()];
 }
 
 std::unique_ptr<HttpCall> HttpClient::Start(HttpRequest request,
                                             std::shared_ptr<HttpHandler> handler) {
   static std::atomic<uint64_t> next_id{1};
-  uint64_t id = next_id.fetch_add(1);
-  exchanges_started_.fetch_add(1);
-  Loop* loop = loop_.get();
-  auto shared_handler = handler;
-  // The command owns the request and handler until the loop takes them.
-  struct Pending {
-    HttpRequest request;
-    std::shared_ptr<HttpHandler> handler;
-  };
-  auto pending = std::make_shared<Pending>(Pending{std::move(request), std::move(handler)});
-  bool posted = core_->Post([loop, id, pending] {
-    loop->Add(id, std::move(pending->request), std::move(pending->handler));
-  });
-  if (!posted) shared_handler->OnComplete(absl::CancelledError("HTTP client is shut down"));
-  return std::make_unique<HttpCall>(core_, id);
+  uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
+  exchanges_started_.fetch_add(1, std::memory_order_relaxed);
+  Loop* loop = &PickLane();
+  std::shared_ptr<HttpHandler> kept = handler;  // to complete it when the lane refuses
+  bool posted = loop->core()->Post(
+      [loop, id, request = std::move(request), handler = std::move(handler)]() mutable {
+        loop->Add(id, std::move(request), std::move(handler));
+      });
+  if (!posted) kept->OnComplete(absl::CancelledError("HTTP client is shut down"));
+  return std::make_unique<HttpCall>(loop->core(), id);
 }
 
 void HttpClient::Schedule(absl::Duration delay, absl::AnyInvocable<void(bool stopping)> task) {
-  Loop* loop = loop_.get();
+  Loop* loop = &PickLane();
+  // The command owns the task until the lane takes it; a refused command gives it back.
   auto shared_task = std::make_shared<absl::AnyInvocable<void(bool)>>(std::move(task));
-  bool posted =
-      core_->Post([loop, delay, shared_task] { loop->AddTimer(delay, std::move(*shared_task)); });
+  bool posted = loop->core()->Post(
+      [loop, delay, shared_task] { loop->AddTimer(delay, std::move(*shared_task)); });
   if (!posted) (*shared_task)(true);
 }
 
-bool HttpClient::OnLoopThread() const { return std::this_thread::get_id() == loop_->thread_id(); }
+bool HttpClient::OnLoopThread() const {
+  for (const auto& loop : loops_) {
+    if (loop->core()->OnDriverThread()) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<std::unique_ptr<HostedLane>> HttpClient::Host(int lane,
+                                                             absl::AnyInvocable<void()> run_soon) {
+  if (lane < 0 || lane >= lanes()) {
+    return absl::InvalidArgumentError("no HTTP client lane " + std::to_string(lane));
+  }
+  Loop* loop = loops_[lane].get();
+  if (loop->core()->OnDriverThread() || loop->hosted().exchange(true)) {
+    return absl::FailedPreconditionError("HTTP client lane " + std::to_string(lane) +
+                                         " is hosted already");
+  }
+  if (!loop->core()->Post([loop] { loop->RequestYield(); })) {
+    loop->hosted().store(false);
+    return absl::FailedPreconditionError("the HTTP client is shut down");
+  }
+  loop->Join();
+  loop->core()->SetDriver(std::this_thread::get_id(), std::move(run_soon));
+  lane_of_thread = {this, static_cast<size_t>(lane)};
+  return std::unique_ptr<HostedLane>(new HostedLane(*this, lane));
+}
+
+HostedLane::~HostedLane() {
+  HttpClient::Loop* loop = client_.loops_[lane_].get();
+  loop->core()->SetDriver(std::thread::id(), nullptr);
+  loop->StartThread();
+  loop->hosted().store(false);
+}
+
+int HostedLane::fd() const { return client_.loops_[lane_]->epoll_fd(); }
+
+absl::Time HostedLane::Run() { return client_.loops_[lane_]->RunHosted(); }
 
 }  // namespace terse::providers

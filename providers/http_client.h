@@ -1,5 +1,8 @@
-// The one asynchronous HTTP engine of terse: libcurl's multi interface driven by a single
-// event-loop thread, shared by every provider. Connections are kept alive and reused, HTTP/2 is
+// The one asynchronous HTTP engine of terse: libcurl's multi interface driven by event loops,
+// shared by every provider. The engine has one or more lanes; a lane is a libcurl multi handle
+// with its own connections, run by one thread: a thread of its own, or the thread of an outside
+// event loop that hosts it (terse's HTTP face hosts one lane on each I/O thread, so a request and
+// its upstream exchange never change threads). Connections are kept alive and reused, HTTP/2 is
 // negotiated over TLS when the upstream offers it (many streams on one connection), TLS peers are
 // verified. No libcurl type appears here.
 #pragma once
@@ -42,8 +45,8 @@ struct HttpResponseHead {
   std::string Header(std::string_view name) const;
 };
 
-// Receives one exchange. Every method runs on the engine's loop thread, so it must be quick and
-// must not block; it may call HttpClient::Start, Schedule and HttpCall::Cancel.
+// Receives one exchange. Every method runs on the thread of the exchange's lane, so it must be
+// quick and must not block; it may call HttpClient::Start, Schedule and HttpCall::Cancel.
 class HttpHandler {
  public:
   virtual ~HttpHandler() = default;
@@ -83,25 +86,42 @@ struct HttpClientOptions {
   // is 0 too. (libcurl's own default, 4 per exchange in flight, closed most connections of a
   // burst as it ended, and the next burst paid for new ones.) Idle ones close after ~2 minutes.
   int max_cached_connections = 0;
+  // Lanes (at least 1). The connection limits above are shared out among them.
+  int lanes = 1;
 };
 
-// Thread-safe: Start, Schedule and Cancel may be called from any thread.
+class HostedLane;
+
+// Thread-safe: Start, Schedule and Cancel may be called from any thread. A call from a lane's
+// thread goes to that lane without waking anyone; a call from another thread goes to the lanes in
+// turn. Neither ever calls the handler or task before returning (except after shutdown).
 class HttpClient {
  public:
   static absl::StatusOr<std::unique_ptr<HttpClient>> Create(const HttpClientOptions& options = {});
   // Aborts exchanges in flight (OnComplete(kCancelled)), runs pending tasks with stopping=true,
-  // and joins the loop thread. Must not be called on the loop thread.
+  // and joins the lanes' threads. Every HostedLane must be gone first. Must not be called on a
+  // lane's thread.
   ~HttpClient();
 
-  // Starts an exchange and returns at once; `handler` hears the rest on the loop thread. Once the
-  // client has shut down, the handler is completed with kCancelled on the calling thread.
+  // Starts an exchange and returns at once; `handler` hears the rest on its lane's thread. Once
+  // the client has shut down, the handler is completed with kCancelled on the calling thread.
   std::unique_ptr<HttpCall> Start(HttpRequest request, std::shared_ptr<HttpHandler> handler);
 
-  // Runs `task(false)` on the loop thread after `delay`, or `task(true)` at once when the client
+  // Runs `task(false)` on a lane's thread after `delay`, or `task(true)` at once when the client
   // shuts down first (so that work waiting on a timer can end cleanly).
   void Schedule(absl::Duration delay, absl::AnyInvocable<void(bool stopping)> task);
 
+  // Whether the calling thread runs one of the lanes.
   bool OnLoopThread() const;
+
+  int lanes() const { return static_cast<int>(loops_.size()); }
+
+  // Moves lane `lane` from its own thread onto the calling thread, which from now on runs it
+  // through the returned HostedLane from an event loop of its own. `run_soon` is called on the
+  // calling thread when the lane has work for it outside Run (a Start from an event handler, say):
+  // the host should call Run soon after, from its loop, not from inside run_soon.
+  // kFailedPrecondition when the lane is hosted already.
+  absl::StatusOr<std::unique_ptr<HostedLane>> Host(int lane, absl::AnyInvocable<void()> run_soon);
 
   // Counters, for tests and metrics.
   int64_t connections_opened() const { return connections_opened_.load(); }
@@ -110,13 +130,41 @@ class HttpClient {
 
  private:
   class Loop;
+  friend class HostedLane;
   HttpClient() = default;
+  Loop& PickLane();
 
-  std::shared_ptr<internal::EngineCore> core_;
-  std::unique_ptr<Loop> loop_;
+  std::vector<std::unique_ptr<Loop>> loops_;
+  std::atomic<uint64_t> next_lane_{0};
   std::atomic<int64_t> connections_opened_{0};
   std::atomic<int64_t> exchanges_started_{0};
   std::atomic<int> active_exchanges_{0};
+};
+
+// One lane of an HttpClient, run by an outside event loop on the thread that called Host. Run and
+// fd are for that thread only.
+class HostedLane {
+ public:
+  // Hands the lane back to a thread of its own, with everything in flight. Call it once the host
+  // no longer calls Run (from any thread), before the client is destroyed.
+  ~HostedLane();
+  HostedLane(const HostedLane&) = delete;
+  HostedLane& operator=(const HostedLane&) = delete;
+
+  // Becomes readable when the lane has work (a socket or a command from another thread). It stays
+  // readable until Run has taken the work, so an edge-triggered watch re-armed after Run misses
+  // nothing. Owned by the lane: do not close it.
+  int fd() const;
+
+  // Does all the lane's ready work without blocking, and returns when Run is due again even if
+  // fd() stays quiet (absl::InfiniteFuture(): not before fd() or run_soon says so).
+  absl::Time Run();
+
+ private:
+  friend class HttpClient;
+  HostedLane(HttpClient& client, int lane) : client_(client), lane_(lane) {}
+  HttpClient& client_;
+  const int lane_;
 };
 
 }  // namespace terse::providers

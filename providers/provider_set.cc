@@ -195,9 +195,11 @@ class ProviderSet::FallbackCall : public Call, public std::enable_shared_from_th
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // OnDone was (or is being) delivered
 };
 
-absl::StatusOr<std::unique_ptr<ProviderSet>> ProviderSet::Create(const v1::Config& config) {
+absl::StatusOr<std::unique_ptr<ProviderSet>> ProviderSet::Create(const v1::Config& config,
+                                                                 int lanes) {
   std::unique_ptr<ProviderSet> set(new ProviderSet());
   HttpClientOptions options;
+  options.lanes = lanes;
   std::vector<ProviderSettings> all;
   for (const v1::Provider& p : config.providers()) {
     absl::StatusOr<ProviderSettings> settings = ResolveSettings(p);

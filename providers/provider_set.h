@@ -25,10 +25,15 @@ class ProviderSet {
   // doubling up to 5000 ms) and starts the engine. kInvalidArgument for a provider without name
   // or kind, a duplicate name, or azure/openai_compatible without base_url. A missing API key is
   // not an error here: calls to that provider fail (and fall back) instead.
-  static absl::StatusOr<std::unique_ptr<ProviderSet>> Create(const v1::Config& config);
+  // `lanes`: lanes of the engine (see HttpClient); the HTTP face hosts one on each I/O thread.
+  static absl::StatusOr<std::unique_ptr<ProviderSet>> Create(const v1::Config& config,
+                                                             int lanes = 1);
   ~ProviderSet();  // stops the engine; pending calls end with kCancelled
 
   Provider* Find(std::string_view name) const;  // nullptr when unknown
+
+  // The HTTP engine every provider sends through.
+  HttpClient& engine() const { return *client_; }
 
   // Sends to `targets` in order: each is retried per its provider's RetryPolicy (exponential
   // backoff with jitter) on connect errors, 429 and 5xx, but only before the first byte reached

@@ -1,9 +1,13 @@
-// The HTTP face on Boost.Beast. One Session per connection, every handler of a connection on its
-// strand. The pipeline reports from its own threads through HttpResponder, which only posts to
-// the strand; the session queues the bytes and writes them as the socket accepts them.
+// The HTTP face on Boost.Beast. Each I/O thread runs an io_context of its own and hosts one lane
+// of the upstream HTTP engine, so a pass-through request is read, forwarded, answered and written
+// on one thread with no hand-off. Connections are dealt to the I/O threads in turn. One Session
+// per connection, every handler of a connection on its strand. The pipeline reports (from the
+// lane's thread, or a compression worker's) through HttpResponder, which only posts to the strand;
+// the session queues the bytes and writes them as the socket accepts them.
 #include "proxy/http_server.h"
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -177,14 +181,40 @@ class Session;
 
 }  // namespace
 
+// One I/O thread: an io_context that only this thread runs, and the upstream engine's lane it
+// hosts (none when the server has no engine or the engine has fewer lanes than I/O threads).
+struct IoThread {
+  // Runs on the thread: hosts the lane, then runs the io_context until it is stopped.
+  void Run(providers::HttpClient* engine, int lane_index);
+  // Runs the lane's ready work, then watches its descriptor and its next deadline again.
+  void RunLane();
+
+  net::io_context ioc{1};  // one thread: asio skips its cross-thread locking on the hot path
+  net::executor_work_guard<net::io_context::executor_type> work{net::make_work_guard(ioc)};
+  std::thread thread;
+
+  // The hosted lane; on the thread only, after Run set it up.
+  std::unique_ptr<providers::HostedLane> lane;
+  std::optional<net::posix::stream_descriptor> lane_watch;  // a copy of the lane's descriptor
+  bool watching = false;
+  std::optional<net::steady_timer> lane_timer;
+  absl::Time lane_timer_at = absl::InfiniteFuture();  // when lane_timer fires; never: idle
+};
+
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
-  Impl(Pipeline& pipeline, Metrics& metrics, uint64_t max_body_bytes)
+  Impl(Pipeline& pipeline, Metrics& metrics, uint64_t max_body_bytes, unsigned io_threads)
       : pipeline(pipeline),
         metrics(metrics),
         max_body_bytes(max_body_bytes),
-        acceptor(net::make_strand(ioc)),
-        accept_backoff(acceptor.get_executor()),
-        work(net::make_work_guard(ioc)) {}
+        io(MakeIoThreads(io_threads)),
+        acceptor(net::make_strand(io[0]->ioc)),
+        accept_backoff(acceptor.get_executor()) {}
+
+  static std::vector<std::unique_ptr<IoThread>> MakeIoThreads(unsigned n) {
+    std::vector<std::unique_ptr<IoThread>> out;
+    for (unsigned i = 0; i < n; ++i) out.push_back(std::make_unique<IoThread>());
+    return out;
+  }
 
   void Accept();
   void Shutdown(absl::Duration grace);
@@ -195,11 +225,10 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   Pipeline& pipeline;
   Metrics& metrics;
   const uint64_t max_body_bytes;
-  net::io_context ioc;
-  tcp::acceptor acceptor;
+  const std::vector<std::unique_ptr<IoThread>> io;
+  tcp::acceptor acceptor;            // on io[0]
   net::steady_timer accept_backoff;  // pauses accepting after an error such as EMFILE
-  net::executor_work_guard<net::io_context::executor_type> work;
-  std::vector<std::thread> threads;
+  size_t next_io = 0;                // the I/O thread of the next connection; on the acceptor
   int port = 0;
 
   std::atomic<bool> stopping{false};
@@ -860,9 +889,64 @@ void Session::StartCall(http::request<http::string_body> req, Operation operatio
 
 }  // namespace
 
+void IoThread::Run(providers::HttpClient* engine, int lane_index) {
+  pthread_setname_np(pthread_self(), "terse-io");  // for top -H and profiles
+  if (engine != nullptr && lane_index < engine->lanes()) {
+    absl::StatusOr<std::unique_ptr<providers::HostedLane>> hosted =
+        engine->Host(lane_index, [this] { net::post(ioc, [this] { RunLane(); }); });
+    if (hosted.ok()) {
+      lane = *std::move(hosted);
+      beast::error_code ec;
+      lane_watch.emplace(ioc);
+      const int copy = dup(lane->fd());  // the stream_descriptor closes what it holds
+      if (copy >= 0) lane_watch->assign(copy, ec);
+      if (copy < 0 || ec) {
+        // Without a watch the lane cannot be hosted: give it back to a thread of its own.
+        LogJson(LogLevel::kWarn, Json{{"msg", "cannot watch the upstream engine's lane"}});
+        if (copy >= 0 && ec) close(copy);
+        lane_watch.reset();
+        lane.reset();
+      } else {
+        lane_timer.emplace(ioc);
+        RunLane();
+      }
+    } else {
+      LogJson(LogLevel::kWarn, Json{{"msg", "cannot host the upstream engine's lane"},
+                                    {"error", std::string(hosted.status().message())}});
+    }
+  }
+  ioc.run();
+}
+
+void IoThread::RunLane() {
+  const absl::Time next = lane->Run();
+  if (!watching) {
+    watching = true;
+    lane_watch->async_wait(net::posix::stream_descriptor::wait_read,
+                           [this](beast::error_code ec) {
+                             watching = false;
+                             if (!ec) RunLane();
+                           });
+  }
+  // Only an earlier deadline moves the timer: a later one lets it fire early once (Run then finds
+  // nothing due and says when), which is cheaper than moving it for every exchange.
+  if (next < lane_timer_at) {
+    lane_timer_at = next;
+    const absl::Duration delay = std::max(absl::ZeroDuration(), next - absl::Now());
+    lane_timer->expires_after(absl::ToChronoNanoseconds(delay));
+    lane_timer->async_wait([this, at = next](beast::error_code ec) {
+      if (ec || at != lane_timer_at) return;  // moved or cancelled
+      lane_timer_at = absl::InfiniteFuture();
+      RunLane();
+    });
+  }
+}
+
 void HttpServer::Impl::Accept() {
+  IoThread& target = *io[next_io++ % io.size()];
   acceptor.async_accept(
-      net::make_strand(ioc), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+      net::make_strand(target.ioc),
+      [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
         if (self->stopping.load() || ec == net::error::operation_aborted) return;
         if (ec) {
           // Out of descriptors or similar: pause instead of spinning, then try again.
@@ -873,7 +957,8 @@ void HttpServer::Impl::Accept() {
           });
           return;
         }
-        std::make_shared<Session>(self, std::move(socket))->Start();
+        auto session = std::make_shared<Session>(self, std::move(socket));
+        session->Post([session] { session->Start(); });  // on its own I/O thread
         self->Accept();
       });
 }
@@ -914,10 +999,18 @@ void HttpServer::Impl::Shutdown(absl::Duration grace) {
     absl::MutexLock lock(&mu);
     mu.AwaitWithTimeout(absl::Condition(&none_left), absl::Seconds(2));
   }
-  work.reset();
-  ioc.stop();
-  for (std::thread& t : threads) {
-    if (t.joinable()) t.join();
+  for (const auto& t : io) {
+    t->work.reset();
+    t->ioc.stop();
+  }
+  for (const auto& t : io) {
+    if (t->thread.joinable()) t->thread.join();
+  }
+  // The lanes go back to threads of their own, with whatever is still in flight.
+  for (const auto& t : io) {
+    t->lane_timer.reset();
+    t->lane_watch.reset();
+    t->lane.reset();
   }
 }
 
@@ -929,18 +1022,23 @@ int HttpServer::port() const { return impl_->port; }
 
 void HttpServer::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
 
+unsigned HttpServer::IoThreads(const v1::Config& config) {
+  if (config.listeners().io_threads() > 0) return config.listeners().io_threads();
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const v1::Config& config,
-                                                              Pipeline& pipeline,
-                                                              Metrics& metrics) {
+                                                              Pipeline& pipeline, Metrics& metrics,
+                                                              providers::HttpClient* engine) {
   const uint64_t body_limit =
       config.limits().max_body_bytes() > 0 ? config.limits().max_body_bytes() : kDefaultBodyLimit;
-  auto impl = std::make_shared<Impl>(pipeline, metrics, body_limit);
+  auto impl = std::make_shared<Impl>(pipeline, metrics, body_limit, IoThreads(config));
   const std::string host =
       config.listeners().http().host().empty() ? "127.0.0.1" : config.listeners().http().host();
   const uint16_t port = static_cast<uint16_t>(config.listeners().http().port());
 
   beast::error_code ec;
-  tcp::resolver resolver(impl->ioc);
+  tcp::resolver resolver(impl->io[0]->ioc);
   auto endpoints = resolver.resolve(host, std::to_string(port),
                                     tcp::resolver::passive | tcp::resolver::numeric_service, ec);
   if (ec || endpoints.empty()) {
@@ -958,18 +1056,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const v1::Config& 
   }
   impl->port = impl->acceptor.local_endpoint().port();
 
-  unsigned threads = config.listeners().io_threads();
-  if (threads == 0) {
-    // One core is left to the upstream HTTP engine's thread, which every request crosses: on 2
-    // cores, 1 I/O thread served 10-20% more requests than 2 with less CPU and lower latency.
-    threads = std::max(2u, std::thread::hardware_concurrency()) - 1;
-  }
   impl->Accept();
-  for (unsigned i = 0; i < threads; ++i) {
-    impl->threads.emplace_back([raw = impl.get()] {
-      pthread_setname_np(pthread_self(), "terse-io");  // for top -H and profiles
-      raw->ioc.run();
-    });
+  for (size_t i = 0; i < impl->io.size(); ++i) {
+    IoThread* t = impl->io[i].get();
+    t->thread = std::thread([t, engine, i] { t->Run(engine, static_cast<int>(i)); });
   }
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }

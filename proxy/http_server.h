@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "proxy/metrics.h"
 #include "proxy/pipeline.h"
+#include "providers/http_client.h"
 #include "terse/v1/config.pb.h"
 
 namespace terse::proxy {
@@ -17,11 +18,17 @@ namespace terse::proxy {
 // for a known path with the wrong method. Every response carries `x-request-id`.
 class HttpServer {
  public:
-  // Binds listeners.http (port 0: an ephemeral port) and starts listeners.io_threads threads.
-  // `pipeline` and `metrics` must outlive the server. kUnavailable when the address cannot be
+  // Binds listeners.http (port 0: an ephemeral port) and starts IoThreads(config) threads. I/O
+  // thread i hosts lane i of `engine` (the providers' HTTP engine; give it that many lanes), so
+  // that requests and their upstream exchanges share a thread; null: no hosting. `pipeline`,
+  // `metrics` and `engine` must outlive the server. kUnavailable when the address cannot be
   // bound.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const v1::Config& config,
-                                                           Pipeline& pipeline, Metrics& metrics);
+                                                           Pipeline& pipeline, Metrics& metrics,
+                                                           providers::HttpClient* engine = nullptr);
+
+  // listeners.io_threads, or the number of cores when that is 0.
+  static unsigned IoThreads(const v1::Config& config);
   // Shuts down if that has not happened yet.
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;

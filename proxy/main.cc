@@ -223,7 +223,8 @@ int RunServe(const Args& args) {
   const sigset_t signals = BlockShutdownSignals();
 
   absl::StatusOr<std::unique_ptr<providers::ProviderSet>> providers =
-      providers::ProviderSet::Create(config->proto());
+      providers::ProviderSet::Create(config->proto(),
+                                     static_cast<int>(HttpServer::IoThreads(config->proto())));
   if (!providers.ok()) {
     LogJson(LogLevel::kError, Json{{"msg", "cannot set up the providers"},
                                    {"error", std::string(providers.status().message())}});
@@ -242,7 +243,7 @@ int RunServe(const Args& args) {
   Pipeline pipeline(config, **providers, **compression, metrics);
 
   absl::StatusOr<std::unique_ptr<HttpServer>> http =
-      HttpServer::Start(config->proto(), pipeline, metrics);
+      HttpServer::Start(config->proto(), pipeline, metrics, &(*providers)->engine());
   if (!http.ok()) {
     LogJson(LogLevel::kError,
             Json{{"msg", "cannot start"}, {"error", std::string(http.status().message())}});

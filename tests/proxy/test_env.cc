@@ -157,7 +157,9 @@ Gateway::Gateway(Options options) {
     std::abort();
   }
   config = *loaded;
-  auto created = providers::ProviderSet::Create(config->proto());
+  // As terse serves: one engine lane per I/O thread, hosted by it.
+  auto created = providers::ProviderSet::Create(
+      config->proto(), static_cast<int>(HttpServer::IoThreads(config->proto())));
   if (!created.ok()) {
     std::fprintf(stderr, "providers: %s\n", std::string(created.status().message()).c_str());
     std::abort();
@@ -166,7 +168,7 @@ Gateway::Gateway(Options options) {
   pipeline = std::make_unique<Pipeline>(
       config, *providers, options.compression ? *options.compression : pass_through, metrics);
   if (options.start_http) {
-    auto started = HttpServer::Start(config->proto(), *pipeline, metrics);
+    auto started = HttpServer::Start(config->proto(), *pipeline, metrics, &providers->engine());
     if (!started.ok()) {
       std::fprintf(stderr, "http: %s\n", std::string(started.status().message()).c_str());
       std::abort();

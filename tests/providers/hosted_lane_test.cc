@@ -1,0 +1,266 @@
+// The engine's lanes: several lanes share the work, and a lane hosted by an outside event loop
+// runs its exchanges on that loop's thread, takes work from the loop's own handlers without a
+// wake-up, and goes back to a thread of its own with its exchanges in flight.
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/json.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "providers/http_client.h"
+#include "tests/providers/recorders.h"
+#include "tests/support/fake_upstream.h"
+#include "tests/support/status_matchers.h"
+
+namespace terse::providers {
+namespace {
+
+using ::terse::testing::FakeReply;
+using ::terse::testing::FakeUpstream;
+using ::terse::testing::IsOk;
+using ::terse::testing::StatusIs;
+using ::testing::ElementsAre;
+
+HttpRequest ChatRequest(const FakeUpstream& upstream, const std::string& text, bool stream) {
+  HttpRequest request;
+  request.url = upstream.base_url() + "/chat/completions";
+  request.headers = {{"Content-Type", "application/json"}};
+  request.body = Json{{"model", "m"},
+                      {"messages", Json::array({{{"role", "user"}, {"content", text}}})},
+                      {"stream", stream}}
+                     .dump();
+  return request;
+}
+
+std::unique_ptr<HttpClient> NewClient(int lanes) {
+  HttpClientOptions options;
+  options.lanes = lanes;
+  auto client = HttpClient::Create(options);
+  EXPECT_THAT(client, IsOk());
+  return std::move(client).value();
+}
+
+// A small outside event loop, as the HTTP face's I/O threads are: one thread polls the lane's
+// descriptor and a pipe for its own tasks, and calls HostedLane::Run when either is ready, when
+// run_soon asked for it, or when Run's deadline is due.
+class PollHost {
+ public:
+  PollHost(HttpClient& client, int lane) {
+    EXPECT_EQ(pipe2(wake_, O_NONBLOCK | O_CLOEXEC), 0);
+    std::promise<absl::Status> hosted;
+    thread_ = std::thread([&, lane] {
+      auto h = client.Host(lane, [this] { ++run_soon_calls_, run_soon_ = true; });
+      hosted.set_value(h.status());
+      if (h.ok()) Loop(**h);
+      lane_ = std::move(h).value_or(nullptr);  // handed back by the test thread, as the server does
+    });
+    status_ = hosted.get_future().get();
+  }
+  ~PollHost() {
+    Stop();
+    lane_.reset();
+    close(wake_[0]);
+    close(wake_[1]);
+  }
+
+  const absl::Status& status() const { return status_; }
+  std::thread::id thread_id() const { return thread_.get_id(); }
+  int run_soon_calls() const { return run_soon_calls_.load(); }
+
+  // Runs `task` on the host's thread, as an event handler of the loop.
+  void Post(std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tasks_.push_back(std::move(task));
+    }
+    char one = 1;
+    EXPECT_EQ(write(wake_[1], &one, 1), 1);
+  }
+
+  // Ends the loop; the lane stays hosted (and idle) until the host is destroyed.
+  void Stop() {
+    if (!thread_.joinable()) return;
+    stop_ = true;
+    char one = 1;
+    EXPECT_EQ(write(wake_[1], &one, 1), 1);
+    thread_.join();
+  }
+
+ private:
+  void Loop(HostedLane& lane) {
+    absl::Time next = lane.Run();
+    while (!stop_) {
+      int timeout_ms = 1000;
+      if (run_soon_) {
+        timeout_ms = 0;
+      } else if (next != absl::InfiniteFuture()) {
+        timeout_ms = static_cast<int>(std::clamp<int64_t>(
+            absl::ToInt64Milliseconds(absl::Ceil(next - absl::Now(), absl::Milliseconds(1))), 0,
+            1000));
+      }
+      pollfd fds[2] = {{lane.fd(), POLLIN, 0}, {wake_[0], POLLIN, 0}};
+      poll(fds, 2, timeout_ms);
+      char drain[64];
+      while (read(wake_[0], drain, sizeof drain) > 0) {
+      }
+      std::vector<std::function<void()>> tasks;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        tasks.swap(tasks_);
+      }
+      for (auto& task : tasks) task();
+      run_soon_ = false;
+      next = lane.Run();
+    }
+  }
+
+  int wake_[2] = {-1, -1};
+  std::thread thread_;
+  absl::Status status_;
+  std::unique_ptr<HostedLane> lane_;
+  std::atomic<bool> stop_{false};
+  bool run_soon_ = false;  // the host thread's
+  std::atomic<int> run_soon_calls_{0};
+  std::mutex mu_;
+  std::vector<std::function<void()>> tasks_;
+};
+
+TEST(HostedLaneTest, ExchangesFromOtherThreadsRunOnTheHostThread) {
+  FakeUpstream upstream;
+  auto client = NewClient(1);
+  PollHost host(*client, 0);
+  ASSERT_THAT(host.status(), IsOk());
+  EXPECT_FALSE(client->OnLoopThread());
+
+  std::vector<std::shared_ptr<RecordingHttpHandler>> handlers;
+  for (int i = 0; i < 10; ++i) {
+    handlers.push_back(std::make_shared<RecordingHttpHandler>());
+    client->Start(ChatRequest(upstream, "hosted-" + std::to_string(i), i % 2 == 1),
+                  handlers.back());
+  }
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(handlers[i]->WaitDone());
+    EXPECT_THAT(handlers[i]->status(), IsOk());
+    EXPECT_THAT(handlers[i]->body(), ::testing::HasSubstr("hosted-" + std::to_string(i)));
+    EXPECT_THAT(handlers[i]->threads(), ElementsAre(host.thread_id()));
+  }
+  EXPECT_LE(client->connections_opened(), 10);
+}
+
+TEST(HostedLaneTest, WorkFromTheHostsOwnHandlersAsksForARunInsteadOfWakingAnyone) {
+  FakeUpstream upstream;
+  auto client = NewClient(1);
+  PollHost host(*client, 0);
+  ASSERT_THAT(host.status(), IsOk());
+
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  std::promise<bool> on_loop;
+  struct Seen {
+    bool on_loop = false;
+    bool stopping = true;
+    std::thread::id thread;
+  };
+  std::promise<Seen> timer;
+  host.Post([&] {
+    on_loop.set_value(client->OnLoopThread());
+    client->Start(ChatRequest(upstream, "from a handler", false), handler);
+    client->Schedule(absl::Milliseconds(20), [&](bool stopping) {
+      timer.set_value({client->OnLoopThread(), stopping, std::this_thread::get_id()});
+    });
+  });
+  EXPECT_TRUE(on_loop.get_future().get());
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), IsOk());
+  EXPECT_THAT(handler->threads(), ElementsAre(host.thread_id()));
+  EXPECT_GE(host.run_soon_calls(), 1);
+
+  std::future<Seen> seen = timer.get_future();
+  ASSERT_EQ(seen.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  Seen result = seen.get();
+  EXPECT_TRUE(result.on_loop);
+  EXPECT_FALSE(result.stopping);
+  EXPECT_EQ(result.thread, host.thread_id());
+}
+
+TEST(HostedLaneTest, ALaneIsHostedOnceAndOnlyIfItExists) {
+  auto client = NewClient(1);
+  PollHost host(*client, 0);
+  ASSERT_THAT(host.status(), IsOk());
+  PollHost second(*client, 0);
+  EXPECT_THAT(second.status(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  PollHost missing(*client, 1);
+  EXPECT_THAT(missing.status(), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(HostedLaneTest, TheLaneGoesBackToAThreadOfItsOwnWithItsExchangesInFlight) {
+  FakeUpstream upstream;
+  upstream.SetDefaultReply(FakeReply::SlowStream(absl::Milliseconds(30)));
+  auto client = NewClient(1);
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  {
+    PollHost host(*client, 0);
+    ASSERT_THAT(host.status(), IsOk());
+    client->Start(ChatRequest(upstream, "one two three four five six", true), handler);
+    ASSERT_TRUE(handler->WaitBodyContains("two"));
+  }  // the loop ends and the lane is handed back mid-stream
+  EXPECT_THAT(handler->body(), ::testing::Not(::testing::HasSubstr("six")));
+  EXPECT_FALSE(client->OnLoopThread());
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), IsOk());
+  EXPECT_THAT(handler->body(), ::testing::HasSubstr("six"));
+
+  // And the lane keeps serving.
+  auto after = std::make_shared<RecordingHttpHandler>();
+  client->Start(ChatRequest(upstream, "after", false), after);
+  ASSERT_TRUE(after->WaitDone());
+  EXPECT_THAT(after->status(), IsOk());
+}
+
+TEST(HostedLaneTest, CallsFromOutsideTakeTheLanesInTurn) {
+  FakeUpstream upstream;
+  auto client = NewClient(2);
+  EXPECT_EQ(client->lanes(), 2);
+  std::vector<std::shared_ptr<RecordingHttpHandler>> handlers;
+  for (int i = 0; i < 8; ++i) {
+    handlers.push_back(std::make_shared<RecordingHttpHandler>());
+    client->Start(ChatRequest(upstream, "lane " + std::to_string(i), false), handlers.back());
+  }
+  std::set<std::thread::id> threads;
+  for (auto& handler : handlers) {
+    ASSERT_TRUE(handler->WaitDone());
+    EXPECT_THAT(handler->status(), IsOk());
+    for (std::thread::id id : handler->threads()) threads.insert(id);
+  }
+  EXPECT_EQ(threads.size(), 2u);
+}
+
+TEST(HostedLaneTest, ShutdownAfterHandBackCancelsWhatIsLeft) {
+  FakeUpstream upstream;
+  upstream.SetDefaultReply(FakeReply::Stall());
+  auto client = NewClient(2);
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  {
+    PollHost host(*client, 1);
+    ASSERT_THAT(host.status(), IsOk());
+    host.Post([&] { client->Start(ChatRequest(upstream, "x", false), handler); });
+    ASSERT_TRUE(upstream.WaitForRequestCount(1, absl::Seconds(10)));
+  }
+  client.reset();
+  EXPECT_EQ(handler->completions(), 1);
+  EXPECT_THAT(handler->status(), StatusIs(absl::StatusCode::kCancelled));
+}
+
+}  // namespace
+}  // namespace terse::providers
