@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -101,6 +102,20 @@ absl::Status MergeExtra(const Struct& extra, std::string_view where, Json& objec
   return absl::OkStatus();
 }
 
+// The fields of `object` whose keys are not in `modeled` become `out.extra`; with none, `extra`
+// stays unset (has_extra() false), as a client checking for it expects.
+template <typename Proto>
+absl::Status ExtraFromJson(const Json& object, std::initializer_list<std::string_view> modeled,
+                           std::string_view where, Proto& out) {
+  Json rest = Json::object();
+  for (const auto& [key, value] : object.items()) {
+    if (std::find(modeled.begin(), modeled.end(), key) == modeled.end()) rest[key] = value;
+  }
+  if (rest.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(*out.mutable_extra(), JsonToStruct(rest, where));
+  return absl::OkStatus();
+}
+
 // Reads an optional string field: absent and null are empty.
 absl::StatusOr<std::string> StringField(const Json& object, const char* key,
                                         std::string_view where) {
@@ -132,13 +147,7 @@ absl::StatusOr<v1::ContentPart> PartFromJson(const Json& part, std::string_view 
   v1::ContentPart out;
   ASSIGN_OR_RETURN(*out.mutable_type(), StringField(part, "type", where));
   ASSIGN_OR_RETURN(*out.mutable_text(), StringField(part, "text", where));
-  Json rest = Json::object();
-  for (const auto& [key, value] : part.items()) {
-    if (key != "type" && key != "text") rest[key] = value;
-  }
-  if (!rest.empty()) {
-    ASSIGN_OR_RETURN(*out.mutable_extra(), JsonToStruct(rest, where));
-  }
+  RETURN_IF_ERROR(ExtraFromJson(part, {"type", "text"}, where, out));
   return out;
 }
 
@@ -189,6 +198,8 @@ absl::StatusOr<v1::Usage> UsageFromJson(const Json& usage) {
   out.set_prompt_tokens(ToU32(prompt));
   out.set_completion_tokens(ToU32(completion));
   out.set_total_tokens(ToU32(total));
+  RETURN_IF_ERROR(
+      ExtraFromJson(usage, {"prompt_tokens", "completion_tokens", "total_tokens"}, "usage", out));
   return out;
 }
 
@@ -232,19 +243,12 @@ absl::Status CompletionFromJson(const Json& body, const char* choice_key, Out& o
         }
         ASSIGN_OR_RETURN(*target, MessageFromJson(*m, m_where));
       }
+      // logprobs and whatever else OpenAI adds to a choice reach the client as they came.
+      RETURN_IF_ERROR(ExtraFromJson(choice, {"index", "finish_reason", choice_key}, where, *c));
     }
   }
-  Json rest = Json::object();
-  for (const auto& [key, value] : body.items()) {
-    if (key != "id" && key != "object" && key != "model" && key != "created" && key != "choices" &&
-        key != "usage") {
-      rest[key] = value;
-    }
-  }
-  if (!rest.empty()) {
-    ASSIGN_OR_RETURN(*out.mutable_extra(), JsonToStruct(rest, "completion"));
-  }
-  return absl::OkStatus();
+  return ExtraFromJson(body, {"id", "object", "model", "created", "choices", "usage"}, "completion",
+                       out);
 }
 
 // A decoding failure of an answer is not the client's fault: re-code it, keeping the message.
@@ -327,15 +331,7 @@ absl::StatusOr<v1::Message> MessageFromJson(const Json& message, std::string_vie
                             absl::StrCat(Str(where), ".content"));
     }
   }
-  Json rest = Json::object();
-  for (const auto& [key, value] : message.items()) {
-    if (key != "role" && key != "content" && key != "name" && key != "tool_call_id") {
-      rest[key] = value;
-    }
-  }
-  if (!rest.empty()) {
-    ASSIGN_OR_RETURN(*out.mutable_extra(), JsonToStruct(rest, where));
-  }
+  RETURN_IF_ERROR(ExtraFromJson(message, {"role", "content", "name", "tool_call_id"}, where, out));
   return out;
 }
 

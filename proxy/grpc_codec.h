@@ -37,10 +37,10 @@ absl::StatusOr<Json> CompressRequestToJson(const v1::CompressRequest& request);
 // The response decoders below fail with UpstreamFailed (chat) or Internal (models, compress) when
 // the JSON has a shape the proto cannot carry: the client's request was not at fault.
 
-// OpenAI `chat.completion` -> ChatResponse; top-level fields without a proto field go to `extra`,
-// except `object`, which the message type already says. Fields of a choice other than `index`,
-// `message` and `finish_reason` (e.g. `logprobs`) and usage details have no proto field and are
-// dropped. Leaves `compression` empty (the face sets it from the response head).
+// OpenAI `chat.completion` -> ChatResponse; fields without a proto field go to the `extra` of
+// their level: the completion's (except `object`, which the message type already says), a
+// choice's (e.g. `logprobs`) or the usage's (e.g. `prompt_tokens_details`). Leaves `compression`
+// empty (the face sets it from the response head).
 absl::StatusOr<v1::ChatResponse> ChatResponseFromJson(const Json& body);
 // OpenAI `chat.completion.chunk` -> ChatChunk, the same way.
 absl::StatusOr<v1::ChatChunk> ChatChunkFromJson(const Json& chunk);

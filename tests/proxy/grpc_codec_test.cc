@@ -361,8 +361,31 @@ TEST(GrpcCodecTest, ChatResponseKeepsUnmodeledFieldsInExtra) {
           }
         }
       }
+      extra {
+        fields {
+          key: "logprobs"
+          value { null_value: NULL_VALUE }
+        }
+      }
     }
-    usage { prompt_tokens: 10 completion_tokens: 3 total_tokens: 13 }
+    usage {
+      prompt_tokens: 10
+      completion_tokens: 3
+      total_tokens: 13
+      extra {
+        fields {
+          key: "prompt_tokens_details"
+          value {
+            struct_value {
+              fields {
+                key: "cached_tokens"
+                value { number_value: 0 }
+              }
+            }
+          }
+        }
+      }
+    }
     extra {
       fields {
         key: "system_fingerprint"
@@ -395,6 +418,96 @@ TEST(GrpcCodecTest, ChunksCarryDeltasAndUsage) {
   ASSERT_THAT(last, IsOk());
   EXPECT_EQ(last->choices_size(), 0);
   EXPECT_EQ(last->usage().total_tokens(), 7u);
+}
+
+// What a client asking for logprobs gets back: the upstream's values, integers still integers.
+TEST(GrpcCodecTest, ChoiceLogprobsAndUsageDetailsReachTheirExtra) {
+  Json logprobs = Json::parse(R"({"content": [
+    {"token": "Hi", "logprob": -0.25, "bytes": [72, 105],
+     "top_logprobs": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105]},
+                      {"token": "Hey", "logprob": -1.5, "bytes": [72, 101, 121]}]}],
+    "refusal": null})");
+  Json details = Json::parse(R"({"cached_tokens": 1024, "audio_tokens": 0})");
+  Json completion_details = Json::parse(R"({"reasoning_tokens": 7})");
+  Json body = {{"id", "chatcmpl-2"},
+               {"object", "chat.completion"},
+               {"created", 1},
+               {"model", "gpt-4o"},
+               {"choices",
+                {{{"index", 0},
+                  {"message", {{"role", "assistant"}, {"content", "Hi"}}},
+                  {"logprobs", logprobs},
+                  {"finish_reason", "stop"}}}},
+               {"usage",
+                {{"prompt_tokens", 1500},
+                 {"completion_tokens", 1},
+                 {"total_tokens", 1501},
+                 {"prompt_tokens_details", details},
+                 {"completion_tokens_details", completion_details}}}};
+  auto response = ChatResponseFromJson(body);
+  ASSERT_THAT(response, IsOk());
+  ASSERT_EQ(response->choices_size(), 1);
+  const v1::Choice& choice = response->choices(0);
+  EXPECT_EQ(choice.message().content(), "Hi");
+  EXPECT_EQ(choice.finish_reason(), "stop");
+  EXPECT_EQ(Unordered(StructToJson(choice.extra())), Unordered(Json{{"logprobs", logprobs}}));
+  EXPECT_EQ(response->usage().prompt_tokens(), 1500u);
+  Json usage_extra = StructToJson(response->usage().extra());
+  EXPECT_EQ(Unordered(usage_extra),
+            Unordered(Json{{"prompt_tokens_details", details},
+                           {"completion_tokens_details", completion_details}}));
+  ASSERT_TRUE(usage_extra["prompt_tokens_details"]["cached_tokens"].is_number_integer());
+  EXPECT_EQ(usage_extra["prompt_tokens_details"]["cached_tokens"].get<int64_t>(), 1024);
+  EXPECT_FALSE(response->has_extra());
+}
+
+TEST(GrpcCodecTest, ChunkChoiceLogprobsAndUsageDetailsReachTheirExtra) {
+  Json logprobs = Json::parse(R"({"content": [
+    {"token": "Hel", "logprob": -0.0625, "bytes": [72, 101, 108], "top_logprobs": []}]})");
+  Json chunk = {{"id", "c"},
+                {"object", "chat.completion.chunk"},
+                {"created", 1},
+                {"model", "m"},
+                {"choices",
+                 {{{"index", 0},
+                   {"delta", {{"content", "Hel"}}},
+                   {"logprobs", logprobs},
+                   {"finish_reason", nullptr}}}}};
+  auto first = ChatChunkFromJson(chunk);
+  ASSERT_THAT(first, IsOk());
+  ASSERT_EQ(first->choices_size(), 1);
+  EXPECT_EQ(first->choices(0).delta().content(), "Hel");
+  EXPECT_EQ(Unordered(StructToJson(first->choices(0).extra())),
+            Unordered(Json{{"logprobs", logprobs}}));
+  EXPECT_FALSE(first->has_extra());
+
+  auto last = ChatChunkFromJson(Json::parse(R"({
+    "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+              "prompt_tokens_details": {"cached_tokens": 3}}})"));
+  ASSERT_THAT(last, IsOk());
+  EXPECT_EQ(last->usage().total_tokens(), 7u);
+  EXPECT_EQ(Unordered(StructToJson(last->usage().extra())),
+            Unordered(Json::parse(R"({"prompt_tokens_details": {"cached_tokens": 3}})")));
+}
+
+TEST(GrpcCodecTest, ChoiceWithoutUnmodeledFieldsHasNoExtra) {
+  auto response = ChatResponseFromJson(Json::parse(R"({
+    "id": "r", "object": "chat.completion", "created": 1, "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}})"));
+  ASSERT_THAT(response, IsOk());
+  ASSERT_EQ(response->choices_size(), 1);
+  EXPECT_FALSE(response->choices(0).has_extra());
+  EXPECT_FALSE(response->usage().has_extra());
+
+  auto chunk = ChatChunkFromJson(Json::parse(R"({
+    "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+    "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": null}]})"));
+  ASSERT_THAT(chunk, IsOk());
+  ASSERT_EQ(chunk->choices_size(), 1);
+  EXPECT_FALSE(chunk->choices(0).has_extra());
 }
 
 TEST(GrpcCodecTest, MalformedAnswersAreUpstreamFailures) {
