@@ -21,6 +21,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -151,6 +152,20 @@ int ToMs(absl::Duration d) {
   return static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(d), 1, INT32_MAX));
 }
 
+// Whether the environment names a proxy for libcurl to use (it reads these per exchange unless
+// told the proxy outright). Read once: terse does not change its own environment.
+bool ProxyInEnvironment() {
+  static const bool found = [] {
+    for (const char* name : {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                             "ALL_PROXY"}) {
+      const char* value = std::getenv(name);
+      if (value != nullptr && *value != '\0') return true;
+    }
+    return false;
+  }();
+  return found;
+}
+
 std::string Lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -206,7 +221,7 @@ class HttpClient::Loop {
 
   ~Loop() {
     if (thread_.joinable()) thread_.join();
-    for (CURL* easy : idle_easy_) curl_easy_cleanup(easy);
+    for (IdleEasy& idle : idle_easy_) curl_easy_cleanup(idle.easy);
     curl_multi_cleanup(multi_);
     close(epoll_fd_);
   }
@@ -309,7 +324,7 @@ class HttpClient::Loop {
       t->handler->OnComplete(WithRecovery(
           UpstreamFailed("could not set up the upstream request: " + std::string(t->error)),
           Recovery::kNone));
-      if (t->easy) Recycle(t->easy);
+      if (t->easy) Recycle(t->easy, t->request, /*configured=*/false);
       if (t->header_list) curl_slist_free_all(t->header_list);
       return;
     }
@@ -323,7 +338,7 @@ class HttpClient::Loop {
       first_byte_deadlines_.erase({t->first_byte_deadline, id});
       t->handler->OnComplete(UpstreamFailed(std::string("could not start the upstream request: ") +
                                             curl_multi_strerror(rc)));
-      Recycle(t->easy);
+      Recycle(t->easy, t->request, /*configured=*/true);
       if (t->header_list) curl_slist_free_all(t->header_list);
       return;
     }
@@ -400,26 +415,56 @@ class HttpClient::Loop {
   }
 
   // Easy handles are reused: curl_easy_init allocates and fills ~20 KB (and its big allocation
-  // made malloc consolidate its free lists), several percent of a pass-through request's CPU.
-  CURL* NewEasy() {
+  // made malloc consolidate its free lists), several percent of a pass-through request's CPU. A
+  // handle keeps the options that are the same for every exchange of its TLS settings, so the
+  // next exchange with those settings sets only its own (no curl_easy_reset, a few setopt calls).
+  struct IdleEasy {
+    CURL* easy = nullptr;
+    bool configured = false;  // the shared options are set, for these TLS settings:
+    std::string ca_bundle;
+    bool insecure = false;
+  };
+
+  // A handle for `r`; `*configured` tells whether its shared options are set for `r` already.
+  CURL* NewEasy(const HttpRequest& r, bool* configured) {
+    *configured = false;
     if (idle_easy_.empty()) return curl_easy_init();
-    CURL* easy = idle_easy_.back();
+    for (size_t i = idle_easy_.size(); i-- > 0;) {
+      IdleEasy& idle = idle_easy_[i];
+      if (idle.configured && idle.insecure == r.insecure_skip_verify &&
+          idle.ca_bundle == r.ca_bundle) {
+        CURL* easy = idle.easy;
+        idle_easy_.erase(idle_easy_.begin() + static_cast<ptrdiff_t>(i));
+        *configured = true;
+        return easy;
+      }
+    }
+    CURL* easy = idle_easy_.back().easy;
     idle_easy_.pop_back();
+    curl_easy_reset(easy);  // every option back to its default; connections live in the multi
     return easy;
   }
 
-  // Takes back a handle that is in no multi handle: reset to the defaults, kept for NewEasy.
-  void Recycle(CURL* easy) {
+  // Takes back a handle that is in no multi handle, for NewEasy. `configured`: its shared options
+  // are those of `r` (false after a failed set-up, so the next user resets it).
+  void Recycle(CURL* easy, const HttpRequest& r, bool configured) {
     if (idle_easy_.size() >= kMaxIdleEasy) {
       curl_easy_cleanup(easy);
       return;
     }
-    curl_easy_reset(easy);  // every option back to its default; connections live in the multi
-    idle_easy_.push_back(easy);
+    IdleEasy idle;
+    idle.easy = easy;
+    idle.configured = configured;
+    if (configured) {
+      idle.ca_bundle = r.ca_bundle;
+      idle.insecure = r.insecure_skip_verify;
+    }
+    idle_easy_.push_back(std::move(idle));
   }
 
   bool Configure(Transfer& t) {
-    t.easy = NewEasy();
+    bool configured = false;
+    t.easy = NewEasy(t.request, &configured);
     if (!t.easy) {
       std::strcpy(t.error, "curl_easy_init failed");
       return false;
@@ -430,31 +475,40 @@ class HttpClient::Loop {
     auto set = [&](CURLoption option, auto value) {
       if (curl_easy_setopt(e, option, value) != CURLE_OK) ok = false;
     };
+    if (!configured) {
+      set(CURLOPT_NOSIGNAL, 1L);
+      set(CURLOPT_PROTOCOLS_STR, "http,https");
+      set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
+      set(CURLOPT_PIPEWAIT, 1L);
+      set(CURLOPT_TCP_KEEPALIVE, 1L);
+      set(CURLOPT_SSL_VERIFYPEER, r.insecure_skip_verify ? 0L : 1L);
+      set(CURLOPT_SSL_VERIFYHOST, r.insecure_skip_verify ? 0L : 2L);
+      if (!r.ca_bundle.empty()) set(CURLOPT_CAINFO, r.ca_bundle.c_str());
+      set(CURLOPT_HEADERFUNCTION, &Loop::OnHeaderLine);
+      set(CURLOPT_WRITEFUNCTION, &Loop::OnBodyBytes);
+      set(CURLOPT_PREREQFUNCTION, &Loop::OnConnected);
+      if (!ProxyInEnvironment()) {
+        // No proxy: saying so spares libcurl six environment look-ups per exchange.
+        set(CURLOPT_PROXY, "");
+        set(CURLOPT_NOPROXY, "");
+      }
+    }
+    // The exchange's own options, every time.
     set(CURLOPT_ERRORBUFFER, t.error);
     set(CURLOPT_PRIVATE, &t);
-    set(CURLOPT_NOSIGNAL, 1L);
     set(CURLOPT_URL, r.url.c_str());
-    set(CURLOPT_PROTOCOLS_STR, "http,https");
-    set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
-    set(CURLOPT_PIPEWAIT, 1L);
-    set(CURLOPT_TCP_KEEPALIVE, 1L);
     set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(ToMs(r.connect_timeout)));
     set(CURLOPT_TIMEOUT_MS, static_cast<long>(ToMs(r.total_timeout)));
-    set(CURLOPT_SSL_VERIFYPEER, r.insecure_skip_verify ? 0L : 1L);
-    set(CURLOPT_SSL_VERIFYHOST, r.insecure_skip_verify ? 0L : 2L);
-    if (!r.ca_bundle.empty()) set(CURLOPT_CAINFO, r.ca_bundle.c_str());
-    set(CURLOPT_HEADERFUNCTION, &Loop::OnHeaderLine);
     set(CURLOPT_HEADERDATA, &t);
-    set(CURLOPT_WRITEFUNCTION, &Loop::OnBodyBytes);
     set(CURLOPT_WRITEDATA, &t);
-    set(CURLOPT_PREREQFUNCTION, &Loop::OnConnected);
     set(CURLOPT_PREREQDATA, &t);
     if (r.method == "GET") {
+      set(CURLOPT_CUSTOMREQUEST, static_cast<const char*>(nullptr));
       set(CURLOPT_HTTPGET, 1L);
     } else {
-      if (r.method != "POST") set(CURLOPT_CUSTOMREQUEST, r.method.c_str());
-      set(CURLOPT_POSTFIELDS, r.body.data());
+      set(CURLOPT_CUSTOMREQUEST, r.method == "POST" ? nullptr : r.method.c_str());
       set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(r.body.size()));
+      set(CURLOPT_POSTFIELDS, r.body.data());
     }
     for (const auto& [name, value] : r.headers) {
       std::string line = name + ": " + value;
@@ -535,7 +589,7 @@ class HttpClient::Loop {
     first_byte_deadlines_.erase({t->first_byte_deadline, t->id});
     if (status.ok()) DeliverHead(*t);
     by_easy_.erase(t->easy);
-    Recycle(t->easy);
+    Recycle(t->easy, t->request, /*configured=*/true);
     curl_slist_free_all(t->header_list);
     std::unique_ptr<Transfer> owned = std::move(transfers_[t->id]);
     transfers_.erase(t->id);
@@ -680,7 +734,7 @@ class HttpClient::Loop {
   uint64_t next_timer_seq_ = 0;
   absl::Time curl_deadline_ = absl::InfiniteFuture();  // libcurl's timer (OnTimer)
   static constexpr size_t kMaxIdleEasy = 128;
-  std::vector<CURL*> idle_easy_;  // reset handles for the next exchanges (NewEasy, Recycle)
+  std::vector<IdleEasy> idle_easy_;  // handles for the next exchanges (NewEasy, Recycle)
 };
 
 namespace {

@@ -2,7 +2,10 @@
 // compare the two on many texts), iterative so that deep nesting cannot overflow the stack.
 #include "providers/json_scan.h"
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <cstdlib>
 #include <string>
 
@@ -141,10 +144,36 @@ class Validator {
     return true;
   }
 
+  // Moves p_ past printable ASCII other than '"' and '\\' (the bytes of a string that need no look
+  // of their own, most of them), eight bytes at a time, up to the first byte that does.
+  void SkipPlainWords() {
+    constexpr uint64_t kOnes = 0x0101010101010101ULL;
+    constexpr uint64_t kHighs = 0x8080808080808080ULL;
+    while (p_ + 8 <= s_.size()) {
+      uint64_t x;
+      std::memcpy(&x, s_.data() + p_, sizeof x);
+      const uint64_t quote = x ^ (kOnes * '"');
+      const uint64_t backslash = x ^ (kOnes * '\\');
+      // A high bit per byte below 0x20, equal to '"' or '\\', or not ASCII (a few false alarms
+      // are possible, never a miss).
+      const uint64_t special = ((x - kOnes * 0x20) & ~x) | ((quote - kOnes) & ~quote) |
+                               ((backslash - kOnes) & ~backslash) | x;
+      if ((special & kHighs) != 0) {
+        // A false alarm only ever sits above a true one, so the lowest flag is a true one.
+        static_assert(std::endian::native == std::endian::little, "the first byte is the lowest");
+        p_ += static_cast<size_t>(std::countr_zero(special & kHighs)) / 8;
+        return;
+      }
+      p_ += 8;
+    }
+  }
+
   // From the opening quote; leaves p_ after the closing one.
   bool String() {
     ++p_;
     while (p_ < s_.size()) {
+      SkipPlainWords();
+      if (p_ >= s_.size()) break;
       const unsigned char c = static_cast<unsigned char>(s_[p_]);
       if (c == '"') {
         ++p_;

@@ -161,6 +161,30 @@ TEST(HttpClientTest, ExchangesStartCleanOnReusedHandles) {
   EXPECT_FALSE(requests[1].HasHeader("content-type"));
   EXPECT_EQ(requests[1].body, "");
   EXPECT_EQ(client->connections_opened(), 1);
+
+  // The handle keeps its shared options but not the method or body of the last exchange.
+  auto post_again = std::make_shared<RecordingHttpHandler>();
+  client->Start(ChatRequest(upstream, "third", false), post_again);
+  ASSERT_TRUE(post_again->WaitDone());
+  HttpRequest del;
+  del.method = "DELETE";
+  del.url = upstream.base_url() + "/files/f1";
+  auto deleted = std::make_shared<RecordingHttpHandler>();
+  client->Start(del, deleted);
+  ASSERT_TRUE(deleted->WaitDone());
+  auto post_last = std::make_shared<RecordingHttpHandler>();
+  client->Start(ChatRequest(upstream, "fifth", false), post_last);
+  ASSERT_TRUE(post_last->WaitDone());
+  EXPECT_THAT(post_last->status(), IsOk());
+  ASSERT_EQ(upstream.request_count(), 5u);
+  const auto later = upstream.requests();
+  EXPECT_EQ(later[2].method, "POST");
+  EXPECT_THAT(later[2].body, HasSubstr("third"));
+  EXPECT_EQ(later[3].method, "DELETE");
+  EXPECT_EQ(later[3].body, "");
+  EXPECT_EQ(later[4].method, "POST");
+  EXPECT_THAT(later[4].body, HasSubstr("fifth"));
+  EXPECT_EQ(client->connections_opened(), 1);
 }
 
 TEST(HttpClientTest, DeliversStreamedBytesBeforeTheResponseEnds) {

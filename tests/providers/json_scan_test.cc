@@ -147,6 +147,37 @@ TEST(JsonScanTest, AgreesWithTheParserOnMutatedTexts) {
   EXPECT_LT(accepted, 19900);
 }
 
+// Strings are checked eight plain bytes at a time: a byte that needs a look of its own must be
+// seen at every position of a word, and near the end of the text.
+TEST(JsonScanTest, FindsEveryKindOfByteAtEveryPositionOfALongString) {
+  const std::vector<std::string> inserts = {
+      "\"",          // ends the string early: what follows is not JSON
+      "\\n",        // an escape
+      "\\q",        // a bad escape
+      "\x01",        // a raw control character
+      "\x1f",
+      "\x7f",        // DEL is allowed
+      "\xc3\xa9",    // UTF-8
+      "\xff",        // not UTF-8
+      "\xe2\x82",    // cut UTF-8
+      " ",
+  };
+  int accepted = 0;
+  for (const std::string& insert : inserts) {
+    for (size_t prefix = 0; prefix < 20; ++prefix) {
+      for (size_t suffix : {0, 1, 7, 8, 9, 17}) {
+        const std::string text = "\"" + std::string(prefix, 'a') + insert +
+                                 std::string(suffix, 'b') + "\"";
+        ASSERT_EQ(IsValidJson(text), ParserAccepts(text))
+            << "insert " << ::testing::PrintToString(insert) << " after " << prefix;
+        accepted += ParserAccepts(text);
+      }
+    }
+  }
+  EXPECT_GT(accepted, 100);
+  EXPECT_LT(accepted, 1000);
+}
+
 TEST(JsonScanTest, WalksMembersAndElementsAsWritten) {
   std::vector<std::pair<std::string, std::string>> members;
   EXPECT_TRUE(ForEachMember(R"( {"a" : [1, {"x":"}"}] , "b\"c":"v,]", "d":-1.5e2,"e":{}} )",
