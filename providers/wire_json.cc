@@ -35,15 +35,32 @@ Json& WireJson::mutable_json() {
   return *value_;
 }
 
+namespace {
+
+// Looks for the top-level member `key` in `text` without parsing. False when a key spelled with
+// escapes leaves the answer to the parser; else true, with `*found` set when the member is there.
+bool ScanForMember(const std::string& text, std::string_view key,
+                   std::optional<std::string_view>* found) {
+  bool escaped = false;
+  ForEachMember(text, [&](std::string_view k, std::string_view v) {
+    if (k.find('\\') != std::string_view::npos) escaped = true;
+    if (k == key) *found = v;  // the last of duplicates wins, as in the parser
+  });
+  return !escaped;
+}
+
+}  // namespace
+
+bool WireJson::FindMemberText(std::string_view key,
+                              std::optional<std::string_view>* member) const {
+  member->reset();
+  return text_.has_value() && ScanForMember(*text_, key, member);
+}
+
 std::optional<Json> WireJson::Member(std::string_view key) const {
   if (!value_.has_value()) {
     std::optional<std::string_view> found;
-    bool escaped = false;  // a key with escapes: only the parser knows what it spells
-    ForEachMember(*text_, [&](std::string_view k, std::string_view v) {
-      if (k.find('\\') != std::string_view::npos) escaped = true;
-      if (k == key) found = v;  // the last of duplicates wins, as in the parser
-    });
-    if (!escaped) {
+    if (ScanForMember(*text_, key, &found)) {
       if (!found.has_value()) return std::nullopt;
       Json member = Json::parse(*found, nullptr, /*allow_exceptions=*/false);
       if (member.is_discarded()) return std::nullopt;

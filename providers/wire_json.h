@@ -33,6 +33,10 @@ class WireJson {
   // The top-level member `key` of an object, or nullopt when there is none (or no object). From
   // the text, only that member is parsed.
   std::optional<Json> Member(std::string_view key) const;
+  // Looks up the top-level member `key` in the text as received, parsing nothing. True when that
+  // settles it, with `*member` set to the member's text when there is one; false when there is no
+  // text at hand or a key spelled with escapes leaves the answer to Member.
+  bool FindMemberText(std::string_view key, std::optional<std::string_view>* member) const;
 
   // True when the text is at hand, so text() costs nothing: the text as received (while the value
   // is unchanged), or a serialization text() made already.

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -15,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/errors.h"
+#include "providers/json_scan.h"
 #include "providers/provider.h"
 #include "providers/provider_set.h"
 #include "proxy/alignment_recorder.h"
@@ -299,11 +303,55 @@ struct Usage {
 };
 
 // A response's or chunk's `usage` member, when it is an object.
-void ReadUsage(const Json& member, Usage& usage) {
-  if (!member.is_object()) return;
-  usage.prompt_tokens = member.value("prompt_tokens", uint64_t{0});
-  usage.completion_tokens = member.value("completion_tokens", uint64_t{0});
+// A token count as an upstream wrote it: a non-negative integer, or a number with a fraction
+// (some servers write 20.0). Anything else counts as 0: an odd upstream cannot break the books.
+uint64_t TokenCount(double value) {
+  return std::isfinite(value) && value >= 0 && value < 1.8e19 ? static_cast<uint64_t>(value) : 0;
+}
+uint64_t TokenCount(std::string_view text) {
+  const char* end = text.data() + text.size();
+  uint64_t count = 0;
+  auto [at, error] = std::from_chars(text.data(), end, count);
+  if (error == std::errc() && at == end) return count;
+  double value = 0;
+  auto [at_double, error_double] = std::from_chars(text.data(), end, value);
+  return error_double == std::errc() && at_double == end ? TokenCount(value) : 0;
+}
+uint64_t TokenCount(const Json& value) {
+  if (value.is_number_unsigned()) return value.get<uint64_t>();
+  if (value.is_number_integer()) return 0;  // negative
+  if (value.is_number_float()) return TokenCount(value.get<double>());
+  return 0;
+}
+
+// Whether `message` (a response or a chunk) has a top-level `usage` member. When it is an object,
+// its prompt and completion token counts go to `usage`: read off the text as received when there
+// is one (nothing is parsed), else off the value.
+bool ReadUsage(const providers::WireJson& message, Usage& usage) {
+  std::optional<std::string_view> text;
+  if (message.FindMemberText("usage", &text)) {
+    if (!text.has_value()) return false;
+    if (text->empty() || text->front() != '{') return true;
+    usage.prompt_tokens = 0;
+    usage.completion_tokens = 0;
+    providers::ForEachMember(*text, [&](std::string_view key, std::string_view value) {
+      if (key == "prompt_tokens") usage.prompt_tokens = TokenCount(value);
+      if (key == "completion_tokens") usage.completion_tokens = TokenCount(value);
+    });
+    usage.seen = true;
+    return true;
+  }
+  std::optional<Json> member = message.Member("usage");
+  if (!member.has_value()) return false;
+  if (!member->is_object()) return true;
+  auto count = [&](const char* key) {
+    auto it = member->find(key);
+    return it == member->end() ? uint64_t{0} : TokenCount(*it);
+  };
+  usage.prompt_tokens = count("prompt_tokens");
+  usage.completion_tokens = count("completion_tokens");
   usage.seen = true;
+  return true;
 }
 
 class CallState;
@@ -615,7 +663,7 @@ void CallState::Cancel() {
 
 void CallState::OnResponse(providers::WireJson body) {
   if (first_byte_ == absl::InfinitePast()) first_byte_ = absl::Now();
-  if (std::optional<Json> usage = body.Member("usage")) ReadUsage(*usage, usage_);
+  ReadUsage(body, usage_);
   response_ = std::move(body);
 }
 
@@ -623,8 +671,7 @@ void CallState::OnChunk(providers::WireJson chunk) {
   if (first_byte_ == absl::InfinitePast()) first_byte_ = absl::Now();
   // Most chunks surely have no `usage` and go on as the text they arrived as, unparsed.
   if (chunk.MayContainKey("usage")) {
-    if (std::optional<Json> usage = chunk.Member("usage")) {
-      ReadUsage(*usage, usage_);
+    if (ReadUsage(chunk, usage_)) {
       if (!client_wants_usage_) {
         // The usage-only chunk exists because terse asked for it: the client never sees it.
         std::optional<Json> choices = chunk.Member("choices");

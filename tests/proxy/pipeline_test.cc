@@ -208,6 +208,45 @@ TEST_F(PipelineTest, NonStreamingReplyIsTheUpstreamsBytesWithItsUsageBooked) {
               HasSubstr("terse_upstream_tokens_total{route=\"gpt\",kind=\"prompt\"} 12\n"));
 }
 
+// Token counts are read off the upstream's bytes without parsing them; odd values count as 0 and
+// never break the call, and a key spelled with escapes is still found.
+TEST_F(PipelineTest, UsageIsBookedFromOddButValidAnswers) {
+  struct Case {
+    std::string usage;  // the usage member's text, or a whole answer when it starts with '{"id'
+    int prompt;         // the prompt tokens booked
+  };
+  const std::vector<Case> cases = {
+      {R"({"prompt_tokens": 7, "completion_tokens": 1})", 7},
+      {R"({"prompt_tokens": 9.0, "completion_tokens": 1})", 9},
+      {R"({"prompt_tokens": "11", "completion_tokens": 1})", 0},
+      {R"({"prompt_tokens": -5, "completion_tokens": 1})", 0},
+      {R"({"prompt_tokens": 1e400, "completion_tokens": 1})", -1},  // not JSON for the parser
+      {R"({"prompt_tokens": {"n": 3}, "completion_tokens": 1})", 0},
+      {R"(null)", 0},
+      {R"({"id": "c9", "choices": [], "usage": {"prompt_tokens": 13}})", 13},
+  };
+  int booked = 0;
+  for (const Case& c : cases) {
+    FakeReply reply;
+    reply.raw_body = c.usage.rfind(R"({"id")", 0) == 0
+                         ? c.usage
+                         : R"({"id": "c9", "object": "chat.completion", "choices": [], "usage": )" +
+                               c.usage + "}";
+    gw.upstream.EnqueueReply(reply);
+    auto r = RunToEnd(*gw.pipeline, Chat("gpt-4o", "hi"));
+    if (c.prompt < 0) {
+      EXPECT_EQ(r->terminal().kind, Kind::kFail) << c.usage;  // an invalid answer is a 502
+      continue;
+    }
+    ASSERT_EQ(r->terminal().kind, Kind::kReply) << c.usage << " " << r->terminal().status;
+    booked += c.prompt;
+    EXPECT_THAT(gw.metrics.RenderPrometheus(),
+                HasSubstr("terse_upstream_tokens_total{route=\"gpt\",kind=\"prompt\"} " +
+                          std::to_string(booked) + "\n"))
+        << c.usage;
+  }
+}
+
 TEST_F(PipelineTest, OrganizationHeadersOnlyWhereTheRouteSaysSo) {
   CallInfo info = Info();
   info.headers = {{"openai-organization", "org-1"}, {"openai-project", "proj-1"}};
