@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/errors.h"
+#include "providers/upstream_errors.h"
 #include "proxy/grpc_codec.h"
 #include "terse/v1/gateway.grpc.pb.h"
 
@@ -125,6 +126,12 @@ grpc::Status FinishStatus(grpc::CallbackServerContext& ctx, const absl::Status& 
     ctx.AddTrailingMetadata("x-terse-error-type", detail.type);
     if (!detail.code.empty()) ctx.AddTrailingMetadata("x-terse-error-code", detail.code);
     if (!detail.retryable) ctx.AddTrailingMetadata("x-should-retry", "false");
+    if (std::optional<absl::Duration> wait = providers::RetryAfterOf(status);
+        wait.has_value() && *wait < absl::Hours(24)) {
+      ctx.AddTrailingMetadata(
+          "retry-after-ms",
+          std::to_string(std::max<int64_t>(0, absl::ToInt64Milliseconds(*wait))));
+    }
   }
   return ToGrpcStatus(status);
 }

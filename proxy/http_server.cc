@@ -33,6 +33,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/errors.h"
+#include "providers/upstream_errors.h"
 #include "proxy/log.h"
 
 namespace terse::proxy {
@@ -584,6 +585,13 @@ class Session : public std::enable_shared_from_this<Session> {
     absl::StrAppend(&out, "content-type: application/json\r\ncontent-length: ", body.size(),
                     "\r\n");
     if (!detail.retryable) out += "x-should-retry: false\r\n";
+    // The upstream's own word on when to try again, for the client's SDK to honour.
+    if (std::optional<absl::Duration> wait = providers::RetryAfterOf(status);
+        wait.has_value() && *wait < absl::Hours(24)) {
+      const int64_t ms = std::max<int64_t>(0, absl::ToInt64Milliseconds(*wait));
+      absl::StrAppend(&out, "retry-after-ms: ", ms, "\r\nretry-after: ", (ms + 999) / 1000,
+                      "\r\n");
+    }
     if (!extra_allow_.empty()) {
       absl::StrAppend(&out, "allow: ", extra_allow_, "\r\n");
       extra_allow_.clear();

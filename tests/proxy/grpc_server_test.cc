@@ -302,6 +302,18 @@ TEST_F(GrpcServerTest, UpstreamFailureIsUnavailable) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
+TEST_F(GrpcServerTest, UpstreamRateLimitCarriesItsRetryAfter) {
+  FakeReply limited = FakeReply::Fail(429, "slow down", "rate_limit_error");
+  limited.headers = {{"retry-after", "7"}};
+  gateway_.upstream.EnqueueReply(limited);
+  auto ctx = Context();
+  v1::ChatResponse response;
+  grpc::Status status = stub_->Chat(ctx.get(), Request("gpt-4o", "hi"), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(Metadata(ctx->GetServerTrailingMetadata(), "x-terse-error-type"), "rate_limit_error");
+  EXPECT_EQ(Metadata(ctx->GetServerTrailingMetadata(), "retry-after-ms"), "7000");
+}
+
 TEST_F(GrpcServerTest, DeadlineExceededWithStalledUpstreamCancelsIt) {
   gateway_.upstream.SetDefaultReply(FakeReply::Stall());
   v1::ChatResponse response;

@@ -268,6 +268,28 @@ TEST_F(HttpServerTest, Upstream500Is502AndUpstream400PassesThrough) {
   ExpectStillServing();
 }
 
+// An upstream rate limit reaches the client as a 429 with the upstream's wait, in both headers
+// the OpenAI SDKs honour; an error without one carries neither.
+TEST_F(HttpServerTest, UpstreamRateLimitPassesItsRetryAfterOn) {
+  FakeReply limited = FakeReply::Fail(429, "slow down", "rate_limit_error");
+  limited.headers = {{"retry-after-ms", "2500"}};
+  gw.upstream.EnqueueReply(limited);
+  auto r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "x"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 429);
+  EXPECT_EQ(r->JsonBody()["error"]["type"], "rate_limit_error");
+  EXPECT_EQ(r->Header("retry-after-ms"), "2500");
+  EXPECT_EQ(r->Header("retry-after"), "3");  // whole seconds, rounded up
+  EXPECT_FALSE(r->HasHeader("x-should-retry"));
+
+  gw.upstream.EnqueueReply(FakeReply::Fail(400, "bad temperature", "invalid_request_error"));
+  r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "x"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 400);
+  EXPECT_FALSE(r->HasHeader("retry-after"));
+  EXPECT_FALSE(r->HasHeader("retry-after-ms"));
+}
+
 TEST_F(HttpServerTest, StalledUpstreamIs504) {
   gw.upstream.EnqueueReply(FakeReply::Stall());
   auto r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "x"));
