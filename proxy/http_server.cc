@@ -1,8 +1,10 @@
 // The HTTP face on Boost.Beast. Each I/O thread runs an io_context of its own and hosts one lane
 // of the upstream HTTP engine, so a pass-through request is read, forwarded, answered and written
 // on one thread with no hand-off. Connections are dealt to the I/O threads in turn. One Session
-// per connection, every handler of a connection on its strand. The pipeline reports (from the
-// lane's thread, or a compression worker's) through HttpResponder, which only posts to the strand;
+// per connection, every handler of a connection on its I/O thread's io_context, which only that
+// thread runs: the handlers of a connection never run concurrently, with no strand to pay for. The
+// pipeline reports (from the lane's thread, or a compression worker's) through HttpResponder,
+// which only posts to the connection's executor;
 // the session queues the bytes and writes them as the socket accepts them.
 #include "proxy/http_server.h"
 
@@ -208,7 +210,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         metrics(metrics),
         max_body_bytes(max_body_bytes),
         io(MakeIoThreads(io_threads)),
-        acceptor(net::make_strand(io[0]->ioc)),
+        acceptor(io[0]->ioc),
         accept_backoff(acceptor.get_executor()) {}
 
   static std::vector<std::unique_ptr<IoThread>> MakeIoThreads(unsigned n) {
@@ -247,8 +249,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(std::shared_ptr<HttpServer::Impl> server, tcp::socket socket)
       : server_(std::move(server)),
         socket_(std::move(socket)),
-        strand_(socket_.get_executor()),
-        timer_(strand_) {}
+        executor_(socket_.get_executor()),
+        timer_(executor_) {}
 
   ~Session() {
     absl::MutexLock lock(&server_->mu);
@@ -267,10 +269,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   template <typename Fn>
   void Post(Fn fn) {
-    net::post(strand_, std::move(fn));
+    net::post(executor_, std::move(fn));
   }
 
-  // ---- Responder events, on the strand. `seq` names the exchange they belong to.
+  // ---- Responder events, on the connection's thread. `seq` names the exchange they belong to.
   void OnReply(uint64_t seq, const ResponseHead& head, const providers::WireJson& body) {
     if (!Current(seq)) return;
     const std::string& payload = body.text();
@@ -326,13 +328,13 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // Bytes queued between these two calls go out in one write (a stream's head, events and end
-  // in one segment instead of one each). On the strand.
+  // in one segment instead of one each). On the connection's thread.
   void HoldWrites() { ++writes_held_; }
   void ReleaseWrites() {
     if (--writes_held_ == 0) Flush();
   }
 
-  // ---- Server events, on the strand.
+  // ---- Server events, on the connection's thread.
   // Graceful shutdown: an idle connection closes now, a busy one after its response.
   void CloseWhenIdle() {
     if (closed_) return;
@@ -758,7 +760,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Constant after construction.
   const std::shared_ptr<HttpServer::Impl> server_;
   tcp::socket socket_;
-  net::any_io_executor strand_;
+  net::any_io_executor executor_;  // its I/O thread's io_context: handlers run one at a time
   net::steady_timer timer_;
 
   // Strand-only state.
@@ -781,7 +783,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::array<char, 4096> drain_;
 };
 
-// The pipeline's view of one exchange: every event is posted to the session's strand, so the
+// The pipeline's view of one exchange: every event is posted to the session's thread, so the
 // pipeline's thread never waits for the network. A stream's events are gathered while a post is
 // pending: the chunks of one upstream read (often the whole answer) cost one hand-off to the I/O
 // thread, not one each.
@@ -833,7 +835,7 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
     if (post) session_->Post([self = shared_from_this()] { self->Deliver(); });
   }
 
-  // On the strand.
+  // On the session's thread.
   void Deliver() {
     Batch batch;
     {
@@ -855,7 +857,7 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
 
   absl::Mutex mu_;
   Batch batch_ ABSL_GUARDED_BY(mu_);
-  bool posted_ ABSL_GUARDED_BY(mu_) = false;  // a Deliver is on its way to the strand
+  bool posted_ ABSL_GUARDED_BY(mu_) = false;  // a Deliver is on its way to the session
 };
 
 void Session::StartCall(http::request<http::string_body> req, Operation operation, Route route) {
@@ -953,7 +955,7 @@ void IoThread::RunLane() {
 void HttpServer::Impl::Accept() {
   IoThread& target = *io[next_io++ % io.size()];
   acceptor.async_accept(
-      net::make_strand(target.ioc),
+      target.ioc,
       [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
         if (self->stopping.load() || ec == net::error::operation_aborted) return;
         if (ec) {
