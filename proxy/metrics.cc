@@ -15,6 +15,10 @@ std::vector<double> LatencyBounds() {
           1,     2.5,    5,     10,   30,    60,   120, 300,  600};
 }
 
+std::unique_ptr<Histogram> NewLatencyHistogram() {
+  return std::make_unique<Histogram>(LatencyBounds());
+}
+
 // Compression runs in milliseconds to a couple of seconds (its timeout).
 std::vector<double> CompressionBounds() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5};
@@ -154,34 +158,34 @@ Metrics::Metrics() : compression_seconds_(CompressionBounds()), compression_rate
 
 void Metrics::RecordRequest(std::string_view route, std::string_view operation, int http_status,
                             absl::Duration total) {
-  requests_.Get({std::string(route), std::string(operation), absl::StrCat(http_status)})
+  char status[16];
+  const auto [end, ec] = std::to_chars(status, status + sizeof status, http_status);
+  requests_.Get({route, operation, std::string_view(status, end - status)})
       .fetch_add(1, std::memory_order_relaxed);
-  request_seconds_.Get({std::string(operation)}, LatencyBounds()).Observe(Seconds(total));
+  request_seconds_.GetOrMake({operation}, NewLatencyHistogram).Observe(Seconds(total));
 }
 
 void Metrics::RecordError(std::string_view route, std::string_view operation,
                           std::string_view type) {
-  errors_.Get({std::string(route), std::string(operation), std::string(type)})
-      .fetch_add(1, std::memory_order_relaxed);
+  errors_.Get({route, operation, type}).fetch_add(1, std::memory_order_relaxed);
 }
 
 void Metrics::RecordUpstream(std::string_view route, absl::Duration first_byte,
                              absl::Duration total) {
-  upstream_first_byte_seconds_.Get({std::string(route)}, LatencyBounds())
+  upstream_first_byte_seconds_.GetOrMake({route}, NewLatencyHistogram)
       .Observe(Seconds(first_byte));
-  upstream_seconds_.Get({std::string(route)}, LatencyBounds()).Observe(Seconds(total));
+  upstream_seconds_.GetOrMake({route}, NewLatencyHistogram).Observe(Seconds(total));
 }
 
 void Metrics::RecordTokens(std::string_view route, uint64_t prompt_tokens,
                            uint64_t completion_tokens) {
-  tokens_.Get({std::string(route), "prompt"}).fetch_add(prompt_tokens, std::memory_order_relaxed);
-  tokens_.Get({std::string(route), "completion"})
-      .fetch_add(completion_tokens, std::memory_order_relaxed);
+  tokens_.Get({route, "prompt"}).fetch_add(prompt_tokens, std::memory_order_relaxed);
+  tokens_.Get({route, "completion"}).fetch_add(completion_tokens, std::memory_order_relaxed);
 }
 
 void Metrics::RecordCompression(std::string_view route, uint64_t original_tokens,
                                 uint64_t compressed_tokens, absl::Duration took, bool cache_hit) {
-  LabelValues labels = {std::string(route)};
+  const LabelView labels = {route};
   compression_tokens_in_.Get(labels).fetch_add(original_tokens, std::memory_order_relaxed);
   compression_tokens_out_.Get(labels).fetch_add(compressed_tokens, std::memory_order_relaxed);
   if (original_tokens > compressed_tokens) {
@@ -197,7 +201,7 @@ void Metrics::RecordCompression(std::string_view route, uint64_t original_tokens
 }
 
 void Metrics::RecordCompressionFallback(std::string_view route) {
-  compression_fallbacks_.Get({std::string(route)}).fetch_add(1, std::memory_order_relaxed);
+  compression_fallbacks_.Get({route}).fetch_add(1, std::memory_order_relaxed);
 }
 
 std::string Metrics::RenderPrometheus() const {

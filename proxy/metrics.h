@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -41,24 +43,51 @@ class Histogram {
 
 // Label values of one time series, in the order of the family's label names.
 using LabelValues = std::vector<std::string>;
+// The same, to look a series up with: nothing is copied.
+using LabelView = std::initializer_list<std::string_view>;
 
-// Series of one metric family keyed by their label values. Finding a series takes a shared lock;
-// creating one (the first time a label combination is seen) takes the exclusive lock. Series are
-// never removed, so references stay valid.
+// Hashes and compares LabelValues and LabelViews alike, so a lookup allocates nothing.
+struct LabelsHash {
+  using is_transparent = void;
+  template <typename Labels>
+  size_t operator()(const Labels& labels) const {
+    size_t h = labels.size();
+    for (std::string_view value : labels) {
+      h = h * 1000003u ^ std::hash<std::string_view>()(value);
+    }
+    return h;
+  }
+};
+struct LabelsEq {
+  using is_transparent = void;
+  template <typename A, typename B>
+  bool operator()(const A& a, const B& b) const {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                      [](std::string_view x, std::string_view y) { return x == y; });
+  }
+};
+
+// Series of one metric family keyed by their label values. Finding a series takes a shared lock
+// and copies nothing; creating one (the first time a label combination is seen) takes the
+// exclusive lock. Series are never removed, so references stay valid.
 template <typename T>
 class Family {
  public:
-  template <typename... Args>
-  T& Get(const LabelValues& labels, Args&&... args) {
+  // `make` builds the series the first time its labels are seen.
+  template <typename Make>
+  T& GetOrMake(LabelView labels, Make make) {
     {
       absl::ReaderMutexLock lock(&mu_);
       auto it = series_.find(labels);
       if (it != series_.end()) return *it->second;
     }
     absl::MutexLock lock(&mu_);
-    auto& slot = series_[labels];
-    if (!slot) slot = std::make_unique<T>(std::forward<Args>(args)...);
+    auto& slot = series_[LabelValues(labels.begin(), labels.end())];
+    if (!slot) slot = make();
     return *slot;
+  }
+  T& Get(LabelView labels) {
+    return GetOrMake(labels, [] { return std::make_unique<T>(); });
   }
 
   // Calls fn(labels, series) for each series, sorted by label values for a stable output.
@@ -76,7 +105,8 @@ class Family {
 
  private:
   mutable absl::Mutex mu_;
-  absl::node_hash_map<LabelValues, std::unique_ptr<T>> series_ ABSL_GUARDED_BY(mu_);
+  absl::node_hash_map<LabelValues, std::unique_ptr<T>, LabelsHash, LabelsEq> series_
+      ABSL_GUARDED_BY(mu_);
 };
 
 // The gateway's metrics. Thread-safe; every Record* is cheap enough for the request path (one
