@@ -96,8 +96,9 @@ class ExchangeHandler : public HttpHandler {
     }
     if (!stream_ && !translate_response_) {
       // Already OpenAI's shape: checked, not parsed; the client gets the upstream's bytes.
-      if (!IsValidJson(buffer_)) return End(InvalidJson());
-      sink_->OnResponse(WireJson::FromText(std::move(buffer_)));
+      std::optional<WireJson> body = WireJson::FromUncheckedText(std::move(buffer_));
+      if (!body.has_value()) return End(InvalidJson());
+      sink_->OnResponse(*std::move(body));
       return End(absl::OkStatus());
     }
     if (sse_) {

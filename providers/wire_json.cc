@@ -29,9 +29,25 @@ const Json& WireJson::json() const {
   return *value_;
 }
 
+std::optional<WireJson> WireJson::FromUncheckedText(std::string text) {
+  WireJson out;
+  out.value_.reset();
+  const char* base = text.data();
+  const bool valid = IsValidJson(text, [&](std::string_view key, std::string_view value) {
+    out.members_.push_back({static_cast<size_t>(key.data() - base), key.size(),
+                            static_cast<size_t>(value.data() - base), value.size()});
+  });
+  if (!valid) return std::nullopt;
+  out.members_noted_ = true;
+  out.text_ = std::move(text);  // the offsets hold in the moved string
+  return out;
+}
+
 Json& WireJson::mutable_json() {
   json();
   text_.reset();
+  members_.clear();
+  members_noted_ = false;
   return *value_;
 }
 
@@ -54,13 +70,24 @@ bool ScanForMember(const std::string& text, std::string_view key,
 bool WireJson::FindMemberText(std::string_view key,
                               std::optional<std::string_view>* member) const {
   member->reset();
-  return text_.has_value() && ScanForMember(*text_, key, member);
+  if (!text_.has_value()) return false;
+  if (!members_noted_) return ScanForMember(*text_, key, member);
+  const std::string_view text = *text_;
+  for (const MemberSpan& span : members_) {
+    const std::string_view k = text.substr(span.key_at, span.key_size);
+    if (k.find('\\') != std::string_view::npos) {
+      member->reset();
+      return false;  // only the parser knows what it spells
+    }
+    if (k == key) *member = text.substr(span.value_at, span.value_size);  // the last one wins
+  }
+  return true;
 }
 
 std::optional<Json> WireJson::Member(std::string_view key) const {
   if (!value_.has_value()) {
     std::optional<std::string_view> found;
-    if (ScanForMember(*text_, key, &found)) {
+    if (FindMemberText(key, &found)) {
       if (!found.has_value()) return std::nullopt;
       Json member = Json::parse(*found, nullptr, /*allow_exceptions=*/false);
       if (member.is_discarded()) return std::nullopt;

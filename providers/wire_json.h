@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/json.h"
 
@@ -21,6 +22,9 @@ class WireJson {
   // Wraps `text`, the complete serialization of ONE valid JSON value (the caller has checked it:
   // json() parses it without further checks, and a parse failure there yields JSON null).
   static WireJson FromText(std::string text);
+  // Checks `text` (exactly what the parser accepts) and wraps it, noting where its top-level
+  // members are as it goes, so that member look-ups need no second pass; nullopt when invalid.
+  static std::optional<WireJson> FromUncheckedText(std::string text);
 
   // The JSON text: as received while the value is unchanged, else the value serialized compactly
   // (invalid UTF-8 replaced by U+FFFD).
@@ -46,8 +50,17 @@ class WireJson {
   bool MayContainKey(std::string_view key) const;
 
  private:
+  // Where a top-level member's key (without quotes) and value are in text_.
+  struct MemberSpan {
+    size_t key_at, key_size, value_at, value_size;
+  };
+
   mutable std::optional<std::string> text_;
   mutable std::optional<Json> value_;
+  // The top-level members of text_ in order, when FromUncheckedText noted them (and text_ is
+  // still the text received); `members_noted_` false: not noted, scan the text.
+  std::vector<MemberSpan> members_;
+  bool members_noted_ = false;
 };
 
 }  // namespace terse::providers

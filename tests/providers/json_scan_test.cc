@@ -219,6 +219,38 @@ TEST(WireJsonTest, MemberParsesOnlyWhatItIsAskedFor) {
   EXPECT_EQ(*WireJson(Json{{"usage", 2}}).Member("usage"), 2);
 }
 
+// Checked once, its members noted on the way: look-ups agree with the scanning form, including
+// short texts (kept inline by std::string) and after the value changed.
+TEST(WireJsonTest, UncheckedTextIsCheckedAndItsMembersNoted) {
+  EXPECT_FALSE(WireJson::FromUncheckedText(R"({"a":1,})").has_value());
+  EXPECT_FALSE(WireJson::FromUncheckedText("").has_value());
+  for (const std::string text :
+       {std::string(R"({"a":1})"),
+        std::string(R"({"choices":[],"usage":{"prompt_tokens":3},"usage":{"x":1}})"),
+        std::string(R"({"usage":{"a":1},"b":[1,2]})"), std::string("[1]"),
+        std::string(R"( { "usage" : null } )")}) {
+    std::optional<WireJson> checked = WireJson::FromUncheckedText(text);
+    ASSERT_TRUE(checked.has_value()) << text;
+    WireJson moved = *std::move(checked);  // the noted places survive a move
+    const WireJson scanned = WireJson::FromText(text);
+    EXPECT_EQ(moved.text(), text);
+    for (std::string_view key : {"a", "b", "usage", "choices", "missing"}) {
+      std::optional<std::string_view> noted, scan;
+      EXPECT_EQ(moved.FindMemberText(key, &noted), scanned.FindMemberText(key, &scan)) << text;
+      EXPECT_EQ(noted, scan) << text << " " << key;
+      EXPECT_EQ(moved.Member(key), scanned.Member(key)) << text << " " << key;
+    }
+  }
+  WireJson changed = *WireJson::FromUncheckedText(R"({"usage":{"x":1},"id":"c"})");
+  changed.mutable_json()["usage"] = 5;
+  std::optional<std::string_view> usage;
+  EXPECT_FALSE(changed.FindMemberText("usage", &usage));  // no text at hand any more
+  EXPECT_EQ(*changed.Member("usage"), 5);
+  changed.text();
+  ASSERT_TRUE(changed.FindMemberText("usage", &usage));
+  EXPECT_EQ(usage, "5");
+}
+
 TEST(WireJsonTest, MayContainKeyIsNeverWrongWhenItSaysNo) {
   EXPECT_FALSE(
       WireJson::FromText(R"({"choices":[{"delta":{"content":"no"}}]})").MayContainKey("usage"));
