@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "absl/time/clock.h"
+#include "base/ascii.h"
 #include "base/errors.h"
 #include "providers/upstream_errors.h"
 
@@ -16,18 +17,12 @@ absl::Duration MsOr(uint32_t ms, int64_t default_ms) {
   return absl::Milliseconds(ms == 0 ? default_ms : ms);
 }
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // Headers an adapter sets itself, or that would leak a client's credentials upstream.
 bool IsReservedHeader(std::string_view name) {
   static const char* const kReserved[] = {
       "authorization", "api-key",           "x-api-key",  "content-type", "content-length",
       "host",          "transfer-encoding", "connection", "expect",       "anthropic-version"};
-  std::string lower = Lower(name);
+  std::string lower = AsciiLower(name);
   return std::any_of(std::begin(kReserved), std::end(kReserved),
                      [&](const char* r) { return lower == r; });
 }

@@ -34,6 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "base/ascii.h"
 #include "base/errors.h"
 #include "providers/upstream_errors.h"
 #include "proxy/log.h"
@@ -74,12 +75,6 @@ std::string NewRequestId() {
 bool AcceptableRequestId(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; });
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 bool IEquals(std::string_view a, std::string_view b) {
@@ -878,7 +873,7 @@ void Session::StartCall(http::request<http::string_body> req, Operation operatio
   info.operation = operation;
   info.request_id = exchange_->request_id;
   for (const auto& field : req) {
-    std::string name = Lower(ToStd(field.name_string()));
+    std::string name = AsciiLower(ToStd(field.name_string()));
     std::string_view value = ToStd(field.value());
     if (name == "authorization") {
       std::string_view v = Trim(value);
