@@ -31,6 +31,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/clock.h"
+#include "base/ascii.h"
 #include "base/errors.h"
 #include "providers/upstream_errors.h"
 
@@ -165,15 +166,6 @@ bool ProxyInEnvironment() {
   return found;
 }
 
-// Header names are ASCII: no locale look-up per character.
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() &&
@@ -224,6 +216,7 @@ class HttpClient::Loop {
   ~Loop() {
     if (thread_.joinable()) thread_.join();
     for (IdleEasy& idle : idle_easy_) curl_easy_cleanup(idle.easy);
+    for (auto& [text, url] : parsed_urls_) curl_url_cleanup(url);  // after the handles using them
     curl_multi_cleanup(multi_);
     close(epoll_fd_);
   }
@@ -395,7 +388,7 @@ class HttpClient::Loop {
     }
     size_t colon = line.find(':');
     if (colon != std::string_view::npos) {
-      t->head.headers.emplace_back(Lower(Trim(line.substr(0, colon))),
+      t->head.headers.emplace_back(AsciiLower(Trim(line.substr(0, colon))),
                                    std::string(Trim(line.substr(colon + 1))));
     }
     return size * n;
@@ -464,6 +457,24 @@ class HttpClient::Loop {
     idle_easy_.push_back(std::move(idle));
   }
 
+  // The URL `text` parsed once: libcurl parses CURLOPT_URL anew for every exchange (a few percent
+  // of a pass-through request), while a parsed handle (CURLOPT_CURLU) is only copied. Null when
+  // the text does not parse strictly (libcurl then gets the text and says what is wrong) or when
+  // kMaxParsedUrls distinct URLs are kept already.
+  CURLU* ParsedUrl(const std::string& text) {
+    auto it = parsed_urls_.find(text);
+    if (it != parsed_urls_.end()) return it->second;
+    if (parsed_urls_.size() >= kMaxParsedUrls) return nullptr;
+    CURLU* url = curl_url();
+    if (url == nullptr) return nullptr;
+    if (curl_url_set(url, CURLUPART_URL, text.c_str(), 0) != CURLUE_OK) {
+      curl_url_cleanup(url);
+      return nullptr;
+    }
+    parsed_urls_.emplace(text, url);
+    return url;
+  }
+
   bool Configure(Transfer& t) {
     bool configured = false;
     t.easy = NewEasy(t.request, &configured);
@@ -498,7 +509,12 @@ class HttpClient::Loop {
     // The exchange's own options, every time.
     set(CURLOPT_ERRORBUFFER, t.error);
     set(CURLOPT_PRIVATE, &t);
-    set(CURLOPT_URL, r.url.c_str());
+    if (CURLU* url = ParsedUrl(r.url)) {
+      set(CURLOPT_CURLU, url);  // read only by libcurl: shared by every exchange to this URL
+    } else {
+      set(CURLOPT_CURLU, static_cast<CURLU*>(nullptr));
+      set(CURLOPT_URL, r.url.c_str());
+    }
     set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(ToMs(r.connect_timeout)));
     set(CURLOPT_TIMEOUT_MS, static_cast<long>(ToMs(r.total_timeout)));
     set(CURLOPT_HEADERDATA, &t);
@@ -737,6 +753,8 @@ class HttpClient::Loop {
   absl::Time curl_deadline_ = absl::InfiniteFuture();  // libcurl's timer (OnTimer)
   static constexpr size_t kMaxIdleEasy = 128;
   std::vector<IdleEasy> idle_easy_;  // handles for the next exchanges (NewEasy, Recycle)
+  static constexpr size_t kMaxParsedUrls = 256;
+  std::unordered_map<std::string, CURLU*> parsed_urls_;  // ParsedUrl
 };
 
 namespace {

@@ -187,6 +187,33 @@ TEST(HttpClientTest, ExchangesStartCleanOnReusedHandles) {
   EXPECT_EQ(client->connections_opened(), 1);
 }
 
+// URLs are parsed once and kept (up to a bound): past the bound, and for a URL the strict parse
+// refuses, exchanges still go out with the URL's text.
+TEST(HttpClientTest, ManyDistinctUrlsAndUnparsedOnesAllReachTheUpstream) {
+  FakeUpstream upstream;
+  auto client = NewClient();
+  constexpr int kUrls = 300;  // past the bound of parsed URLs kept
+  for (int i = 0; i < kUrls; ++i) {
+    HttpRequest get;
+    get.method = "GET";
+    get.url = upstream.base_url() + "/models?page=" + std::to_string(i % 150);  // each twice
+    auto handler = std::make_shared<RecordingHttpHandler>();
+    client->Start(get, handler);
+    ASSERT_TRUE(handler->WaitDone());
+    ASSERT_THAT(handler->status(), IsOk());
+  }
+  HttpRequest no_scheme;
+  no_scheme.method = "GET";
+  no_scheme.url = upstream.base_url().substr(std::string("http://").size()) + "/models";
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  client->Start(no_scheme, handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), IsOk());
+  ASSERT_EQ(upstream.request_count(), static_cast<size_t>(kUrls + 1));
+  EXPECT_EQ(upstream.requests()[kUrls - 1].target, "/v1/models?page=149");
+  EXPECT_EQ(upstream.requests()[kUrls].path, "/v1/models");
+}
+
 TEST(HttpClientTest, DeliversStreamedBytesBeforeTheResponseEnds) {
   FakeUpstream upstream;
   FakeReply reply;
