@@ -166,6 +166,22 @@ class NoopCall : public Call {
   void Cancel() override {}
 };
 
+// False when `choices` (valid JSON text) surely holds no finish_reason but null: every key spelled
+// "finish_reason" is followed by null, and no escape could spell it otherwise. Most chunks say
+// "finish_reason":null, and this spares them a walk through their choices.
+bool MayHoldAFinishReason(std::string_view choices) {
+  if (choices.find('\\') != std::string_view::npos) return true;
+  constexpr std::string_view kKey = "\"finish_reason\"";
+  for (size_t at = choices.find(kKey); at != std::string_view::npos;
+       at = choices.find(kKey, at + kKey.size())) {
+    size_t p = choices.find_first_not_of(" \t\r\n", at + kKey.size());
+    if (p == std::string_view::npos || choices[p] != ':') continue;  // a value, not a key
+    p = choices.find_first_not_of(" \t\r\n", p + 1);
+    if (p == std::string_view::npos || choices.compare(p, 4, "null") != 0) return true;
+  }
+  return false;
+}
+
 class OpenAiStreamTranslator : public StreamTranslator {
  public:
   absl::Status OnEvent(SseEvent event, absl::FunctionRef<void(WireJson)> emit) override {
@@ -185,7 +201,7 @@ class OpenAiStreamTranslator : public StreamTranslator {
     const bool valid = IsValidJson(event.data, [&](std::string_view key, std::string_view v) {
       check_key(key);
       if (key == "error") has_error = true;
-      if (key != "choices") return;
+      if (key != "choices" || !MayHoldAFinishReason(v)) return;
       ForEachElement(v, [&](std::string_view choice) {
         ForEachMember(choice, [&](std::string_view choice_key, std::string_view value) {
           check_key(choice_key);

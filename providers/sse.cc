@@ -2,31 +2,40 @@
 // without its blank line can be recovered by Finish.
 #include "providers/sse.h"
 
+#include <cstring>
+
 namespace terse::providers {
 
 absl::StatusOr<std::vector<SseEvent>> SseParser::Feed(std::string_view bytes) {
   if (failed_) return absl::FailedPreconditionError("SSE parser failed earlier");
   std::vector<SseEvent> out;
-  size_t start = 0;
-  for (size_t i = 0; i < bytes.size(); ++i) {
-    char c = bytes[i];
+  const char* const data = bytes.data();
+  const size_t n = bytes.size();
+  size_t start = 0;  // where the current line begins
+  while (start < n) {
     if (skip_lf_) {
       skip_lf_ = false;
-      if (c == '\n') {
-        start = i + 1;
+      if (data[start] == '\n') {  // the LF of a CR LF
+        ++start;
         continue;
       }
     }
-    if (c != '\n' && c != '\r') continue;
+    // The line ends at the first CR or LF: memchr finds them a word at a time.
+    const void* lf = std::memchr(data + start, '\n', n - start);
+    size_t end = lf ? static_cast<size_t>(static_cast<const char*>(lf) - data) : n;
+    if (const void* cr = std::memchr(data + start, '\r', end - start)) {
+      end = static_cast<size_t>(static_cast<const char*>(cr) - data);
+    }
+    if (end == n) break;  // no end in this piece: the rest waits in line_
     if (line_.empty()) {
-      ProcessLine(bytes.substr(start, i - start), out);  // the whole line is in this piece
+      ProcessLine(bytes.substr(start, end - start), out);  // the whole line is in this piece
     } else {
-      line_.append(bytes.substr(start, i - start));
+      line_.append(bytes.substr(start, end - start));
       ProcessLine(line_, out);
       line_.clear();
     }
-    skip_lf_ = c == '\r';
-    start = i + 1;
+    skip_lf_ = data[end] == '\r';
+    start = end + 1;
   }
   line_.append(bytes.substr(start));
   if (line_.size() + pending_.data.size() > max_event_bytes_) {

@@ -195,6 +195,30 @@ TEST_F(AdaptersTest, OpenAiStreamEventsAreStillChecked) {
   upstream_.EnqueueReply(cut);
   EXPECT_THAT(Run(*set, Chat(Messages("hi"), /*stream=*/true))->status(),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("ended before")));
+
+  // The finish_reason is found however the chunk spells it, and only where it counts.
+  const std::vector<std::pair<std::string, bool>> last_chunks = {
+      {R"({"choices":[{"index":0,"finish_reason" :  "length"}]})", true},
+      {R"({"choices":[{"index":0,"delta":{"content":"say \"hi\""},"finish_reason":"stop"}]})",
+       true},
+      {R"({"choices":[{"index":0,"finish_reason":"stop"}]})", true},
+      {R"({"choices":[{"index":0,"delta":{"content":"finish_reason"},"finish_reason":null}]})",
+       false},
+      {R"({"choices":[{"index":0,"delta":{"x":{"finish_reason":"stop"}},"finish_reason":null}]})",
+       false},
+  };
+  for (const auto& [chunk, finishes] : last_chunks) {
+    FakeReply reply;
+    reply.raw_stream = {"data: " + chunk + "\n\n"};
+    upstream_.EnqueueReply(reply);
+    const absl::Status status = Run(*set, Chat(Messages("hi"), /*stream=*/true))->status();
+    if (finishes) {
+      EXPECT_THAT(status, IsOk()) << chunk;
+    } else {
+      EXPECT_THAT(status, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("ended before")))
+          << chunk;
+    }
+  }
 }
 
 TEST_F(AdaptersTest, StreamedChunksArriveBeforeTheUpstreamFinishes) {

@@ -44,6 +44,14 @@ TEST(SseParserTest, EventsSplitAtEveryByteGiveTheSameResult) {
   EXPECT_EQ(expected[1].data, "no-space\n two spaces");
   EXPECT_EQ(expected[2].data, "lf");
 
+  // Two pieces, cut at every place.
+  for (size_t cut = 0; cut <= stream.size(); ++cut) {
+    SseParser two;
+    auto events = FeedAll(two, {stream.substr(0, cut), stream.substr(cut)});
+    ASSERT_EQ(events.size(), expected.size()) << "cut at " << cut;
+    for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].data, expected[i].data);
+  }
+
   std::vector<std::string> bytes;
   for (char c : stream) bytes.emplace_back(1, c);
   SseParser split;
