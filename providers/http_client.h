@@ -86,7 +86,8 @@ struct HttpClientOptions {
   // is 0 too. (libcurl's own default, 4 per exchange in flight, closed most connections of a
   // burst as it ended, and the next burst paid for new ones.) Idle ones close after ~2 minutes.
   int max_cached_connections = 0;
-  // Lanes (at least 1). The connection limits above are shared out among them.
+  // Lanes (at least 1). Each lane has its own connections; the limits above are shared out among
+  // the lanes, each getting its share rounded up (so at least one connection per host).
   int lanes = 1;
 };
 

@@ -8,8 +8,9 @@
 # connection pauses DELAY_MS on average between requests), and the ratios.
 #
 # Environment: TERSE (binary), DURATION (per measurement), LEVELS (connection counts),
-# IO_THREADS (terse listeners.io_threads; 0 = cores - 1), PROXY_WORKERS (nginx proxy workers),
-# DELAY_MS (half-load pause), TERSE_WRAP (command prefix for terse), PROFILE (see below).
+# IO_THREADS (terse listeners.io_threads; 0 = one per core), PROXY_WORKERS (nginx proxy workers),
+# DELAY_MS (half-load pause), TERSE_WRAP (command prefix for terse), PROFILE (see below),
+# TARGETS (which of the six targets to measure; all by default).
 # Run from anywhere; needs nginx, wrk and curl (perf or valgrind to profile).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -158,7 +159,7 @@ URL[terse]=http://127.0.0.1:$HTTP$chat;               BODY[terse]=$body
 URL[direct-stream]=http://127.0.0.1:$UPS$chat;        BODY[direct-stream]=$stream_body
 URL[nginx-proxy-stream]=http://127.0.0.1:$PROXY/stream$chat; BODY[nginx-proxy-stream]=$stream_body
 URL[terse-stream]=http://127.0.0.1:$HTTP$chat;        BODY[terse-stream]=$stream_body
-TARGETS="direct nginx-proxy terse direct-stream nginx-proxy-stream terse-stream"
+TARGETS=${TARGETS:-"direct nginx-proxy terse direct-stream nginx-proxy-stream terse-stream"}
 
 # ---- Every target must give the right answer before anything is timed.
 for _ in $(seq 1200); do curl -sf "http://127.0.0.1:$HTTP/healthz" >/dev/null && break; sleep 0.1; done
