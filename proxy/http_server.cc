@@ -2,10 +2,10 @@
 // of the upstream HTTP engine, so a pass-through request is read, forwarded, answered and written
 // on one thread with no hand-off. Connections are dealt to the I/O threads in turn. One Session
 // per connection, every handler of a connection on its I/O thread's io_context, which only that
-// thread runs: the handlers of a connection never run concurrently, with no strand to pay for. The
-// pipeline reports (from the lane's thread, or a compression worker's) through HttpResponder,
-// which only posts to the connection's executor;
-// the session queues the bytes and writes them as the socket accepts them.
+// thread runs: the handlers of a connection never run concurrently, with no strand to pay for.
+// The pipeline reports (from the lane's thread, or a compression worker's) through HttpResponder,
+// which only posts to the connection's executor; the session queues the bytes and writes them as
+// the socket accepts them.
 #include "proxy/http_server.h"
 
 #include <pthread.h>
@@ -187,7 +187,9 @@ struct IoThread {
   // Runs the lane's ready work, then watches its descriptor and its next deadline again.
   void RunLane();
 
-  net::io_context ioc{1};  // one thread: asio skips its cross-thread locking on the hot path
+  // Run by this thread alone (the hint lets asio queue what this thread posts to itself without
+  // waking anyone); other threads may still post to it.
+  net::io_context ioc{1};
   net::executor_work_guard<net::io_context::executor_type> work{net::make_work_guard(ioc)};
   std::thread thread;
 
@@ -758,7 +760,7 @@ class Session : public std::enable_shared_from_this<Session> {
   net::any_io_executor executor_;  // its I/O thread's io_context: handlers run one at a time
   net::steady_timer timer_;
 
-  // Strand-only state.
+  // State of the connection's thread only.
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<Exchange> exchange_;
