@@ -294,11 +294,11 @@ class HttpClient::Loop {
       DrainMessages();
       FireTimers();
       const int n = epoll_wait(epoll_fd_, events, kMaxEvents, 0);
-      HandleEvents(events, n);
+      const bool woken = HandleEvents(events, n);
       DrainMessages();
       next = NextDeadline();
-      if (n < kMaxEvents && !core_->HasLocal() && next > absl::Now()) break;
-      next = absl::Now();
+      if (!woken && n < kMaxEvents && !core_->HasLocal() && next > absl::Now()) break;
+      next = absl::Now();  // more to do: when the rounds run out, the host comes back at once
     }
     core_->EndRun();
     return next;
@@ -677,13 +677,18 @@ class HttpClient::Loop {
         1, absl::ToInt64Milliseconds(absl::Ceil(next - now, absl::Milliseconds(1)))));
   }
 
-  void HandleEvents(const epoll_event* events, int n) {
+  // Hands ready sockets to libcurl. True when the wake-up was among the events: it is read (reset)
+  // here, so the queue must be looked at again before the driver waits, or a command queued
+  // between the last look and the reset would wait for an unrelated event.
+  bool HandleEvents(const epoll_event* events, int n) {
+    bool woken = false;
     for (int i = 0; i < n; ++i) {
       const int fd = events[i].data.fd;
       if (fd == wake_fd_) {
         uint64_t count;
         ssize_t ignored = read(wake_fd_, &count, sizeof(count));
         (void)ignored;
+        woken = true;
         continue;
       }
       const uint32_t e = events[i].events;
@@ -692,6 +697,7 @@ class HttpClient::Loop {
       int running = 0;
       curl_multi_socket_action(multi_, fd, mask, &running);
     }
+    return woken;
   }
 
   // The lane's own thread.

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "base/json.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -102,7 +103,8 @@ class PollHost {
   void Loop(HostedLane& lane) {
     absl::Time next = lane.Run();
     while (!stop_) {
-      int timeout_ms = 1000;
+      // As an event loop does: no deadline, no wake-up but the descriptors.
+      int timeout_ms = -1;
       if (run_soon_) {
         timeout_ms = 0;
       } else if (next != absl::InfiniteFuture()) {
@@ -192,6 +194,32 @@ TEST(HostedLaneTest, WorkFromTheHostsOwnHandlersAsksForARunInsteadOfWakingAnyone
   EXPECT_TRUE(result.on_loop);
   EXPECT_FALSE(result.stopping);
   EXPECT_EQ(result.thread, host.thread_id());
+}
+
+// Other threads queue work while the host runs the lane: every task must reach it without the
+// host polling on a timer (a wake-up consumed while work was still queued would strand it).
+TEST(HostedLaneTest, WorkQueuedFromManyThreadsWhileTheHostRunsAlwaysArrives) {
+  auto client = NewClient(1);
+  PollHost host(*client, 0);
+  ASSERT_THAT(host.status(), IsOk());
+  constexpr int kThreads = 4;
+  constexpr int kTasksEach = 3000;
+  std::atomic<int> ran{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kTasksEach; ++i) {
+        client->Schedule(absl::ZeroDuration(), [&](bool) { ran.fetch_add(1); });
+        if (i % 64 == 0) std::this_thread::yield();
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (ran.load() < kThreads * kTasksEach && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(ran.load(), kThreads * kTasksEach);
 }
 
 TEST(HostedLaneTest, ALaneIsHostedOnceAndOnlyIfItExists) {
