@@ -166,15 +166,6 @@ bool ProxyInEnvironment() {
   return found;
 }
 
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
 }  // namespace
 
 std::string HttpResponseHead::Header(std::string_view name) const {
@@ -388,8 +379,8 @@ class HttpClient::Loop {
     }
     size_t colon = line.find(':');
     if (colon != std::string_view::npos) {
-      t->head.headers.emplace_back(AsciiLower(Trim(line.substr(0, colon))),
-                                   std::string(Trim(line.substr(colon + 1))));
+      t->head.headers.emplace_back(AsciiLower(AsciiTrim(line.substr(0, colon))),
+                                   std::string(AsciiTrim(line.substr(colon + 1))));
     }
     return size * n;
   }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/cord.h"
+#include "base/ascii.h"
 #include "base/errors.h"
 #include "base/json.h"
 
@@ -49,12 +50,6 @@ std::string StringField(const Json& object, const char* key) {
   return "";
 }
 
-std::string_view TrimSpace(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 bool AllDigits(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
@@ -62,7 +57,7 @@ bool AllDigits(std::string_view s) {
 // A non-negative decimal number of `unit`s: digits, and when `fraction` is allowed an optional
 // '.' and more digits. Signs, exponents, inner spaces and empty strings are not numbers.
 std::optional<absl::Duration> ParseDecimal(std::string_view s, absl::Duration unit, bool fraction) {
-  s = TrimSpace(s);
+  s = AsciiTrim(s);
   size_t dot = fraction ? s.find('.') : std::string_view::npos;
   std::string_view whole = s.substr(0, dot);
   std::string_view part = dot == std::string_view::npos ? "" : s.substr(dot + 1);
@@ -84,7 +79,7 @@ std::optional<absl::Duration> ParseDecimal(std::string_view s, absl::Duration un
 // An HTTP-date in any of the three forms recipients must accept (RFC 9110, 5.6.7): IMF-fixdate,
 // and the obsolete RFC 850 and asctime forms.
 std::optional<absl::Time> ParseHttpDate(std::string_view s) {
-  s = TrimSpace(s);
+  s = AsciiTrim(s);
   static constexpr const char* kFormats[] = {
       "%a, %d %b %Y %H:%M:%S GMT",  // Sun, 06 Nov 1994 08:49:37 GMT
       "%A, %d-%b-%y %H:%M:%S GMT",  // Sunday, 06-Nov-94 08:49:37 GMT
@@ -113,6 +108,12 @@ std::optional<absl::Duration> RetryAfterOf(const absl::Status& status) {
   absl::Duration delay;
   if (!absl::ParseDuration(std::string(*payload), &delay)) return std::nullopt;
   return delay;
+}
+
+std::optional<int64_t> RetryAfterMsOf(const absl::Status& status) {
+  std::optional<absl::Duration> delay = RetryAfterOf(status);
+  if (!delay.has_value() || *delay >= absl::Hours(24)) return std::nullopt;
+  return std::max<int64_t>(0, absl::ToInt64Milliseconds(*delay));
 }
 
 std::optional<absl::Duration> ParseRetryAfter(std::string_view retry_after_ms,

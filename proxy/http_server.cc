@@ -84,12 +84,6 @@ bool IEquals(std::string_view a, std::string_view b) {
          });
 }
 
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 std::string_view ToStd(beast::string_view s) { return std::string_view(s.data(), s.size()); }
 // Debian's abseil has its own string_view; StrCat takes only that one.
 absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
@@ -585,10 +579,8 @@ class Session : public std::enable_shared_from_this<Session> {
                     "\r\n");
     if (!detail.retryable) out += "x-should-retry: false\r\n";
     // The upstream's own word on when to try again, for the client's SDK to honour.
-    if (std::optional<absl::Duration> wait = providers::RetryAfterOf(status);
-        wait.has_value() && *wait < absl::Hours(24)) {
-      const int64_t ms = std::max<int64_t>(0, absl::ToInt64Milliseconds(*wait));
-      absl::StrAppend(&out, "retry-after-ms: ", ms, "\r\nretry-after: ", (ms + 999) / 1000,
+    if (std::optional<int64_t> ms = providers::RetryAfterMsOf(status)) {
+      absl::StrAppend(&out, "retry-after-ms: ", *ms, "\r\nretry-after: ", (*ms + 999) / 1000,
                       "\r\n");
     }
     if (!extra_allow_.empty()) {
@@ -878,12 +870,12 @@ void Session::StartCall(http::request<http::string_body> req, Operation operatio
     std::string name = AsciiLower(ToStd(field.name_string()));
     std::string_view value = ToStd(field.value());
     if (name == "authorization") {
-      std::string_view v = Trim(value);
+      std::string_view v = AsciiTrim(value);
       if (v.size() > 7 && IEquals(v.substr(0, 7), "bearer ")) {
-        info.api_key = std::string(Trim(v.substr(7)));
+        info.api_key = std::string(AsciiTrim(v.substr(7)));
       }
     } else if (name == "api-key" && info.api_key.empty()) {
-      info.api_key = std::string(Trim(value));
+      info.api_key = std::string(AsciiTrim(value));
     }
     info.headers.emplace_back(std::move(name), std::string(value));
   }
