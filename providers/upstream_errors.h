@@ -4,6 +4,7 @@
 // engine, the adapters) and read by ProviderSet.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string_view>
 
@@ -28,6 +29,9 @@ Recovery RecoveryOf(const absl::Status& status);
 absl::Status WithRetryAfter(absl::Status status, absl::Duration delay);
 // The attached delay; nullopt when the upstream asked for none.
 std::optional<absl::Duration> RetryAfterOf(const absl::Status& status);
+// The attached delay in whole milliseconds, for a face to pass on to its client
+// (`retry-after-ms`); nullopt when there is none or it is a day or more (no client waits that).
+std::optional<int64_t> RetryAfterMsOf(const absl::Status& status);
 
 // The delay asked for by an upstream answer's headers (their values; "" when absent):
 // `retry-after-ms` (OpenAI's: milliseconds, fraction allowed) when it is valid, else

@@ -126,11 +126,8 @@ grpc::Status FinishStatus(grpc::CallbackServerContext& ctx, const absl::Status& 
     ctx.AddTrailingMetadata("x-terse-error-type", detail.type);
     if (!detail.code.empty()) ctx.AddTrailingMetadata("x-terse-error-code", detail.code);
     if (!detail.retryable) ctx.AddTrailingMetadata("x-should-retry", "false");
-    if (std::optional<absl::Duration> wait = providers::RetryAfterOf(status);
-        wait.has_value() && *wait < absl::Hours(24)) {
-      ctx.AddTrailingMetadata(
-          "retry-after-ms",
-          std::to_string(std::max<int64_t>(0, absl::ToInt64Milliseconds(*wait))));
+    if (std::optional<int64_t> ms = providers::RetryAfterMsOf(status)) {
+      ctx.AddTrailingMetadata("retry-after-ms", std::to_string(*ms));
     }
   }
   return ToGrpcStatus(status);

@@ -302,7 +302,6 @@ struct Usage {
   bool seen = false;
 };
 
-// A response's or chunk's `usage` member, when it is an object.
 // A token count as an upstream wrote it: a non-negative integer, or a number with a fraction
 // (some servers write 20.0). Anything else counts as 0: an odd upstream cannot break the books.
 uint64_t TokenCount(double value) {
