@@ -62,7 +62,10 @@ class PollHost {
     EXPECT_EQ(pipe2(wake_, O_NONBLOCK | O_CLOEXEC), 0);
     std::promise<absl::Status> hosted;
     thread_ = std::thread([&, lane] {
-      auto h = client.Host(lane, [this] { ++run_soon_calls_, run_soon_ = true; });
+      auto h = client.Host(lane, [this] {
+        ++run_soon_calls_;
+        run_soon_ = true;
+      });
       hosted.set_value(h.status());
       if (h.ok()) Loop(**h);
       lane_ = std::move(h).value_or(nullptr);  // handed back by the test thread, as the server does
@@ -158,7 +161,13 @@ TEST(HostedLaneTest, ExchangesFromOtherThreadsRunOnTheHostThread) {
     EXPECT_THAT(handlers[i]->body(), ::testing::HasSubstr("hosted-" + std::to_string(i)));
     EXPECT_THAT(handlers[i]->threads(), ElementsAre(host.thread_id()));
   }
-  EXPECT_LE(client->connections_opened(), 10);
+  // The hosted lane keeps its connections: the next exchange opens none.
+  const int64_t opened = client->connections_opened();
+  auto again = std::make_shared<RecordingHttpHandler>();
+  client->Start(ChatRequest(upstream, "again", false), again);
+  ASSERT_TRUE(again->WaitDone());
+  EXPECT_THAT(again->status(), IsOk());
+  EXPECT_EQ(client->connections_opened(), opened);
 }
 
 TEST(HostedLaneTest, WorkFromTheHostsOwnHandlersAsksForARunInsteadOfWakingAnyone) {
