@@ -190,37 +190,34 @@ class OpenAiStreamTranslator : public StreamTranslator {
       done_ = true;
       return absl::OkStatus();
     }
-    // What terse must know of the chunk, read off its text as it is checked: that it is an
-    // object, whether it holds `error`, and a finish_reason.
-    bool has_error = false;
-    bool finished = false;
-    bool escaped_key = false;  // only the parser knows what a key with escapes spells
-    auto check_key = [&](std::string_view key) {
-      if (key.find('\\') != std::string_view::npos) escaped_key = true;
-    };
-    const bool valid = IsValidJson(event.data, [&](std::string_view key, std::string_view v) {
-      check_key(key);
-      if (key == "error") has_error = true;
-      if (key != "choices" || !MayHoldAFinishReason(v)) return;
-      ForEachElement(v, [&](std::string_view choice) {
-        ForEachMember(choice, [&](std::string_view choice_key, std::string_view value) {
-          check_key(choice_key);
-          if (choice_key == "finish_reason" && value != "null") finished = true;
-        });
-      });
-    });
-    if (!valid) return InvalidEvent();
+    // Checked once, its top-level members noted on the way; what terse must know of the chunk
+    // (that it is an object, whether it holds `error`, a finish_reason) is read off those.
+    std::optional<WireJson> chunk = WireJson::FromUncheckedText(std::move(event.data));
+    if (!chunk.has_value()) return InvalidEvent();
+    const std::string& text = chunk->text();
+    std::optional<std::string_view> error, choices;
     // Data lines joined with '\n' (the relayed event must be one line), a byte order mark, an
     // escaped key: rare enough to take the parser's way.
-    if (escaped_key || event.data.find('\n') != std::string::npos ||
-        static_cast<unsigned char>(event.data[0]) == 0xEF) {
-      return OnParsedEvent(event.data, emit);
+    if (text.find('\n') != std::string::npos || static_cast<unsigned char>(text[0]) == 0xEF ||
+        !chunk->FindMemberText("error", &error) || !chunk->FindMemberText("choices", &choices)) {
+      return OnParsedEvent(text, emit);
     }
     // Valid JSON, so a value follows the whitespace: it must be an object.
-    if (event.data[event.data.find_first_not_of(" \t\r")] != '{') return InvalidEvent();
-    if (has_error) return UpstreamErrorFromBody(500, event.data);
-    if (finished) saw_finish_ = true;
-    emit(WireJson::FromText(std::move(event.data)));
+    if (text[text.find_first_not_of(" \t\r")] != '{') return InvalidEvent();
+    if (error.has_value()) return UpstreamErrorFromBody(500, text);
+    if (choices.has_value() && MayHoldAFinishReason(*choices)) {
+      bool finished = false;
+      bool escaped_key = false;
+      ForEachElement(*choices, [&](std::string_view choice) {
+        ForEachMember(choice, [&](std::string_view key, std::string_view value) {
+          if (key.find('\\') != std::string_view::npos) escaped_key = true;
+          if (key == "finish_reason" && value != "null") finished = true;
+        });
+      });
+      if (escaped_key) return OnParsedEvent(text, emit);
+      if (finished) saw_finish_ = true;
+    }
+    emit(*std::move(chunk));
     return absl::OkStatus();
   }
 

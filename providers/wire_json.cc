@@ -7,13 +7,6 @@
 
 namespace terse::providers {
 
-WireJson WireJson::FromText(std::string text) {
-  WireJson out;
-  out.text_ = std::move(text);
-  out.value_.reset();
-  return out;
-}
-
 const std::string& WireJson::text() const {
   if (!text_.has_value()) {
     text_ = value_->dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -33,9 +26,11 @@ std::optional<WireJson> WireJson::FromUncheckedText(std::string text) {
   WireJson out;
   out.value_.reset();
   const char* base = text.data();
+  out.members_.reserve(8);  // one allocation for the usual few
   const bool valid = IsValidJson(text, [&](std::string_view key, std::string_view value) {
     out.members_.push_back({static_cast<size_t>(key.data() - base), key.size(),
                             static_cast<size_t>(value.data() - base), value.size()});
+    if (key.find('\\') != std::string_view::npos) out.escaped_key_ = true;
   });
   if (!valid) return std::nullopt;
   out.members_noted_ = true;
@@ -48,38 +43,19 @@ Json& WireJson::mutable_json() {
   text_.reset();
   members_.clear();
   members_noted_ = false;
+  escaped_key_ = false;
   return *value_;
 }
-
-namespace {
-
-// Looks for the top-level member `key` in `text` without parsing. False when a key spelled with
-// escapes leaves the answer to the parser; else true, with `*found` set when the member is there.
-bool ScanForMember(const std::string& text, std::string_view key,
-                   std::optional<std::string_view>* found) {
-  bool escaped = false;
-  ForEachMember(text, [&](std::string_view k, std::string_view v) {
-    if (k.find('\\') != std::string_view::npos) escaped = true;
-    if (k == key) *found = v;  // the last of duplicates wins, as in the parser
-  });
-  return !escaped;
-}
-
-}  // namespace
 
 bool WireJson::FindMemberText(std::string_view key,
                               std::optional<std::string_view>* member) const {
   member->reset();
-  if (!text_.has_value()) return false;
-  if (!members_noted_) return ScanForMember(*text_, key, member);
+  if (!members_noted_ || escaped_key_) return false;
   const std::string_view text = *text_;
   for (const MemberSpan& span : members_) {
-    const std::string_view k = text.substr(span.key_at, span.key_size);
-    if (k.find('\\') != std::string_view::npos) {
-      member->reset();
-      return false;  // only the parser knows what it spells
+    if (text.substr(span.key_at, span.key_size) == key) {
+      *member = text.substr(span.value_at, span.value_size);  // the last of duplicates wins
     }
-    if (k == key) *member = text.substr(span.value_at, span.value_size);  // the last one wins
   }
   return true;
 }
@@ -99,19 +75,6 @@ std::optional<Json> WireJson::Member(std::string_view key) const {
   auto it = object.find(key);
   if (it == object.end()) return std::nullopt;
   return *it;
-}
-
-bool WireJson::MayContainKey(std::string_view key) const {
-  if (!text_.has_value()) return true;
-  const std::string& t = *text_;
-  // A key spelled with \u escapes would not match literally: such a text may hold any key.
-  if (t.find("\\u") != std::string::npos) return true;
-  for (size_t at = t.find(key); at != std::string::npos; at = t.find(key, at + 1)) {
-    if (at > 0 && t[at - 1] == '"' && at + key.size() < t.size() && t[at + key.size()] == '"') {
-      return true;
-    }
-  }
-  return false;
 }
 
 }  // namespace terse::providers

@@ -19,9 +19,6 @@ class WireJson {
   WireJson() : value_(Json()) {}  // JSON null
   // A value terse built or changed; text() serializes it compactly.
   explicit WireJson(Json value) : value_(std::move(value)) {}
-  // Wraps `text`, the complete serialization of ONE valid JSON value (the caller has checked it:
-  // json() parses it without further checks, and a parse failure there yields JSON null).
-  static WireJson FromText(std::string text);
   // Checks `text` (exactly what the parser accepts) and wraps it, noting where its top-level
   // members are as it goes, so that member look-ups need no second pass; nullopt when invalid.
   static std::optional<WireJson> FromUncheckedText(std::string text);
@@ -38,16 +35,14 @@ class WireJson {
   // the text, only that member is parsed.
   std::optional<Json> Member(std::string_view key) const;
   // Looks up the top-level member `key` in the text as received, parsing nothing. True when that
-  // settles it, with `*member` set to the member's text when there is one; false when there is no
-  // text at hand or a key spelled with escapes leaves the answer to Member.
+  // settles it, with `*member` set to the member's text when there is one; false when the text
+  // is not the one received (the value is at hand: ask Member) or a key spelled with escapes
+  // leaves the answer to the parser.
   bool FindMemberText(std::string_view key, std::optional<std::string_view>* member) const;
 
   // True when the text is at hand, so text() costs nothing: the text as received (while the value
   // is unchanged), or a serialization text() made already.
   bool has_text() const { return text_.has_value(); }
-  // A cheap, conservative test for a key anywhere in the object: false means `key` is surely
-  // absent at every level; true means it may be present (then look at json()).
-  bool MayContainKey(std::string_view key) const;
 
  private:
   // Where a top-level member's key (without quotes) and value are in text_.
@@ -57,10 +52,11 @@ class WireJson {
 
   mutable std::optional<std::string> text_;
   mutable std::optional<Json> value_;
-  // The top-level members of text_ in order, when FromUncheckedText noted them (and text_ is
-  // still the text received); `members_noted_` false: not noted, scan the text.
+  // The top-level members of text_ in order, while text_ is the text FromUncheckedText received
+  // (`members_noted_`).
   std::vector<MemberSpan> members_;
   bool members_noted_ = false;
+  bool escaped_key_ = false;  // a noted key is spelled with escapes: only the parser can read it
 };
 
 }  // namespace terse::providers

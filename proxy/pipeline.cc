@@ -668,16 +668,12 @@ void CallState::OnResponse(providers::WireJson body) {
 
 void CallState::OnChunk(providers::WireJson chunk) {
   if (first_byte_ == absl::InfinitePast()) first_byte_ = absl::Now();
-  // Most chunks surely have no `usage` and go on as the text they arrived as, unparsed.
-  if (chunk.MayContainKey("usage")) {
-    if (ReadUsage(chunk, usage_)) {
-      if (!client_wants_usage_) {
-        // The usage-only chunk exists because terse asked for it: the client never sees it.
-        std::optional<Json> choices = chunk.Member("choices");
-        if (choices.has_value() && choices->is_array() && choices->empty()) return;
-        chunk.mutable_json().erase("usage");
-      }
-    }
+  // Chunks without `usage` (most) go on as the text they arrived as, unparsed.
+  if (ReadUsage(chunk, usage_) && !client_wants_usage_) {
+    // The usage-only chunk exists because terse asked for it: the client never sees it.
+    std::optional<Json> choices = chunk.Member("choices");
+    if (choices.has_value() && choices->is_array() && choices->empty()) return;
+    chunk.mutable_json().erase("usage");
   }
   if (alignment_prompt_.has_value()) alignment_answer_ += AlignmentAnswerText(chunk.json());
   if (!stream_started_) {
