@@ -1,0 +1,86 @@
+// Reads HTTP/1.1 responses off a connection's bytes, one after another: the status line and
+// headers, then the body as its framing says (Content-Length, chunked transfer coding, or the end
+// of the connection). Socket-free, so every framing and every split of the bytes can be tested.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "providers/http_client.h"
+
+namespace terse::providers {
+
+// Hears one response. OnHead comes once, before any body byte; OnBody as body bytes are decoded
+// (chunk framing removed), never with an empty view.
+class Http1ResponseListener {
+ public:
+  virtual ~Http1ResponseListener() = default;
+  virtual void OnHead(const HttpResponseHead& head) = 0;
+  // Returning false stops the reader (aborted() then says so).
+  virtual bool OnBody(std::string_view bytes) = 0;
+};
+
+class Http1ResponseReader {
+ public:
+  // Heads larger than this are refused (libcurl's limit is about the same).
+  static constexpr size_t kMaxHeadBytes = 256 * 1024;
+
+  // Starts reading the response to a request; `no_body` for a HEAD request, whose answer has none
+  // whatever its headers say.
+  void Begin(bool no_body = false);
+
+  // Takes the next bytes of the connection. Returns how many it consumed: all of `data` unless the
+  // response ended (done()) or the listener stopped it (aborted()) within them. A malformed
+  // response is an error; the connection is then of no further use.
+  absl::StatusOr<size_t> Feed(std::string_view data, Http1ResponseListener& listener);
+
+  // The connection closed (end of stream). OK when that ends the response (a body that runs to
+  // the close); an error when the response was cut short.
+  absl::Status OnEndOfStream();
+
+  // Some byte of the response arrived.
+  bool started() const { return started_; }
+  // The head was delivered.
+  bool head_done() const { return state_ != State::kHead && state_ != State::kIdle; }
+  bool done() const { return state_ == State::kDone; }
+  bool aborted() const { return aborted_; }
+  // After done(): the connection may carry the next exchange (HTTP/1.1 without
+  // `connection: close`, or 1.0 with `keep-alive`, and a body not delimited by the close).
+  bool keep_alive() const { return keep_alive_; }
+
+ private:
+  enum class State {
+    kIdle,        // no response expected
+    kHead,        // status line and headers
+    kFixed,       // Content-Length body: remaining_ bytes left
+    kChunkSize,   // the size line of the next chunk
+    kChunkData,   // remaining_ bytes of the current chunk
+    kChunkCrlf,   // the CRLF after a chunk's data
+    kTrailers,    // trailer lines after the last chunk, up to the empty line
+    kUntilClose,  // everything up to the end of the connection
+    kDone,
+  };
+
+  // Parses the complete head in `text` (up to and including the empty line). 1xx heads are
+  // skipped (the next head follows).
+  absl::Status ParseHead(std::string_view text, Http1ResponseListener& listener);
+  // Collects one CRLF-terminated line of chunk framing into line_; true when it is complete.
+  // `*used` is how much of `data` it took.
+  absl::StatusOr<bool> TakeLine(std::string_view data, size_t* used);
+  bool Deliver(std::string_view bytes, Http1ResponseListener& listener);
+
+  State state_ = State::kIdle;
+  bool no_body_ = false;
+  bool started_ = false;
+  bool aborted_ = false;
+  bool keep_alive_ = false;
+  uint64_t remaining_ = 0;
+  std::string head_;  // a head that arrived in pieces, so far
+  std::string line_;  // a chunk size or trailer line that arrived in pieces, so far
+  HttpResponseHead parsed_;
+};
+
+}  // namespace terse::providers
