@@ -25,6 +25,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -33,6 +34,7 @@
 #include "absl/time/clock.h"
 #include "base/ascii.h"
 #include "base/errors.h"
+#include "providers/http1_client.h"
 #include "providers/upstream_errors.h"
 
 namespace terse::providers {
@@ -156,8 +158,8 @@ int ToMs(absl::Duration d) {
 // told the proxy outright). Read once: terse does not change its own environment.
 bool ProxyInEnvironment() {
   static const bool found = [] {
-    for (const char* name : {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                             "ALL_PROXY"}) {
+    for (const char* name :
+         {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
       const char* value = std::getenv(name);
       if (value != nullptr && *value != '\0') return true;
     }
@@ -195,17 +197,24 @@ void HttpCall::Cancel() {
 class HttpClient::Loop {
  public:
   // `epoll_fd` is owned by the loop; the core's wake_fd is already in its set.
+  // `http1`: the limits of the lane's own HTTP/1.1 client; none: every exchange goes to libcurl.
   Loop(HttpClient& client, size_t index, CURLM* multi, int epoll_fd,
-       std::shared_ptr<internal::EngineCore> core)
+       std::shared_ptr<internal::EngineCore> core, std::optional<internal::Http1Limits> http1)
       : client_(client),
         index_(index),
         multi_(multi),
         epoll_fd_(epoll_fd),
         wake_fd_(core->wake_fd()),
-        core_(std::move(core)) {}
+        core_(std::move(core)) {
+    if (http1) {
+      http1_ = std::make_unique<internal::Http1Client>(
+          epoll_fd_, *http1, client_.connections_opened_, client_.active_exchanges_);
+    }
+  }
 
   ~Loop() {
     if (thread_.joinable()) thread_.join();
+    http1_.reset();
     for (IdleEasy& idle : idle_easy_) curl_easy_cleanup(idle.easy);
     for (auto& [text, url] : parsed_urls_) curl_url_cleanup(url);  // after the handles using them
     curl_multi_cleanup(multi_);
@@ -300,6 +309,7 @@ class HttpClient::Loop {
       handler->OnComplete(absl::CancelledError("HTTP client is shutting down"));
       return;
     }
+    if (http1_ && http1_->TryStart(id, request, handler)) return;
     auto t = std::make_unique<Transfer>();
     t->id = id;
     t->loop = this;
@@ -334,6 +344,7 @@ class HttpClient::Loop {
   }
 
   void Cancel(uint64_t id) {
+    if (http1_ && http1_->Cancel(id)) return;
     auto it = transfers_.find(id);
     if (it == transfers_.end()) return;  // already completed
     Finish(it->second.get(), absl::CancelledError("upstream call cancelled"));
@@ -638,6 +649,7 @@ class HttpClient::Loop {
                                      std::to_string(ToMs(t->request.first_byte_timeout)) + " ms"),
                     Recovery::kFallBack));
     }
+    if (http1_) http1_->FireDeadlines(now);
   }
 
   // Lets libcurl act on its timer when it is due (new transfers start this way too).
@@ -655,6 +667,7 @@ class HttpClient::Loop {
     if (!first_byte_deadlines_.empty()) {
       next = std::min(next, first_byte_deadlines_.begin()->first);
     }
+    if (http1_) next = std::min(next, http1_->NextDeadline());
     return next;
   }
 
@@ -674,6 +687,10 @@ class HttpClient::Loop {
   bool HandleEvents(const epoll_event* events, int n) {
     bool woken = false;
     for (int i = 0; i < n; ++i) {
+      if (events[i].data.u64 & internal::kHttp1Tag) {
+        http1_->OnEvent(events[i].data.u64, events[i].events);
+        continue;
+      }
       const int fd = events[i].data.fd;
       if (fd == wake_fd_) {
         uint64_t count;
@@ -715,6 +732,7 @@ class HttpClient::Loop {
 
   void Shutdown() {
     stopping_ = true;
+    if (http1_) http1_->Shutdown();
     while (!transfers_.empty()) {
       Finish(transfers_.begin()->second.get(), absl::CancelledError("HTTP client shut down"));
     }
@@ -752,6 +770,7 @@ class HttpClient::Loop {
   std::vector<IdleEasy> idle_easy_;  // handles for the next exchanges (NewEasy, Recycle)
   static constexpr size_t kMaxParsedUrls = 256;
   std::unordered_map<std::string, CURLU*> parsed_urls_;  // ParsedUrl
+  std::unique_ptr<internal::Http1Client> http1_;         // cleartext HTTP/1.1 exchanges; null: none
 };
 
 namespace {
@@ -803,8 +822,16 @@ absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const HttpClientO
     }
     curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, PerLane(cached, lanes));
 
+    std::optional<internal::Http1Limits> http1;
+    // With a proxy in the environment, every exchange goes through libcurl, which honours it.
+    if (options.own_http1 && !ProxyInEnvironment()) {
+      http1 = internal::Http1Limits{
+          .per_host = static_cast<int>(PerLane(options.max_connections_per_host, lanes)),
+          .total = static_cast<int>(PerLane(options.max_total_connections, lanes)),
+          .cached = static_cast<int>(PerLane(cached, lanes))};
+    }
     auto loop = std::make_unique<Loop>(*client, static_cast<size_t>(index), multi, epoll_fd,
-                                       std::move(core));
+                                       std::move(core), http1);
     Loop* raw = loop.get();
     curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &Loop::OnSocket);
     curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, raw);

@@ -1,5 +1,6 @@
-// The libcurl engine against the fake upstream: bodies, streaming as bytes arrive, keep-alive,
-// timeouts, cancellation, many exchanges on the one loop thread, shutdown.
+// The engine against the fake upstream, once over terse's own HTTP/1.1 connections and once over
+// libcurl's (the same contract): bodies, streaming as bytes arrive, keep-alive, stale
+// connections, limits, timeouts, cancellation, many exchanges on the one loop thread, shutdown.
 #include "providers/http_client.h"
 
 #include <arpa/inet.h>
@@ -10,6 +11,7 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/errors.h"
@@ -29,11 +31,21 @@ using ::terse::testing::IsOk;
 using ::terse::testing::StatusIs;
 using ::testing::HasSubstr;
 
-std::unique_ptr<HttpClient> NewClient() {
-  auto client = HttpClient::Create();
-  EXPECT_THAT(client, IsOk());
-  return std::move(client).value();
-}
+// The parameter: whether cleartext exchanges take terse's own HTTP/1.1 path.
+class HttpClientTest : public ::testing::TestWithParam<bool> {
+ protected:
+  std::unique_ptr<HttpClient> NewClient(HttpClientOptions options = {}) {
+    options.own_http1 = GetParam();
+    auto client = HttpClient::Create(options);
+    EXPECT_THAT(client, IsOk());
+    return std::move(client).value();
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Paths, HttpClientTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "OwnHttp1" : "Libcurl";
+                         });
 
 HttpRequest ChatRequest(const FakeUpstream& upstream, const std::string& text, bool stream) {
   HttpRequest request;
@@ -59,7 +71,7 @@ int ClosedPort() {
   return ntohs(addr.sin_port);
 }
 
-TEST(HttpClientTest, PostsAndReceivesAWholeResponse) {
+TEST_P(HttpClientTest, PostsAndReceivesAWholeResponse) {
   FakeUpstream upstream;
   auto client = NewClient();
   auto handler = std::make_shared<RecordingHttpHandler>();
@@ -81,7 +93,7 @@ TEST(HttpClientTest, PostsAndReceivesAWholeResponse) {
   EXPECT_EQ(request.JsonBody()["messages"][0]["content"], "hello engine");
 }
 
-TEST(HttpClientTest, ErrorStatusesArriveAsResponsesNotFailures) {
+TEST_P(HttpClientTest, ErrorStatusesArriveAsResponsesNotFailures) {
   FakeUpstream upstream;
   upstream.SetDefaultReply(FakeReply::Fail(404, "nope", "invalid_request_error"));
   auto client = NewClient();
@@ -93,7 +105,7 @@ TEST(HttpClientTest, ErrorStatusesArriveAsResponsesNotFailures) {
   EXPECT_THAT(handler->body(), HasSubstr("nope"));
 }
 
-TEST(HttpClientTest, ReusesTheConnectionForSequentialExchanges) {
+TEST_P(HttpClientTest, ReusesTheConnectionForSequentialExchanges) {
   FakeUpstream upstream;
   auto client = NewClient();
   for (int i = 0; i < 5; ++i) {
@@ -109,7 +121,7 @@ TEST(HttpClientTest, ReusesTheConnectionForSequentialExchanges) {
 
 // libcurl by default keeps only 4 idle connections per exchange still in flight, so the end of a
 // burst used to close most of its connections and the next burst had to open them again.
-TEST(HttpClientTest, KeepsTheConnectionsOfABurstForTheNextOne) {
+TEST_P(HttpClientTest, KeepsTheConnectionsOfABurstForTheNextOne) {
   FakeUpstream upstream;
   FakeReply slow;
   slow.head_delay = absl::Milliseconds(300);  // the burst's exchanges overlap, one connection each
@@ -134,7 +146,7 @@ TEST(HttpClientTest, KeepsTheConnectionsOfABurstForTheNextOne) {
 
 // Handles are reused between exchanges: nothing of one exchange (method, body, headers) may leak
 // into the next.
-TEST(HttpClientTest, ExchangesStartCleanOnReusedHandles) {
+TEST_P(HttpClientTest, ExchangesStartCleanOnReusedHandles) {
   FakeUpstream upstream;
   auto client = NewClient();
   auto post = std::make_shared<RecordingHttpHandler>();
@@ -189,7 +201,7 @@ TEST(HttpClientTest, ExchangesStartCleanOnReusedHandles) {
 
 // URLs are parsed once and kept (up to a bound): past the bound, and for a URL the strict parse
 // refuses, exchanges still go out with the URL's text.
-TEST(HttpClientTest, ManyDistinctUrlsAndUnparsedOnesAllReachTheUpstream) {
+TEST_P(HttpClientTest, ManyDistinctUrlsAndUnparsedOnesAllReachTheUpstream) {
   FakeUpstream upstream;
   auto client = NewClient();
   constexpr int kUrls = 300;  // past the bound of parsed URLs kept
@@ -214,7 +226,7 @@ TEST(HttpClientTest, ManyDistinctUrlsAndUnparsedOnesAllReachTheUpstream) {
   EXPECT_EQ(upstream.requests()[kUrls].path, "/v1/models");
 }
 
-TEST(HttpClientTest, DeliversStreamedBytesBeforeTheResponseEnds) {
+TEST_P(HttpClientTest, DeliversStreamedBytesBeforeTheResponseEnds) {
   FakeUpstream upstream;
   FakeReply reply;
   reply.stall_after_chunks = 2;  // two words, then nothing until we leave
@@ -237,7 +249,7 @@ TEST(HttpClientTest, DeliversStreamedBytesBeforeTheResponseEnds) {
   EXPECT_EQ(handler->completions(), 1);
 }
 
-TEST(HttpClientTest, HandlerCanAbortTheExchange) {
+TEST_P(HttpClientTest, HandlerCanAbortTheExchange) {
   FakeUpstream upstream;
   FakeReply reply;
   reply.stall_after_chunks = 1;
@@ -251,7 +263,7 @@ TEST(HttpClientTest, HandlerCanAbortTheExchange) {
   EXPECT_TRUE(upstream.WaitForAnswersCutByClient(1, absl::Seconds(10)));
 }
 
-TEST(HttpClientTest, ConnectionRefusedIsARetryableUpstreamFailure) {
+TEST_P(HttpClientTest, ConnectionRefusedIsARetryableUpstreamFailure) {
   auto client = NewClient();
   auto handler = std::make_shared<RecordingHttpHandler>();
   HttpRequest request;
@@ -266,7 +278,7 @@ TEST(HttpClientTest, ConnectionRefusedIsARetryableUpstreamFailure) {
   EXPECT_EQ(handler->heads(), 0);
 }
 
-TEST(HttpClientTest, ConnectTimeoutWhenTheListenerNeverAccepts) {
+TEST_P(HttpClientTest, ConnectTimeoutWhenTheListenerNeverAccepts) {
   // A listener with a full accept queue drops further SYNs, so connecting hangs on loopback.
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -298,7 +310,7 @@ TEST(HttpClientTest, ConnectTimeoutWhenTheListenerNeverAccepts) {
   ::close(fd);
 }
 
-TEST(HttpClientTest, FirstByteTimeoutEndsAStalledExchange) {
+TEST_P(HttpClientTest, FirstByteTimeoutEndsAStalledExchange) {
   FakeUpstream upstream;
   upstream.SetDefaultReply(FakeReply::Stall());
   auto client = NewClient();
@@ -313,7 +325,7 @@ TEST(HttpClientTest, FirstByteTimeoutEndsAStalledExchange) {
   EXPECT_TRUE(upstream.WaitForAnswersCutByClient(1, absl::Seconds(10)));
 }
 
-TEST(HttpClientTest, TotalTimeoutEndsASlowStream) {
+TEST_P(HttpClientTest, TotalTimeoutEndsASlowStream) {
   FakeUpstream upstream;
   FakeReply reply;
   reply.stall_after_chunks = 1;
@@ -329,7 +341,7 @@ TEST(HttpClientTest, TotalTimeoutEndsASlowStream) {
   EXPECT_EQ(handler->heads(), 1);
 }
 
-TEST(HttpClientTest, ResetBeforeTheAnswerIsARetryableFailure) {
+TEST_P(HttpClientTest, ResetBeforeTheAnswerIsARetryableFailure) {
   FakeUpstream upstream;
   upstream.SetDefaultReply(FakeReply::Reset());
   auto client = NewClient();
@@ -340,7 +352,7 @@ TEST(HttpClientTest, ResetBeforeTheAnswerIsARetryableFailure) {
   EXPECT_EQ(RecoveryOf(handler->status()), Recovery::kRetry);
 }
 
-TEST(HttpClientTest, HundredConcurrentStreamsShareTheOneLoop) {
+TEST_P(HttpClientTest, HundredConcurrentStreamsShareTheOneLoop) {
   FakeUpstream upstream;
   FakeReply reply;
   reply.chunk_delay = absl::Milliseconds(20);
@@ -369,7 +381,7 @@ TEST(HttpClientTest, HundredConcurrentStreamsShareTheOneLoop) {
   EXPECT_EQ(threads.size(), 1u);
 }
 
-TEST(HttpClientTest, ScheduledTasksRunOnTheLoopThread) {
+TEST_P(HttpClientTest, ScheduledTasksRunOnTheLoopThread) {
   auto client = NewClient();
   struct Seen {
     bool on_loop = false;
@@ -387,7 +399,7 @@ TEST(HttpClientTest, ScheduledTasksRunOnTheLoopThread) {
   EXPECT_FALSE(client->OnLoopThread());
 }
 
-TEST(HttpClientTest, ShutdownCancelsExchangesAndRunsPendingTasks) {
+TEST_P(HttpClientTest, ShutdownCancelsExchangesAndRunsPendingTasks) {
   FakeUpstream upstream;
   upstream.SetDefaultReply(FakeReply::Stall());
   auto client = NewClient();
@@ -402,7 +414,7 @@ TEST(HttpClientTest, ShutdownCancelsExchangesAndRunsPendingTasks) {
   EXPECT_EQ(task_ran_stopping, 1);
 }
 
-TEST(HttpClientTest, CancelAfterShutdownIsHarmless) {
+TEST_P(HttpClientTest, CancelAfterShutdownIsHarmless) {
   FakeUpstream upstream;
   auto client = NewClient();
   auto handler = std::make_shared<RecordingHttpHandler>();
@@ -411,6 +423,184 @@ TEST(HttpClientTest, CancelAfterShutdownIsHarmless) {
   client.reset();
   call->Cancel();
   EXPECT_EQ(handler->completions(), 1);
+}
+
+// A one-shot upstream: accepts one connection, reads the request head, writes `answer` and
+// closes, for answers the fake upstream would never give.
+class RawUpstream {
+ public:
+  explicit RawUpstream(std::string answer) : answer_(std::move(answer)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(::listen(fd_, 4), 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      std::string request;
+      char buffer[4096];
+      for (int reads = 0; reads < 100 && request.find("\r\n\r\n") == std::string::npos; ++reads) {
+        const ssize_t n = ::read(c, buffer, sizeof buffer);
+        if (n <= 0) break;
+        request.append(buffer, static_cast<size_t>(n));
+      }
+      ssize_t ignored = ::write(c, answer_.data(), answer_.size());
+      (void)ignored;
+      ::close(c);
+    });
+  }
+  ~RawUpstream() {
+    ::shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(fd_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1/x"; }
+
+ private:
+  std::string answer_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+HttpRequest GetRequest(const std::string& url) {
+  HttpRequest request;
+  request.method = "GET";
+  request.url = url;
+  return request;
+}
+
+TEST_P(HttpClientTest, ABodyThatRunsToTheCloseArrivesWhole) {
+  RawUpstream upstream("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the very end");
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  client->Start(GetRequest(upstream.url()), handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), IsOk());
+  EXPECT_EQ(handler->head().status, 200);
+  EXPECT_EQ(handler->body(), "until the very end");
+}
+
+TEST_P(HttpClientTest, AnAnswerCutShortIsARetryableFailure) {
+  RawUpstream upstream("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this much");
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  client->Start(GetRequest(upstream.url()), handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(RecoveryOf(handler->status()), Recovery::kRetry);
+}
+
+TEST_P(HttpClientTest, AnAnswerThatIsNotHttpIsAnUpstreamFailure) {
+  RawUpstream upstream("SSH-2.0-OpenSSH_9.2\r\n\r\n");
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  client->Start(GetRequest(upstream.url()), handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(DetailOf(handler->status()).http_status, 502);
+  EXPECT_EQ(handler->heads(), 0);
+}
+
+TEST_P(HttpClientTest, InterimAnswersAreSkipped) {
+  RawUpstream upstream(
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok");
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  client->Start(GetRequest(upstream.url()), handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), IsOk());
+  EXPECT_EQ(handler->heads(), 1);
+  EXPECT_EQ(handler->head().status, 201);
+  EXPECT_EQ(handler->body(), "ok");
+}
+
+// The upstream dropped a kept-alive connection just as the next request went out on it: the
+// request goes again, once, on a new connection, and the caller sees only the answer.
+TEST_P(HttpClientTest, ARequestThatMetAStaleKeptAliveConnectionIsSentAgainOnce) {
+  FakeUpstream upstream;
+  upstream.EnqueueReply(FakeReply::Text("first"));
+  upstream.EnqueueReply(FakeReply::Reset());  // the second request's connection dies unanswered
+  auto client = NewClient();
+  for (const char* expected : {"first", "second"}) {
+    auto handler = std::make_shared<RecordingHttpHandler>();
+    client->Start(ChatRequest(upstream, "second", false), handler);
+    ASSERT_TRUE(handler->WaitDone());
+    ASSERT_THAT(handler->status(), IsOk());
+    EXPECT_EQ(Json::parse(handler->body())["choices"][0]["message"]["content"], expected);
+  }
+  EXPECT_EQ(upstream.request_count(), 3u);
+  EXPECT_EQ(upstream.connections_accepted(), 2);
+
+  // On a connection of its own, the same failure is the caller's to see: no second try.
+  upstream.EnqueueReply(FakeReply::Reset());
+  auto fresh = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  fresh->Start(ChatRequest(upstream, "x", false), handler);
+  ASSERT_TRUE(handler->WaitDone());
+  EXPECT_THAT(handler->status(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(upstream.request_count(), 4u);
+}
+
+TEST_P(HttpClientTest, AnAnswerWithConnectionCloseEndsItsConnection) {
+  FakeUpstream upstream;
+  FakeReply closing = FakeReply::Text("bye");
+  closing.close_after = true;
+  upstream.SetDefaultReply(closing);
+  auto client = NewClient();
+  for (int i = 0; i < 3; ++i) {
+    auto handler = std::make_shared<RecordingHttpHandler>();
+    client->Start(ChatRequest(upstream, "x", false), handler);
+    ASSERT_TRUE(handler->WaitDone());
+    ASSERT_THAT(handler->status(), IsOk());
+  }
+  EXPECT_EQ(upstream.connections_accepted(), 3);
+  EXPECT_EQ(upstream.request_count(), 3u);
+}
+
+TEST_P(HttpClientTest, ExchangesBeyondTheConnectionLimitWaitForAConnection) {
+  FakeUpstream upstream;
+  FakeReply slow;
+  slow.head_delay = absl::Milliseconds(100);
+  upstream.SetDefaultReply(slow);
+  HttpClientOptions options;
+  options.max_connections_per_host = 2;
+  auto client = NewClient(options);
+  std::vector<std::shared_ptr<RecordingHttpHandler>> handlers;
+  for (int i = 0; i < 6; ++i) {
+    handlers.push_back(std::make_shared<RecordingHttpHandler>());
+    client->Start(ChatRequest(upstream, "call " + std::to_string(i), false), handlers.back());
+  }
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(handlers[i]->WaitDone(absl::Seconds(30))) << i;
+    EXPECT_THAT(handlers[i]->status(), IsOk());
+    EXPECT_THAT(handlers[i]->body(), HasSubstr("call " + std::to_string(i)));
+  }
+  EXPECT_EQ(upstream.request_count(), 6u);
+  EXPECT_EQ(upstream.connections_accepted(), 2);
+}
+
+TEST_P(HttpClientTest, LargeBodiesAndLocalhostUrlsGoOutWhole) {
+  FakeUpstream upstream;
+  auto client = NewClient();
+  HttpRequest request = ChatRequest(upstream, std::string(3 << 20, 'w'), false);  // 3 MiB
+  request.url = "http://localhost:" + std::to_string(upstream.port()) + "/v1/chat/completions";
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  client->Start(request, handler);
+  ASSERT_TRUE(handler->WaitDone(absl::Seconds(30)));
+  EXPECT_THAT(handler->status(), IsOk());
+  const auto received = upstream.last_request();
+  EXPECT_EQ(received.body.size(), request.body.size());
+  EXPECT_EQ(received.body, request.body);
+  EXPECT_EQ(received.Header("host"), "localhost:" + std::to_string(upstream.port()));
+  EXPECT_EQ(
+      Json::parse(handler->body())["choices"][0]["message"]["content"].get<std::string>().size(),
+      size_t{3} << 20);
 }
 
 }  // namespace

@@ -1,0 +1,108 @@
+// terse's own HTTP/1.1 client for cleartext upstreams (`http://` to an address or localhost: the
+// in-cluster vLLM, Ollama or llama.cpp server, where the gateway's own cost shows most). One lives
+// in each lane of HttpClient and shares the lane's thread, epoll set and deadlines; libcurl keeps
+// everything else (TLS, HTTP/2, proxies, host names to resolve). It honours HttpClient's contract
+// to the letter: the same handler calls, timeouts, statuses and recovery marks, keep-alive reuse
+// with connection limits, and a request that met a stale kept-alive connection is sent again once
+// on a new one, as libcurl does. Internal to providers/.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "providers/http1_response.h"
+#include "providers/http_client.h"
+
+namespace terse::providers::internal {
+
+// The epoll data of this client's sockets: the tag plus the connection's id. (libcurl's sockets
+// carry their descriptor, which never has the tag's bit.)
+inline constexpr uint64_t kHttp1Tag = uint64_t{1} << 63;
+
+struct Http1Limits {
+  int per_host = 0;   // connections to one host:port, busy or idle; 0: no limit
+  int total = 0;      // all connections; 0: no limit
+  int cached = 1024;  // connections kept open for reuse at most
+};
+
+// Lane thread only, like everything of a lane.
+class Http1Client {
+ public:
+  Http1Client(int epoll_fd, Http1Limits limits, std::atomic<int64_t>& connections_opened,
+              std::atomic<int>& active_exchanges);
+  // Closes every connection; exchanges still in flight are dropped without a call (Shutdown
+  // completes them first).
+  ~Http1Client();
+  Http1Client(const Http1Client&) = delete;
+  Http1Client& operator=(const Http1Client&) = delete;
+
+  // Starts `request` when this client can carry it (an http:// URL with a numeric host or
+  // localhost) and takes it and `handler`; false, leaving both alone, when libcurl must.
+  bool TryStart(uint64_t id, HttpRequest& request, std::shared_ptr<HttpHandler>& handler);
+  // Aborts exchange `id` (its connection is closed) with kCancelled; false when it is not one of
+  // this client's exchanges in flight.
+  bool Cancel(uint64_t id);
+  // An epoll event whose data has kHttp1Tag.
+  void OnEvent(uint64_t data, uint32_t events);
+  // Ends the exchanges whose timeouts have passed, and closes connections idle for too long.
+  void FireDeadlines(absl::Time now);
+  absl::Time NextDeadline() const;
+  // Completes every exchange with kCancelled and closes every connection.
+  void Shutdown();
+
+  int open_connections() const { return static_cast<int>(connections_.size()); }
+
+ private:
+  struct Origin;
+  struct Target;
+  struct Connection;
+  struct Exchange;
+
+  const Target* TargetOf(const std::string& url);
+  void Assign(Exchange& exchange);
+  void Connect(Exchange& exchange);
+  void Send(Connection& connection);
+  void Receive(Connection& connection);
+  void Watch(Connection& connection, uint32_t events);
+  // Completes the exchange with `status` and leaves its connection idle (reusable) or closed.
+  void Complete(Exchange& exchange, absl::Status status, bool reuse_connection);
+  // The connection failed under its exchange: resend a request that met a stale kept-alive
+  // connection, or complete the exchange with `status`.
+  void Fail(Connection& connection, absl::Status status);
+  void Close(Connection& connection);
+  void Reschedule(Exchange& exchange);
+  // Starts waiting exchanges that the connection limits now allow.
+  void StartWaiting();
+  bool HasRoomFor(const Origin& origin) const;
+
+  // Constant after construction.
+  const int epoll_fd_;
+  const Http1Limits limits_;
+  std::atomic<int64_t>& connections_opened_;
+  std::atomic<int>& active_exchanges_;
+
+  std::unordered_map<std::string, std::unique_ptr<Target>> targets_;  // by URL; null: libcurl's
+  std::unordered_map<std::string, std::unique_ptr<Origin>> origins_;  // by "host:port"
+  std::unordered_map<uint64_t, std::unique_ptr<Exchange>> exchanges_;
+  std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;
+  std::deque<uint64_t> waiting_;  // exchanges held back by the limits, in order
+  std::set<std::pair<absl::Time, uint64_t>> deadlines_;  // each exchange's next deadline
+  absl::Time next_idle_sweep_ = absl::InfiniteFuture();
+  uint64_t next_connection_id_ = 1;
+  bool stopping_ = false;
+  int idle_count_ = 0;
+  std::vector<char> buffer_;  // one read's bytes
+};
+
+}  // namespace terse::providers::internal
