@@ -69,6 +69,7 @@ absl::StatusOr<ProviderSettings> ResolveSettings(const v1::Provider& config) {
   s.total_timeout = MsOr(config.timeouts().total_ms(), 600000);
   s.ca_bundle = config.ca_bundle();
   s.insecure_skip_verify = config.insecure_skip_verify();
+  s.libcurl_only = config.libcurl_only();
   s.echo_delay = absl::Milliseconds(config.echo_delay_ms());
   return s;
 }
@@ -90,6 +91,7 @@ absl::StatusOr<HttpRequest> NewHttpRequest(const ProviderSettings& settings,
   }
   http.ca_bundle = settings.ca_bundle;
   http.insecure_skip_verify = settings.insecure_skip_verify;
+  http.libcurl_only = settings.libcurl_only;
   for (const auto& [k, v] : settings.headers) {
     if (!IsReservedHeader(k)) http.headers.emplace_back(k, v);
   }

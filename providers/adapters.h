@@ -30,6 +30,7 @@ struct ProviderSettings {
   absl::Duration total_timeout = absl::Milliseconds(600000);
   std::string ca_bundle;
   bool insecure_skip_verify = false;
+  bool libcurl_only = false;
   absl::Duration echo_delay = absl::ZeroDuration();
 };
 

@@ -204,6 +204,7 @@ const Http1Client::Target* Http1Client::TargetOf(const std::string& url) {
 
 bool Http1Client::TryStart(uint64_t id, HttpRequest& request,
                            std::shared_ptr<HttpHandler>& handler) {
+  if (request.libcurl_only) return false;
   const Target* target = TargetOf(request.url);
   if (target == nullptr) return false;
   auto owned = std::make_unique<Exchange>();

@@ -824,7 +824,7 @@ absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const HttpClientO
 
     std::optional<internal::Http1Limits> http1;
     // With a proxy in the environment, every exchange goes through libcurl, which honours it.
-    if (options.own_http1 && !ProxyInEnvironment()) {
+    if (!options.libcurl_only && !ProxyInEnvironment()) {
       http1 = internal::Http1Limits{
           .per_host = static_cast<int>(PerLane(options.max_connections_per_host, lanes)),
           .total = static_cast<int>(PerLane(options.max_total_connections, lanes)),

@@ -36,6 +36,8 @@ struct HttpRequest {
   absl::Duration total_timeout = absl::Minutes(10);
   std::string ca_bundle;              // PEM file to verify the peer with; empty: the system's
   bool insecure_skip_verify = false;  // for local test upstreams only
+  // A cleartext exchange goes through libcurl too, not terse's own HTTP/1.1 client.
+  bool libcurl_only = false;
 };
 
 struct HttpResponseHead {
@@ -92,9 +94,9 @@ struct HttpClientOptions {
   // the lanes, each getting its share rounded up (so at least one connection per host).
   int lanes = 1;
   // Cleartext exchanges (http:// to an address or localhost, no proxy in the environment) go
-  // over terse's own HTTP/1.1 connections instead of libcurl's: the same contract at about half
-  // the CPU per exchange. false: libcurl carries everything.
-  bool own_http1 = true;
+  // over terse's own HTTP/1.1 connections instead of libcurl's, with the same contract and less
+  // CPU per exchange. true: libcurl carries every exchange.
+  bool libcurl_only = false;
 };
 
 class HostedLane;

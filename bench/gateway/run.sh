@@ -2,7 +2,8 @@
 # Pass-through overhead of terse, measured in one run on this machine:
 #   (a) direct:      wrk -> nginx answering a fixed chat completion / a fixed SSE stream
 #   (b) nginx-proxy: wrk -> nginx as a plain reverse proxy (keep-alive upstream) -> (a)
-#   (c) terse:       wrk -> terse -> (a)
+#   (c) terse:       wrk -> terse -> (a), over terse's own HTTP/1.1 client
+#   (d) terse-libcurl: the same through a provider with `libcurl_only: true`
 # each non-streaming and streaming. Prints requests/s and p50/p99 latency per concurrency level,
 # then the same three targets at one fixed request rate of about half terse's peak (each wrk
 # connection pauses DELAY_MS on average between requests), and the ratios.
@@ -125,9 +126,13 @@ listeners:
 providers:
   - { name: fixed, kind: openai_compatible, base_url: "http://127.0.0.1:$UP/v1", max_connections: 512, retry: { max_attempts: 1 } }
   - { name: fixed-sse, kind: openai_compatible, base_url: "http://127.0.0.1:$UPS/v1", max_connections: 512, retry: { max_attempts: 1 } }
+  - { name: fixed-libcurl, kind: openai_compatible, base_url: "http://127.0.0.1:$UP/v1", max_connections: 512, retry: { max_attempts: 1 }, libcurl_only: true }
+  - { name: fixed-sse-libcurl, kind: openai_compatible, base_url: "http://127.0.0.1:$UPS/v1", max_connections: 512, retry: { max_attempts: 1 }, libcurl_only: true }
 routes:
   - { name: fixed, model: fixed, provider: fixed }
   - { name: fixed-stream, model: fixed-stream, provider: fixed-sse }
+  - { name: fixed-libcurl, model: fixed-libcurl, provider: fixed-libcurl }
+  - { name: fixed-libcurl-stream, model: fixed-libcurl-stream, provider: fixed-sse-libcurl }
 logging: { level: error }
 YAML
 case ${PROFILE:-} in
@@ -159,7 +164,10 @@ URL[terse]=http://127.0.0.1:$HTTP$chat;               BODY[terse]=$body
 URL[direct-stream]=http://127.0.0.1:$UPS$chat;        BODY[direct-stream]=$stream_body
 URL[nginx-proxy-stream]=http://127.0.0.1:$PROXY/stream$chat; BODY[nginx-proxy-stream]=$stream_body
 URL[terse-stream]=http://127.0.0.1:$HTTP$chat;        BODY[terse-stream]=$stream_body
-TARGETS=${TARGETS:-"direct nginx-proxy terse direct-stream nginx-proxy-stream terse-stream"}
+URL[terse-libcurl]=http://127.0.0.1:$HTTP$chat;       BODY[terse-libcurl]=${body/\"fixed\"/\"fixed-libcurl\"}
+URL[terse-libcurl-stream]=http://127.0.0.1:$HTTP$chat
+BODY[terse-libcurl-stream]=${stream_body/\"fixed-stream\"/\"fixed-libcurl-stream\"}
+TARGETS=${TARGETS:-"direct nginx-proxy terse terse-libcurl direct-stream nginx-proxy-stream terse-stream terse-libcurl-stream"}
 
 # ---- Every target must give the right answer before anything is timed.
 for _ in $(seq 1200); do curl -sf "http://127.0.0.1:$HTTP/healthz" >/dev/null && break; sleep 0.1; done
@@ -280,9 +288,12 @@ echo "peak req/s: direct ${PEAK[direct]}, nginx-proxy ${PEAK[nginx-proxy]}, ters
   "streaming: direct ${PEAK[direct-stream]}, nginx-proxy ${PEAK[nginx-proxy-stream]}," \
   "terse ${PEAK[terse-stream]}"
 awk -v a="${PEAK[terse]}" -v b="${PEAK[nginx-proxy]}" -v c="${PEAK[terse-stream]}" \
-  -v d="${PEAK[nginx-proxy-stream]}" 'BEGIN {
+  -v d="${PEAK[nginx-proxy-stream]}" -v e="${PEAK[terse-libcurl]:-0}" \
+  -v f="${PEAK[terse-libcurl-stream]:-0}" 'BEGIN {
   printf "throughput ratio terse / nginx-proxy: %.2f non-streaming, %.2f streaming (goal >= 0.50)\n",
-         a / b, c / d }'
+         a / b, c / d
+  if (e > 0) printf "throughput ratio terse-libcurl / nginx-proxy: %.2f non-streaming, %.2f streaming\n",
+                    e / b, f / d }'
 
 # ---- Half load: the same offered rate for every target, about half of terse's peak. Each
 # connection pauses DELAY_MS (uniform in [0.5, 1.5] x DELAY_MS) between requests, so the rate is
@@ -296,7 +307,8 @@ for kind in "" -stream; do
   conns=$(awk -v r="$half" -v d="$DELAY_MS" -v l="$lat" 'BEGIN { c = int(r * (d + l) / 1000 + 0.5); print (c < 1 ? 1 : c) }')
   echo "half load${kind:+ (streaming)}: target ~$half req/s = $conns connections x mean ${DELAY_MS} ms pause"
   printf '%-20s %6s %10s %9s %9s %7s %12s\n' target conns req/s p50_ms p99_ms errors cpu_us/req
-  for t in direct nginx-proxy terse; do
+  for t in direct nginx-proxy terse terse-libcurl; do
+    [[ " $TARGETS " == *" $t$kind "* ]] || continue
     read -r rps p50 p99 err cpu < <(measure "$t$kind" "$conns" "$DELAY_MS")
     H50[$t]=$p50; H99[$t]=$p99
     printf '%-20s %6s %10s %9s %9s %7s %12s\n' "$t$kind" "$conns" "$rps" "$p50" "$p99" "$err" "$cpu"
@@ -305,6 +317,9 @@ for kind in "" -stream; do
     -v t5="${H50[terse]}" -v n5="${H50[nginx-proxy]}" -v d5="${H50[direct]}" 'BEGIN {
     printf "added latency over direct: terse p50 %+.3f ms p99 %+.3f ms; nginx-proxy p50 %+.3f ms p99 %+.3f ms (goal: terse p99 <= 1 ms)\n",
            t5 - d5, t - d, n5 - d5, n - d }'
+  [[ -n ${H99[terse-libcurl]:-} ]] && awk -v t="${H99[terse-libcurl]}" -v d="${H99[direct]}" \
+    -v t5="${H50[terse-libcurl]}" -v d5="${H50[direct]}" 'BEGIN {
+    printf "added latency over direct: terse-libcurl p50 %+.3f ms p99 %+.3f ms\n", t5 - d5, t - d }'
   echo
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -35,7 +35,7 @@ using ::testing::HasSubstr;
 class HttpClientTest : public ::testing::TestWithParam<bool> {
  protected:
   std::unique_ptr<HttpClient> NewClient(HttpClientOptions options = {}) {
-    options.own_http1 = GetParam();
+    options.libcurl_only = !GetParam();
     auto client = HttpClient::Create(options);
     EXPECT_THAT(client, IsOk());
     return std::move(client).value();
