@@ -1,6 +1,7 @@
 #include "providers/http1_client.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -11,7 +12,10 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <system_error>
+#include <thread>
 
+#include "absl/strings/ascii.h"
 #include "base/ascii.h"
 #include "base/errors.h"
 #include "providers/upstream_errors.h"
@@ -26,6 +30,10 @@ constexpr size_t kReadBytes = 64 * 1024;
 // Reads per readable event before the lane's other work gets a turn (level-triggered epoll
 // reports the rest again).
 constexpr int kMaxReadsPerEvent = 4;
+// How long a resolved address is used before the name is resolved again (libcurl's DNS cache
+// keeps entries as long), and when to try again after a refresh failed.
+constexpr absl::Duration kResolvedFor = absl::Seconds(60);
+constexpr absl::Duration kResolveRetryAfter = absl::Seconds(5);
 
 int64_t ToMs(absl::Duration d) { return absl::ToInt64Milliseconds(d); }
 
@@ -39,11 +47,13 @@ absl::Time DeadlineAfter(absl::Time start, absl::Duration timeout) {
 std::string ErrnoText(int error) { return std::strerror(error); }
 
 // The parts of an http:// URL this client can carry: a numeric host (IPv4, or IPv6 in
-// brackets) or localhost, an optional port, and no user info or fragment. False when libcurl
-// must take the URL.
+// brackets), localhost, or a plain DNS name; an optional port; no user info or fragment. False
+// when libcurl must take the URL.
 struct UrlParts {
   sockaddr_storage address{};
-  socklen_t address_size = 0;
+  socklen_t address_size = 0;  // 0: `name` is to be resolved
+  std::string name;
+  int port = 0;
   std::string origin;       // "host:port", the connection pool's key
   std::string host_header;  // the authority as written
   std::string target;       // path and query, origin-form
@@ -103,13 +113,24 @@ bool ParseCleartextUrl(std::string_view url, UrlParts* parts) {
   } else {
     auto* in4 = reinterpret_cast<sockaddr_in*>(&parts->address);
     const bool localhost = AsciiLower(host) == "localhost";
-    if (inet_pton(AF_INET, localhost ? "127.0.0.1" : host_text.c_str(), &in4->sin_addr) != 1) {
-      return false;  // a name to resolve: libcurl's resolver and DNS cache do that
+    if (inet_pton(AF_INET, localhost ? "127.0.0.1" : host_text.c_str(), &in4->sin_addr) == 1) {
+      in4->sin_family = AF_INET;
+      in4->sin_port = htons(static_cast<uint16_t>(port));
+      parts->address_size = sizeof(sockaddr_in);
+    } else {
+      // A name to resolve: letters, digits, '-', '.' and '_' only (anything else, an IDN say,
+      // is libcurl's).
+      if (host.empty() || host.front() == '.' || host.front() == '-') return false;
+      for (char c : host) {
+        if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' &&
+            c != '_') {
+          return false;
+        }
+      }
+      parts->name = AsciiLower(host);
     }
-    in4->sin_family = AF_INET;
-    in4->sin_port = htons(static_cast<uint16_t>(port));
-    parts->address_size = sizeof(sockaddr_in);
   }
+  parts->port = port;
   parts->origin = AsciiLower(host) + ":" + std::to_string(port);
   parts->host_header = std::string(authority);
   parts->target = rest.empty() || rest.front() == '?' ? "/" + std::string(rest) : std::string(rest);
@@ -120,10 +141,16 @@ bool ParseCleartextUrl(std::string_view url, UrlParts* parts) {
 
 // The connections to one host:port.
 struct Http1Client::Origin {
+  std::string key;   // "host:port"
+  std::string name;  // the host name to resolve; empty: the address is literal
+  int port = 0;
   sockaddr_storage address{};
-  socklen_t address_size = 0;
-  int connections = 0;            // open, busy or idle
-  std::vector<Connection*> idle;  // most recently used last
+  socklen_t address_size = 0;                          // 0: not resolved yet
+  absl::Time resolved_until = absl::InfiniteFuture();  // when to resolve `name` again
+  bool resolving = false;
+  std::vector<uint64_t> unresolved;  // exchanges waiting for the first address
+  int connections = 0;               // open, busy or idle
+  std::vector<Connection*> idle;     // most recently used last
 };
 
 struct Http1Client::Target {
@@ -157,18 +184,21 @@ struct Http1Client::Exchange final : Http1ResponseListener {
   absl::Time total_deadline = absl::InfiniteFuture();
   absl::Time deadline = absl::InfiniteFuture();  // its entry in deadlines_
   bool connected = false;
-  bool waiting = false;  // in waiting_
-  bool resent = false;   // sent again after a stale kept-alive connection
+  bool waiting = false;     // in waiting_
+  bool unresolved = false;  // in its origin's unresolved list
+  bool resent = false;      // sent again after a stale kept-alive connection
 
   void OnHead(const HttpResponseHead& response_head) override { handler->OnHead(response_head); }
   bool OnBody(std::string_view bytes) override { return handler->OnBody(bytes); }
   size_t size() const { return head.size() + request.body.size(); }
 };
 
-Http1Client::Http1Client(int epoll_fd, Http1Limits limits, std::atomic<int64_t>& connections_opened,
+Http1Client::Http1Client(int epoll_fd, Http1Limits limits, PostFn post,
+                         std::atomic<int64_t>& connections_opened,
                          std::atomic<int>& active_exchanges)
     : epoll_fd_(epoll_fd),
       limits_(limits),
+      post_(std::move(post)),
       connections_opened_(connections_opened),
       active_exchanges_(active_exchanges),
       buffer_(kReadBytes) {}
@@ -190,6 +220,9 @@ const Http1Client::Target* Http1Client::TargetOf(const std::string& url) {
   auto& origin = origins_[parts.origin];
   if (!origin) {
     origin = std::make_unique<Origin>();
+    origin->key = parts.origin;
+    origin->name = parts.name;
+    origin->port = parts.port;
     origin->address = parts.address;
     origin->address_size = parts.address_size;
   }
@@ -278,6 +311,19 @@ void Http1Client::Assign(Exchange& exchange) {
 
 void Http1Client::Connect(Exchange& exchange) {
   Origin& origin = *exchange.target->origin;
+  if (!origin.name.empty()) {
+    const absl::Time now = absl::Now();
+    if (!origin.resolving && (origin.address_size == 0 || now >= origin.resolved_until)) {
+      Resolve(origin);  // a refresh keeps using the address it has meanwhile
+    }
+    if (origin.address_size == 0) {
+      exchange.unresolved = true;
+      origin.unresolved.push_back(exchange.id);
+      exchange.connect_deadline = DeadlineAfter(now, exchange.request.connect_timeout);
+      Reschedule(exchange);
+      return;
+    }
+  }
   const int fd = socket(origin.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     Complete(exchange,
@@ -327,6 +373,68 @@ void Http1Client::Connect(Exchange& exchange) {
            WithRecovery(UpstreamFailed("could not connect to the upstream: " + ErrnoText(error)),
                         Recovery::kRetry),
            false);
+}
+
+void Http1Client::Resolve(Origin& origin) {
+  origin.resolving = true;
+  auto resolve = [post = post_, this, key = origin.key, name = origin.name,
+                  port = std::to_string(origin.port)] {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    Resolution result;
+    const int rc = getaddrinfo(name.c_str(), port.c_str(), &hints, &found);
+    if (rc != 0 || found == nullptr) {
+      result.error = rc == EAI_SYSTEM ? ErrnoText(errno) : gai_strerror(rc);
+    } else {
+      std::memcpy(&result.address, found->ai_addr, found->ai_addrlen);
+      result.address_size = found->ai_addrlen;
+    }
+    if (found != nullptr) freeaddrinfo(found);
+    // Dropped when the lane is gone: nobody waits for the answer any more.
+    post([this, key, result = std::move(result)]() mutable { OnResolved(key, std::move(result)); });
+  };
+  try {
+    std::thread(std::move(resolve)).detach();
+  } catch (const std::system_error& e) {
+    Resolution failed;
+    failed.error = std::string("no thread to resolve with: ") + e.what();
+    OnResolved(origin.key, std::move(failed));
+  }
+}
+
+void Http1Client::OnResolved(const std::string& key, Resolution result) {
+  auto it = origins_.find(key);
+  if (it == origins_.end() || stopping_) return;
+  Origin& origin = *it->second;
+  origin.resolving = false;
+  const absl::Time now = absl::Now();
+  if (result.error.empty()) {
+    origin.address = result.address;
+    origin.address_size = result.address_size;
+    origin.resolved_until = now + kResolvedFor;
+  } else if (origin.address_size != 0) {
+    origin.resolved_until = now + kResolveRetryAfter;  // a failed refresh: keep the old address
+  }
+  std::vector<uint64_t> unresolved;
+  unresolved.swap(origin.unresolved);
+  for (uint64_t id : unresolved) {
+    auto found = exchanges_.find(id);
+    if (found == exchanges_.end()) continue;
+    Exchange& exchange = *found->second;
+    exchange.unresolved = false;
+    if (origin.address_size != 0) {
+      Connect(exchange);
+    } else {
+      Complete(exchange,
+               WithRecovery(UpstreamFailed("could not resolve the upstream host \"" + origin.name +
+                                           "\": " + result.error),
+                            Recovery::kRetry),
+               false);
+    }
+  }
+  if (!waiting_.empty()) StartWaiting();
 }
 
 void Http1Client::Watch(Connection& connection, uint32_t events) {
@@ -454,6 +562,10 @@ void Http1Client::Complete(Exchange& exchange, absl::Status status, bool reuse_c
   }
   deadlines_.erase({exchange.deadline, exchange.id});
   if (exchange.waiting) waiting_.erase(std::find(waiting_.begin(), waiting_.end(), exchange.id));
+  if (exchange.unresolved) {
+    std::vector<uint64_t>& unresolved = exchange.target->origin->unresolved;
+    unresolved.erase(std::find(unresolved.begin(), unresolved.end(), exchange.id));
+  }
   auto it = exchanges_.find(exchange.id);
   std::unique_ptr<Exchange> owned = std::move(it->second);
   exchanges_.erase(it);
@@ -481,7 +593,7 @@ void Http1Client::Close(Connection& connection) {
 void Http1Client::Reschedule(Exchange& exchange) {
   absl::Time next = exchange.total_deadline;
   if (!exchange.reader.started()) next = std::min(next, exchange.first_byte_deadline);
-  if (!exchange.connected && exchange.connection != nullptr) {
+  if (!exchange.connected && (exchange.connection != nullptr || exchange.unresolved)) {
     next = std::min(next, exchange.connect_deadline);
   }
   if (next == exchange.deadline) return;
@@ -565,7 +677,12 @@ void Http1Client::FireDeadlines(absl::Time now) {
     Exchange& exchange = *it->second;
     const HttpRequest& r = exchange.request;
     absl::Status status;
-    if (!exchange.connected && exchange.connection != nullptr && exchange.connect_deadline <= now) {
+    if (exchange.unresolved && exchange.connect_deadline <= now) {
+      status = WithRecovery(UpstreamTimedOut("resolving the upstream host \"" +
+                                             exchange.target->origin->name + "\" timed out"),
+                            Recovery::kRetry);
+    } else if (!exchange.connected && exchange.connection != nullptr &&
+               exchange.connect_deadline <= now) {
       status = WithRecovery(UpstreamTimedOut("connecting to the upstream timed out (after " +
                                              std::to_string(ToMs(r.connect_timeout)) + " ms)"),
                             Recovery::kRetry);

@@ -1,7 +1,8 @@
 // terse's own HTTP/1.1 client for cleartext upstreams (`http://` to an address or localhost: the
 // in-cluster vLLM, Ollama or llama.cpp server, where the gateway's own cost shows most). One lives
 // in each lane of HttpClient and shares the lane's thread, epoll set and deadlines; libcurl keeps
-// everything else (TLS, HTTP/2, proxies, host names to resolve). It honours HttpClient's contract
+// everything else (TLS, HTTP/2, proxies). Host names are resolved off the lane's thread and
+// kept for a minute, refreshed in the background. It honours HttpClient's contract
 // to the letter: the same handler calls, timeouts, statuses and recovery marks, keep-alive reuse
 // with connection limits, and a request that met a stale kept-alive connection is sent again once
 // on a new one, as libcurl does. Internal to providers/.
@@ -12,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -19,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "providers/http1_response.h"
@@ -39,16 +42,21 @@ struct Http1Limits {
 // Lane thread only, like everything of a lane.
 class Http1Client {
  public:
-  Http1Client(int epoll_fd, Http1Limits limits, std::atomic<int64_t>& connections_opened,
-              std::atomic<int>& active_exchanges);
+  // Queues a command for the lane's thread from any thread; false when the lane is gone (the
+  // command is then dropped).
+  using PostFn = std::function<bool(absl::AnyInvocable<void()>)>;
+
+  Http1Client(int epoll_fd, Http1Limits limits, PostFn post,
+              std::atomic<int64_t>& connections_opened, std::atomic<int>& active_exchanges);
   // Closes every connection; exchanges still in flight are dropped without a call (Shutdown
   // completes them first).
   ~Http1Client();
   Http1Client(const Http1Client&) = delete;
   Http1Client& operator=(const Http1Client&) = delete;
 
-  // Starts `request` when this client can carry it (an http:// URL with a numeric host or
-  // localhost) and takes it and `handler`; false, leaving both alone, when libcurl must.
+  // Starts `request` when this client can carry it (an http:// URL with a numeric host,
+  // localhost or a plain DNS name) and takes it and `handler`; false, leaving both alone, when
+  // libcurl must.
   bool TryStart(uint64_t id, HttpRequest& request, std::shared_ptr<HttpHandler>& handler);
   // Aborts exchange `id` (its connection is closed) with kCancelled; false when it is not one of
   // this client's exchanges in flight.
@@ -68,10 +76,19 @@ class Http1Client {
   struct Target;
   struct Connection;
   struct Exchange;
+  struct Resolution {
+    sockaddr_storage address{};
+    socklen_t address_size = 0;
+    std::string error;  // empty: resolved
+  };
 
   const Target* TargetOf(const std::string& url);
   void Assign(Exchange& exchange);
+  // Connects the exchange to its origin, once its host name has an address.
   void Connect(Exchange& exchange);
+  // Resolves the origin's name on a thread of its own; OnResolved hears the answer on the lane.
+  void Resolve(Origin& origin);
+  void OnResolved(const std::string& origin_key, Resolution result);
   void Send(Connection& connection);
   void Receive(Connection& connection);
   void Watch(Connection& connection, uint32_t events);
@@ -89,6 +106,7 @@ class Http1Client {
   // Constant after construction.
   const int epoll_fd_;
   const Http1Limits limits_;
+  const PostFn post_;
   std::atomic<int64_t>& connections_opened_;
   std::atomic<int>& active_exchanges_;
 

@@ -207,8 +207,14 @@ class HttpClient::Loop {
         wake_fd_(core->wake_fd()),
         core_(std::move(core)) {
     if (http1) {
-      http1_ = std::make_unique<internal::Http1Client>(
-          epoll_fd_, *http1, client_.connections_opened_, client_.active_exchanges_);
+      std::weak_ptr<internal::EngineCore> weak = core_;
+      auto post = [weak](absl::AnyInvocable<void()> command) {
+        std::shared_ptr<internal::EngineCore> core = weak.lock();
+        return core != nullptr && core->Post(std::move(command));
+      };
+      http1_ = std::make_unique<internal::Http1Client>(epoll_fd_, *http1, std::move(post),
+                                                       client_.connections_opened_,
+                                                       client_.active_exchanges_);
     }
   }
 

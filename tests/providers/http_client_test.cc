@@ -4,6 +4,7 @@
 #include "providers/http_client.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -39,6 +40,11 @@ class HttpClientTest : public ::testing::TestWithParam<bool> {
     auto client = HttpClient::Create(options);
     EXPECT_THAT(client, IsOk());
     return std::move(client).value();
+  }
+  // Checks that the path under test carried `request`: libcurl always sends `Accept: */*`,
+  // terse's own client sends only the headers it is given.
+  void ExpectCarriedByThePathUnderTest(const ::terse::testing::FakeRequest& request) {
+    EXPECT_EQ(request.HasHeader("accept"), !GetParam());
   }
 };
 
@@ -91,6 +97,7 @@ TEST_P(HttpClientTest, PostsAndReceivesAWholeResponse) {
   EXPECT_EQ(request.Header("x-test"), "yes");
   EXPECT_FALSE(request.HasHeader("expect"));
   EXPECT_EQ(request.JsonBody()["messages"][0]["content"], "hello engine");
+  ExpectCarriedByThePathUnderTest(request);
 }
 
 TEST_P(HttpClientTest, ErrorStatusesArriveAsResponsesNotFailures) {
@@ -598,9 +605,61 @@ TEST_P(HttpClientTest, LargeBodiesAndLocalhostUrlsGoOutWhole) {
   EXPECT_EQ(received.body.size(), request.body.size());
   EXPECT_EQ(received.body, request.body);
   EXPECT_EQ(received.Header("host"), "localhost:" + std::to_string(upstream.port()));
+  ExpectCarriedByThePathUnderTest(received);
   EXPECT_EQ(
       Json::parse(handler->body())["choices"][0]["message"]["content"].get<std::string>().size(),
       size_t{3} << 20);
+}
+
+// The machine's own name, when it resolves to 127.0.0.1 (as /etc/hosts has it in most
+// containers), so a test can reach the fake upstream by a name; empty otherwise.
+std::string LoopbackHostName() {
+  char name[256] = {0};
+  if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "";
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(name, nullptr, &hints, &found) != 0 || found == nullptr) return "";
+  const bool loopback =
+      reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+  ::freeaddrinfo(found);
+  return loopback ? name : "";
+}
+
+TEST_P(HttpClientTest, HostNamesAreResolvedAndTheirConnectionsReused) {
+  const std::string name = LoopbackHostName();
+  if (name.empty()) GTEST_SKIP() << "this machine's name does not resolve to 127.0.0.1";
+  FakeUpstream upstream;
+  auto client = NewClient();
+  const std::string url = "http://" + name + ":" + std::to_string(upstream.port()) + "/v1/models";
+  // Several at once before the first address is known, then more on the kept connections.
+  for (int round = 0; round < 2; ++round) {
+    std::vector<std::shared_ptr<RecordingHttpHandler>> handlers;
+    for (int i = 0; i < 3; ++i) {
+      handlers.push_back(std::make_shared<RecordingHttpHandler>());
+      client->Start(GetRequest(url), handlers.back());
+    }
+    for (auto& handler : handlers) {
+      ASSERT_TRUE(handler->WaitDone(absl::Seconds(30)));
+      EXPECT_THAT(handler->status(), IsOk());
+      EXPECT_EQ(handler->head().status, 200);
+    }
+  }
+  EXPECT_EQ(upstream.request_count(), 6u);
+  EXPECT_LE(upstream.connections_accepted(), 3);
+  EXPECT_EQ(upstream.last_request().Header("host"), name + ":" + std::to_string(upstream.port()));
+  ExpectCarriedByThePathUnderTest(upstream.last_request());
+}
+
+TEST_P(HttpClientTest, AHostNameThatDoesNotResolveIsARetryableFailure) {
+  auto client = NewClient();
+  auto handler = std::make_shared<RecordingHttpHandler>();
+  client->Start(GetRequest("http://no-such-host.invalid:8080/v1/models"), handler);
+  ASSERT_TRUE(handler->WaitDone(absl::Seconds(60)));
+  EXPECT_THAT(handler->status(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("resolve")));
+  EXPECT_EQ(RecoveryOf(handler->status()), Recovery::kRetry);
+  EXPECT_EQ(handler->heads(), 0);
 }
 
 }  // namespace
