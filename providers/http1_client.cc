@@ -257,7 +257,9 @@ bool Http1Client::TryStart(uint64_t id, HttpRequest& request,
     if (value.empty()) continue;  // libcurl's convention: "Name:" removes a header
     head.append(name).append(": ").append(value).append("\r\n");
   }
-  if (r.method != "GET" && r.method != "HEAD") {
+  if (r.method == "GET" || r.method == "HEAD") {
+    exchange.request.body.clear();  // as libcurl: these carry no body
+  } else {
     head.append("Content-Length: ").append(std::to_string(r.body.size())).append("\r\n");
   }
   head.append("\r\n");

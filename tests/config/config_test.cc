@@ -173,6 +173,7 @@ providers:
     headers: {X-Team: search, X-Trace: "on"}
     insecure_skip_verify: yes
     max_connections: 16
+    libcurl_only: true
     timeouts: {connect_ms: 100, first_byte_ms: 200, total_ms: 300}
     retry: {max_attempts: 1, initial_backoff_ms: 10, max_backoff_ms: 20}
 routes:
@@ -215,6 +216,7 @@ logging: {level: debug}
   EXPECT_EQ(p.headers().at("X-Trace"), "on");
   EXPECT_TRUE(p.insecure_skip_verify());
   EXPECT_EQ(p.max_connections(), 16u);
+  EXPECT_TRUE(p.libcurl_only());
   EXPECT_EQ(p.timeouts().total_ms(), 300u);
   EXPECT_EQ(p.retry().max_backoff_ms(), 20u);
   const v1::Route& r = c.routes(0);

@@ -662,5 +662,26 @@ TEST_P(HttpClientTest, AHostNameThatDoesNotResolveIsARetryableFailure) {
   EXPECT_EQ(handler->heads(), 0);
 }
 
+// A GET goes out without the body it was given (as libcurl sends it), and the connection stays
+// usable for the next exchange.
+TEST_P(HttpClientTest, AGetCarriesNoBody) {
+  FakeUpstream upstream;
+  auto client = NewClient();
+  HttpRequest get = GetRequest(upstream.base_url() + "/models");
+  get.body = "{\"stray\":true}";
+  auto first = std::make_shared<RecordingHttpHandler>();
+  client->Start(get, first);
+  ASSERT_TRUE(first->WaitDone());
+  EXPECT_THAT(first->status(), IsOk());
+  auto second = std::make_shared<RecordingHttpHandler>();
+  client->Start(ChatRequest(upstream, "after the get", false), second);
+  ASSERT_TRUE(second->WaitDone());
+  EXPECT_THAT(second->status(), IsOk());
+  ASSERT_EQ(upstream.request_count(), 2u);
+  EXPECT_EQ(upstream.requests()[0].body, "");
+  EXPECT_THAT(upstream.requests()[1].body, HasSubstr("after the get"));
+  EXPECT_EQ(upstream.connections_accepted(), 1);
+}
+
 }  // namespace
 }  // namespace terse::providers
