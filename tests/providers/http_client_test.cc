@@ -683,5 +683,29 @@ TEST_P(HttpClientTest, AGetCarriesNoBody) {
   EXPECT_EQ(upstream.connections_accepted(), 1);
 }
 
+// The upstream ends a kept-alive connection while it is idle (its keep-alive timeout): the next
+// exchange goes out on a new connection, once, without an error.
+TEST_P(HttpClientTest, AnIdleConnectionTheUpstreamClosedIsNotUsedAgain) {
+  FakeUpstream upstream;
+  FakeReply closing = FakeReply::Text("then silence");
+  closing.close_silently_after = true;
+  upstream.EnqueueReply(closing);
+  auto client = NewClient();
+  auto first = std::make_shared<RecordingHttpHandler>();
+  client->Start(ChatRequest(upstream, "x", false), first);
+  ASSERT_TRUE(first->WaitDone());
+  ASSERT_THAT(first->status(), IsOk());
+  ASSERT_TRUE(upstream.WaitForOpenConnections(0, absl::Seconds(10)));
+  absl::SleepFor(absl::Milliseconds(50));  // the close reaches the client's idle connection
+
+  auto second = std::make_shared<RecordingHttpHandler>();
+  client->Start(ChatRequest(upstream, "on a new connection", false), second);
+  ASSERT_TRUE(second->WaitDone());
+  EXPECT_THAT(second->status(), IsOk());
+  EXPECT_THAT(second->body(), HasSubstr("on a new connection"));
+  EXPECT_EQ(upstream.request_count(), 2u);  // not sent on the dead connection first
+  EXPECT_EQ(upstream.connections_accepted(), 2);
+}
+
 }  // namespace
 }  // namespace terse::providers

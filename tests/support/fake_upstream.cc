@@ -266,7 +266,10 @@ class FakeConnectionServer {
         server_.changed_.notify_all();
         break;
       }
-      if (outcome == Outcome::kGone || reply.close_after || client_wants_close) break;
+      if (outcome == Outcome::kGone || reply.close_after || reply.close_silently_after ||
+          client_wants_close) {
+        break;
+      }
     }
     server_.CloseConnection(&connection_, /*reset=*/false);
   }

@@ -78,6 +78,9 @@ struct FakeReply {
   std::vector<std::pair<std::string, std::string>> headers;
   // Close the connection after this answer instead of keeping it alive.
   bool close_after = false;
+  // Close it without saying so (no `Connection: close`), as a server whose keep-alive timeout
+  // ran out does: the client finds out when the connection ends.
+  bool close_silently_after = false;
 
   static FakeReply Text(std::string text);
   static FakeReply SlowStream(absl::Duration chunk_delay);
