@@ -5,13 +5,14 @@
 #   (c) terse:       wrk -> terse -> (a), over terse's own HTTP/1.1 client
 #   (d) terse-libcurl: the same through a provider with `libcurl_only: true`
 # each non-streaming and streaming. Prints requests/s and p50/p99 latency per concurrency level,
-# then the same three targets at one fixed request rate of about half terse's peak (each wrk
+# then the same targets at one fixed request rate of about half terse's peak (each wrk
 # connection pauses DELAY_MS on average between requests), and the ratios.
 #
 # Environment: TERSE (binary), DURATION (per measurement), LEVELS (connection counts),
 # IO_THREADS (terse listeners.io_threads; 0 = one per core), PROXY_WORKERS (nginx proxy workers),
-# DELAY_MS (half-load pause), TERSE_WRAP (command prefix for terse), PROFILE (see below),
-# TARGETS (which of the six targets to measure; all by default).
+# DELAY_MS (half-load pause), HALF_LOAD_RUNS (interleaved half-load rounds; medians compared),
+# TERSE_WRAP (command prefix for terse), PROFILE (see below), TARGETS (which of the eight targets
+# to measure; all by default).
 # Run from anywhere; needs nginx, wrk and curl (perf or valgrind to profile).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,6 +22,7 @@ LEVELS=${LEVELS:-"1 8 32 128"}
 IO_THREADS=${IO_THREADS:-0}
 PROXY_WORKERS=${PROXY_WORKERS:-auto}
 DELAY_MS=${DELAY_MS:-10}
+HALF_LOAD_RUNS=${HALF_LOAD_RUNS:-3}
 TERSE_WRAP=${TERSE_WRAP:-}
 
 for tool in nginx wrk curl; do
@@ -281,6 +283,7 @@ for c in $LEVELS; do
   echo
 done
 
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 best() { local m=0; for c in $LEVELS; do (( RPS[$1,$c] > m )) && m=${RPS[$1,$c]}; done; echo "$m"; }
 declare -A PEAK
 for t in $TARGETS; do PEAK[$t]=$(best "$t"); done
@@ -306,13 +309,23 @@ for kind in "" -stream; do
   lat=${P50[terse$kind,${LEVELS%% *}]}
   conns=$(awk -v r="$half" -v d="$DELAY_MS" -v l="$lat" 'BEGIN { c = int(r * (d + l) / 1000 + 0.5); print (c < 1 ? 1 : c) }')
   echo "half load${kind:+ (streaming)}: target ~$half req/s = $conns connections x mean ${DELAY_MS} ms pause"
-  printf '%-20s %6s %10s %9s %9s %7s %12s\n' target conns req/s p50_ms p99_ms errors cpu_us/req
-  for t in direct nginx-proxy terse terse-libcurl; do
-    [[ " $TARGETS " == *" $t$kind "* ]] || continue
-    read -r rps p50 p99 err cpu < <(measure "$t$kind" "$conns" "$DELAY_MS")
-    H50[$t]=$p50; H99[$t]=$p99
-    printf '%-20s %6s %10s %9s %9s %7s %12s\n' "$t$kind" "$conns" "$rps" "$p50" "$p99" "$err" "$cpu"
+  printf '%-20s %6s %10s %9s %9s %7s %12s %4s\n' target conns req/s p50_ms p99_ms errors cpu_us/req run
+  # HALF_LOAD_RUNS rounds, the targets interleaved within each so that a slow spell of the
+  # machine hits all of them alike; the median of each target's rounds is compared.
+  declare -A S50 S99
+  for ((run = 1; run <= HALF_LOAD_RUNS; ++run)); do
+    for t in direct nginx-proxy terse terse-libcurl; do
+      [[ " $TARGETS " == *" $t$kind "* ]] || continue
+      read -r rps p50 p99 err cpu < <(measure "$t$kind" "$conns" "$DELAY_MS")
+      S50[$t]+="$p50 "; S99[$t]+="$p99 "
+      printf '%-20s %6s %10s %9s %9s %7s %12s %4s\n' "$t$kind" "$conns" "$rps" "$p50" "$p99" "$err" \
+        "$cpu" "$run"
+    done
   done
+  for t in "${!S99[@]}"; do H50[$t]=$(median ${S50[$t]}); H99[$t]=$(median ${S99[$t]}); done
+  unset S50 S99
+  echo "medians of $HALF_LOAD_RUNS rounds (p50 / p99 ms): direct ${H50[direct]} / ${H99[direct]}," \
+    "nginx-proxy ${H50[nginx-proxy]} / ${H99[nginx-proxy]}, terse ${H50[terse]} / ${H99[terse]}"
   awk -v t="${H99[terse]}" -v n="${H99[nginx-proxy]}" -v d="${H99[direct]}" \
     -v t5="${H50[terse]}" -v n5="${H50[nginx-proxy]}" -v d5="${H50[direct]}" 'BEGIN {
     printf "added latency over direct: terse p50 %+.3f ms p99 %+.3f ms; nginx-proxy p50 %+.3f ms p99 %+.3f ms (goal: terse p99 <= 1 ms)\n",
