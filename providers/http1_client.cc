@@ -315,16 +315,17 @@ void Http1Client::Connect(Exchange& exchange) {
   Origin& origin = *exchange.target->origin;
   if (!origin.name.empty()) {
     const absl::Time now = absl::Now();
-    if (!origin.resolving && (origin.address_size == 0 || now >= origin.resolved_until)) {
-      Resolve(origin);  // a refresh keeps using the address it has meanwhile
-    }
     if (origin.address_size == 0) {
+      // Waits for the first address (OnResolved), under the connect timeout.
       exchange.unresolved = true;
       origin.unresolved.push_back(exchange.id);
       exchange.connect_deadline = DeadlineAfter(now, exchange.request.connect_timeout);
       Reschedule(exchange);
+      if (!origin.resolving) Resolve(origin);
       return;
     }
+    // A refresh in the background; the address it has is used meanwhile.
+    if (!origin.resolving && now >= origin.resolved_until) Resolve(origin);
   }
   const int fd = socket(origin.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {

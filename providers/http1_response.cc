@@ -53,6 +53,7 @@ void Http1ResponseReader::Begin(bool no_body) {
   remaining_ = 0;
   head_.clear();
   line_.clear();
+  line_done_ = false;
   parsed_ = HttpResponseHead();
 }
 
@@ -152,14 +153,29 @@ absl::Status Http1ResponseReader::ParseHead(std::string_view text,
   return absl::OkStatus();
 }
 
-absl::StatusOr<bool> Http1ResponseReader::TakeLine(std::string_view data, size_t* used) {
+absl::StatusOr<std::optional<std::string_view>> Http1ResponseReader::TakeLine(
+    std::string_view& data) {
   constexpr size_t kMaxLine = 4096;
+  if (line_done_) {
+    line_.clear();
+    line_done_ = false;
+  }
   const size_t lf = data.find('\n');
   const size_t take = lf == std::string_view::npos ? data.size() : lf + 1;
   if (line_.size() + take > kMaxLine) return Malformed("chunk framing line too long");
   line_.append(data.data(), take);
-  *used = take;
-  return lf != std::string_view::npos;
+  data.remove_prefix(take);
+  if (lf == std::string_view::npos) return std::nullopt;
+  line_done_ = true;
+  return StripCr(std::string_view(line_).substr(0, line_.size() - 1));
+}
+
+void Http1ResponseReader::TakeCounted(std::string_view& data, State after,
+                                      Http1ResponseListener& listener) {
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(remaining_, data.size()));
+  remaining_ -= n;
+  if (remaining_ == 0) state_ = after;
+  if (Deliver(data.substr(0, n), listener)) data.remove_prefix(n);
 }
 
 absl::StatusOr<size_t> Http1ResponseReader::Feed(std::string_view data,
@@ -206,62 +222,38 @@ absl::StatusOr<size_t> Http1ResponseReader::Feed(std::string_view data,
         data.remove_prefix(end);
         break;  // kHead again after a 1xx, else the body's state
       }
-      case State::kFixed: {
-        const size_t n = static_cast<size_t>(std::min<uint64_t>(remaining_, data.size()));
-        remaining_ -= n;
-        if (remaining_ == 0) state_ = State::kDone;
-        if (!Deliver(data.substr(0, n), listener)) break;
-        data.remove_prefix(n);
+      case State::kFixed:
+        TakeCounted(data, State::kDone, listener);
         break;
-      }
       case State::kChunkSize: {
-        size_t used = 0;
-        absl::StatusOr<bool> complete = TakeLine(data, &used);
-        if (!complete.ok()) return complete.status();
-        data.remove_prefix(used);
-        if (!*complete) break;
-        std::string_view line = StripCr(std::string_view(line_).substr(0, line_.size() - 1));
-        line = AsciiTrim(line.substr(0, line.find(';')));  // chunk extensions are ignored
-        uint64_t size = 0;
-        auto [p, ec] = std::from_chars(line.data(), line.data() + line.size(), size, 16);
-        if (line.empty() || ec != std::errc() || p != line.data() + line.size()) {
+        absl::StatusOr<std::optional<std::string_view>> line = TakeLine(data);
+        if (!line.ok()) return line.status();
+        if (!line->has_value()) break;
+        const std::string_view digits = AsciiTrim((*line)->substr(0, (*line)->find(';')));
+        uint64_t size = 0;  // chunk extensions (after ';') are ignored
+        auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), size, 16);
+        if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size()) {
           return Malformed("bad chunk size");
         }
-        line_.clear();
         remaining_ = size;
         state_ = size == 0 ? State::kTrailers : State::kChunkData;
         break;
       }
-      case State::kChunkData: {
-        const size_t n = static_cast<size_t>(std::min<uint64_t>(remaining_, data.size()));
-        remaining_ -= n;
-        if (remaining_ == 0) state_ = State::kChunkCrlf;
-        if (!Deliver(data.substr(0, n), listener)) break;
-        data.remove_prefix(n);
+      case State::kChunkData:
+        TakeCounted(data, State::kChunkCrlf, listener);
         break;
-      }
       case State::kChunkCrlf: {
-        size_t used = 0;
-        absl::StatusOr<bool> complete = TakeLine(data, &used);
-        if (!complete.ok()) return complete.status();
-        data.remove_prefix(used);
-        if (!*complete) break;
-        if (StripCr(std::string_view(line_).substr(0, line_.size() - 1)) != "") {
-          return Malformed("chunk data longer than its size");
-        }
-        line_.clear();
+        absl::StatusOr<std::optional<std::string_view>> line = TakeLine(data);
+        if (!line.ok()) return line.status();
+        if (!line->has_value()) break;
+        if (!(*line)->empty()) return Malformed("chunk data longer than its size");
         state_ = State::kChunkSize;
         break;
       }
       case State::kTrailers: {
-        size_t used = 0;
-        absl::StatusOr<bool> complete = TakeLine(data, &used);
-        if (!complete.ok()) return complete.status();
-        data.remove_prefix(used);
-        if (!*complete) break;
-        const bool last = StripCr(std::string_view(line_).substr(0, line_.size() - 1)).empty();
-        line_.clear();
-        if (last) state_ = State::kDone;
+        absl::StatusOr<std::optional<std::string_view>> line = TakeLine(data);
+        if (!line.ok()) return line.status();
+        if (line->has_value() && (*line)->empty()) state_ = State::kDone;
         break;
       }
       case State::kUntilClose:

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -67,9 +68,11 @@ class Http1ResponseReader {
   // Parses the complete head in `text` (up to and including the empty line). 1xx heads are
   // skipped (the next head follows).
   absl::Status ParseHead(std::string_view text, Http1ResponseListener& listener);
-  // Collects one CRLF-terminated line of chunk framing into line_; true when it is complete.
-  // `*used` is how much of `data` it took.
-  absl::StatusOr<bool> TakeLine(std::string_view data, size_t* used);
+  // Takes bytes of one line of chunk framing off `data`: the line without its end once it is
+  // complete (valid until the next call), nullopt while it is not.
+  absl::StatusOr<std::optional<std::string_view>> TakeLine(std::string_view& data);
+  // Takes up to remaining_ body bytes off `data` for the listener; `after` once they are all in.
+  void TakeCounted(std::string_view& data, State after, Http1ResponseListener& listener);
   bool Deliver(std::string_view bytes, Http1ResponseListener& listener);
 
   State state_ = State::kIdle;
@@ -79,7 +82,8 @@ class Http1ResponseReader {
   bool keep_alive_ = false;
   uint64_t remaining_ = 0;
   std::string head_;  // a head that arrived in pieces, so far
-  std::string line_;  // a chunk size or trailer line that arrived in pieces, so far
+  std::string line_;  // the chunk framing line being taken (TakeLine)
+  bool line_done_ = false;
   HttpResponseHead parsed_;
 };
 
