@@ -1,4 +1,4 @@
-// The libcurl engine. Each lane has one driver thread that owns its multi handle and every easy
+// The HTTP engine. Each lane has one driver thread that owns its multi handle and every easy
 // handle; other threads only push closures onto the lane's queue and wake it (an eventfd), so
 // libcurl is never touched concurrently. The driver runs libcurl with curl_multi_socket_action on
 // the lane's epoll set: libcurl tells it which sockets to watch and when its timer is due, and
@@ -6,7 +6,9 @@
 // transfer's socket on every wake-up, which made the engine the bottleneck of the gateway under
 // concurrency.) A lane's own thread waits in epoll_wait until a socket, the libcurl timer, one of
 // our timers (Schedule, first-byte deadlines) or a wake-up needs it; a hosted lane's event loop
-// watches the epoll descriptor itself and calls HostedLane::Run.
+// watches the epoll descriptor itself and calls HostedLane::Run. Cleartext exchanges skip libcurl:
+// the lane's Http1Client (http1_client.h) carries them on sockets in the same epoll set, tagged so
+// that their events go to it.
 #include "providers/http_client.h"
 
 #include <curl/curl.h>
