@@ -1,0 +1,95 @@
+// The validating JSON scanner on what a streaming gateway checks: a chat.completion.chunk (168
+// bytes) and a whole chat.completion answer (~1.6 KB, a 1 KB content string with escapes and
+// non-ASCII UTF-8), against nlohmann's json::accept on the same texts in the same run (the
+// parser whose verdicts the scanner matches). Prints ns per text and the ratios.
+#include <string>
+#include <string_view>
+
+#include "base/json.h"
+#include "benchmark/benchmark.h"
+#include "providers/json_scan.h"
+
+namespace terse::providers {
+namespace {
+
+const std::string& Chunk() {
+  static const std::string text =
+      R"({"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,)"
+      R"("model":"fixed","choices":[{"index":0,"delta":{"content":" answer"},)"
+      R"("finish_reason":null}]})";
+  return text;
+}
+
+const std::string& Completion() {
+  static const std::string text = [] {
+    std::string content;
+    while (content.size() < 1024) {
+      content += R"(The caf\u00e9 on the corner serves cr\u00e8me br\u00fbl\u00e9e \"daily\". )"
+                 "Pr\xc3\xa9"
+                 "f\xc3\xa9rences: 20 \xe2\x82\xac, \xf0\x9f\x98\x80 emoji.\\n"
+                 "Plain ASCII text follows, as most answers are, with a line break.\\n";
+    }
+    return R"({"id":"chatcmpl-abc123","object":"chat.completion","created":1700000000,)"
+           R"("model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":)"
+           R"({"role":"assistant","content":")" +
+           content +
+           R"(","refusal":null},"logprobs":null,"finish_reason":"stop"}],)"
+           R"("usage":{"prompt_tokens":19,"completion_tokens":250,"total_tokens":269,)"
+           R"("prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},)"
+           R"("completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,)"
+           R"("accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},)"
+           R"("system_fingerprint":"fp_0ba0d124f1"})";
+  }();
+  return text;
+}
+
+void Validate(benchmark::State& state, const std::string& text) {
+  if (!IsValidJson(text)) state.SkipWithError("not valid");
+  for (auto _ : state) {
+    std::string_view view = text;
+    benchmark::DoNotOptimize(view);
+    benchmark::DoNotOptimize(IsValidJson(view));
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
+}
+
+void ValidateWithMembers(benchmark::State& state, const std::string& text) {
+  size_t members = 0;
+  for (auto _ : state) {
+    std::string_view view = text;
+    benchmark::DoNotOptimize(view);
+    benchmark::DoNotOptimize(IsValidJson(view, [&](std::string_view key, std::string_view value) {
+      members += key.size() + value.size();
+    }));
+  }
+  benchmark::DoNotOptimize(members);
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
+}
+
+// The baseline: nlohmann's verdict on the same text.
+void Accept(benchmark::State& state, const std::string& text) {
+  for (auto _ : state) {
+    std::string_view view = text;
+    benchmark::DoNotOptimize(view);
+    benchmark::DoNotOptimize(Json::accept(view));
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
+}
+
+void BM_ChunkNlohmannAccept(benchmark::State& state) { Accept(state, Chunk()); }
+void BM_CompletionNlohmannAccept(benchmark::State& state) { Accept(state, Completion()); }
+void BM_Chunk(benchmark::State& state) { Validate(state, Chunk()); }
+void BM_ChunkMembers(benchmark::State& state) { ValidateWithMembers(state, Chunk()); }
+void BM_Completion(benchmark::State& state) { Validate(state, Completion()); }
+void BM_CompletionMembers(benchmark::State& state) { ValidateWithMembers(state, Completion()); }
+BENCHMARK(BM_ChunkNlohmannAccept);
+BENCHMARK(BM_CompletionNlohmannAccept);
+BENCHMARK(BM_Chunk);
+BENCHMARK(BM_ChunkMembers);
+BENCHMARK(BM_Completion);
+BENCHMARK(BM_CompletionMembers);
+
+}  // namespace
+}  // namespace terse::providers
+
+BENCHMARK_MAIN();
