@@ -3,10 +3,9 @@
 // thread of an outside event loop that hosts it (terse's HTTP face hosts one lane on each I/O
 // thread, so a request and its upstream exchange never change threads). A lane carries exchanges
 // over libcurl's multi interface (TLS with peers verified, HTTP/2 when the upstream offers it,
-// proxies, name resolution) and, for cleartext HTTP/1.1 to an address or localhost, over terse's
-// own connections (http1_client.h), which cost about half the CPU per exchange. Either way
-// connections are kept alive and reused, and the handler hears the same calls. No libcurl type
-// appears here.
+// proxies) and, for cleartext http:// upstreams, over terse's own HTTP/1.1 connections
+// (http1_client.h), which halve a pass-through request's instructions. Either way connections
+// are kept alive and reused, and the handler hears the same calls. No libcurl type appears here.
 #pragma once
 
 #include <atomic>
