@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
 
 namespace terse {
@@ -13,6 +14,12 @@ namespace terse {
 // `s` with A-Z turned into a-z; every other byte as it is.
 inline std::string AsciiLower(std::string_view s) {
   return absl::AsciiStrToLower(absl::string_view(s.data(), s.size()));
+}
+
+// Whether `a` and `b` are the same but for the case of ASCII letters.
+inline bool AsciiEqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return absl::EqualsIgnoreCase(absl::string_view(a.data(), a.size()),
+                                absl::string_view(b.data(), b.size()));
 }
 
 // `s` without the ASCII whitespace (space, tab, CR, LF, ...) at either end.

@@ -46,6 +46,12 @@ absl::Time DeadlineAfter(absl::Time start, absl::Duration timeout) {
 
 std::string ErrnoText(int error) { return std::strerror(error); }
 
+// The upstream could not be reached (`why`): a retry may find it.
+absl::Status ConnectFailed(std::string_view why) {
+  return WithRecovery(UpstreamFailed("could not connect to the upstream: " + std::string(why)),
+                      Recovery::kRetry);
+}
+
 // The parts of an http:// URL this client can carry: a numeric host (IPv4, or IPv6 in
 // brackets), localhost, or a plain DNS name; an optional port; no user info or fragment. False
 // when libcurl must take the URL.
@@ -61,7 +67,8 @@ struct UrlParts {
 
 bool ParseCleartextUrl(std::string_view url, UrlParts* parts) {
   constexpr std::string_view kScheme = "http://";
-  if (url.size() <= kScheme.size() || AsciiLower(url.substr(0, kScheme.size())) != kScheme) {
+  if (url.size() <= kScheme.size() ||
+      !AsciiEqualsIgnoreCase(url.substr(0, kScheme.size()), kScheme)) {
     return false;
   }
   for (char c : url) {
@@ -104,6 +111,7 @@ bool ParseCleartextUrl(std::string_view url, UrlParts* parts) {
   }
 
   const std::string host_text(host);
+  const std::string lower_host = AsciiLower(host);
   if (authority.front() == '[') {
     auto* in6 = reinterpret_cast<sockaddr_in6*>(&parts->address);
     if (inet_pton(AF_INET6, host_text.c_str(), &in6->sin6_addr) != 1) return false;
@@ -112,7 +120,7 @@ bool ParseCleartextUrl(std::string_view url, UrlParts* parts) {
     parts->address_size = sizeof(sockaddr_in6);
   } else {
     auto* in4 = reinterpret_cast<sockaddr_in*>(&parts->address);
-    const bool localhost = AsciiLower(host) == "localhost";
+    const bool localhost = lower_host == "localhost";
     if (inet_pton(AF_INET, localhost ? "127.0.0.1" : host_text.c_str(), &in4->sin_addr) == 1) {
       in4->sin_family = AF_INET;
       in4->sin_port = htons(static_cast<uint16_t>(port));
@@ -127,11 +135,11 @@ bool ParseCleartextUrl(std::string_view url, UrlParts* parts) {
           return false;
         }
       }
-      parts->name = AsciiLower(host);
+      parts->name = lower_host;
     }
   }
   parts->port = port;
-  parts->origin = AsciiLower(host) + ":" + std::to_string(port);
+  parts->origin = lower_host + ":" + std::to_string(port);
   parts->host_header = std::string(authority);
   parts->target = rest.empty() || rest.front() == '?' ? "/" + std::string(rest) : std::string(rest);
   return true;
@@ -141,7 +149,6 @@ bool ParseCleartextUrl(std::string_view url, UrlParts* parts) {
 
 // The connections to one host:port.
 struct Http1Client::Origin {
-  std::string key;   // "host:port"
   std::string name;  // the host name to resolve; empty: the address is literal
   int port = 0;
   sockaddr_storage address{};
@@ -183,14 +190,15 @@ struct Http1Client::Exchange final : Http1ResponseListener {
   absl::Time first_byte_deadline = absl::InfiniteFuture();
   absl::Time total_deadline = absl::InfiniteFuture();
   absl::Time deadline = absl::InfiniteFuture();  // its entry in deadlines_
-  bool connected = false;
-  bool waiting = false;     // in waiting_
-  bool unresolved = false;  // in its origin's unresolved list
-  bool resent = false;      // sent again after a stale kept-alive connection
+  bool waiting = false;                          // in waiting_
+  bool unresolved = false;                       // in its origin's unresolved list
+  bool resent = false;                           // sent again after a stale kept-alive connection
 
   void OnHead(const HttpResponseHead& response_head) override { handler->OnHead(response_head); }
   bool OnBody(std::string_view bytes) override { return handler->OnBody(bytes); }
   size_t size() const { return head.size() + request.body.size(); }
+  // Its connection is up (a connection being opened, or none yet, is not).
+  bool connected() const { return connection != nullptr && connection->connected; }
 };
 
 Http1Client::Http1Client(int epoll_fd, Http1Limits limits, PostFn post,
@@ -220,7 +228,6 @@ const Http1Client::Target* Http1Client::TargetOf(const std::string& url) {
   auto& origin = origins_[parts.origin];
   if (!origin) {
     origin = std::make_unique<Origin>();
-    origin->key = parts.origin;
     origin->name = parts.name;
     origin->port = parts.port;
     origin->address = parts.address;
@@ -287,7 +294,6 @@ void Http1Client::Assign(Exchange& exchange) {
     --idle_count_;
     connection->exchange = &exchange;
     exchange.connection = connection;
-    exchange.connected = true;
     exchange.reader.Begin(exchange.request.method == "HEAD");
     Reschedule(exchange);
     Send(*connection);
@@ -328,14 +334,7 @@ void Http1Client::Connect(Exchange& exchange) {
     if (!origin.resolving && now >= origin.resolved_until) Resolve(origin);
   }
   const int fd = socket(origin.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    Complete(exchange,
-             WithRecovery(
-                 UpstreamFailed("could not connect to the upstream: socket: " + ErrnoText(errno)),
-                 Recovery::kRetry),
-             false);
-    return;
-  }
+  if (fd < 0) return Complete(exchange, ConnectFailed("socket: " + ErrnoText(errno)), false);
   // As libcurl does: no Nagle delay, and TCP keep-alive probes after a minute of silence.
   const int one = 1, sixty = 60;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -353,34 +352,32 @@ void Http1Client::Connect(Exchange& exchange) {
   ++origin.connections;
   connections_opened_.fetch_add(1);
   exchange.connection = &connection;
-  exchange.connected = false;
   exchange.sent = 0;
   exchange.reader.Begin(exchange.request.method == "HEAD");
   exchange.connect_deadline = DeadlineAfter(absl::Now(), exchange.request.connect_timeout);
   Reschedule(exchange);
 
   if (connect(fd, reinterpret_cast<const sockaddr*>(&origin.address), origin.address_size) == 0) {
-    connection.connected = true;
-    exchange.connected = true;
-    Reschedule(exchange);
-    Send(connection);
-    return;
-  }
-  if (errno == EINPROGRESS) {
+    Connected(connection);
+  } else if (errno == EINPROGRESS) {
     Watch(connection, EPOLLOUT);
-    return;
+  } else {
+    const int error = errno;
+    Close(connection);
+    Complete(exchange, ConnectFailed(ErrnoText(error)), false);
   }
-  const int error = errno;
-  Close(connection);
-  Complete(exchange,
-           WithRecovery(UpstreamFailed("could not connect to the upstream: " + ErrnoText(error)),
-                        Recovery::kRetry),
-           false);
+}
+
+void Http1Client::Connected(Connection& connection) {
+  connection.connected = true;
+  Reschedule(*connection.exchange);  // from the connect deadline to the first-byte one
+  Send(connection);
 }
 
 void Http1Client::Resolve(Origin& origin) {
   origin.resolving = true;
-  auto resolve = [post = post_, this, key = origin.key, name = origin.name,
+  // The origin outlives the lane's commands: origins_ never lets one go.
+  auto resolve = [post = post_, this, target = &origin, name = origin.name,
                   port = std::to_string(origin.port)] {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -396,21 +393,21 @@ void Http1Client::Resolve(Origin& origin) {
     }
     if (found != nullptr) freeaddrinfo(found);
     // Dropped when the lane is gone: nobody waits for the answer any more.
-    post([this, key, result = std::move(result)]() mutable { OnResolved(key, std::move(result)); });
+    post([this, target, result = std::move(result)]() mutable {
+      OnResolved(*target, std::move(result));
+    });
   };
   try {
     std::thread(std::move(resolve)).detach();
   } catch (const std::system_error& e) {
     Resolution failed;
     failed.error = std::string("no thread to resolve with: ") + e.what();
-    OnResolved(origin.key, std::move(failed));
+    OnResolved(origin, std::move(failed));
   }
 }
 
-void Http1Client::OnResolved(const std::string& key, Resolution result) {
-  auto it = origins_.find(key);
-  if (it == origins_.end() || stopping_) return;
-  Origin& origin = *it->second;
+void Http1Client::OnResolved(Origin& origin, Resolution result) {
+  if (stopping_) return;
   origin.resolving = false;
   const absl::Time now = absl::Now();
   if (result.error.empty()) {
@@ -596,7 +593,7 @@ void Http1Client::Close(Connection& connection) {
 void Http1Client::Reschedule(Exchange& exchange) {
   absl::Time next = exchange.total_deadline;
   if (!exchange.reader.started()) next = std::min(next, exchange.first_byte_deadline);
-  if (!exchange.connected && (exchange.connection != nullptr || exchange.unresolved)) {
+  if (!exchange.connected() && (exchange.connection != nullptr || exchange.unresolved)) {
     next = std::min(next, exchange.connect_deadline);
   }
   if (next == exchange.deadline) return;
@@ -618,16 +615,9 @@ void Http1Client::OnEvent(uint64_t data, uint32_t events) {
     if (error == 0 && (events & EPOLLERR)) error = ECONNREFUSED;
     if (error != 0) {
       Close(connection);
-      Complete(
-          exchange,
-          WithRecovery(UpstreamFailed("could not connect to the upstream: " + ErrnoText(error)),
-                       Recovery::kRetry),
-          false);
+      Complete(exchange, ConnectFailed(ErrnoText(error)), false);
     } else {
-      connection.connected = true;
-      exchange.connected = true;
-      Reschedule(exchange);
-      Send(connection);
+      Connected(connection);
     }
   } else {
     if ((events & EPOLLOUT) && connection.exchange != nullptr &&
@@ -684,16 +674,14 @@ void Http1Client::FireDeadlines(absl::Time now) {
       status = WithRecovery(UpstreamTimedOut("resolving the upstream host \"" +
                                              exchange.target->origin->name + "\" timed out"),
                             Recovery::kRetry);
-    } else if (!exchange.connected && exchange.connection != nullptr &&
+    } else if (!exchange.connected() && exchange.connection != nullptr &&
                exchange.connect_deadline <= now) {
       status = WithRecovery(UpstreamTimedOut("connecting to the upstream timed out (after " +
                                              std::to_string(ToMs(r.connect_timeout)) + " ms)"),
                             Recovery::kRetry);
     } else if (!exchange.reader.started() && exchange.first_byte_deadline <= now) {
-      status = WithRecovery(UpstreamTimedOut("no response from the upstream within " +
-                                             std::to_string(ToMs(r.first_byte_timeout)) + " ms"),
-                            Recovery::kFallBack);
-    } else if (!exchange.connected) {
+      status = FirstByteTimedOut(r.first_byte_timeout);
+    } else if (!exchange.connected()) {
       status =
           WithRecovery(UpstreamTimedOut("connecting to the upstream timed out (the exchange's " +
                                         std::to_string(ToMs(r.total_timeout)) + " ms ran out)"),

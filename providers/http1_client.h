@@ -69,8 +69,6 @@ class Http1Client {
   // Completes every exchange with kCancelled and closes every connection.
   void Shutdown();
 
-  int open_connections() const { return static_cast<int>(connections_.size()); }
-
  private:
   struct Origin;
   struct Target;
@@ -88,7 +86,9 @@ class Http1Client {
   void Connect(Exchange& exchange);
   // Resolves the origin's name on a thread of its own; OnResolved hears the answer on the lane.
   void Resolve(Origin& origin);
-  void OnResolved(const std::string& origin_key, Resolution result);
+  void OnResolved(Origin& origin, Resolution result);
+  // The connection is up: the exchange on it goes out.
+  void Connected(Connection& connection);
   void Send(Connection& connection);
   void Receive(Connection& connection);
   void Watch(Connection& connection, uint32_t events);

@@ -6,6 +6,7 @@
 
 #include "base/ascii.h"
 #include "base/errors.h"
+#include "base/status_macros.h"
 
 namespace terse::providers {
 namespace {
@@ -35,7 +36,7 @@ bool HasToken(std::string_view list, std::string_view token) {
   while (!list.empty()) {
     const size_t comma = list.find(',');
     const std::string_view item = AsciiTrim(list.substr(0, comma));
-    if (item.size() == token.size() && AsciiLower(item) == token) return true;
+    if (AsciiEqualsIgnoreCase(item, token)) return true;
     if (comma == std::string_view::npos) break;
     list.remove_prefix(comma + 1);
   }
@@ -117,7 +118,7 @@ absl::Status Http1ResponseReader::ParseHead(std::string_view text,
       const size_t comma = value.rfind(',');
       const std::string_view last =
           AsciiTrim(comma == std::string_view::npos ? value : value.substr(comma + 1));
-      chunked = AsciiLower(last) == "chunked";
+      chunked = AsciiEqualsIgnoreCase(last, "chunked");
     } else if (name == "connection") {
       if (HasToken(value, "close")) close_header = true;
       if (HasToken(value, "keep-alive")) keep_alive_header = true;
@@ -178,6 +179,30 @@ void Http1ResponseReader::TakeCounted(std::string_view& data, State after,
   if (Deliver(data.substr(0, n), listener)) data.remove_prefix(n);
 }
 
+absl::Status Http1ResponseReader::OnFramingLine(std::string_view line) {
+  switch (state_) {
+    case State::kChunkSize: {
+      // Chunk extensions (after ';') are ignored.
+      const std::string_view digits = AsciiTrim(line.substr(0, line.find(';')));
+      uint64_t size = 0;
+      auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), size, 16);
+      if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size()) {
+        return Malformed("bad chunk size");
+      }
+      remaining_ = size;
+      state_ = size == 0 ? State::kTrailers : State::kChunkData;
+      return absl::OkStatus();
+    }
+    case State::kChunkCrlf:
+      if (!line.empty()) return Malformed("chunk data longer than its size");
+      state_ = State::kChunkSize;
+      return absl::OkStatus();
+    default:  // kTrailers: skipped up to the empty line that ends the response
+      if (line.empty()) state_ = State::kDone;
+      return absl::OkStatus();
+  }
+}
+
 absl::StatusOr<size_t> Http1ResponseReader::Feed(std::string_view data,
                                                  Http1ResponseListener& listener) {
   const size_t total = data.size();
@@ -225,37 +250,16 @@ absl::StatusOr<size_t> Http1ResponseReader::Feed(std::string_view data,
       case State::kFixed:
         TakeCounted(data, State::kDone, listener);
         break;
-      case State::kChunkSize: {
-        absl::StatusOr<std::optional<std::string_view>> line = TakeLine(data);
-        if (!line.ok()) return line.status();
-        if (!line->has_value()) break;
-        const std::string_view digits = AsciiTrim((*line)->substr(0, (*line)->find(';')));
-        uint64_t size = 0;  // chunk extensions (after ';') are ignored
-        auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), size, 16);
-        if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size()) {
-          return Malformed("bad chunk size");
-        }
-        remaining_ = size;
-        state_ = size == 0 ? State::kTrailers : State::kChunkData;
+      case State::kChunkSize:
+      case State::kChunkCrlf:
+      case State::kTrailers: {
+        ASSIGN_OR_RETURN(const std::optional<std::string_view> line, TakeLine(data));
+        if (line.has_value()) RETURN_IF_ERROR(OnFramingLine(*line));
         break;
       }
       case State::kChunkData:
         TakeCounted(data, State::kChunkCrlf, listener);
         break;
-      case State::kChunkCrlf: {
-        absl::StatusOr<std::optional<std::string_view>> line = TakeLine(data);
-        if (!line.ok()) return line.status();
-        if (!line->has_value()) break;
-        if (!(*line)->empty()) return Malformed("chunk data longer than its size");
-        state_ = State::kChunkSize;
-        break;
-      }
-      case State::kTrailers: {
-        absl::StatusOr<std::optional<std::string_view>> line = TakeLine(data);
-        if (!line.ok()) return line.status();
-        if (line->has_value() && (*line)->empty()) state_ = State::kDone;
-        break;
-      }
       case State::kUntilClose:
         if (!Deliver(data, listener)) break;
         data = {};

@@ -71,6 +71,8 @@ class Http1ResponseReader {
   // Takes bytes of one line of chunk framing off `data`: the line without its end once it is
   // complete (valid until the next call), nullopt while it is not.
   absl::StatusOr<std::optional<std::string_view>> TakeLine(std::string_view& data);
+  // Acts on a complete line of chunk framing (size, the end of a chunk's data, a trailer).
+  absl::Status OnFramingLine(std::string_view line);
   // Takes up to remaining_ body bytes off `data` for the listener; `after` once they are all in.
   void TakeCounted(std::string_view& data, State after, Http1ResponseListener& listener);
   bool Deliver(std::string_view bytes, Http1ResponseListener& listener);

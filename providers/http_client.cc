@@ -652,10 +652,7 @@ class HttpClient::Loop {
       auto it = transfers_.find(id);
       if (it == transfers_.end()) continue;
       Transfer* t = it->second.get();
-      Finish(t, WithRecovery(
-                    UpstreamTimedOut("no response from the upstream within " +
-                                     std::to_string(ToMs(t->request.first_byte_timeout)) + " ms"),
-                    Recovery::kFallBack));
+      Finish(t, FirstByteTimedOut(t->request.first_byte_timeout));
     }
     if (http1_) http1_->FireDeadlines(now);
   }

@@ -126,6 +126,12 @@ std::optional<absl::Duration> ParseRetryAfter(std::string_view retry_after_ms,
   return std::nullopt;
 }
 
+absl::Status FirstByteTimedOut(absl::Duration timeout) {
+  return WithRecovery(UpstreamTimedOut("no response from the upstream within " +
+                                       std::to_string(absl::ToInt64Milliseconds(timeout)) + " ms"),
+                      Recovery::kFallBack);
+}
+
 absl::Status WithRecovery(absl::Status status, Recovery recovery) {
   if (status.ok()) return status;
   const char* mark = recovery == Recovery::kRetry      ? "retry"

@@ -19,6 +19,10 @@ enum class Recovery {
   kRetry,     // transient (connect error, reset, 429, 5xx): retry, then fall back
 };
 
+// No response head within the exchange's first-byte timeout (UpstreamTimedOut, kFallBack: the
+// upstream hangs, another one may not). The one wording for both of the engine's clients.
+absl::Status FirstByteTimedOut(absl::Duration timeout);
+
 // `status` with its recovery attached.
 absl::Status WithRecovery(absl::Status status, Recovery recovery);
 // kNone for statuses without a mark.

@@ -17,7 +17,6 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -75,13 +74,6 @@ std::string NewRequestId() {
 bool AcceptableRequestId(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; });
-}
-
-bool IEquals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
 }
 
 std::string_view ToStd(beast::string_view s) { return std::string_view(s.data(), s.size()); }
@@ -417,7 +409,8 @@ class Session : public std::enable_shared_from_this<Session> {
       exchange_->keep_alive = false;  // the body stays unread
       return SendError(TooLarge(), OperationOf(req));
     }
-    if (IEquals(ToStd(req[http::field::expect]), "100-continue") && !parser_->is_done()) {
+    if (AsciiEqualsIgnoreCase(ToStd(req[http::field::expect]), "100-continue") &&
+        !parser_->is_done()) {
       Queue("HTTP/1.1 100 Continue\r\n\r\n");
     }
     if (parser_->is_done()) return Dispatch();
@@ -871,7 +864,7 @@ void Session::StartCall(http::request<http::string_body> req, Operation operatio
     std::string_view value = ToStd(field.value());
     if (name == "authorization") {
       std::string_view v = AsciiTrim(value);
-      if (v.size() > 7 && IEquals(v.substr(0, 7), "bearer ")) {
+      if (v.size() > 7 && AsciiEqualsIgnoreCase(v.substr(0, 7), "bearer ")) {
         info.api_key = std::string(AsciiTrim(v.substr(7)));
       }
     } else if (name == "api-key" && info.api_key.empty()) {
@@ -921,11 +914,10 @@ void IoThread::RunLane() {
   const absl::Time next = lane->Run();
   if (!watching) {
     watching = true;
-    lane_watch->async_wait(net::posix::stream_descriptor::wait_read,
-                           [this](beast::error_code ec) {
-                             watching = false;
-                             if (!ec) RunLane();
-                           });
+    lane_watch->async_wait(net::posix::stream_descriptor::wait_read, [this](beast::error_code ec) {
+      watching = false;
+      if (!ec) RunLane();
+    });
   }
   // Only an earlier deadline moves the timer: a later one lets it fire early once (Run then finds
   // nothing due and says when), which is cheaper than moving it for every exchange.
@@ -944,8 +936,7 @@ void IoThread::RunLane() {
 void HttpServer::Impl::Accept() {
   IoThread& target = *io[next_io++ % io.size()];
   acceptor.async_accept(
-      target.ioc,
-      [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+      target.ioc, [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
         if (self->stopping.load() || ec == net::error::operation_aborted) return;
         if (ec) {
           // Out of descriptors or similar: pause instead of spinning, then try again.
