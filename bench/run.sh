@@ -33,7 +33,7 @@ if [[ -x $BUILD_DIR/proxy/terse ]]; then
 else
   skip gateway "no $BUILD_DIR/proxy/terse"
 fi
-for bench in json_scan_bench target_tokenizer_bench language_model_bench compressor_bench; do
+for bench in json_bench target_tokenizer_bench language_model_bench compressor_bench; do
   if [[ -x $BUILD_DIR/bench/$bench ]]; then
     run "$bench" "$BUILD_DIR/bench/$bench"
   else

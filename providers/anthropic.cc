@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "base/errors.h"
 #include "providers/adapters.h"
+#include "providers/json_text.h"
 #include "providers/upstream_errors.h"
 
 namespace terse::providers {
@@ -149,8 +150,11 @@ class AnthropicStreamTranslator : public StreamTranslator {
   absl::Status OnEvent(SseEvent event, absl::FunctionRef<void(WireJson)> emit_chunk) override {
     if (done_) return absl::OkStatus();
     auto emit = [&](Json chunk) { emit_chunk(WireJson(std::move(chunk))); };
-    Json data = Json::parse(event.data, nullptr, /*allow_exceptions=*/false);
-    if (!data.is_object()) return UpstreamFailed("Anthropic sent an invalid stream event");
+    std::optional<Json> parsed = ParseJson(event.data);
+    if (!parsed.has_value() || !parsed->is_object()) {
+      return UpstreamFailed("Anthropic sent an invalid stream event");
+    }
+    Json& data = *parsed;
     std::string type = StringField(data, "type", event.event);
     if (type == "message_start") {
       const Json& message = data.contains("message") ? data["message"] : Json::object();
@@ -302,7 +306,7 @@ class AnthropicProvider : public Provider {
     http->headers.emplace_back("anthropic-version", settings_.api_version);
     http->headers.emplace_back("Content-Type", "application/json");
     http->headers.emplace_back("Accept", request.stream ? "text/event-stream" : "application/json");
-    http->body = body->dump(-1, ' ', false, Json::error_handler_t::replace);
+    http->body = DumpJson(*body);
     return StartExchange(
         client_, *std::move(http), request.stream,
         [](Json message) { return FromAnthropicResponse(message); },
@@ -351,16 +355,15 @@ absl::StatusOr<Json> ToAnthropicRequest(const Json& openai, bool stream) {
         for (const Json& call : m["tool_calls"]) {
           const Json& f = call.contains("function") ? call["function"] : Json::object();
           std::string arguments = StringField(f, "arguments", "");
-          Json input = arguments.empty()
-                           ? Json::object()
-                           : Json::parse(arguments, nullptr, /*allow_exceptions=*/false);
-          if (input.is_discarded()) {
+          std::optional<Json> input =
+              arguments.empty() ? std::optional<Json>(Json::object()) : ParseJson(arguments);
+          if (!input.has_value()) {
             return InvalidRequest("tool call arguments are not JSON", param + ".tool_calls");
           }
           blocks->push_back({{"type", "tool_use"},
                              {"id", StringField(call, "id", "")},
                              {"name", StringField(f, "name", "")},
-                             {"input", std::move(input)}});
+                             {"input", *std::move(input)}});
         }
       }
       AppendMessage(messages, "assistant", *std::move(blocks));

@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "base/errors.h"
 #include "providers/json_scan.h"
+#include "providers/json_text.h"
 #include "providers/upstream_errors.h"
 
 namespace terse::providers {
@@ -109,8 +110,9 @@ class ExchangeHandler : public HttpHandler {
       }
       return End(WithRecovery(translate_stream_->OnEnd(emit), Recovery::kRetry));
     }
-    Json body = Json::parse(buffer_, nullptr, /*allow_exceptions=*/false);
-    if (body.is_discarded()) return End(InvalidJson());
+    std::optional<Json> parsed = ParseJson(buffer_);
+    if (!parsed.has_value()) return End(InvalidJson());
+    Json& body = *parsed;
     if (stream_) {
       // A 2xx that is not an event stream: an error object, or a server that ignored `stream`.
       if (body.is_object() && body.contains("error")) {
@@ -234,8 +236,9 @@ class OpenAiStreamTranslator : public StreamTranslator {
 
   // The same checks on the parsed chunk, which goes on re-encoded.
   absl::Status OnParsedEvent(const std::string& data, absl::FunctionRef<void(WireJson)> emit) {
-    Json chunk = Json::parse(data, nullptr, /*allow_exceptions=*/false);
-    if (chunk.is_discarded() || !chunk.is_object()) return InvalidEvent();
+    std::optional<Json> parsed = ParseJson(data);
+    if (!parsed.has_value() || !parsed->is_object()) return InvalidEvent();
+    Json& chunk = *parsed;
     if (chunk.contains("error")) return UpstreamErrorFromBody(500, data);
     if (chunk.contains("choices") && chunk["choices"].is_array()) {
       for (const Json& choice : chunk["choices"]) {

@@ -352,6 +352,7 @@ bool Validate(std::string_view text, const OnMember* on_member) {
       if (*p == (object ? '}' : ']')) {
         ++p;  // empty container: a complete value
       } else {
+        if (depth == kMaxJsonDepth) return false;
         if (depth != 0 && depth % 64 == 0) {
           outer.push_back(inner);
           inner = 0;

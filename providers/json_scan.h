@@ -3,15 +3,22 @@
 // at a fraction of the cost of parsing it into a Json.
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 
 #include "absl/functional/function_ref.h"
 
 namespace terse::providers {
 
-// True when `text` is exactly one JSON value that Json::parse accepts: the same grammar (RFC
-// 8259, surrounding whitespace allowed, a leading UTF-8 byte order mark skipped), the same checks
-// on strings (UTF-8, control characters, escapes, surrogate pairs) and numbers (finite doubles).
+// How deep arrays and objects may nest in the JSON terse reads. Json::parse has no limit, but
+// much of what handles a parsed value recurses (nlohmann's serializer, the proto conversion of
+// the gRPC face), and a request of 100,000 nested arrays took the process down.
+inline constexpr size_t kMaxJsonDepth = 512;
+
+// True when `text` is exactly one JSON value that Json::parse accepts, nested at most
+// kMaxJsonDepth deep: the same grammar (RFC 8259, surrounding whitespace allowed, a leading UTF-8
+// byte order mark skipped), the same checks on strings (UTF-8, control characters, escapes,
+// surrogate pairs) and numbers (finite doubles).
 bool IsValidJson(std::string_view text);
 
 // The same check, telling `on_member` each member of a top-level object as it is checked (`key`

@@ -8,6 +8,7 @@
 #include "base/errors.h"
 #include "providers/adapters.h"
 #include "providers/exchange.h"
+#include "providers/json_text.h"
 #include "providers/upstream_errors.h"
 
 namespace terse::providers {
@@ -118,7 +119,7 @@ class OpenAiProvider : public Provider {
     http->headers.emplace_back("Content-Type", "application/json");
     http->headers.emplace_back("Accept", stream ? "text/event-stream" : "application/json");
     http->method = "POST";
-    http->body = body.dump(-1, ' ', false, Json::error_handler_t::replace);
+    http->body = DumpJson(body);
     return StartExchange(client_, *std::move(http), stream, nullptr, nullptr, std::move(sink));
   }
 

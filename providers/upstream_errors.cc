@@ -10,6 +10,7 @@
 #include "base/ascii.h"
 #include "base/errors.h"
 #include "base/json.h"
+#include "providers/json_text.h"
 
 namespace terse::providers {
 namespace {
@@ -173,7 +174,7 @@ absl::Status UpstreamHttpError(int http_status, std::string_view message, std::s
 }
 
 absl::Status UpstreamErrorFromBody(int http_status, std::string_view body) {
-  Json j = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  const Json j = ParseJson(body).value_or(Json());
   if (j.is_object() && j.contains("error") && j["error"].is_object()) {
     const Json& e = j["error"];
     std::string type = StringField(e, "type");

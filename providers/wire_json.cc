@@ -4,20 +4,21 @@
 #include <utility>
 
 #include "providers/json_scan.h"
+#include "providers/json_text.h"
 
 namespace terse::providers {
 
 const std::string& WireJson::text() const {
   if (!text_.has_value()) {
-    text_ = value_->dump(-1, ' ', false, Json::error_handler_t::replace);
+    text_ = DumpJson(*value_);
   }
   return *text_;
 }
 
 const Json& WireJson::json() const {
   if (!value_.has_value()) {
-    value_ = Json::parse(*text_, nullptr, /*allow_exceptions=*/false);
-    if (value_->is_discarded()) value_ = Json();
+    std::optional<Json> parsed = ParseJson(*text_);
+    value_ = parsed.has_value() ? *std::move(parsed) : Json();
   }
   return *value_;
 }
@@ -65,9 +66,7 @@ std::optional<Json> WireJson::Member(std::string_view key) const {
     std::optional<std::string_view> found;
     if (FindMemberText(key, &found)) {
       if (!found.has_value()) return std::nullopt;
-      Json member = Json::parse(*found, nullptr, /*allow_exceptions=*/false);
-      if (member.is_discarded()) return std::nullopt;
-      return member;
+      return ParseJson(*found);
     }
   }
   const Json& object = json();

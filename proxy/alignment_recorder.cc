@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "compressor/chat_compression.h"
+#include "providers/json_text.h"
 #include "proxy/log.h"
 
 namespace terse::proxy {
@@ -125,7 +126,7 @@ struct AlignmentRecorder::State {
   }
 
   void Append(const std::string& path, const Json& pair) {
-    std::string line = pair.dump(-1, ' ', false, Json::error_handler_t::replace);
+    std::string line = providers::DumpJson(pair);
     line += '\n';
     auto it = files.find(path);
     if (it == files.end()) {

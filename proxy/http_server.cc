@@ -35,6 +35,8 @@
 #include "absl/time/clock.h"
 #include "base/ascii.h"
 #include "base/errors.h"
+#include "providers/json_scan.h"
+#include "providers/json_text.h"
 #include "providers/upstream_errors.h"
 #include "proxy/log.h"
 
@@ -91,7 +93,7 @@ std::string CleanHeaderValue(std::string_view v) {
   return out;
 }
 
-std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+std::string Dump(const Json& j) { return providers::DumpJson(j); }
 
 std::string FormatNumber(double v, const char* format) {
   char buf[32];
@@ -843,12 +845,21 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
 };
 
 void Session::StartCall(http::request<http::string_body> req, Operation operation, Route route) {
-  Json body = Json::parse(req.body(), nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) {
+  std::optional<Json> parsed = providers::ParseJson(req.body());
+  if (!parsed.has_value()) {
+    // Only the depth limit tells the scanner from nlohmann's parser, which has none.
+    if (Json::accept(req.body())) {
+      return SendError(
+          InvalidRequest(absl::StrCat("The JSON body of your request nests arrays and objects more "
+                                      "than ",
+                                      providers::kMaxJsonDepth, " levels deep.")),
+          OperationLabel(route));
+    }
     return SendError(InvalidRequest("We could not parse the JSON body of your request. The "
                                     "OpenAI API expects a JSON payload."),
                      OperationLabel(route));
   }
+  Json body = *std::move(parsed);
   req.body().clear();
   req.body().shrink_to_fit();
   std::string_view deployment;

@@ -8,6 +8,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "providers/json_text.h"
 
 namespace terse::proxy {
 namespace {
@@ -52,7 +53,7 @@ void LogJson(LogLevel level, Json fields, bool always) {
     for (auto it = fields.begin(); it != fields.end(); ++it) line[it.key()] = std::move(it.value());
   }
   // Replace invalid UTF-8 rather than throwing: a log line must never take the process down.
-  std::string text = line.dump(-1, ' ', false, Json::error_handler_t::replace);
+  std::string text = providers::DumpJson(line);
   text += '\n';
   const char* p = text.data();
   size_t left = text.size();

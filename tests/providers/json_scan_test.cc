@@ -226,7 +226,7 @@ TEST(WireJsonTest, MemberParsesOnlyWhatItIsAskedFor) {
 TEST(WireJsonTest, UncheckedTextIsCheckedAndItsMembersNoted) {
   EXPECT_FALSE(WireJson::FromUncheckedText(R"({"a":1,})").has_value());
   EXPECT_FALSE(WireJson::FromUncheckedText("").has_value());
-  for (const std::string text :
+  for (const std::string& text :
        {std::string(R"({"a":1})"),
         std::string(R"({"choices":[],"usage":{"prompt_tokens":3},"usage":{"x":1}})"),
         std::string(R"({"usage":{"a":1},"b":[1,2]})"), std::string("[1]"),
@@ -242,7 +242,9 @@ TEST(WireJsonTest, UncheckedTextIsCheckedAndItsMembersNoted) {
       ASSERT_EQ(moved.FindMemberText(key, &noted), !escaped) << text;
       if (!escaped) {
         EXPECT_EQ(noted.has_value(), parsed.Member(key).has_value()) << text << " " << key;
-        if (noted.has_value()) EXPECT_EQ(Json::parse(*noted), *parsed.Member(key)) << text;
+        if (noted.has_value()) {
+          EXPECT_EQ(Json::parse(*noted), *parsed.Member(key)) << text;
+        }
       }
       EXPECT_EQ(moved.Member(key), parsed.Member(key)) << text << " " << key;
     }

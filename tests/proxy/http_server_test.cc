@@ -181,6 +181,30 @@ TEST_F(HttpServerTest, MalformedJsonIs400) {
   ExpectStillServing();
 }
 
+// 20,000 nested arrays in a field terse does not check once crashed the process (nlohmann's
+// serializer recursed once per level); the depth limit refuses them with a 400 saying why.
+TEST_F(HttpServerTest, JsonNestedTooDeeplyIs400AndTheProcessKeepsServing) {
+  const std::string deep = std::string(20000, '[') + std::string(20000, ']');
+  auto r =
+      Once("POST", "/v1/chat/completions",
+           R"({"model":"gpt-4o","messages":[{"role":"user","content":"x"}],"extra":)" + deep + "}");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(r->JsonBody()["error"]["type"], "invalid_request_error");
+  EXPECT_THAT(r->JsonBody()["error"]["message"].get<std::string>(),
+              HasSubstr("more than 512 levels deep"));
+  // Within the limit, nesting goes through as written.
+  const std::string nested = std::string(500, '[') + std::string(500, ']');
+  const std::string body =
+      R"({"model":"gpt-4o","messages":[{"role":"user","content":"x"}],"extra":)" + nested + "}";
+  r = Once("POST", "/v1/chat/completions", body);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(gw.upstream.last_request().body, body);
+  EXPECT_EQ(gw.upstream.request_count(), 1u);
+  ExpectStillServing();
+}
+
 TEST_F(HttpServerTest, WrongTypesAndUnknownRoleAre400WithParam) {
   auto r = Once("POST", "/v1/chat/completions",
                 R"({"model": "gpt-4o", "messages": [{"role": "user", "content": 7}]})");

@@ -1,13 +1,17 @@
-// The validating JSON scanner on what a streaming gateway checks: a chat.completion.chunk (168
-// bytes) and a whole chat.completion answer (~1.6 KB, a 1 KB content string with escapes and
-// non-ASCII UTF-8), against nlohmann's json::accept on the same texts in the same run (the
-// parser whose verdicts the scanner matches). Prints ns per text and the ratios.
+// terse's JSON code against nlohmann's on the same texts in the same run:
+// - the validating scanner on what a streaming gateway checks, a chat.completion.chunk (168
+//   bytes) and a whole chat.completion answer (~1.6 KB, a 1 KB content string with escapes and
+//   non-ASCII UTF-8), against json::accept (the parser whose verdicts it matches);
+// - ParseJson and DumpJson on a chat request (~1.5 KB: a system prompt, a user turn, a tool),
+//   what every call parses and re-serializes, against Json::parse and dump.
+// Prints ns per text; the README has the ratios.
 #include <string>
 #include <string_view>
 
 #include "base/json.h"
 #include "benchmark/benchmark.h"
 #include "providers/json_scan.h"
+#include "providers/json_text.h"
 
 namespace terse::providers {
 namespace {
@@ -39,6 +43,23 @@ const std::string& Completion() {
            R"("completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,)"
            R"("accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},)"
            R"("system_fingerprint":"fp_0ba0d124f1"})";
+  }();
+  return text;
+}
+
+const std::string& Request() {
+  static const std::string text = [] {
+    std::string system;
+    while (system.size() < 900) {
+      system += R"(You are a careful assistant for the caf\u00e9's bookings. Answer in one short )"
+                R"(paragraph, cite the \"policy\" section you used, and never invent a price.\n)";
+    }
+    return R"({"model":"gpt-4o-mini","messages":[{"role":"system","content":")" + system +
+           R"("},{"role":"user","content":"Can I book a table for 4 on Friday at 8 pm?"}],)"
+           R"("tools":[{"type":"function","function":{"name":"book_table","description":)"
+           R"("Books a table","parameters":{"type":"object","properties":{"people":)"
+           R"({"type":"integer"},"time":{"type":"string"}},"required":["people","time"]}}}],)"
+           R"("temperature":0.2,"max_tokens":300,"stream":true,"user":"u-1842"})";
   }();
   return text;
 }
@@ -82,12 +103,39 @@ void BM_Chunk(benchmark::State& state) { Validate(state, Chunk()); }
 void BM_ChunkMembers(benchmark::State& state) { ValidateWithMembers(state, Chunk()); }
 void BM_Completion(benchmark::State& state) { Validate(state, Completion()); }
 void BM_CompletionMembers(benchmark::State& state) { ValidateWithMembers(state, Completion()); }
+void BM_RequestParse(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(ParseJson(Request()));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * Request().size()));
+}
+void BM_RequestNlohmannParse(benchmark::State& state) {
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(Json::parse(Request(), nullptr, /*allow_exceptions=*/false));
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * Request().size()));
+}
+void BM_RequestDump(benchmark::State& state) {
+  const Json value = Json::parse(Request());
+  for (auto _ : state) benchmark::DoNotOptimize(DumpJson(value));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * Request().size()));
+}
+void BM_RequestNlohmannDump(benchmark::State& state) {
+  const Json value = Json::parse(Request());
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(value.dump(-1, ' ', false, Json::error_handler_t::replace));
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * Request().size()));
+}
+
 BENCHMARK(BM_ChunkNlohmannAccept);
 BENCHMARK(BM_CompletionNlohmannAccept);
 BENCHMARK(BM_Chunk);
 BENCHMARK(BM_ChunkMembers);
 BENCHMARK(BM_Completion);
 BENCHMARK(BM_CompletionMembers);
+BENCHMARK(BM_RequestNlohmannParse);
+BENCHMARK(BM_RequestParse);
+BENCHMARK(BM_RequestNlohmannDump);
+BENCHMARK(BM_RequestDump);
 
 }  // namespace
 }  // namespace terse::providers
