@@ -164,6 +164,7 @@ std::string_view OperationLabel(Route route) {
 }
 
 class Session;
+class HttpResponder;
 
 }  // namespace
 
@@ -174,6 +175,14 @@ struct IoThread {
   void Run(providers::HttpClient* engine, int lane_index);
   // Runs the lane's ready work, then watches its descriptor and its next deadline again.
   void RunLane();
+  // The I/O thread the caller runs on, or null.
+  static IoThread* Current();
+
+  // While the lane runs, the responders of this thread's connections that heard from the
+  // pipeline; each delivers its events once the lane's run is over, so the answers of one run
+  // go out straight after it instead of through the io_context's queue.
+  bool running_lane = false;
+  std::vector<std::shared_ptr<HttpResponder>> ready;
 
   // Run by this thread alone (the hint lets asio queue what this thread posts to itself without
   // waking anyone); other threads may still post to it.
@@ -231,8 +240,10 @@ namespace {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(std::shared_ptr<HttpServer::Impl> server, tcp::socket socket)
+  // `io` runs the socket's io_context.
+  Session(std::shared_ptr<HttpServer::Impl> server, IoThread& io, tcp::socket socket)
       : server_(std::move(server)),
+        io_(io),
         socket_(std::move(socket)),
         executor_(socket_.get_executor()),
         timer_(executor_) {}
@@ -256,6 +267,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void Post(Fn fn) {
     net::post(executor_, std::move(fn));
   }
+
+  IoThread& io() const { return io_; }
 
   // ---- Responder events, on the connection's thread. `seq` names the exchange they belong to.
   void OnReply(uint64_t seq, const ResponseHead& head, const providers::WireJson& body) {
@@ -743,6 +756,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Constant after construction.
   const std::shared_ptr<HttpServer::Impl> server_;
+  IoThread& io_;
   tcp::socket socket_;
   net::any_io_executor executor_;  // its I/O thread's io_context: handlers run one at a time
   net::steady_timer timer_;
@@ -767,19 +781,18 @@ class Session : public std::enable_shared_from_this<Session> {
   std::array<char, 4096> drain_;
 };
 
-// The pipeline's view of one exchange: every event is posted to the session's thread, so the
-// pipeline's thread never waits for the network. A stream's events are gathered while a post is
-// pending: the chunks of one upstream read (often the whole answer) cost one hand-off to the I/O
-// thread, not one each.
+// The pipeline's view of one exchange. Its events reach the session on the session's thread:
+// heard while that thread runs its upstream lane (the usual case, as a request's upstream exchange
+// runs on the lane of its own I/O thread), they are delivered when the lane's run ends; heard
+// anywhere else, they are posted. Events gather until they are delivered, so the chunks of one
+// upstream read (often the whole answer) reach the client in one write.
 class HttpResponder : public Responder, public std::enable_shared_from_this<HttpResponder> {
  public:
   HttpResponder(std::shared_ptr<Session> session, uint64_t seq)
       : session_(std::move(session)), seq_(seq) {}
 
   void Reply(const ResponseHead& head, providers::WireJson body) override {
-    session_->Post([s = session_, seq = seq_, head, body = std::move(body)]() mutable {
-      s->OnReply(seq, head, body);
-    });
+    Gather([&](Batch& b) { b.reply.emplace(head, std::move(body)); });
   }
   void StartStream(const ResponseHead& head) override {
     Gather([&](Batch& b) { b.head = head; });
@@ -795,44 +808,53 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
     Gather([&](Batch& b) { b.end = std::move(status); });
   }
   void Fail(absl::Status status) override {
-    session_->Post(
-        [s = session_, seq = seq_, status = std::move(status)]() { s->OnFail(seq, status); });
+    Gather([&](Batch& b) { b.fail = std::move(status); });
   }
 
- private:
-  // What a stream said since the last delivery, in this order.
-  struct Batch {
-    std::optional<ResponseHead> head;  // StartStream
-    std::string events;                // Chunk: SSE events
-    std::optional<absl::Status> end;   // EndStream
-  };
-
-  template <typename Fn>
-  void Gather(Fn add) {
-    bool post;
-    {
-      absl::MutexLock lock(&mu_);
-      add(batch_);
-      post = !posted_;
-      posted_ = true;
-    }
-    if (post) session_->Post([self = shared_from_this()] { self->Deliver(); });
-  }
-
-  // On the session's thread.
+  // On the session's thread: hands what gathered to the session.
   void Deliver() {
     Batch batch;
     {
       absl::MutexLock lock(&mu_);
       batch = std::move(batch_);
       batch_ = Batch();
-      posted_ = false;
+      pending_ = false;
     }
+    if (batch.reply.has_value())
+      return session_->OnReply(seq_, batch.reply->first, batch.reply->second);
+    if (batch.fail.has_value()) return session_->OnFail(seq_, *batch.fail);
     session_->HoldWrites();
     if (batch.head.has_value()) session_->OnStartStream(seq_, *batch.head);
     if (!batch.events.empty()) session_->OnEvents(seq_, std::move(batch.events));
     if (batch.end.has_value()) session_->OnEndStream(seq_, *batch.end);
     session_->ReleaseWrites();
+  }
+
+ private:
+  // What the pipeline said since the last delivery: a reply or a failure alone, or a stream's
+  // events in this order.
+  struct Batch {
+    std::optional<std::pair<ResponseHead, providers::WireJson>> reply;  // Reply
+    std::optional<absl::Status> fail;                                   // Fail
+    std::optional<ResponseHead> head;                                   // StartStream
+    std::string events;                                                 // Chunk: SSE events
+    std::optional<absl::Status> end;                                    // EndStream
+  };
+
+  template <typename Fn>
+  void Gather(Fn add) {
+    {
+      absl::MutexLock lock(&mu_);
+      add(batch_);
+      if (pending_) return;  // a delivery is on its way and takes this too
+      pending_ = true;
+    }
+    IoThread* io = IoThread::Current();
+    if (io == &session_->io() && io->running_lane) {
+      io->ready.push_back(shared_from_this());
+    } else {
+      session_->Post([self = shared_from_this()] { self->Deliver(); });
+    }
   }
 
   // Constant after construction.
@@ -841,7 +863,7 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
 
   absl::Mutex mu_;
   Batch batch_ ABSL_GUARDED_BY(mu_);
-  bool posted_ ABSL_GUARDED_BY(mu_) = false;  // a Deliver is on its way to the session
+  bool pending_ ABSL_GUARDED_BY(mu_) = false;  // a Deliver is due: queued or posted
 };
 
 void Session::StartCall(http::request<http::string_body> req, Operation operation, Route route) {
@@ -892,8 +914,15 @@ void Session::StartCall(http::request<http::string_body> req, Operation operatio
 
 }  // namespace
 
+namespace {
+thread_local IoThread* current_io_thread = nullptr;
+}  // namespace
+
+IoThread* IoThread::Current() { return current_io_thread; }
+
 void IoThread::Run(providers::HttpClient* engine, int lane_index) {
   pthread_setname_np(pthread_self(), "terse-io");  // for top -H and profiles
+  current_io_thread = this;
   if (engine != nullptr && lane_index < engine->lanes()) {
     absl::StatusOr<std::unique_ptr<providers::HostedLane>> hosted =
         engine->Host(lane_index, [this] { net::post(ioc, [this] { RunLane(); }); });
@@ -922,7 +951,14 @@ void IoThread::Run(providers::HttpClient* engine, int lane_index) {
 }
 
 void IoThread::RunLane() {
+  running_lane = true;
   const absl::Time next = lane->Run();
+  running_lane = false;
+  // What the run's answers and chunks said, to their clients (a delivery may start new calls;
+  // what they hear is posted).
+  // (Gather adds nothing now that running_lane is false.)
+  for (const std::shared_ptr<HttpResponder>& responder : ready) responder->Deliver();
+  ready.clear();
   if (!watching) {
     watching = true;
     lane_watch->async_wait(net::posix::stream_descriptor::wait_read, [this](beast::error_code ec) {
@@ -947,7 +983,7 @@ void IoThread::RunLane() {
 void HttpServer::Impl::Accept() {
   IoThread& target = *io[next_io++ % io.size()];
   acceptor.async_accept(
-      target.ioc, [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+      target.ioc, [self = shared_from_this(), &target](beast::error_code ec, tcp::socket socket) {
         if (self->stopping.load() || ec == net::error::operation_aborted) return;
         if (ec) {
           // Out of descriptors or similar: pause instead of spinning, then try again.
@@ -958,7 +994,7 @@ void HttpServer::Impl::Accept() {
           });
           return;
         }
-        auto session = std::make_shared<Session>(self, std::move(socket));
+        auto session = std::make_shared<Session>(self, target, std::move(socket));
         session->Post([session] { session->Start(); });  // on its own I/O thread
         self->Accept();
       });
