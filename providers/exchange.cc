@@ -200,7 +200,7 @@ class OpenAiStreamTranslator : public StreamTranslator {
     std::optional<std::string_view> error, choices;
     // Data lines joined with '\n' (the relayed event must be one line), a byte order mark, an
     // escaped key: rare enough to take the parser's way.
-    if (text.find('\n') != std::string::npos || static_cast<unsigned char>(text[0]) == 0xEF ||
+    if (event.joined || static_cast<unsigned char>(text[0]) == 0xEF ||
         !chunk->FindMemberText("error", &error) || !chunk->FindMemberText("choices", &choices)) {
       return OnParsedEvent(text, emit);
     }

@@ -73,7 +73,10 @@ void SseParser::ProcessLine(std::string_view line, std::vector<SseEvent>& out) {
     if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
   }
   if (field == "data") {
-    if (has_data_) pending_.data.push_back('\n');
+    if (has_data_) {
+      pending_.data.push_back('\n');
+      pending_.joined = true;
+    }
     pending_.data.append(value);
     has_data_ = true;
   } else if (field == "event") {

@@ -11,9 +11,10 @@
 namespace terse::providers {
 
 struct SseEvent {
-  std::string event;  // the `event:` field; empty when the stream did not name one
-  std::string data;   // the `data:` lines joined with '\n'
-  std::string id;     // the `id:` field; empty when none
+  std::string event;    // the `event:` field; empty when the stream did not name one
+  std::string data;     // the `data:` lines joined with '\n'
+  std::string id;       // the `id:` field; empty when none
+  bool joined = false;  // there were several `data:` lines: `data` holds a '\n'
 };
 
 // Not thread-safe; one per stream. Lines may end in LF, CRLF or CR, even when the CR and LF arrive

@@ -1,6 +1,7 @@
 // Lazy conversions between the two forms of a WireJson.
 #include "providers/wire_json.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "providers/json_scan.h"
@@ -31,7 +32,10 @@ std::optional<WireJson> WireJson::FromUncheckedText(std::string text) {
   const bool valid = IsValidJson(text, [&](std::string_view key, std::string_view value) {
     out.members_.push_back({static_cast<size_t>(key.data() - base), key.size(),
                             static_cast<size_t>(value.data() - base), value.size()});
-    if (key.find('\\') != std::string_view::npos) out.escaped_key_ = true;
+    // Keys are short: a loop beats a call of memchr.
+    if (std::any_of(key.begin(), key.end(), [](char c) { return c == '\\'; })) {
+      out.escaped_key_ = true;
+    }
   });
   if (!valid) return std::nullopt;
   out.members_noted_ = true;
@@ -48,8 +52,7 @@ Json& WireJson::mutable_json() {
   return *value_;
 }
 
-bool WireJson::FindMemberText(std::string_view key,
-                              std::optional<std::string_view>* member) const {
+bool WireJson::FindMemberText(std::string_view key, std::optional<std::string_view>* member) const {
   member->reset();
   if (!members_noted_ || escaped_key_) return false;
   const std::string_view text = *text_;

@@ -17,6 +17,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -114,8 +115,10 @@ void AppendCompressionHeaders(std::string& out, const v1::CompressionReport& rep
 // Appends one chunk of the chunked transfer coding.
 void AppendChunk(std::string& out, std::string_view data) {
   char size[20];
-  std::snprintf(size, sizeof(size), "%zx\r\n", data.size());
-  out += size;
+  char* end = std::to_chars(size, size + 16, data.size(), 16).ptr;
+  *end++ = '\r';
+  *end++ = '\n';
+  out.append(size, static_cast<size_t>(end - size));
   out.append(data);
   out += "\r\n";
 }

@@ -43,6 +43,10 @@ TEST(SseParserTest, EventsSplitAtEveryByteGiveTheSameResult) {
   EXPECT_EQ(expected[0].data, "first line\nsecond");
   EXPECT_EQ(expected[1].data, "no-space\n two spaces");
   EXPECT_EQ(expected[2].data, "lf");
+  // Whether data lines were joined, which tells a relay that the data holds a line break.
+  EXPECT_TRUE(expected[0].joined);
+  EXPECT_TRUE(expected[1].joined);
+  EXPECT_FALSE(expected[2].joined);
 
   // Two pieces, cut at every place.
   for (size_t cut = 0; cut <= stream.size(); ++cut) {
@@ -60,6 +64,7 @@ TEST(SseParserTest, EventsSplitAtEveryByteGiveTheSameResult) {
   for (size_t i = 0; i < events.size(); ++i) {
     EXPECT_EQ(events[i].event, expected[i].event);
     EXPECT_EQ(events[i].data, expected[i].data);
+    EXPECT_EQ(events[i].joined, expected[i].joined);
   }
 }
 

@@ -143,6 +143,18 @@ TEST_F(HttpServerTest, StreamEventsReachTheClientAsTheUpstreamWroteThem) {
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->body, "data: " + content + "\n\ndata: " + finish + "\n\ndata: [DONE]\n\n");
 
+  // A chunk whose JSON the upstream spread over two data lines goes on as one line.
+  FakeReply spread;
+  spread.raw_stream = {"data: {\"id\":\"c9\",\"choices\":[{\"index\":0,\n"
+                       "data: \"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\n"
+                       "data: [DONE]\n\n"};
+  gw.upstream.EnqueueReply(spread);
+  r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "hi", true));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->body,
+            "data: {\"id\":\"c9\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},"
+            "\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
+
   const std::string answer = "{\"id\": \"c9\", \"choices\": [], \"usage\": {\"prompt_tokens\": 4}}";
   FakeReply whole;
   whole.raw_body = answer;
