@@ -290,7 +290,7 @@ class HttpClient::Loop {
   void RequestYield() { yield_requested_ = true; }
 
   // A hosted lane's work: everything ready, without blocking. Returns when it is due again.
-  absl::Time RunHosted() {
+  absl::Time RunHosted(absl::FunctionRef<void()> after_event) {
     constexpr int kMaxEvents = 128;
     constexpr int kMaxRounds = 16;  // then the host's other work gets a turn
     epoll_event events[kMaxEvents];
@@ -302,8 +302,9 @@ class HttpClient::Loop {
       DrainMessages();
       FireTimers();
       const int n = epoll_wait(epoll_fd_, events, kMaxEvents, 0);
-      const bool woken = HandleEvents(events, n);
+      const bool woken = HandleEvents(events, n, after_event);
       DrainMessages();
+      after_event();
       next = NextDeadline();
       if (!woken && n < kMaxEvents && !core_->HasLocal() && next > absl::Now()) break;
       next = absl::Now();  // more to do: when the rounds run out, the host comes back at once
@@ -689,11 +690,13 @@ class HttpClient::Loop {
   // Hands ready sockets to libcurl. True when the wake-up was among the events: it is read (reset)
   // here, so the queue must be looked at again before the driver waits, or a command queued
   // between the last look and the reset would wait for an unrelated event.
-  bool HandleEvents(const epoll_event* events, int n) {
+  // `after_event` runs after the work of each socket.
+  bool HandleEvents(const epoll_event* events, int n, absl::FunctionRef<void()> after_event) {
     bool woken = false;
     for (int i = 0; i < n; ++i) {
       if (events[i].data.u64 & internal::kHttp1Tag) {
         http1_->OnEvent(events[i].data.u64, events[i].events);
+        after_event();
         continue;
       }
       const int fd = events[i].data.fd;
@@ -709,6 +712,7 @@ class HttpClient::Loop {
                  ((e & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
       int running = 0;
       curl_multi_socket_action(multi_, fd, mask, &running);
+      after_event();
     }
     return woken;
   }
@@ -724,7 +728,7 @@ class HttpClient::Loop {
       DrainMessages();
       FireTimers();
       const int n = epoll_wait(epoll_fd_, events, kMaxEvents, PollTimeoutMs());
-      HandleEvents(events, n);
+      HandleEvents(events, n, [] {});
       DrainMessages();
     }
     if (yield_requested_) {
@@ -931,6 +935,8 @@ HostedLane::~HostedLane() {
 
 int HostedLane::fd() const { return client_.loops_[lane_]->epoll_fd(); }
 
-absl::Time HostedLane::Run() { return client_.loops_[lane_]->RunHosted(); }
+absl::Time HostedLane::Run(absl::FunctionRef<void()> after_event) {
+  return client_.loops_[lane_]->RunHosted(after_event);
+}
 
 }  // namespace terse::providers

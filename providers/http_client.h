@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -166,7 +167,9 @@ class HostedLane {
 
   // Does all the lane's ready work without blocking, and returns when Run is due again even if
   // fd() stays quiet (absl::InfiniteFuture(): not before fd() or run_soon says so).
-  absl::Time Run();
+  // `after_event` runs after the work of each ready socket (and once more at the end), so that
+  // the host can pass on what that work produced without waiting for the rest of the run.
+  absl::Time Run(absl::FunctionRef<void()> after_event = [] {});
 
  private:
   friend class HttpClient;

@@ -178,14 +178,18 @@ struct IoThread {
   void Run(providers::HttpClient* engine, int lane_index);
   // Runs the lane's ready work, then watches its descriptor and its next deadline again.
   void RunLane();
+  // Hands the responders in `ready` what they gathered.
+  void DeliverReady();
   // The I/O thread the caller runs on, or null.
   static IoThread* Current();
 
   // While the lane runs, the responders of this thread's connections that heard from the
-  // pipeline; each delivers its events once the lane's run is over, so the answers of one run
-  // go out straight after it instead of through the io_context's queue.
+  // pipeline. Each delivers its events as soon as the lane has done the work of the socket they
+  // came from, so an answer neither waits for the rest of the run nor goes through the
+  // io_context's queue.
   bool running_lane = false;
   std::vector<std::shared_ptr<HttpResponder>> ready;
+  std::vector<std::shared_ptr<HttpResponder>> delivering;  // DeliverReady's, kept for its capacity
 
   // Run by this thread alone (the hint lets asio queue what this thread posts to itself without
   // waking anyone); other threads may still post to it.
@@ -953,15 +957,20 @@ void IoThread::Run(providers::HttpClient* engine, int lane_index) {
   ioc.run();
 }
 
+void IoThread::DeliverReady() {
+  if (ready.empty()) return;
+  // A delivery may start the connection's next call, whose responder may join `ready`: it is
+  // delivered on the next turn.
+  delivering.swap(ready);
+  for (const std::shared_ptr<HttpResponder>& responder : delivering) responder->Deliver();
+  delivering.clear();
+}
+
 void IoThread::RunLane() {
   running_lane = true;
-  const absl::Time next = lane->Run();
+  const absl::Time next = lane->Run([this] { DeliverReady(); });
   running_lane = false;
-  // What the run's answers and chunks said, to their clients (a delivery may start new calls;
-  // what they hear is posted).
-  // (Gather adds nothing now that running_lane is false.)
-  for (const std::shared_ptr<HttpResponder>& responder : ready) responder->Deliver();
-  ready.clear();
+  DeliverReady();
   if (!watching) {
     watching = true;
     lane_watch->async_wait(net::posix::stream_descriptor::wait_read, [this](beast::error_code ec) {

@@ -38,10 +38,11 @@ HttpRequest ChatRequest(const FakeUpstream& upstream, const std::string& text, b
   HttpRequest request;
   request.url = upstream.base_url() + "/chat/completions";
   request.headers = {{"Content-Type", "application/json"}};
-  request.body = Json{{"model", "m"},
-                      {"messages", Json::array({{{"role", "user"}, {"content", text}}})},
-                      {"stream", stream}}
-                     .dump();
+  request.body = Json{
+      {"model", "m"},
+      {"messages", Json::array({{{"role", "user"}, {"content", text}}})},
+      {"stream",
+       stream}}.dump();
   return request;
 }
 
@@ -81,6 +82,9 @@ class PollHost {
 
   const absl::Status& status() const { return status_; }
   std::thread::id thread_id() const { return thread_.get_id(); }
+  // Runs on the host's thread after each socket's work in a lane run (HostedLane::Run's
+  // after_event). Set before any exchange starts.
+  void set_after_event(std::function<void()> fn) { after_event_ = std::move(fn); }
   int run_soon_calls() const { return run_soon_calls_.load(); }
 
   // Runs `task` on the host's thread, as an event handler of the loop.
@@ -104,7 +108,10 @@ class PollHost {
 
  private:
   void Loop(HostedLane& lane) {
-    absl::Time next = lane.Run();
+    auto after_event = [this] {
+      if (after_event_) after_event_();
+    };
+    absl::Time next = lane.Run(after_event);
     while (!stop_) {
       // As an event loop does: no deadline, no wake-up but the descriptors.
       int timeout_ms = -1;
@@ -127,7 +134,7 @@ class PollHost {
       }
       for (auto& task : tasks) task();
       run_soon_ = false;
-      next = lane.Run();
+      next = lane.Run(after_event);
     }
   }
 
@@ -140,6 +147,20 @@ class PollHost {
   std::atomic<int> run_soon_calls_{0};
   std::mutex mu_;
   std::vector<std::function<void()>> tasks_;
+  std::function<void()> after_event_;
+};
+
+// Completes on the host's thread and counts how many completions no after_event has followed.
+class CountingHandler : public RecordingHttpHandler {
+ public:
+  explicit CountingHandler(int& unannounced) : unannounced_(unannounced) {}
+  void OnComplete(absl::Status status) override {
+    ++unannounced_;
+    RecordingHttpHandler::OnComplete(std::move(status));
+  }
+
+ private:
+  int& unannounced_;  // the host thread's
 };
 
 TEST(HostedLaneTest, ExchangesFromOtherThreadsRunOnTheHostThread) {
@@ -168,6 +189,39 @@ TEST(HostedLaneTest, ExchangesFromOtherThreadsRunOnTheHostThread) {
   ASSERT_TRUE(again->WaitDone());
   EXPECT_THAT(again->status(), IsOk());
   EXPECT_EQ(client->connections_opened(), opened);
+}
+
+// The host hears of each socket's work as it is done, not only when the run ends: no two
+// exchanges complete without an after_event between them, and none is left without one.
+TEST(HostedLaneTest, AfterEventFollowsEachSocketsWork) {
+  FakeUpstream upstream;
+  auto client = NewClient(1);
+  PollHost host(*client, 0);
+  ASSERT_THAT(host.status(), IsOk());
+  int unannounced = 0;   // the host thread's
+  int most_at_once = 0;  // the host thread's
+  std::atomic<int> after_events{0};
+  host.set_after_event([&] {
+    most_at_once = std::max(most_at_once, unannounced);
+    unannounced = 0;
+    ++after_events;
+  });
+  std::vector<std::shared_ptr<CountingHandler>> handlers;
+  for (int i = 0; i < 20; ++i) {
+    handlers.push_back(std::make_shared<CountingHandler>(unannounced));
+    client->Start(ChatRequest(upstream, "each-" + std::to_string(i), false), handlers.back());
+  }
+  for (auto& handler : handlers) {
+    ASSERT_TRUE(handler->WaitDone());
+    EXPECT_THAT(handler->status(), IsOk());
+  }
+  // Read on the host's thread, after the run that completed the last exchange.
+  std::promise<std::pair<int, int>> seen;
+  host.Post([&] { seen.set_value({unannounced, most_at_once}); });
+  auto [left, most] = seen.get_future().get();
+  EXPECT_EQ(left, 0);
+  EXPECT_LE(most, 1);
+  EXPECT_GE(after_events.load(), 20);
 }
 
 TEST(HostedLaneTest, WorkFromTheHostsOwnHandlersAsksForARunInsteadOfWakingAnyone) {
