@@ -392,6 +392,21 @@ class Session : public std::enable_shared_from_this<Session> {
         [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }
 
+  // While an answer is prepared: waits for the client to send more (a pipelined request) or to
+  // leave, without reading. A read now, the speculative one Asio starts with, would find nothing
+  // and cost a system call per request; the read starts when there is something to read.
+  void WatchClient() {
+    if (buffer_.size() != 0) return ReadHeader();  // a pipelined request is here already
+    read_pending_ = true;
+    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+      self->read_pending_ = false;
+      if (self->closed_) return;
+      if (ec) return self->Close();
+      if (self->lingering_) return self->Drain();
+      self->ReadHeader();
+    });
+  }
+
   void OnHeader(beast::error_code ec) {
     read_pending_ = false;
     if (closed_) return;
@@ -915,8 +930,8 @@ void Session::StartCall(http::request<http::string_body> req, Operation operatio
 
   auto responder = std::make_shared<HttpResponder>(shared_from_this(), exchange_->seq);
   exchange_->call = server_->pipeline.Handle(std::move(info), std::move(body), responder);
-  // Reading on doubles as the watch for the client leaving while the answer is prepared.
-  if (!closed_ && !read_pending_ && exchange_ && !exchange_->done) ReadHeader();
+  // Watching the connection tells of the client leaving while the answer is prepared.
+  if (!closed_ && !read_pending_ && exchange_ && !exchange_->done) WatchClient();
 }
 
 }  // namespace

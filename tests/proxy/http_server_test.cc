@@ -145,9 +145,10 @@ TEST_F(HttpServerTest, StreamEventsReachTheClientAsTheUpstreamWroteThem) {
 
   // A chunk whose JSON the upstream spread over two data lines goes on as one line.
   FakeReply spread;
-  spread.raw_stream = {"data: {\"id\":\"c9\",\"choices\":[{\"index\":0,\n"
-                       "data: \"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\n"
-                       "data: [DONE]\n\n"};
+  spread.raw_stream = {
+      "data: {\"id\":\"c9\",\"choices\":[{\"index\":0,\n"
+      "data: \"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\n"
+      "data: [DONE]\n\n"};
   gw.upstream.EnqueueReply(spread);
   r = Once("POST", "/v1/chat/completions", ChatBody("gpt-4o", "hi", true));
   ASSERT_TRUE(r.has_value());
@@ -376,6 +377,26 @@ TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
   auto second = client.ReadResponse();
   ASSERT_TRUE(first.has_value() && second.has_value());
   EXPECT_THAT(first->body, HasSubstr("alpha"));
+  EXPECT_THAT(second->body, HasSubstr("beta"));
+}
+
+// The second request arrives while the first is being answered (the connection is watched, not
+// read, meanwhile): it waits for the first answer to end, then is answered.
+TEST_F(HttpServerTest, ARequestSentDuringAnAnswerIsAnsweredAfterIt) {
+  gw.upstream.EnqueueReply(FakeReply::SlowStream(absl::Milliseconds(20)));
+  HttpClient client(gw.http->port());
+  ASSERT_TRUE(client.SendRequest("POST", "/v1/chat/completions",
+                                 ChatBody("gpt-4o", "one two three four", true)));
+  ASSERT_TRUE(client.ReadHead().has_value());
+  client.ReadBodyUntil("data: ");
+  const std::string b = ChatBody("gpt-4o", "beta");
+  ASSERT_TRUE(client.SendRaw("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: " +
+                             std::to_string(b.size()) + "\r\n\r\n" + b));
+  // To the end of the first answer (no body holds this needle), then the second.
+  EXPECT_THAT(client.ReadBodyUntil("\x01 the end"), HasSubstr("data: [DONE]"));
+  auto second = client.ReadResponse();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->status, 200);
   EXPECT_THAT(second->body, HasSubstr("beta"));
 }
 
