@@ -70,12 +70,12 @@ class ExchangeHandler : public HttpHandler {
       buffer_.append(bytes);
       return true;
     }
-    auto events = parser_.Feed(bytes);
-    if (!events.ok()) {
-      End(UpstreamFailed(std::string(events.status().message())));
+    events_.clear();
+    if (absl::Status s = parser_.Feed(bytes, events_); !s.ok()) {
+      End(UpstreamFailed(std::string(s.message())));
       return false;
     }
-    for (SseEvent& event : *events) {
+    for (SseEvent& event : events_) {
       absl::Status s = translate_stream_->OnEvent(std::move(event),
                                                   [&](WireJson chunk) { Emit(std::move(chunk)); });
       if (!s.ok()) {
@@ -152,6 +152,7 @@ class ExchangeHandler : public HttpHandler {
   bool finished_ = false;
   std::string buffer_;
   SseParser parser_;
+  std::vector<SseEvent> events_;  // those of the latest read; kept for its capacity
 };
 
 class HttpProviderCall : public Call {

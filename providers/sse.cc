@@ -7,8 +7,13 @@
 namespace terse::providers {
 
 absl::StatusOr<std::vector<SseEvent>> SseParser::Feed(std::string_view bytes) {
+  std::vector<SseEvent> events;
+  if (absl::Status s = Feed(bytes, events); !s.ok()) return s;
+  return events;
+}
+
+absl::Status SseParser::Feed(std::string_view bytes, std::vector<SseEvent>& out) {
   if (failed_) return absl::FailedPreconditionError("SSE parser failed earlier");
-  std::vector<SseEvent> out;
   const char* const data = bytes.data();
   const size_t n = bytes.size();
   size_t start = 0;  // where the current line begins
@@ -43,7 +48,7 @@ absl::StatusOr<std::vector<SseEvent>> SseParser::Feed(std::string_view bytes) {
     return absl::ResourceExhaustedError("an upstream stream event exceeds " +
                                         std::to_string(max_event_bytes_) + " bytes");
   }
-  return out;
+  return absl::OkStatus();
 }
 
 std::vector<SseEvent> SseParser::Finish() {

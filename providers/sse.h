@@ -24,8 +24,11 @@ class SseParser {
   // `max_event_bytes` bounds the memory one event may take; a longer one is an error.
   explicit SseParser(size_t max_event_bytes = 16 << 20) : max_event_bytes_(max_event_bytes) {}
 
-  // The events completed by `bytes`, in order. kResourceExhausted when an event grows beyond the
-  // limit; the parser is unusable afterwards.
+  // Appends the events completed by `bytes` to `events`, in order. kResourceExhausted when an
+  // event grows beyond the limit; the parser is unusable afterwards. (A relay keeps one vector
+  // for all its reads.)
+  absl::Status Feed(std::string_view bytes, std::vector<SseEvent>& events);
+  // The same, returning the events.
   absl::StatusOr<std::vector<SseEvent>> Feed(std::string_view bytes);
 
   // At the end of the stream: the last event when its data arrived without the closing blank

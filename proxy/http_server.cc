@@ -659,12 +659,12 @@ class Session : public std::enable_shared_from_this<Session> {
     exchange_->call.reset();
   }
 
-  void QueueEvent(std::string event) {
-    if (!exchange_->http11) return Queue(std::move(event));
-    std::string framed;
-    framed.reserve(event.size() + 16);
-    AppendChunk(framed, event);
-    Queue(std::move(framed));
+  // One or more whole SSE events, framed as a chunk on HTTP/1.1 (appended where they go).
+  void QueueEvent(std::string events) {
+    if (!exchange_->http11) return Queue(std::move(events));
+    if (closed_) return;
+    AppendChunk(pending_, events);
+    Queued();
   }
 
   void Queue(std::string bytes) {
@@ -674,6 +674,11 @@ class Session : public std::enable_shared_from_this<Session> {
     } else {
       pending_ += bytes;
     }
+    Queued();
+  }
+
+  // After bytes joined `pending_`: written now, unless held or the client is too slow.
+  void Queued() {
     if (pending_.size() + writing_bytes_.size() > kMaxQueuedBytes) {
       LogJson(LogLevel::kWarn, Json{{"msg", "client reads too slowly; dropping the connection"},
                                     {"request_id", exchange_ ? exchange_->request_id : ""}});
@@ -821,9 +826,9 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
   }
   void Chunk(providers::WireJson chunk) override {
     const std::string& text = chunk.text();
+    // Appended as it comes (a reserve of the exact size per chunk would copy the batch each time).
     Gather([&](Batch& b) {
-      b.events.reserve(b.events.size() + text.size() + 8);
-      b.events.append("data: ").append(text).append("\n\n");
+      b.events.append(std::string_view("data: ")).append(text).append(std::string_view("\n\n"));
     });
   }
   void EndStream(absl::Status status) override {
