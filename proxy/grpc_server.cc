@@ -10,10 +10,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <deque>
 #include <mutex>
-#include <random>
 #include <string>
 #include <utility>
 
@@ -25,6 +23,7 @@
 #include "base/errors.h"
 #include "providers/upstream_errors.h"
 #include "proxy/grpc_codec.h"
+#include "proxy/log.h"
 #include "terse/v1/gateway.grpc.pb.h"
 
 namespace terse::proxy {
@@ -35,15 +34,6 @@ constexpr absl::Duration kShutdownGrace = absl::Seconds(5);
 constexpr uint64_t kDefaultMaxBodyBytes = 8 << 20;
 
 absl::string_view View(grpc::string_ref s) { return absl::string_view(s.data(), s.size()); }
-
-// "req_" and 32 hex digits, the shape the HTTP face uses.
-std::string NewRequestId() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "req_%016llx%016llx", static_cast<unsigned long long>(rng()),
-                static_cast<unsigned long long>(rng()));
-  return buf;
-}
 
 // Metadata a client sent that the pipeline may see as headers: not gRPC's own, not binary, and not
 // the credentials (those travel as CallInfo.api_key only).
@@ -69,13 +59,6 @@ bool IsValidResponseMetadata(const std::string& name, const std::string& value) 
     if (c < 0x20 || c > 0x7e) return false;
   }
   return true;
-}
-
-// A client's id is echoed only when it is short, printable text (it goes into logs and metadata),
-// the same rule as the HTTP face's.
-bool AcceptableRequestId(const std::string& id) {
-  if (id.empty() || id.size() > 128) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; });
 }
 
 // Reads credentials, request id, deadline and headers off the call; echoes the request id.

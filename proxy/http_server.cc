@@ -23,7 +23,6 @@
 #include <cstdio>
 #include <limits>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -61,23 +60,6 @@ constexpr uint64_t kDefaultBodyLimit = 8 * 1024 * 1024;
 // Bytes a slow reader may leave unsent before its connection is dropped: the pipeline never
 // waits for a client, so the queue is the only thing that grows.
 constexpr size_t kMaxQueuedBytes = 32 * 1024 * 1024;
-
-std::string NewRequestId() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id = "req_";
-  for (int i = 0; i < 2; ++i) {
-    uint64_t bits = rng();
-    for (int j = 0; j < 16; ++j, bits >>= 4) id += kHex[bits & 0xf];
-  }
-  return id;
-}
-
-// A client's id is echoed only when it is short, printable text (it goes into logs and headers).
-bool AcceptableRequestId(std::string_view id) {
-  if (id.empty() || id.size() > 128) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; });
-}
 
 std::string_view ToStd(beast::string_view s) { return std::string_view(s.data(), s.size()); }
 // Debian's abseil has its own string_view; StrCat takes only that one.

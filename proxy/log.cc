@@ -3,7 +3,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
+#include <random>
 #include <string>
 
 #include "absl/time/clock.h"
@@ -67,6 +70,23 @@ void LogJson(LogLevel level, Json fields, bool always) {
 
 void Log(LogLevel level, std::string_view message) {
   LogJson(level, Json{{"msg", std::string(message)}});
+}
+
+std::string NewRequestId() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  char id[4 + 32] = {'r', 'e', 'q', '_'};
+  char* out = id + 4;
+  for (int i = 0; i < 2; ++i) {
+    uint64_t bits = rng();
+    for (int j = 0; j < 16; ++j, bits >>= 4) *out++ = kHex[bits & 0xf];
+  }
+  return std::string(id, sizeof id);
+}
+
+bool AcceptableRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; });
 }
 
 }  // namespace terse::proxy

@@ -2,6 +2,7 @@
 // tests can parse it. Secrets never go through here (callers pass no keys).
 #pragma once
 
+#include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -25,5 +26,12 @@ void LogJson(LogLevel level, Json fields, bool always = false);
 
 // A plain message: {"ts", "level", "msg"}.
 void Log(LogLevel level, std::string_view message);
+
+// Request ids tie a request's log line to its response (x-request-id, gRPC metadata).
+// A new one: "req_" and 32 random hex digits. Thread-safe.
+std::string NewRequestId();
+// Whether a client's own id may stand as the request id: short, printable text, as it goes into
+// logs and headers.
+bool AcceptableRequestId(std::string_view id);
 
 }  // namespace terse::proxy
