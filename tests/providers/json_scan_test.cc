@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "providers/wire_json.h"
+#include "tests/providers/random_edit.h"
 
 namespace terse::providers {
 namespace {
@@ -113,21 +114,7 @@ TEST(JsonScanTest, AgreesWithTheParserOnMutatedTexts) {
   for (int i = 0; i < 20000; ++i) {
     std::string text = seeds[i % seeds.size()];
     const int edits = 1 + static_cast<int>(rng() % 3);
-    for (int e = 0; e < edits && !text.empty(); ++e) {
-      const size_t at = rng() % text.size();
-      const char c = alphabet[rng() % alphabet.size()];
-      switch (rng() % 3) {
-        case 0:
-          text[at] = c;
-          break;
-        case 1:
-          text.insert(text.begin() + static_cast<std::ptrdiff_t>(at), c);
-          break;
-        default:
-          text.erase(at, 1);
-          break;
-      }
-    }
+    for (int e = 0; e < edits && !text.empty(); ++e) RandomEdit(text, rng, alphabet);
     const bool ours = IsValidJson(text);
     ASSERT_EQ(ours, ParserAccepts(text)) << "text: " << text;
     accepted += ours;

@@ -12,6 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "providers/json_scan.h"
+#include "tests/providers/random_edit.h"
 
 namespace terse::providers {
 namespace {
@@ -238,21 +239,7 @@ TEST(JsonTextTest, ParsesRandomAndMutatedTextsAsTheParserDoes) {
   int accepted = 0;
   for (int i = 0; i < 20000; ++i) {
     std::string text = NlohmannDump(random.Value());
-    if (i % 2 == 1 && !text.empty()) {
-      const size_t at = random.rng()() % text.size();
-      const char c = alphabet[random.rng()() % alphabet.size()];
-      switch (random.rng()() % 3) {
-        case 0:
-          text[at] = c;
-          break;
-        case 1:
-          text.insert(text.begin() + static_cast<std::ptrdiff_t>(at), c);
-          break;
-        default:
-          text.erase(at, 1);
-          break;
-      }
-    }
+    if (i % 2 == 1 && !text.empty()) RandomEdit(text, random.rng(), alphabet);
     ExpectParsesAsNlohmann(text);
     if (HasFailure()) return;
     accepted += ParseJson(text).has_value();
