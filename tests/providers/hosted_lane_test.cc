@@ -59,7 +59,10 @@ std::unique_ptr<HttpClient> NewClient(int lanes) {
 // run_soon asked for it, or when Run's deadline is due.
 class PollHost {
  public:
-  PollHost(HttpClient& client, int lane) {
+  // `after_event`, when given, runs on the host's thread after each socket's work in a lane run
+  // (HostedLane::Run's after_event).
+  PollHost(HttpClient& client, int lane, std::function<void()> after_event = {})
+      : after_event_(std::move(after_event)) {
     EXPECT_EQ(pipe2(wake_, O_NONBLOCK | O_CLOEXEC), 0);
     std::promise<absl::Status> hosted;
     thread_ = std::thread([&, lane] {
@@ -82,9 +85,6 @@ class PollHost {
 
   const absl::Status& status() const { return status_; }
   std::thread::id thread_id() const { return thread_.get_id(); }
-  // Runs on the host's thread after each socket's work in a lane run (HostedLane::Run's
-  // after_event). Set before any exchange starts.
-  void set_after_event(std::function<void()> fn) { after_event_ = std::move(fn); }
   int run_soon_calls() const { return run_soon_calls_.load(); }
 
   // Runs `task` on the host's thread, as an event handler of the loop.
@@ -138,6 +138,7 @@ class PollHost {
     }
   }
 
+  const std::function<void()> after_event_;  // before thread_: set when the thread starts
   int wake_[2] = {-1, -1};
   std::thread thread_;
   absl::Status status_;
@@ -147,7 +148,6 @@ class PollHost {
   std::atomic<int> run_soon_calls_{0};
   std::mutex mu_;
   std::vector<std::function<void()>> tasks_;
-  std::function<void()> after_event_;
 };
 
 // Completes on the host's thread and counts how many completions no after_event has followed.
@@ -196,16 +196,15 @@ TEST(HostedLaneTest, ExchangesFromOtherThreadsRunOnTheHostThread) {
 TEST(HostedLaneTest, AfterEventFollowsEachSocketsWork) {
   FakeUpstream upstream;
   auto client = NewClient(1);
-  PollHost host(*client, 0);
-  ASSERT_THAT(host.status(), IsOk());
   int unannounced = 0;   // the host thread's
   int most_at_once = 0;  // the host thread's
   std::atomic<int> after_events{0};
-  host.set_after_event([&] {
+  PollHost host(*client, 0, [&] {
     most_at_once = std::max(most_at_once, unannounced);
     unannounced = 0;
     ++after_events;
   });
+  ASSERT_THAT(host.status(), IsOk());
   std::vector<std::shared_ptr<CountingHandler>> handlers;
   for (int i = 0; i < 20; ++i) {
     handlers.push_back(std::make_shared<CountingHandler>(unannounced));
