@@ -792,9 +792,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
 // The pipeline's view of one exchange. Its events reach the session on the session's thread:
 // heard while that thread runs its upstream lane (the usual case, as a request's upstream exchange
-// runs on the lane of its own I/O thread), they are delivered when the lane's run ends; heard
-// anywhere else, they are posted. Events gather until they are delivered, so the chunks of one
-// upstream read (often the whole answer) reach the client in one write.
+// runs on the lane of its own I/O thread), they are delivered as soon as the lane has done the
+// work of the socket they came from; heard anywhere else, they are posted. Events gather until they
+// are delivered, so the chunks of one upstream read (often the whole answer) reach the client in
+// one write.
 class HttpResponder : public Responder, public std::enable_shared_from_this<HttpResponder> {
  public:
   HttpResponder(std::shared_ptr<Session> session, uint64_t seq)
@@ -829,8 +830,9 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
       batch_ = Batch();
       pending_ = false;
     }
-    if (batch.reply.has_value())
+    if (batch.reply.has_value()) {
       return session_->OnReply(seq_, batch.reply->first, batch.reply->second);
+    }
     if (batch.fail.has_value()) return session_->OnFail(seq_, *batch.fail);
     session_->HoldWrites();
     if (batch.head.has_value()) session_->OnStartStream(seq_, *batch.head);
