@@ -9,7 +9,6 @@
 // strings end where a bit mask of the text's special bytes says (see SpecialBytes).
 #include "providers/json_scan.h"
 
-#include <array>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -19,26 +18,22 @@
 #include <string>
 #include <vector>
 
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
+#include "providers/json_bytes.h"
 
 namespace terse::providers {
 namespace {
 
+using json_bytes::Hex4;
+using json_bytes::IsWs;
+using json_bytes::SkipWs;
+using json_bytes::SpecialBytes;
+using json_bytes::Utf8;
+
 using OnMember = absl::FunctionRef<void(std::string_view key, std::string_view value)>;
 
-bool IsWs(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
 // ---- Checking.
-
-// Past the whitespace at `p`. Compact texts, what upstreams send, have none between tokens: one
-// comparison tells most bytes apart from all four whitespace characters.
-[[gnu::always_inline]] inline const char* SkipWs(const char* p, const char* end) {
-  while (p != end && static_cast<unsigned char>(*p) <= ' ' && IsWs(*p)) ++p;
-  return p;
-}
 
 // Moves `p` past whitespace to the next token: false when there is none. Most tokens have no
 // whitespace before them, so the one comparison that tells them apart comes first.
@@ -46,110 +41,6 @@ bool IsDigit(char c) { return c >= '0' && c <= '9'; }
   if (p != end && static_cast<unsigned char>(*p) > ' ') return true;
   p = SkipWs(p, end);
   return p != end;
-}
-
-// A bit per byte of the 64 at `p` that a string cannot hold as it is: a control character, '"',
-// '\\' or a byte of a non-ASCII character (the others, printable ASCII, are most of a string).
-uint64_t SpecialBits(const char* p) {
-#ifdef __SSE2__
-  uint64_t bits = 0;
-  for (int i = 0; i < 64; i += 16) {
-    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
-    // Compared as signed bytes, those below ' ' are the control characters and the non-ASCII
-    // ones (0x80 and above are negative).
-    const __m128i special = _mm_or_si128(
-        _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')), _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))),
-        _mm_cmplt_epi8(x, _mm_set1_epi8(' ')));
-    bits |= static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(special))) << i;
-  }
-  return bits;
-#else
-  uint64_t bits = 0;
-  for (int i = 0; i < 64; ++i) {
-    const unsigned char c = static_cast<unsigned char>(p[i]);
-    bits |= static_cast<uint64_t>(c < 0x20 || c >= 0x80 || c == '"' || c == '\\') << i;
-  }
-  return bits;
-#endif
-}
-
-// Where a text's special bytes (see SpecialBits) are, 64 bytes at a time, for finding where a
-// string's plain bytes stop: a shift and a count of the bits at hand. Each byte is compared once,
-// however many strings, escapes and non-ASCII characters its window holds (an answer's content
-// has one every few bytes), where searching from each of them would compare the bytes after it
-// again.
-class SpecialBytes {
- public:
-  // For the text from `begin` to `end`.
-  SpecialBytes(const char* begin, const char* end) : end_(end), window_(begin) {
-    const size_t size = static_cast<size_t>(end - begin);
-    if (size >= 64) {
-      bits_ = SpecialBits(begin);
-    } else {
-      char copy[64] = {};  // past the end: '\0', special, so that Next stops at the end
-      std::memcpy(copy, begin, size);
-      bits_ = SpecialBits(copy);
-    }
-  }
-
-  // The first special byte at or after `p` (at most `end`), or `end` when there is none.
-  [[gnu::always_inline]] const char* Next(const char* p) {
-    while (true) {
-      // Positions never go back: `p` is in the window or past it.
-      const size_t offset = static_cast<size_t>(p - window_);
-      if (offset >= 64) {
-        MoveTo(p);
-        continue;
-      }
-      const uint64_t bits = bits_ >> offset;
-      if (bits != 0) return p + std::countr_zero(bits);
-      p = window_ + 64;
-    }
-  }
-
- private:
-  // Makes the window start at `p`, which is 64 bytes or more past the start of the text (past the
-  // first window): the last 64 bytes of the text can always be loaded.
-  void MoveTo(const char* p) {
-    window_ = p;
-    const size_t left = static_cast<size_t>(end_ - p);
-    if (left >= 64) {
-      bits_ = SpecialBits(p);
-    } else if (left == 0) {
-      bits_ = ~uint64_t{0};
-    } else {
-      // The last 64 bytes of the text, moved down to the window; past the end, all special.
-      bits_ = SpecialBits(end_ - 64) >> (64 - left) | ~uint64_t{0} << left;
-    }
-  }
-
-  const char* const end_;
-  const char* window_;  // 64 bytes of the text, or up to its end
-  uint64_t bits_;       // theirs
-};
-
-// The value of a hex digit, -1 for any other byte.
-constexpr std::array<int8_t, 256> kHexValue = [] {
-  std::array<int8_t, 256> table{};
-  for (int c = 0; c < 256; ++c) {
-    table[c] = c >= '0' && c <= '9'   ? static_cast<int8_t>(c - '0')
-               : c >= 'a' && c <= 'f' ? static_cast<int8_t>(c - 'a' + 10)
-               : c >= 'A' && c <= 'F' ? static_cast<int8_t>(c - 'A' + 10)
-                                      : int8_t{-1};
-  }
-  return table;
-}();
-
-// The four hex digits at `p` as a number, -1 when they are not.
-int Hex4(const char* p, const char* end) {
-  if (end - p < 4) return -1;
-  int v = 0;
-  for (int i = 0; i < 4; ++i) {
-    const int h = kHexValue[static_cast<unsigned char>(p[i])];
-    if (h < 0) return -1;
-    v = v * 16 + h;
-  }
-  return v;
 }
 
 // From the backslash: past the escape, or null.
@@ -182,43 +73,6 @@ const char* Escape(const char* p, const char* end) {
     default:
       return nullptr;
   }
-}
-
-// One multi-byte UTF-8 sequence (RFC 3629: no overlong forms, no surrogates, up to U+10FFFF):
-// past it, or null.
-const char* Utf8(const char* p, const char* end) {
-  auto byte = [&](ptrdiff_t i) -> int {
-    return i < end - p ? static_cast<unsigned char>(p[i]) : -1;
-  };
-  auto in = [](int b, int lo, int hi) { return b >= lo && b <= hi; };
-  const int b0 = byte(0);
-  int len;
-  bool ok;
-  if (in(b0, 0xC2, 0xDF)) {
-    len = 2;
-    ok = in(byte(1), 0x80, 0xBF);
-  } else if (b0 == 0xE0) {
-    len = 3;
-    ok = in(byte(1), 0xA0, 0xBF) && in(byte(2), 0x80, 0xBF);
-  } else if (in(b0, 0xE1, 0xEC) || in(b0, 0xEE, 0xEF)) {
-    len = 3;
-    ok = in(byte(1), 0x80, 0xBF) && in(byte(2), 0x80, 0xBF);
-  } else if (b0 == 0xED) {
-    len = 3;
-    ok = in(byte(1), 0x80, 0x9F) && in(byte(2), 0x80, 0xBF);
-  } else if (b0 == 0xF0) {
-    len = 4;
-    ok = in(byte(1), 0x90, 0xBF) && in(byte(2), 0x80, 0xBF) && in(byte(3), 0x80, 0xBF);
-  } else if (in(b0, 0xF1, 0xF3)) {
-    len = 4;
-    ok = in(byte(1), 0x80, 0xBF) && in(byte(2), 0x80, 0xBF) && in(byte(3), 0x80, 0xBF);
-  } else if (b0 == 0xF4) {
-    len = 4;
-    ok = in(byte(1), 0x80, 0x8F) && in(byte(2), 0x80, 0xBF) && in(byte(3), 0x80, 0xBF);
-  } else {
-    return nullptr;
-  }
-  return ok ? p + len : nullptr;
 }
 
 // From just after the opening quote: past the closing one, or null.
@@ -317,9 +171,10 @@ const char* Utf8(const char* p, const char* end) {
   return p + 1;
 }
 
-// The scanner itself; `on_member`, when kReport, is told each top-level member.
+// The scanner itself; `on_member`, when kReport, is told each top-level member. A refusal for
+// nesting deeper than kMaxJsonDepth sets `*too_deep` when it is given.
 template <bool kReport>
-bool Validate(std::string_view text, const OnMember* on_member) {
+bool Validate(std::string_view text, const OnMember* on_member, bool* too_deep = nullptr) {
   const char* p = text.data();
   const char* const end = p + text.size();
   if (p != end && static_cast<unsigned char>(*p) == 0xEF) {
@@ -352,7 +207,10 @@ bool Validate(std::string_view text, const OnMember* on_member) {
       if (*p == (object ? '}' : ']')) {
         ++p;  // empty container: a complete value
       } else {
-        if (depth == kMaxJsonDepth) return false;
+        if (depth == kMaxJsonDepth) {
+          if (too_deep != nullptr) *too_deep = true;
+          return false;
+        }
         if (depth != 0 && depth % 64 == 0) {
           outer.push_back(inner);
           inner = 0;
@@ -455,6 +313,12 @@ size_t Start(std::string_view s) {
 }  // namespace
 
 bool IsValidJson(std::string_view text) { return Validate<false>(text, nullptr); }
+
+bool NestsTooDeep(std::string_view text) {
+  bool too_deep = false;
+  Validate<false>(text, nullptr, &too_deep);
+  return too_deep;
+}
 
 bool IsValidJson(std::string_view text,
                  absl::FunctionRef<void(std::string_view key, std::string_view value)> on_member) {

@@ -21,6 +21,10 @@ inline constexpr size_t kMaxJsonDepth = 512;
 // surrogate pairs) and numbers (finite doubles).
 bool IsValidJson(std::string_view text);
 
+// Whether IsValidJson refuses `text` for nesting deeper than kMaxJsonDepth (what precedes that
+// point is valid; what follows it is not looked at): for saying so in an error.
+bool NestsTooDeep(std::string_view text);
+
 // The same check, telling `on_member` each member of a top-level object as it is checked (`key`
 // as written between its quotes, `value` its text), in order: one pass where IsValidJson followed
 // by ForEachMember would take two. The members reported before a failure mean nothing.

@@ -1,8 +1,9 @@
 // The text is checked by the scanner first (json_scan.cc, which accepts what nlohmann's parser
 // accepts), so the builder here trusts its grammar: it only decodes. The serializer writes what
 // nlohmann's writes; a string holding invalid UTF-8, whose replacement rules are nlohmann's own,
-// hands the whole value to nlohmann. Both recurse: the scanner bounds the depth of what is
-// parsed, and values terse builds itself are shallow.
+// hands the whole value to nlohmann. Both find the ends of strings with the scanner's own byte
+// steps (json_bytes.h). Both recurse: the scanner bounds the depth of what is parsed, and values
+// terse builds itself are shallow.
 #include "providers/json_text.h"
 
 #include <charconv>
@@ -11,10 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
-
+#include "providers/json_bytes.h"
 #include "providers/json_scan.h"
 
 namespace terse::providers {
@@ -24,7 +22,7 @@ namespace {
 
 class Builder {
  public:
-  Builder(const char* p, const char* end) : p_(p), end_(end) {}
+  Builder(const char* p, const char* end) : p_(p), end_(end), special_(p, end) {}
 
   Json Value() {
     SkipWs();
@@ -53,9 +51,7 @@ class Builder {
   }
 
  private:
-  void SkipWs() {
-    while (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t') ++p_;
-  }
+  void SkipWs() { p_ = json_bytes::SkipWs(p_, end_); }
 
   Json Object() {
     ++p_;
@@ -133,16 +129,6 @@ class Builder {
     return Json(d);
   }
 
-  static uint32_t Hex4(const char* p) {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) {
-      const char c = p[i];
-      const uint32_t digit = c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
-      v = v << 4 | digit;
-    }
-    return v;
-  }
-
   static void AppendUtf8(uint32_t cp, std::string& out) {
     if (cp < 0x80) {
       out += static_cast<char>(cp);
@@ -161,40 +147,28 @@ class Builder {
     }
   }
 
-  // The run of bytes from `p` up to the next '"' or '\\'.
-  const char* RunEnd(const char* p) const {
-#ifdef __SSE2__
-    const __m128i quote = _mm_set1_epi8('"');
-    const __m128i backslash = _mm_set1_epi8('\\');
-    while (end_ - p >= 16) {
-      const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-      const int mask =
-          _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)));
-      if (mask != 0) return p + __builtin_ctz(static_cast<unsigned>(mask));
-      p += 16;
+  // The closing quote of the string whose bytes start at `p` (valid text: it has one).
+  const char* StringEnd(const char* p) {
+    while (true) {
+      p = special_.Next(p);
+      if (*p == '"') return p;
+      p += *p == '\\' ? 2 : 1;  // an escape, or a byte of a non-ASCII character
     }
-#endif
-    while (*p != '"' && *p != '\\') ++p;
-    return p;
   }
 
   // The string at the opening quote `p_`, decoded, appended to `out`.
   void ReadString(std::string& out) {
     ++p_;
+    const char* const close = StringEnd(p_);
     // Room for it at once (decoding only shortens it): a long prompt would otherwise be copied
     // at each doubling of its buffer.
-    const char* scan = p_;
+    out.reserve(out.size() + static_cast<size_t>(close - p_));
     while (true) {
-      scan = RunEnd(scan);
-      if (*scan == '"') break;
-      scan += 2;
-    }
-    out.reserve(out.size() + static_cast<size_t>(scan - p_));
-    while (true) {
-      const char* run_end = RunEnd(p_);
+      const void* backslash = std::memchr(p_, '\\', static_cast<size_t>(close - p_));
+      const char* run_end = backslash != nullptr ? static_cast<const char*>(backslash) : close;
       out.append(p_, static_cast<size_t>(run_end - p_));
       p_ = run_end;
-      if (*p_ == '"') {
+      if (p_ == close) {
         ++p_;
         return;
       }
@@ -217,10 +191,10 @@ class Builder {
           out += '\t';
           break;
         case 'u': {
-          uint32_t cp = Hex4(p_);
+          uint32_t cp = json_bytes::Hex4(p_, end_);  // four hex digits: the scanner saw them
           p_ += 4;
           if (cp >= 0xD800 && cp <= 0xDBFF) {  // the scanner saw its low half follow
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (Hex4(p_ + 2) - 0xDC00);
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (json_bytes::Hex4(p_ + 2, end_) - 0xDC00);
             p_ += 6;
           }
           AppendUtf8(cp, out);
@@ -235,65 +209,29 @@ class Builder {
 
   const char* p_;
   const char* const end_;
+  json_bytes::SpecialBytes special_;  // asked only for positions past all it was asked before
 };
 
 // ---- Serializing.
 
-// The length of the well-formed UTF-8 character (Unicode's table 3-7) of two or more bytes at
-// `p`, or 0 when the bytes there are not one.
-size_t Utf8Length(const unsigned char* p, const unsigned char* end) {
-  auto cont = [&](size_t i, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
-    return p + i < end && p[i] >= lo && p[i] <= hi;
-  };
-  const unsigned char c = p[0];
-  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
-  if (c == 0xE0) return cont(1, 0xA0) && cont(2) ? 3 : 0;
-  if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) return cont(1) && cont(2) ? 3 : 0;
-  if (c == 0xED) return cont(1, 0x80, 0x9F) && cont(2) ? 3 : 0;
-  if (c == 0xF0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
-  if (c >= 0xF1 && c <= 0xF3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
-  if (c == 0xF4) return cont(1, 0x80, 0x8F) && cont(2) && cont(3) ? 4 : 0;
-  return 0;
-}
-
-// How many bytes from `p` are printable ASCII other than '"' and '\\': written as they are.
-size_t PlainRun(const unsigned char* p, const unsigned char* end) {
-  const unsigned char* q = p;
-#ifdef __SSE2__
-  const __m128i space = _mm_set1_epi8(' ');
-  const __m128i quote = _mm_set1_epi8('"');
-  const __m128i backslash = _mm_set1_epi8('\\');
-  while (end - q >= 16) {
-    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
-    // Compared as signed bytes, control characters and non-ASCII bytes are both below ' '.
-    const __m128i special =
-        _mm_or_si128(_mm_cmpgt_epi8(space, x),
-                     _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)));
-    const int mask = _mm_movemask_epi8(special);
-    if (mask != 0) return static_cast<size_t>(q - p) + __builtin_ctz(static_cast<unsigned>(mask));
-    q += 16;
-  }
-#endif
-  while (q != end && *q >= ' ' && *q < 0x80 && *q != '"' && *q != '\\') ++q;
-  return static_cast<size_t>(q - p);
-}
-
 // False when `s` holds invalid UTF-8 (`out` then holds part of it).
 bool AppendString(const std::string& s, std::string& out) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* const end = p + s.size();
+  const char* p = s.data();
+  const char* const end = p + s.size();
+  json_bytes::SpecialBytes special(p, end);
   out += '"';
   while (p != end) {
-    const size_t plain = PlainRun(p, end);
-    out.append(reinterpret_cast<const char*>(p), plain);
-    p += plain;
+    // Printable ASCII other than '"' and '\\' goes as it is.
+    const char* plain_end = special.Next(p);
+    out.append(p, static_cast<size_t>(plain_end - p));
+    p = plain_end;
     if (p == end) break;
-    const unsigned char c = *p;
+    const unsigned char c = static_cast<unsigned char>(*p);
     if (c >= 0x80) {
-      const size_t n = Utf8Length(p, end);
-      if (n == 0) return false;
-      out.append(reinterpret_cast<const char*>(p), n);
-      p += n;
+      const char* next = json_bytes::Utf8(p, end);
+      if (next == nullptr) return false;
+      out.append(p, static_cast<size_t>(next - p));
+      p = next;
       continue;
     }
     ++p;

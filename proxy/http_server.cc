@@ -76,8 +76,6 @@ std::string CleanHeaderValue(std::string_view v) {
   return out;
 }
 
-std::string Dump(const Json& j) { return providers::DumpJson(j); }
-
 std::string FormatNumber(double v, const char* format) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), format, v);
@@ -302,7 +300,7 @@ class Session : public std::enable_shared_from_this<Session> {
       QueueEvent("data: [DONE]\n\n");
     } else {
       // After the 200 the only way to report a failure is in band; clients raise it as an error.
-      QueueEvent(absl::StrCat("data: ", Dump(OpenAiErrorBody(status)), "\n\n"));
+      QueueEvent(absl::StrCat("data: ", providers::DumpJson(OpenAiErrorBody(status)), "\n\n"));
     }
     MarkDone();
     Queue(exchange_->http11 ? std::string("0\r\n\r\n") : std::string());
@@ -580,12 +578,14 @@ class Session : public std::enable_shared_from_this<Session> {
     Queue(std::move(out));
   }
 
-  void SendJson(int status, const Json& body) { SendText(status, "application/json", Dump(body)); }
+  void SendJson(int status, const Json& body) {
+    SendText(status, "application/json", providers::DumpJson(body));
+  }
 
   // An error response for a failure of the pipeline (already counted there).
   void SendError(const absl::Status& status) {
     ErrorDetail detail = DetailOf(status);
-    std::string body = Dump(OpenAiErrorBody(status));
+    std::string body = providers::DumpJson(OpenAiErrorBody(status));
     std::string out = ResponseStart(detail.http_status);
     absl::StrAppend(&out, "content-type: application/json\r\ncontent-length: ", body.size(),
                     "\r\n");
@@ -880,8 +880,7 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
 void Session::StartCall(http::request<http::string_body> req, Operation operation, Route route) {
   std::optional<Json> parsed = providers::ParseJson(req.body());
   if (!parsed.has_value()) {
-    // Only the depth limit tells the scanner from nlohmann's parser, which has none.
-    if (Json::accept(req.body())) {
+    if (providers::NestsTooDeep(req.body())) {
       return SendError(
           InvalidRequest(absl::StrCat("The JSON body of your request nests arrays and objects more "
                                       "than ",

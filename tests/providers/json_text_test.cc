@@ -128,6 +128,11 @@ TEST(JsonTextTest, RefusesTextNestedDeeperThanTheLimit) {
   EXPECT_EQ(ParseJson(nested(kMaxJsonDepth))->dump(), nested(kMaxJsonDepth));
   EXPECT_FALSE(ParseJson(nested(kMaxJsonDepth + 1)).has_value());
   EXPECT_FALSE(IsValidJson(nested(100000)));
+  // Why it was refused, for the error message: the depth, not the syntax.
+  EXPECT_TRUE(NestsTooDeep(nested(kMaxJsonDepth + 1)));
+  EXPECT_TRUE(NestsTooDeep(nested(100000)));
+  EXPECT_FALSE(NestsTooDeep(nested(kMaxJsonDepth)));
+  EXPECT_FALSE(NestsTooDeep("[1,]"));
   std::string objects;
   for (size_t i = 0; i <= kMaxJsonDepth; ++i) objects += "{\"a\":";
   objects += "1" + std::string(kMaxJsonDepth + 1, '}');
