@@ -46,12 +46,6 @@ absl::Time DeadlineAfter(absl::Time start, absl::Duration timeout) {
 
 std::string ErrnoText(int error) { return std::strerror(error); }
 
-// The upstream could not be reached (`why`): a retry may find it.
-absl::Status ConnectFailed(std::string_view why) {
-  return WithRecovery(UpstreamFailed("could not connect to the upstream: " + std::string(why)),
-                      Recovery::kRetry);
-}
-
 // The parts of an http:// URL this client can carry: a numeric host (IPv4, or IPv6 in
 // brackets), localhost, or a plain DNS name; an optional port; no user info or fragment. False
 // when libcurl must take the URL.
@@ -177,7 +171,7 @@ struct Http1Client::Connection {
   absl::Time idle_since;
 };
 
-struct Http1Client::Exchange final : Http1ResponseListener {
+struct Http1Client::Exchange {
   uint64_t id = 0;
   HttpRequest request;
   std::shared_ptr<HttpHandler> handler;
@@ -194,8 +188,6 @@ struct Http1Client::Exchange final : Http1ResponseListener {
   bool unresolved = false;                       // in its origin's unresolved list
   bool resent = false;                           // sent again after a stale kept-alive connection
 
-  void OnHead(const HttpResponseHead& response_head) override { handler->OnHead(response_head); }
-  bool OnBody(std::string_view bytes) override { return handler->OnBody(bytes); }
   size_t size() const { return head.size() + request.body.size(); }
   // Its connection is up (a connection being opened, or none yet, is not).
   bool connected() const { return connection != nullptr && connection->connected; }
@@ -281,9 +273,23 @@ bool Http1Client::TryStart(uint64_t id, HttpRequest& request,
   return true;
 }
 
+bool Http1Client::UnderHostLimit(const Origin& origin) const {
+  return limits_.per_host <= 0 || origin.connections < limits_.per_host;
+}
+
+bool Http1Client::UnderTotalLimit() const {
+  return limits_.total <= 0 || static_cast<int>(connections_.size()) < limits_.total;
+}
+
 bool Http1Client::HasRoomFor(const Origin& origin) const {
-  return (limits_.per_host <= 0 || origin.connections < limits_.per_host) &&
-         (limits_.total <= 0 || static_cast<int>(connections_.size()) < limits_.total);
+  return UnderHostLimit(origin) && UnderTotalLimit();
+}
+
+void Http1Client::Attach(Exchange& exchange, Connection& connection) {
+  connection.exchange = &exchange;
+  exchange.connection = &connection;
+  exchange.sent = 0;
+  exchange.reader.Begin(exchange.request.method == "HEAD");
 }
 
 void Http1Client::Assign(Exchange& exchange) {
@@ -291,17 +297,13 @@ void Http1Client::Assign(Exchange& exchange) {
   if (!origin.idle.empty()) {
     Connection* connection = origin.idle.back();
     origin.idle.pop_back();
-    --idle_count_;
-    connection->exchange = &exchange;
-    exchange.connection = connection;
-    exchange.reader.Begin(exchange.request.method == "HEAD");
+    Attach(exchange, *connection);
     Reschedule(exchange);
     Send(*connection);
     return;
   }
-  if (!HasRoomFor(origin) && limits_.total > 0 && idle_count_ > 0 &&
-      (limits_.per_host <= 0 || origin.connections < limits_.per_host)) {
-    // The total limit is reached with idle connections to other hosts: one of them gives way.
+  if (UnderHostLimit(origin) && !UnderTotalLimit()) {
+    // The total limit is reached: an idle connection to another host, if any, gives way.
     for (auto& [key, other] : origins_) {
       if (!other->idle.empty()) {
         Close(*other->idle.front());
@@ -347,13 +349,10 @@ void Http1Client::Connect(Exchange& exchange) {
   connection.id = next_connection_id_++;
   connection.fd = fd;
   connection.origin = &origin;
-  connection.exchange = &exchange;
   connections_.emplace(connection.id, std::move(owned));
   ++origin.connections;
   connections_opened_.fetch_add(1);
-  exchange.connection = &connection;
-  exchange.sent = 0;
-  exchange.reader.Begin(exchange.request.method == "HEAD");
+  Attach(exchange, connection);
   exchange.connect_deadline = DeadlineAfter(absl::Now(), exchange.request.connect_timeout);
   Reschedule(exchange);
 
@@ -434,7 +433,7 @@ void Http1Client::OnResolved(Origin& origin, Resolution result) {
                false);
     }
   }
-  if (!waiting_.empty()) StartWaiting();
+  StartWaiting();
 }
 
 void Http1Client::Watch(Connection& connection, uint32_t events) {
@@ -471,9 +470,7 @@ void Http1Client::Send(Connection& connection) {
         Watch(connection, EPOLLIN | EPOLLOUT);
         return;
       }
-      Fail(connection, WithRecovery(UpstreamFailed("the upstream connection failed: sending: " +
-                                                   ErrnoText(errno)),
-                                    Recovery::kRetry));
+      Fail(connection, ConnectionFailed("sending: " + ErrnoText(errno)));
       return;
     }
     exchange.sent += static_cast<size_t>(n);
@@ -492,9 +489,7 @@ void Http1Client::Receive(Connection& connection) {
       return;
     }
     if (n < 0) {
-      Fail(connection,
-           WithRecovery(UpstreamFailed("the upstream connection failed: " + ErrnoText(errno)),
-                        Recovery::kRetry));
+      Fail(connection, ConnectionFailed(ErrnoText(errno)));
       return;
     }
     if (n == 0) {
@@ -508,7 +503,7 @@ void Http1Client::Receive(Connection& connection) {
     }
     const bool had_started = exchange->reader.started();
     const std::string_view bytes(buffer_.data(), static_cast<size_t>(n));
-    absl::StatusOr<size_t> used = exchange->reader.Feed(bytes, *exchange);
+    absl::StatusOr<size_t> used = exchange->reader.Feed(bytes, *exchange->handler);
     if (!used.ok()) {
       Fail(connection, WithRecovery(used.status(), Recovery::kRetry));
       return;
@@ -551,7 +546,7 @@ void Http1Client::Complete(Exchange& exchange, absl::Status status, bool reuse_c
       ++connection->exchanges_done;
       connection->idle_since = absl::Now();
       connection->origin->idle.push_back(connection);
-      ++idle_count_;
+      room_freed_ = true;
       if (next_idle_sweep_ == absl::InfiniteFuture()) {
         next_idle_sweep_ = connection->idle_since + kIdleSweepEvery;
       }
@@ -578,12 +573,10 @@ void Http1Client::Close(Connection& connection) {
   close(connection.fd);
   Origin& origin = *connection.origin;
   --origin.connections;
+  room_freed_ = true;
   if (connection.exchange == nullptr) {
     auto idle = std::find(origin.idle.begin(), origin.idle.end(), &connection);
-    if (idle != origin.idle.end()) {
-      origin.idle.erase(idle);
-      --idle_count_;
-    }
+    if (idle != origin.idle.end()) origin.idle.erase(idle);
   } else {
     connection.exchange->connection = nullptr;
   }
@@ -628,22 +621,23 @@ void Http1Client::OnEvent(uint64_t data, uint32_t events) {
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) Receive(*it->second);
   }
-  if (!waiting_.empty()) StartWaiting();
+  StartWaiting();
 }
 
 void Http1Client::StartWaiting() {
-  if (stopping_) return;
+  // Room appears only where a connection closes or goes idle.
+  const bool room_freed = room_freed_;
+  room_freed_ = false;
+  if (stopping_ || !room_freed) return;
   for (size_t n = waiting_.size(); n > 0 && !waiting_.empty(); --n) {
     const uint64_t id = waiting_.front();
-    auto it = exchanges_.find(id);
-    Exchange& exchange = *it->second;
+    waiting_.pop_front();
+    Exchange& exchange = *exchanges_.find(id)->second;
     const Origin& origin = *exchange.target->origin;
     if (origin.idle.empty() && !HasRoomFor(origin)) {
-      waiting_.pop_front();
       waiting_.push_back(id);
       continue;
     }
-    waiting_.pop_front();
     exchange.waiting = false;
     Assign(exchange);
   }
@@ -655,7 +649,7 @@ bool Http1Client::Cancel(uint64_t id) {
   Exchange& exchange = *it->second;
   if (exchange.connection != nullptr) Close(*exchange.connection);
   Complete(exchange, absl::CancelledError("upstream call cancelled"), false);
-  if (!waiting_.empty()) StartWaiting();
+  StartWaiting();
   return true;
 }
 
@@ -676,35 +670,34 @@ void Http1Client::FireDeadlines(absl::Time now) {
                             Recovery::kRetry);
     } else if (!exchange.connected() && exchange.connection != nullptr &&
                exchange.connect_deadline <= now) {
-      status = WithRecovery(UpstreamTimedOut("connecting to the upstream timed out (after " +
-                                             std::to_string(ToMs(r.connect_timeout)) + " ms)"),
-                            Recovery::kRetry);
+      status = ConnectTimedOut("after " + std::to_string(ToMs(r.connect_timeout)) + " ms");
     } else if (!exchange.reader.started() && exchange.first_byte_deadline <= now) {
       status = FirstByteTimedOut(r.first_byte_timeout);
     } else if (!exchange.connected()) {
-      status =
-          WithRecovery(UpstreamTimedOut("connecting to the upstream timed out (the exchange's " +
-                                        std::to_string(ToMs(r.total_timeout)) + " ms ran out)"),
-                       Recovery::kRetry);
+      status = ConnectTimedOut("the exchange's " + std::to_string(ToMs(r.total_timeout)) +
+                               " ms ran out");
     } else {
-      status = WithRecovery(UpstreamTimedOut("the upstream response timed out (after " +
-                                             std::to_string(ToMs(r.total_timeout)) + " ms)"),
-                            Recovery::kFallBack);
+      status = ResponseTimedOut("after " + std::to_string(ToMs(r.total_timeout)) + " ms");
     }
     if (exchange.connection != nullptr) Close(*exchange.connection);
     Complete(exchange, std::move(status), false);
   }
   if (now >= next_idle_sweep_) {
     std::vector<Connection*> expired;
+    bool idle_left = false;
     for (auto& [key, origin] : origins_) {
       for (Connection* connection : origin->idle) {
-        if (connection->idle_since + kMaxIdle <= now) expired.push_back(connection);
+        if (connection->idle_since + kMaxIdle <= now) {
+          expired.push_back(connection);
+        } else {
+          idle_left = true;
+        }
       }
     }
     for (Connection* connection : expired) Close(*connection);
-    next_idle_sweep_ = idle_count_ > 0 ? now + kIdleSweepEvery : absl::InfiniteFuture();
+    next_idle_sweep_ = idle_left ? now + kIdleSweepEvery : absl::InfiniteFuture();
   }
-  if (!waiting_.empty()) StartWaiting();
+  StartWaiting();
 }
 
 absl::Time Http1Client::NextDeadline() const {

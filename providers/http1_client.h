@@ -99,9 +99,14 @@ class Http1Client {
   void Fail(Connection& connection, absl::Status status);
   void Close(Connection& connection);
   void Reschedule(Exchange& exchange);
-  // Starts waiting exchanges that the connection limits now allow.
+  // Starts waiting exchanges that the connection limits now allow, when a connection closed or
+  // went idle since it last ran (nothing else makes room).
   void StartWaiting();
+  bool UnderHostLimit(const Origin& origin) const;
+  bool UnderTotalLimit() const;
   bool HasRoomFor(const Origin& origin) const;
+  // Puts `exchange` on `connection`, its request to be sent from the start.
+  void Attach(Exchange& exchange, Connection& connection);
 
   // Constant after construction.
   const int epoll_fd_;
@@ -119,7 +124,7 @@ class Http1Client {
   absl::Time next_idle_sweep_ = absl::InfiniteFuture();
   uint64_t next_connection_id_ = 1;
   bool stopping_ = false;
-  int idle_count_ = 0;
+  bool room_freed_ = false;   // a connection closed or went idle since StartWaiting last ran
   std::vector<char> buffer_;  // one read's bytes
 };
 

@@ -58,17 +58,16 @@ void Http1ResponseReader::Begin(bool no_body) {
   parsed_ = HttpResponseHead();
 }
 
-bool Http1ResponseReader::Deliver(std::string_view bytes, Http1ResponseListener& listener) {
+bool Http1ResponseReader::Deliver(std::string_view bytes, HttpHandler& handler) {
   if (bytes.empty()) return true;
-  if (!listener.OnBody(bytes)) {
+  if (!handler.OnBody(bytes)) {
     aborted_ = true;
     return false;
   }
   return true;
 }
 
-absl::Status Http1ResponseReader::ParseHead(std::string_view text,
-                                            Http1ResponseListener& listener) {
+absl::Status Http1ResponseReader::ParseHead(std::string_view text, HttpHandler& handler) {
   size_t eol = text.find('\n');
   const std::string_view status_line = StripCr(text.substr(0, eol));
   // "HTTP/1.1 200 OK": the reason phrase may be empty or missing.
@@ -135,7 +134,7 @@ absl::Status Http1ResponseReader::ParseHead(std::string_view text,
 
   // `close` ends the connection whatever else is said; HTTP/1.0 keeps it only when asked to.
   const bool close = close_header || (minor == '0' && !keep_alive_header);
-  listener.OnHead(parsed_);
+  handler.OnHead(parsed_);
   if (no_body_ || status == 204 || status == 304) {
     state_ = State::kDone;
     keep_alive_ = !close;
@@ -171,12 +170,11 @@ absl::StatusOr<std::optional<std::string_view>> Http1ResponseReader::TakeLine(
   return StripCr(std::string_view(line_).substr(0, line_.size() - 1));
 }
 
-void Http1ResponseReader::TakeCounted(std::string_view& data, State after,
-                                      Http1ResponseListener& listener) {
+void Http1ResponseReader::TakeCounted(std::string_view& data, State after, HttpHandler& handler) {
   const size_t n = static_cast<size_t>(std::min<uint64_t>(remaining_, data.size()));
   remaining_ -= n;
   if (remaining_ == 0) state_ = after;
-  if (Deliver(data.substr(0, n), listener)) data.remove_prefix(n);
+  if (Deliver(data.substr(0, n), handler)) data.remove_prefix(n);
 }
 
 absl::Status Http1ResponseReader::OnFramingLine(std::string_view line) {
@@ -203,8 +201,7 @@ absl::Status Http1ResponseReader::OnFramingLine(std::string_view line) {
   }
 }
 
-absl::StatusOr<size_t> Http1ResponseReader::Feed(std::string_view data,
-                                                 Http1ResponseListener& listener) {
+absl::StatusOr<size_t> Http1ResponseReader::Feed(std::string_view data, HttpHandler& handler) {
   const size_t total = data.size();
   if (!data.empty()) started_ = true;
   while (!data.empty() && !aborted_) {
@@ -241,14 +238,14 @@ absl::StatusOr<size_t> Http1ResponseReader::Feed(std::string_view data,
           head = head_;
         }
         if (head.size() > kMaxHeadBytes) return Malformed("response head too large");
-        absl::Status parsed = ParseHead(head, listener);
+        absl::Status parsed = ParseHead(head, handler);
         head_.clear();
         if (!parsed.ok()) return parsed;
         data.remove_prefix(end);
         break;  // kHead again after a 1xx, else the body's state
       }
       case State::kFixed:
-        TakeCounted(data, State::kDone, listener);
+        TakeCounted(data, State::kDone, handler);
         break;
       case State::kChunkSize:
       case State::kChunkCrlf:
@@ -258,10 +255,10 @@ absl::StatusOr<size_t> Http1ResponseReader::Feed(std::string_view data,
         break;
       }
       case State::kChunkData:
-        TakeCounted(data, State::kChunkCrlf, listener);
+        TakeCounted(data, State::kChunkCrlf, handler);
         break;
       case State::kUntilClose:
-        if (!Deliver(data, listener)) break;
+        if (!Deliver(data, handler)) break;
         data = {};
         break;
     }

@@ -14,16 +14,6 @@
 
 namespace terse::providers {
 
-// Hears one response. OnHead comes once, before any body byte; OnBody as body bytes are decoded
-// (chunk framing removed), never with an empty view.
-class Http1ResponseListener {
- public:
-  virtual ~Http1ResponseListener() = default;
-  virtual void OnHead(const HttpResponseHead& head) = 0;
-  // Returning false stops the reader (aborted() then says so).
-  virtual bool OnBody(std::string_view bytes) = 0;
-};
-
 class Http1ResponseReader {
  public:
   // Heads larger than this are refused (libcurl's limit is about the same).
@@ -34,9 +24,12 @@ class Http1ResponseReader {
   void Begin(bool no_body = false);
 
   // Takes the next bytes of the connection. Returns how many it consumed: all of `data` unless the
-  // response ended (done()) or the listener stopped it (aborted()) within them. A malformed
-  // response is an error; the connection is then of no further use.
-  absl::StatusOr<size_t> Feed(std::string_view data, Http1ResponseListener& listener);
+  // response ended (done()) or the handler's OnBody stopped it (aborted()) within them. The
+  // handler hears OnHead once, before any body byte, and OnBody with the decoded body bytes
+  // (chunk framing removed, never empty); never OnComplete, which is for whoever owns the
+  // connection to call. A malformed response is an error; the connection is then of no further
+  // use.
+  absl::StatusOr<size_t> Feed(std::string_view data, HttpHandler& handler);
 
   // The connection closed (end of stream). OK when that ends the response (a body that runs to
   // the close); an error when the response was cut short.
@@ -67,15 +60,15 @@ class Http1ResponseReader {
 
   // Parses the complete head in `text` (up to and including the empty line). 1xx heads are
   // skipped (the next head follows).
-  absl::Status ParseHead(std::string_view text, Http1ResponseListener& listener);
+  absl::Status ParseHead(std::string_view text, HttpHandler& handler);
   // Takes bytes of one line of chunk framing off `data`: the line without its end once it is
   // complete (valid until the next call), nullopt while it is not.
   absl::StatusOr<std::optional<std::string_view>> TakeLine(std::string_view& data);
   // Acts on a complete line of chunk framing (size, the end of a chunk's data, a trailer).
   absl::Status OnFramingLine(std::string_view line);
-  // Takes up to remaining_ body bytes off `data` for the listener; `after` once they are all in.
-  void TakeCounted(std::string_view& data, State after, Http1ResponseListener& listener);
-  bool Deliver(std::string_view bytes, Http1ResponseListener& listener);
+  // Takes up to remaining_ body bytes off `data` for the handler; `after` once they are all in.
+  void TakeCounted(std::string_view& data, State after, HttpHandler& handler);
+  bool Deliver(std::string_view bytes, HttpHandler& handler);
 
   State state_ = State::kIdle;
   bool no_body_ = false;

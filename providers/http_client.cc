@@ -579,19 +579,12 @@ class HttpClient::Loop {
     if (t.aborted_by_handler) return absl::CancelledError("upstream call aborted by its handler");
     switch (code) {
       case CURLE_OPERATION_TIMEDOUT:
-        if (!t.connected) {
-          return WithRecovery(
-              UpstreamTimedOut("connecting to the upstream timed out (" + Detail(t, code) + ")"),
-              Recovery::kRetry);
-        }
-        return WithRecovery(
-            UpstreamTimedOut("the upstream response timed out (" + Detail(t, code) + ")"),
-            Recovery::kFallBack);
+        if (!t.connected) return ConnectTimedOut(Detail(t, code));
+        return ResponseTimedOut(Detail(t, code));
       case CURLE_COULDNT_CONNECT:
       case CURLE_COULDNT_RESOLVE_HOST:
       case CURLE_COULDNT_RESOLVE_PROXY:
-        return WithRecovery(UpstreamFailed("could not connect to the upstream: " + Detail(t, code)),
-                            Recovery::kRetry);
+        return ConnectFailed(Detail(t, code));
       case CURLE_PEER_FAILED_VERIFICATION:
       case CURLE_SSL_CACERT_BADFILE:
       case CURLE_SSL_CERTPROBLEM:
@@ -603,8 +596,7 @@ class HttpClient::Loop {
         return WithRecovery(UpstreamFailed("upstream TLS or URL problem: " + Detail(t, code)),
                             Recovery::kFallBack);
       default:
-        return WithRecovery(UpstreamFailed("the upstream connection failed: " + Detail(t, code)),
-                            Recovery::kRetry);
+        return ConnectionFailed(Detail(t, code));
     }
   }
 

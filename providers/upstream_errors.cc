@@ -133,6 +133,28 @@ absl::Status FirstByteTimedOut(absl::Duration timeout) {
                       Recovery::kFallBack);
 }
 
+absl::Status ConnectFailed(std::string_view detail) {
+  return WithRecovery(UpstreamFailed("could not connect to the upstream: " + std::string(detail)),
+                      Recovery::kRetry);
+}
+
+absl::Status ConnectTimedOut(std::string_view detail) {
+  return WithRecovery(
+      UpstreamTimedOut("connecting to the upstream timed out (" + std::string(detail) + ")"),
+      Recovery::kRetry);
+}
+
+absl::Status ResponseTimedOut(std::string_view detail) {
+  return WithRecovery(
+      UpstreamTimedOut("the upstream response timed out (" + std::string(detail) + ")"),
+      Recovery::kFallBack);
+}
+
+absl::Status ConnectionFailed(std::string_view detail) {
+  return WithRecovery(UpstreamFailed("the upstream connection failed: " + std::string(detail)),
+                      Recovery::kRetry);
+}
+
 absl::Status WithRecovery(absl::Status status, Recovery recovery) {
   if (status.ok()) return status;
   const char* mark = recovery == Recovery::kRetry      ? "retry"

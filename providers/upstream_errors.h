@@ -19,9 +19,19 @@ enum class Recovery {
   kRetry,     // transient (connect error, reset, 429, 5xx): retry, then fall back
 };
 
+// How an exchange failed in the transport, in one wording for both of the engine's clients;
+// `detail` says what the client saw.
 // No response head within the exchange's first-byte timeout (UpstreamTimedOut, kFallBack: the
-// upstream hangs, another one may not). The one wording for both of the engine's clients.
+// upstream hangs, another one may not).
 absl::Status FirstByteTimedOut(absl::Duration timeout);
+// The upstream could not be reached (UpstreamFailed, kRetry: a retry may find it).
+absl::Status ConnectFailed(std::string_view detail);
+// No connection within the time allowed (UpstreamTimedOut, kRetry).
+absl::Status ConnectTimedOut(std::string_view detail);
+// The response did not end within the exchange's total timeout (UpstreamTimedOut, kFallBack).
+absl::Status ResponseTimedOut(std::string_view detail);
+// The connection failed during the exchange (UpstreamFailed, kRetry).
+absl::Status ConnectionFailed(std::string_view detail);
 
 // `status` with its recovery attached.
 absl::Status WithRecovery(absl::Status status, Recovery recovery);

@@ -26,7 +26,8 @@ using ::testing::Pair;
 const absl::StatusCode kUpstream = UpstreamFailed("").code();
 
 // Records the head and the body; told to, stops the reader after `accept_calls` OnBody calls.
-class Recorder : public Http1ResponseListener {
+// What the reader told it (the reader never completes: OnComplete stays unused).
+class Recorder : public HttpHandler {
  public:
   void OnHead(const HttpResponseHead& h) override {
     ++heads;
@@ -39,6 +40,7 @@ class Recorder : public Http1ResponseListener {
     body.append(bytes);
     return true;
   }
+  void OnComplete(absl::Status) override {}
   int heads = 0;
   HttpResponseHead head;
   std::string body;
@@ -387,7 +389,7 @@ TEST(Http1ResponseReaderTest, EndOfStreamAfterTheEndIsFine) {
   EXPECT_TRUE(reader.done());
 }
 
-TEST(Http1ResponseReaderTest, ListenerReturningFalseStopsTheReader) {
+TEST(Http1ResponseReaderTest, AHandlerReturningFalseStopsTheReader) {
   const std::string response =
       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n";
   Http1ResponseReader reader;
