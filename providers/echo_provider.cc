@@ -155,30 +155,36 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
     if (request_.endpoint == Endpoint::kEmbeddings) return AnswerEmbeddings();
     if (!request_.stream) return AnswerWhole();
     if (chat()) {
+      std::vector<WireJson> chunks;
       for (int i = 0; i < n_; ++i) {
-        sink_->OnChunk(WireJson(Chunk(i, {{"role", "assistant"}, {"content", ""}}, nullptr)));
+        chunks.emplace_back(Chunk(i, {{"role", "assistant"}, {"content", ""}}, nullptr));
       }
+      sink_->OnChunks(chunks);
     }
     StreamPiece(0);
   }
 
   void StreamPiece(size_t index) {
     if (index >= pieces_.size()) return EndStream();
+    std::vector<WireJson> chunks;
     for (int i = 0; i < n_; ++i) {
-      sink_->OnChunk(WireJson(Chunk(i, {{"content", pieces_[index]}}, nullptr)));
+      chunks.emplace_back(Chunk(i, {{"content", pieces_[index]}}, nullptr));
     }
+    sink_->OnChunks(chunks);
     Next(index + 1 < pieces_.size() ? delay_ : absl::ZeroDuration(),
          [this, index] { StreamPiece(index + 1); });
   }
 
   void EndStream() {
-    for (int i = 0; i < n_; ++i) sink_->OnChunk(WireJson(Chunk(i, Json::object(), "stop")));
+    std::vector<WireJson> chunks;
+    for (int i = 0; i < n_; ++i) chunks.emplace_back(Chunk(i, Json::object(), "stop"));
     if (include_usage_) {
       Json usage_chunk = Base(chat() ? "chat.completion.chunk" : "text_completion");
       usage_chunk["choices"] = Json::array();
       usage_chunk["usage"] = Usage(prompt_tokens_, completion_tokens_ * n_);
-      sink_->OnChunk(WireJson(std::move(usage_chunk)));
+      chunks.emplace_back(std::move(usage_chunk));
     }
+    sink_->OnChunks(chunks);
     Finish(absl::OkStatus());
   }
 

@@ -2,6 +2,8 @@
 // state without locks.
 #include "providers/exchange.h"
 
+#include <string.h>  // memmem
+
 #include <optional>
 #include <utility>
 
@@ -16,6 +18,8 @@ namespace {
 
 // Bounds what is buffered for a non-streaming answer or an error body.
 constexpr size_t kMaxBufferedBody = 64 << 20;
+// A short answer's whole stream comes in one read: a role chunk, some content, the finish, usage.
+constexpr size_t kUsualEventsPerRead = 8;
 
 class ExchangeHandler : public HttpHandler {
  public:
@@ -25,7 +29,13 @@ class ExchangeHandler : public HttpHandler {
       : stream_(stream),
         translate_response_(std::move(translate_response)),
         translate_stream_(std::move(translate_stream)),
-        sink_(std::move(sink)) {}
+        sink_(std::move(sink)) {
+    if (stream_) {
+      // Room for a usual read's events at once, rather than growing by doubling for each answer.
+      events_.reserve(kUsualEventsPerRead);
+      chunks_.reserve(kUsualEventsPerRead);
+    }
+  }
 
   void OnHead(const HttpResponseHead& head) override {
     status_ = head.status;
@@ -76,13 +86,14 @@ class ExchangeHandler : public HttpHandler {
       return false;
     }
     for (SseEvent& event : events_) {
-      absl::Status s = translate_stream_->OnEvent(std::move(event),
-                                                  [&](WireJson chunk) { Emit(std::move(chunk)); });
+      absl::Status s = translate_stream_->OnEvent(
+          std::move(event), [&](WireJson chunk) { chunks_.push_back(std::move(chunk)); });
       if (!s.ok()) {
         End(std::move(s));
         return false;
       }
     }
+    PassChunks();
     return true;
   }
 
@@ -103,7 +114,7 @@ class ExchangeHandler : public HttpHandler {
       return End(absl::OkStatus());
     }
     if (sse_) {
-      auto emit = [&](WireJson chunk) { Emit(std::move(chunk)); };
+      auto emit = [&](WireJson chunk) { chunks_.push_back(std::move(chunk)); };
       for (SseEvent& event : parser_.Finish()) {
         absl::Status s = translate_stream_->OnEvent(std::move(event), emit);
         if (!s.ok()) return End(std::move(s));
@@ -132,11 +143,16 @@ class ExchangeHandler : public HttpHandler {
                         Recovery::kRetry);
   }
 
-  void Emit(WireJson chunk) {
-    if (!finished_) sink_->OnChunk(std::move(chunk));
+  // Hands the sink the chunks translated since the last time, in one call.
+  void PassChunks() {
+    if (chunks_.empty()) return;
+    if (!finished_) sink_->OnChunks(chunks_);
+    chunks_.clear();
   }
+  // The chunks before an end still reach the sink, ahead of it.
   void End(absl::Status status) {
     if (finished_) return;
+    PassChunks();
     finished_ = true;
     sink_->OnDone(std::move(status));
   }
@@ -153,6 +169,7 @@ class ExchangeHandler : public HttpHandler {
   std::string buffer_;
   SseParser parser_;
   std::vector<SseEvent> events_;  // those of the latest read; kept for its capacity
+  std::vector<WireJson> chunks_;  // translated, not yet passed on (see PassChunks)
 };
 
 class HttpProviderCall : public Call {
@@ -175,14 +192,17 @@ class NoopCall : public Call {
 bool MayHoldAFinishReason(std::string_view choices) {
   if (choices.find('\\') != std::string_view::npos) return true;
   constexpr std::string_view kKey = "\"finish_reason\"";
-  for (size_t at = choices.find(kKey); at != std::string_view::npos;
-       at = choices.find(kKey, at + kKey.size())) {
-    size_t p = choices.find_first_not_of(" \t\r\n", at + kKey.size());
+  // memmem, not string_view::find: find stops at every quote (the key's first byte) to compare
+  // the rest, a dozen calls for a usual chunk; memmem looks for the whole key in one pass.
+  for (size_t at = 0;;) {
+    const void* found = memmem(choices.data() + at, choices.size() - at, kKey.data(), kKey.size());
+    if (found == nullptr) return false;
+    at = static_cast<size_t>(static_cast<const char*>(found) - choices.data()) + kKey.size();
+    size_t p = choices.find_first_not_of(" \t\r\n", at);
     if (p == std::string_view::npos || choices[p] != ':') continue;  // a value, not a key
     p = choices.find_first_not_of(" \t\r\n", p + 1);
     if (p == std::string_view::npos || choices.compare(p, 4, "null") != 0) return true;
   }
-  return false;
 }
 
 class OpenAiStreamTranslator : public StreamTranslator {

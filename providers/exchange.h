@@ -37,9 +37,10 @@ class StreamTranslator {
 using ResponseTranslator = std::function<absl::StatusOr<Json>(Json upstream)>;
 
 // Starts `request` on `client` and reports to `sink`: OnResponse (non-streaming; the body through
-// `translate_response`, or as received with its text when there is none) or OnChunk per
-// translated event, then exactly one OnDone. Non-2xx answers become UpstreamErrorFromBody errors;
-// a retryable one carries the delay of the upstream's retry-after(-ms) header (RetryAfterOf).
+// `translate_response`, or as received with its text when there is none) or OnChunks with the
+// chunks each body read's events translate to, then exactly one OnDone. Non-2xx answers become
+// UpstreamErrorFromBody errors; a retryable one carries the delay of the upstream's
+// retry-after(-ms) header (RetryAfterOf).
 std::unique_ptr<Call> StartExchange(HttpClient& client, HttpRequest request, bool stream,
                                     ResponseTranslator translate_response,
                                     std::unique_ptr<StreamTranslator> translate_stream,

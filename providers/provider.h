@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -35,9 +36,11 @@ class ResponseSink {
   // Non-streaming: the whole response body (OpenAI shape, `usage` included). An OpenAI-shaped
   // upstream's body keeps its text as received (and its parsed value).
   virtual void OnResponse(WireJson body) = 0;
-  // Streaming: one OpenAI chunk object as it arrives (the usage chunk has `choices: []`). An
-  // OpenAI-shaped upstream's chunk is its event's JSON text as received, unparsed, on one line.
-  virtual void OnChunk(WireJson chunk) = 0;
+  // Streaming: the OpenAI chunk objects that one upstream read completed, in order (the usage
+  // chunk has `choices: []`); the sink may move from them. An OpenAI-shaped upstream's chunk is its
+  // event's JSON text as received, unparsed, on one line. One call per read, not per chunk: a
+  // read often holds the whole answer, and each layer on the way is passed once.
+  virtual void OnChunks(std::span<WireJson> chunks) = 0;
   // The end. OK after a clean end; otherwise an error of base/errors.h (upstream 4xx keep their
   // status and message, 5xx and network failures are UpstreamFailed, timeouts UpstreamTimedOut,
   // cancellation kCancelled).

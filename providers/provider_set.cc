@@ -75,8 +75,8 @@ class ProviderSet::FallbackCall : public Call, public std::enable_shared_from_th
     void OnResponse(WireJson body) override {
       if (call_->Forwarding(attempt_)) call_->sink_->OnResponse(std::move(body));
     }
-    void OnChunk(WireJson chunk) override {
-      if (call_->Forwarding(attempt_)) call_->sink_->OnChunk(std::move(chunk));
+    void OnChunks(std::span<WireJson> chunks) override {
+      if (call_->Forwarding(attempt_)) call_->sink_->OnChunks(chunks);
     }
     void OnDone(absl::Status status) override { call_->AttemptDone(attempt_, std::move(status)); }
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -182,7 +183,7 @@ class UnaryState final : public CallState {
   void StartStream(const ResponseHead&) override {
     Finish(absl::InternalError("the pipeline streamed the answer to a unary call"));
   }
-  void Chunk(providers::WireJson) override {}
+  void Chunks(std::span<providers::WireJson>) override {}
   void EndStream(absl::Status status) override {
     Finish(status.ok() ? absl::InternalError("the pipeline streamed the answer to a unary call")
                        : status);
@@ -242,7 +243,9 @@ class StreamState final : public CallState {
     AddResponseHeaders(*ctx_, head);  // before the first Write, which sends them
   }
 
-  void Chunk(providers::WireJson chunk) override { Push(ChatChunkFromJson(chunk.json())); }
+  void Chunks(std::span<providers::WireJson> chunks) override {
+    for (const providers::WireJson& chunk : chunks) Push(ChatChunkFromJson(chunk.json()));
+  }
 
   // A whole answer where a stream was asked for: sent as one chunk carrying the whole message.
   void Reply(const ResponseHead& head, providers::WireJson wire) override {

@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <limits>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -807,11 +808,18 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
   void StartStream(const ResponseHead& head) override {
     Gather([&](Batch& b) { b.head = head; });
   }
-  void Chunk(providers::WireJson chunk) override {
-    const std::string& text = chunk.text();
-    // Appended as it comes (a reserve of the exact size per chunk would copy the batch each time).
+  void Chunks(std::span<providers::WireJson> chunks) override {
+    constexpr std::string_view kData = "data: ", kEnd = "\n\n";
+    size_t size = 0;
+    for (const providers::WireJson& chunk : chunks) {
+      size += kData.size() + chunk.text().size() + kEnd.size();
+    }
     Gather([&](Batch& b) {
-      b.events.append(std::string_view("data: ")).append(text).append(std::string_view("\n\n"));
+      // Exactly once per batch: reserving at each later call would copy it each time.
+      if (b.events.empty()) b.events.reserve(size);
+      for (const providers::WireJson& chunk : chunks) {
+        b.events.append(kData).append(chunk.text()).append(kEnd);
+      }
     });
   }
   void EndStream(absl::Status status) override {

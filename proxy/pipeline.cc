@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <set>
+#include <span>
 #include <string_view>
 
 #include "absl/base/thread_annotations.h"
@@ -407,7 +408,7 @@ class CallState : public std::enable_shared_from_this<CallState> {
 
   // Upstream sink events; the provider serializes them on its event-loop thread.
   void OnResponse(providers::WireJson body);
-  void OnChunk(providers::WireJson chunk);
+  void OnChunks(std::span<providers::WireJson> chunks);
   void OnDone(absl::Status status);
 
  private:
@@ -474,8 +475,8 @@ class Sink : public providers::ResponseSink {
   void OnResponse(providers::WireJson body) override {
     if (call_) call_->OnResponse(std::move(body));
   }
-  void OnChunk(providers::WireJson chunk) override {
-    if (call_) call_->OnChunk(std::move(chunk));
+  void OnChunks(std::span<providers::WireJson> chunks) override {
+    if (call_) call_->OnChunks(chunks);
   }
   void OnDone(absl::Status status) override {
     std::shared_ptr<CallState> call = std::move(call_);
@@ -666,21 +667,28 @@ void CallState::OnResponse(providers::WireJson body) {
   response_ = std::move(body);
 }
 
-void CallState::OnChunk(providers::WireJson chunk) {
+void CallState::OnChunks(std::span<providers::WireJson> chunks) {
   if (first_byte_ == absl::InfinitePast()) first_byte_ = absl::Now();
-  // Chunks without `usage` (most) go on as the text they arrived as, unparsed.
-  if (ReadUsage(chunk, usage_) && !client_wants_usage_) {
-    // The usage-only chunk exists because terse asked for it: the client never sees it.
-    std::optional<Json> choices = chunk.Member("choices");
-    if (choices.has_value() && choices->is_array() && choices->empty()) return;
-    chunk.mutable_json().erase("usage");
+  // The chunks the client gets are moved to the front, in order.
+  size_t kept = 0;
+  for (providers::WireJson& chunk : chunks) {
+    // Chunks without `usage` (most) go on as the text they arrived as, unparsed.
+    if (ReadUsage(chunk, usage_) && !client_wants_usage_) {
+      // The usage-only chunk exists because terse asked for it: the client never sees it.
+      std::optional<Json> choices = chunk.Member("choices");
+      if (choices.has_value() && choices->is_array() && choices->empty()) continue;
+      chunk.mutable_json().erase("usage");
+    }
+    if (alignment_prompt_.has_value()) alignment_answer_ += AlignmentAnswerText(chunk.json());
+    if (&chunk != &chunks[kept]) chunks[kept] = std::move(chunk);
+    ++kept;
   }
-  if (alignment_prompt_.has_value()) alignment_answer_ += AlignmentAnswerText(chunk.json());
+  if (kept == 0) return;
   if (!stream_started_) {
     stream_started_ = true;
     responder_->StartStream(head_);
   }
-  responder_->Chunk(std::move(chunk));
+  responder_->Chunks(chunks.first(kept));
 }
 
 void CallState::OnDone(absl::Status status) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -46,7 +47,7 @@ struct ResponseHead {
 
 // Implemented by each face. The pipeline calls it from any thread, in one of three orders:
 //   Reply                          (a whole JSON response)
-//   StartStream, Chunk..., EndStream   (EndStream with an error becomes an error event)
+//   StartStream, Chunks..., EndStream  (EndStream with an error becomes an error event)
 //   Fail                           (nothing sent yet: an error response / gRPC status)
 // Bodies and chunks of OpenAI-shaped upstreams arrive as their text as received: the HTTP face
 // relays that text, the gRPC face parses it (WireJson::json).
@@ -55,7 +56,8 @@ class Responder {
   virtual ~Responder() = default;
   virtual void Reply(const ResponseHead& head, providers::WireJson body) = 0;
   virtual void StartStream(const ResponseHead& head) = 0;
-  virtual void Chunk(providers::WireJson chunk) = 0;
+  // Stream chunks in order, those of one upstream read at once; the face may move from them.
+  virtual void Chunks(std::span<providers::WireJson> chunks) = 0;
   virtual void EndStream(absl::Status status) = 0;
   virtual void Fail(absl::Status status) = 0;
 };

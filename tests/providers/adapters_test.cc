@@ -165,6 +165,30 @@ TEST_F(AdaptersTest, OpenAiStreamChunksKeepTheUpstreamsBytes) {
   EXPECT_EQ(sink->StreamedUsage()["prompt_tokens"], 5);
 }
 
+TEST_F(AdaptersTest, TheChunksOfOneReadReachTheSinkInOneCall) {
+  const std::string chunk =
+      R"({"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]})";
+  FakeReply reply;
+  reply.raw_stream = {"data: " + chunk + "\n\ndata: " + chunk + "\n\ndata: " + chunk +
+                      "\n\ndata: [DONE]\n\n"};  // one write
+  upstream_.EnqueueReply(reply);
+  auto set = MakeSet(v1::Provider::OPENAI);
+  auto sink = Run(*set, Chat(Messages("hi"), /*stream=*/true));
+  ASSERT_THAT(sink->status(), IsOk());
+  EXPECT_EQ(sink->StreamedText(), "aaa");
+  EXPECT_EQ(sink->chunk_calls(), 1);
+
+  // A bad event ends the call; the chunks before it in the same read still come first.
+  FakeReply error;
+  error.raw_stream = {"data: " + chunk + "\n\ndata: " + chunk +
+                      "\n\ndata: {\"error\":{\"message\":\"model overloaded\"}}\n\n"};
+  upstream_.EnqueueReply(error);
+  sink = Run(*set, Chat(Messages("hi"), /*stream=*/true));
+  EXPECT_EQ(sink->StreamedText(), "aa");
+  EXPECT_THAT(sink->status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("model overloaded")));
+}
+
 TEST_F(AdaptersTest, OpenAiStreamEventsAreStillChecked) {
   auto set = MakeSet(v1::Provider::OPENAI);
   FakeReply invalid;

@@ -5,6 +5,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -109,12 +110,15 @@ class RecordingSink : public ResponseSink {
     ++responses_;
     cv_.notify_all();
   }
-  void OnChunk(WireJson chunk) override {
+  void OnChunks(std::span<WireJson> chunks) override {
     std::lock_guard<std::mutex> lock(mu_);
     threads_.insert(std::this_thread::get_id());
-    chunks_relayed_as_received_.push_back(chunk.has_text());  // before text() makes one
-    chunk_texts_.push_back(chunk.text());
-    chunks_.push_back(chunk.json());
+    for (const WireJson& chunk : chunks) {
+      chunks_relayed_as_received_.push_back(chunk.has_text());  // before text() makes one
+      chunk_texts_.push_back(chunk.text());
+      chunks_.push_back(chunk.json());
+    }
+    ++chunk_calls_;
     cv_.notify_all();
   }
   void OnDone(absl::Status status) override {
@@ -173,6 +177,11 @@ class RecordingSink : public ResponseSink {
     std::lock_guard<std::mutex> lock(mu_);
     return responses_;
   }
+  // How many OnChunks calls brought the chunks.
+  int chunk_calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return chunk_calls_;
+  }
   bool done() { return dones() > 0; }
   std::set<std::thread::id> threads() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -219,6 +228,7 @@ class RecordingSink : public ResponseSink {
   std::vector<std::string> chunk_texts_;
   std::vector<bool> chunks_relayed_as_received_;
   int responses_ = 0;
+  int chunk_calls_ = 0;
   int dones_ = 0;
   absl::Status status_;
   std::set<std::thread::id> threads_;

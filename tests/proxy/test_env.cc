@@ -33,9 +33,11 @@ void RecordingResponder::Reply(const ResponseHead& head, providers::WireJson bod
 void RecordingResponder::StartStream(const ResponseHead& head) {
   Add({Kind::kStartStream, Json(), "", false, absl::OkStatus(), head});
 }
-void RecordingResponder::Chunk(providers::WireJson chunk) {
-  const bool as_received = chunk.has_text();
-  Add({Kind::kChunk, chunk.json(), chunk.text(), as_received, absl::OkStatus(), {}});
+void RecordingResponder::Chunks(std::span<providers::WireJson> chunks) {
+  for (const providers::WireJson& chunk : chunks) {
+    const bool as_received = chunk.has_text();
+    Add({Kind::kChunk, chunk.json(), chunk.text(), as_received, absl::OkStatus(), {}});
+  }
 }
 void RecordingResponder::EndStream(absl::Status status) {
   Add({Kind::kEndStream, Json(), "", false, std::move(status), {}});

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,7 +40,7 @@ class RecordingResponder : public Responder {
 
   void Reply(const ResponseHead& head, providers::WireJson body) override;
   void StartStream(const ResponseHead& head) override;
-  void Chunk(providers::WireJson chunk) override;
+  void Chunks(std::span<providers::WireJson> chunks) override;
   void EndStream(absl::Status status) override;
   void Fail(absl::Status status) override;
 
