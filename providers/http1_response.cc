@@ -87,6 +87,7 @@ absl::Status Http1ResponseReader::ParseHead(std::string_view text, HttpHandler& 
   parsed_.status = status;
   parsed_.http_version = minor == '1' ? 11 : 10;
   parsed_.headers.clear();
+  parsed_.headers.reserve(16);  // a usual head's, at once rather than by doubling
 
   bool chunked = false, has_length = false, has_transfer_encoding = false;
   bool close_header = false, keep_alive_header = false;

@@ -351,6 +351,7 @@ void AppendJson(const Json& value, std::string& out) {
 
 std::string DumpJson(const Json& value) {
   std::string out;
+  out.reserve(256);  // a small body at once; a larger one grows from there
   AppendJson(value, out);
   return out;
 }

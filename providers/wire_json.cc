@@ -2,6 +2,7 @@
 #include "providers/wire_json.h"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "providers/json_scan.h"
@@ -55,10 +56,12 @@ Json& WireJson::mutable_json() {
 bool WireJson::FindMemberText(std::string_view key, std::optional<std::string_view>* member) const {
   member->reset();
   if (!members_noted_ || escaped_key_) return false;
-  const std::string_view text = *text_;
+  const char* const text = text_->data();
   for (const MemberSpan& span : members_) {
-    if (text.substr(span.key_at, span.key_size) == key) {
-      *member = text.substr(span.value_at, span.value_size);  // the last of duplicates wins
+    // Most keys differ from `key` in size or first byte: no call of memcmp for them.
+    if (span.key_size == key.size() && (key.empty() || text[span.key_at] == key.front()) &&
+        std::memcmp(text + span.key_at, key.data(), key.size()) == 0) {
+      *member = std::string_view(text + span.value_at, span.value_size);  // the last duplicate wins
     }
   }
   return true;

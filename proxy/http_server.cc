@@ -910,6 +910,7 @@ void Session::StartCall(http::request<http::string_body> req, Operation operatio
   info.face = Face::kHttp;
   info.operation = operation;
   info.request_id = exchange_->request_id;
+  info.headers.reserve(16);  // a usual request's, at once rather than by doubling
   for (const auto& field : req) {
     std::string name = AsciiLower(ToStd(field.name_string()));
     std::string_view value = ToStd(field.value());
