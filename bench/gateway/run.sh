@@ -4,7 +4,8 @@
 #   (b) nginx-proxy: wrk -> nginx as a plain reverse proxy (keep-alive upstream) -> (a)
 #   (c) terse:       wrk -> terse -> (a), over terse's own HTTP/1.1 client
 #   (d) terse-libcurl: the same through a provider with `libcurl_only: true`
-# each non-streaming and streaming. Prints requests/s and p50/p99 latency per concurrency level,
+# each non-streaming and streaming. Prints requests/s, p50/p99 latency, and CPU time (with the
+# kernel's share) and context switches per request of the answering process, per concurrency level,
 # then the same targets at one fixed request rate of about half terse's peak (each wrk
 # connection pauses DELAY_MS on average between requests), and the ratios.
 #
@@ -183,34 +184,40 @@ for t in $TARGETS; do
   esac || { echo "bench/gateway: $t answered wrongly: $got" >&2; cat "$work/terse.log" >&2; exit 1; }
 done
 
-# CPU time (clock ticks) used so far by the process that answers `target` directly: terse, or
-# the workers of the nginx instance.
+# CPU time (clock ticks: all, and in the kernel) and context switches (voluntary and not, of all
+# its threads) so far of the process that answers `target` directly: terse, or the workers of the
+# nginx instance.
 clk_tck=$(getconf CLK_TCK)
-cpu_ticks() {  # target
+cpu_and_switches() {  # target
   local pids
   case $1 in
     terse*) pids=$(cat "$work/terse.pid") ;;
     nginx-proxy*) pids=$(pgrep -P "$(cat "$work/nginx-proxy.pid")" | tr '\n' ' ') ;;
     direct*) pids=$(pgrep -P "$(cat "$work/nginx-up.pid")" | tr '\n' ' ') ;;
   esac
-  local sum=0 p
+  local ticks=0 sys_ticks=0 switches=0 p n
   for p in $pids; do
     # Fields after the command name: utime and stime are the 12th and 13th.
     read -r -a f < <(sed 's/.*) //' "/proc/$p/stat")
-    sum=$((sum + f[11] + f[12]))
+    ticks=$((ticks + f[11] + f[12]))
+    sys_ticks=$((sys_ticks + f[12]))
+    for n in $(awk '/ctxt_switches/ { print $2 }' /proc/"$p"/task/*/status 2>/dev/null); do
+      switches=$((switches + n))
+    done
   done
-  echo "$sum"
+  echo "$ticks $sys_ticks $switches"
 }
 
-# One wrk run -> "rps p50_ms p99_ms errors cpu_us_per_request" (errors: non-2xx answers plus
-# socket errors; CPU: of the process answering wrk, see cpu_ticks).
+# One wrk run -> "rps p50_ms p99_ms errors cpu_us_per_request kernel_share switches_per_request"
+# (errors: non-2xx answers plus socket errors; CPU, the kernel's share of it and context switches:
+# of the process answering wrk, see cpu_and_switches).
 measure() {  # target connections [delay_ms]
-  local before after
-  before=$(cpu_ticks "$1")
+  local t0 k0 s0 t1 k1 s1
+  read -r t0 k0 s0 < <(cpu_and_switches "$1")
   BODY="${BODY[$1]}" DELAY_MS="${3:-}" wrk -t1 -c "$2" -d "$DURATION" --latency \
     -s bench/gateway/post.lua "${URL[$1]}" >"$work/wrk.out" 2>&1
-  after=$(cpu_ticks "$1")
-  awk -v ticks=$((after - before)) -v hz="$clk_tck" '
+  read -r t1 k1 s1 < <(cpu_and_switches "$1")
+  awk -v ticks=$((t1 - t0)) -v sys=$((k1 - k0)) -v switches=$((s1 - s0)) -v hz="$clk_tck" '
     function ms(v) {
       if (v ~ /us$/) return v / 1000
       if (v ~ /ms$/) return v + 0
@@ -223,7 +230,8 @@ measure() {  # target connections [delay_ms]
     /^ +99%/ { p99 = ms($2) }
     /Non-2xx/ { err += $NF }
     /Socket errors/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
-    END { printf "%.0f %.3f %.3f %d %.0f\n", rps, p50, p99, err, n ? ticks * 1e6 / hz / n : 0 }' \
+    END { printf "%.0f %.3f %.3f %d %.0f %.0f%% %.2f\n", rps, p50, p99, err,
+          n ? ticks * 1e6 / hz / n : 0, ticks ? 100 * sys / ticks : 0, n ? switches / n : 0 }' \
     "$work/wrk.out"
 }
 
@@ -242,7 +250,7 @@ if [[ -n ${PROFILE:-} ]]; then
           -p "$terse_pid" -o "$out.data" -- sleep "${DURATION%s}" &
         perf_pid=$!
         sleep 0.5  # perf attached before the load starts
-        read -r rps p50 p99 err cpu < <(measure "terse$kind" "$PROFILE_CONNS")
+        read -r rps p50 p99 err cpu sys cs < <(measure "terse$kind" "$PROFILE_CONNS")
         wait "$perf_pid" || true
         perf script -i "$out.data" -F comm,ip,sym,dso 2>/dev/null |
           python3 bench/gateway/profile_summary.py >"$out.txt" ;;
@@ -250,7 +258,7 @@ if [[ -n ${PROFILE:-} ]]; then
         # Instrumented from the first measurement on; counters zeroed before each.
         callgrind_control -i on "$terse_pid" >/dev/null 2>&1
         callgrind_control -z "$terse_pid" >/dev/null 2>&1
-        read -r rps p50 p99 err cpu < <(measure "terse$kind" "$PROFILE_CONNS")
+        read -r rps p50 p99 err cpu sys cs < <(measure "terse$kind" "$PROFILE_CONNS")
         callgrind_control -d "$terse_pid" >/dev/null 2>&1
         mv "$(ls -t "$PROFILE_DIR"/valgrind.out.* | head -1)" "$out.out"
         requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
@@ -272,13 +280,15 @@ echo "gateway pass-through benchmark: $(date -u +%FT%TZ), $nproc_ cores, nginx $
   sed 's/.*nginx\///'), terse io_threads=$IO_THREADS, nginx proxy workers=$PROXY_WORKERS"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $DURATION per measurement"
 echo
-printf '%-20s %6s %10s %9s %9s %7s %12s\n' target conns req/s p50_ms p99_ms errors cpu_us/req
+printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s\n' target conns req/s p50_ms p99_ms errors \
+  cpu_us/req kernel switch/req
 declare -A RPS P50 P99
 for c in $LEVELS; do
   for t in $TARGETS; do
-    read -r rps p50 p99 err cpu < <(measure "$t" "$c")
+    read -r rps p50 p99 err cpu sys cs < <(measure "$t" "$c")
     RPS[$t,$c]=$rps; P50[$t,$c]=$p50; P99[$t,$c]=$p99
-    printf '%-20s %6s %10s %9s %9s %7s %12s\n' "$t" "$c" "$rps" "$p50" "$p99" "$err" "$cpu"
+    printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s\n' "$t" "$c" "$rps" "$p50" "$p99" "$err" \
+      "$cpu" "$sys" "$cs"
   done
   echo
 done
@@ -309,17 +319,18 @@ for kind in "" -stream; do
   lat=${P50[terse$kind,${LEVELS%% *}]}
   conns=$(awk -v r="$half" -v d="$DELAY_MS" -v l="$lat" 'BEGIN { c = int(r * (d + l) / 1000 + 0.5); print (c < 1 ? 1 : c) }')
   echo "half load${kind:+ (streaming)}: target ~$half req/s = $conns connections x mean ${DELAY_MS} ms pause"
-  printf '%-20s %6s %10s %9s %9s %7s %12s %4s\n' target conns req/s p50_ms p99_ms errors cpu_us/req run
+  printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s %4s\n' target conns req/s p50_ms p99_ms \
+    errors cpu_us/req kernel switch/req run
   # HALF_LOAD_RUNS rounds, the targets interleaved within each so that a slow spell of the
   # machine hits all of them alike; the median of each target's rounds is compared.
   declare -A S50 S99
   for ((run = 1; run <= HALF_LOAD_RUNS; ++run)); do
     for t in direct nginx-proxy terse terse-libcurl; do
       [[ " $TARGETS " == *" $t$kind "* ]] || continue
-      read -r rps p50 p99 err cpu < <(measure "$t$kind" "$conns" "$DELAY_MS")
+      read -r rps p50 p99 err cpu sys cs < <(measure "$t$kind" "$conns" "$DELAY_MS")
       S50[$t]+="$p50 "; S99[$t]+="$p99 "
-      printf '%-20s %6s %10s %9s %9s %7s %12s %4s\n' "$t$kind" "$conns" "$rps" "$p50" "$p99" "$err" \
-        "$cpu" "$run"
+      printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s %4s\n' "$t$kind" "$conns" "$rps" "$p50" \
+        "$p99" "$err" "$cpu" "$sys" "$cs" "$run"
     done
   done
   for t in "${!S99[@]}"; do H50[$t]=$(median ${S50[$t]}); H99[$t]=$(median ${S99[$t]}); done
