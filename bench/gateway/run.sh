@@ -13,7 +13,9 @@
 # IO_THREADS (terse listeners.io_threads; 0 = one per core), PROXY_WORKERS (nginx proxy workers),
 # DELAY_MS (half-load pause), HALF_LOAD_RUNS (interleaved half-load rounds; medians compared),
 # TERSE_WRAP (command prefix for terse), PROFILE (see below), TARGETS (which of the eight targets
-# to measure; all by default).
+# to measure; all by default), BASELINE (another terse binary, say of an earlier commit: measured
+# as the targets `baseline` and `baseline-stream`, beside terse and interleaved with it, for an
+# A/B comparison in one run on a machine whose speed drifts).
 # Run from anywhere; needs nginx, wrk and curl (perf or valgrind to profile).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,6 +27,7 @@ PROXY_WORKERS=${PROXY_WORKERS:-auto}
 DELAY_MS=${DELAY_MS:-10}
 HALF_LOAD_RUNS=${HALF_LOAD_RUNS:-3}
 TERSE_WRAP=${TERSE_WRAP:-}
+BASELINE=${BASELINE:-}
 
 for tool in nginx wrk curl; do
   command -v "$tool" >/dev/null || { echo "bench/gateway: $tool is not installed" >&2; exit 1; }
@@ -44,7 +47,8 @@ trap cleanup EXIT
 port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-UP=$(port); UPS=$(port); PROXY=$(port); HTTP=$(port); GRPC=$(port)
+UP=$(port); UPS=$(port); PROXY=$(port); HTTP=$(port); GRPC=$(port); BASE_HTTP=$(port)
+BASE_GRPC=$(port)
 
 # ---- The fixed answers. nginx's quoted strings take \" \\ \n escapes, so both bodies are written
 # once here as plain text and escaped for nginx below.
@@ -156,6 +160,14 @@ cp "$TERSE" "$work/terse"
 # shellcheck disable=SC2086
 $TERSE_WRAP "$work/terse" serve --config "$work/terse.yaml" 2>"$work/terse.log" &
 echo $! >"$work/terse.pid"
+if [[ -n $BASELINE ]]; then
+  [[ -x $BASELINE ]] || { echo "bench/gateway: no terse binary at $BASELINE" >&2; exit 1; }
+  cp "$BASELINE" "$work/baseline"
+  sed "s/port: $HTTP }/port: $BASE_HTTP }/; s/port: $GRPC }/port: $BASE_GRPC }/" "$work/terse.yaml" \
+    >"$work/baseline.yaml"
+  "$work/baseline" serve --config "$work/baseline.yaml" 2>"$work/baseline.log" &
+  echo $! >"$work/baseline.pid"
+fi
 
 body='{"model":"fixed","messages":[{"role":"user","content":"What is the answer?"}]}'
 stream_body='{"model":"fixed-stream","stream":true,"messages":[{"role":"user","content":"What is the answer?"}]}'
@@ -170,10 +182,14 @@ URL[terse-stream]=http://127.0.0.1:$HTTP$chat;        BODY[terse-stream]=$stream
 URL[terse-libcurl]=http://127.0.0.1:$HTTP$chat;       BODY[terse-libcurl]=${body/\"fixed\"/\"fixed-libcurl\"}
 URL[terse-libcurl-stream]=http://127.0.0.1:$HTTP$chat
 BODY[terse-libcurl-stream]=${stream_body/\"fixed-stream\"/\"fixed-libcurl-stream\"}
+URL[baseline]=http://127.0.0.1:$BASE_HTTP$chat;       BODY[baseline]=$body
+URL[baseline-stream]=http://127.0.0.1:$BASE_HTTP$chat; BODY[baseline-stream]=$stream_body
 TARGETS=${TARGETS:-"direct nginx-proxy terse terse-libcurl direct-stream nginx-proxy-stream terse-stream terse-libcurl-stream"}
 
 # ---- Every target must give the right answer before anything is timed.
-for _ in $(seq 1200); do curl -sf "http://127.0.0.1:$HTTP/healthz" >/dev/null && break; sleep 0.1; done
+for http in $HTTP ${BASELINE:+$BASE_HTTP}; do
+  for _ in $(seq 1200); do curl -sf "http://127.0.0.1:$http/healthz" >/dev/null && break; sleep 0.1; done
+done
 for t in $TARGETS; do
   got=$(curl -sS --max-time 10 -H 'content-type: application/json' -d "${BODY[$t]}" "${URL[$t]}")
   case $t in
@@ -192,6 +208,7 @@ cpu_and_switches() {  # target
   local pids
   case $1 in
     terse*) pids=$(cat "$work/terse.pid") ;;
+    baseline*) pids=$(cat "$work/baseline.pid") ;;
     nginx-proxy*) pids=$(pgrep -P "$(cat "$work/nginx-proxy.pid")" | tr '\n' ' ') ;;
     direct*) pids=$(pgrep -P "$(cat "$work/nginx-up.pid")" | tr '\n' ' ') ;;
   esac
@@ -302,11 +319,14 @@ echo "peak req/s: direct ${PEAK[direct]}, nginx-proxy ${PEAK[nginx-proxy]}, ters
   "terse ${PEAK[terse-stream]}"
 awk -v a="${PEAK[terse]}" -v b="${PEAK[nginx-proxy]}" -v c="${PEAK[terse-stream]}" \
   -v d="${PEAK[nginx-proxy-stream]}" -v e="${PEAK[terse-libcurl]:-0}" \
-  -v f="${PEAK[terse-libcurl-stream]:-0}" 'BEGIN {
+  -v f="${PEAK[terse-libcurl-stream]:-0}" -v g="${PEAK[baseline]:-0}" \
+  -v h="${PEAK[baseline-stream]:-0}" 'BEGIN {
   printf "throughput ratio terse / nginx-proxy: %.2f non-streaming, %.2f streaming (goal >= 0.50)\n",
          a / b, c / d
   if (e > 0) printf "throughput ratio terse-libcurl / nginx-proxy: %.2f non-streaming, %.2f streaming\n",
-                    e / b, f / d }'
+                    e / b, f / d
+  if (g > 0) printf "throughput ratio baseline / nginx-proxy: %.2f non-streaming, %.2f streaming\n",
+                    g / b, h / d }'
 
 # ---- Half load: the same offered rate for every target, about half of terse's peak. Each
 # connection pauses DELAY_MS (uniform in [0.5, 1.5] x DELAY_MS) between requests, so the rate is
@@ -325,7 +345,7 @@ for kind in "" -stream; do
   # machine hits all of them alike; the median of each target's rounds is compared.
   declare -A S50 S99
   for ((run = 1; run <= HALF_LOAD_RUNS; ++run)); do
-    for t in direct nginx-proxy terse terse-libcurl; do
+    for t in direct nginx-proxy terse baseline terse-libcurl; do
       [[ " $TARGETS " == *" $t$kind "* ]] || continue
       read -r rps p50 p99 err cpu sys cs < <(measure "$t$kind" "$conns" "$DELAY_MS")
       S50[$t]+="$p50 "; S99[$t]+="$p99 "
@@ -341,9 +361,13 @@ for kind in "" -stream; do
     -v t5="${H50[terse]}" -v n5="${H50[nginx-proxy]}" -v d5="${H50[direct]}" 'BEGIN {
     printf "added latency over direct: terse p50 %+.3f ms p99 %+.3f ms; nginx-proxy p50 %+.3f ms p99 %+.3f ms (goal: terse p99 <= 1 ms)\n",
            t5 - d5, t - d, n5 - d5, n - d }'
-  [[ -n ${H99[terse-libcurl]:-} ]] && awk -v t="${H99[terse-libcurl]}" -v d="${H99[direct]}" \
-    -v t5="${H50[terse-libcurl]}" -v d5="${H50[direct]}" 'BEGIN {
-    printf "added latency over direct: terse-libcurl p50 %+.3f ms p99 %+.3f ms\n", t5 - d5, t - d }'
+  for t in terse-libcurl baseline; do
+    if [[ -n ${H99[$t]:-} ]]; then
+      awk -v name="$t" -v t="${H99[$t]}" -v d="${H99[direct]}" -v t5="${H50[$t]}" \
+        -v d5="${H50[direct]}" 'BEGIN {
+        printf "added latency over direct: %s p50 %+.3f ms p99 %+.3f ms\n", name, t5 - d5, t - d }'
+    fi
+  done
   echo
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
