@@ -313,15 +313,6 @@ class HttpClient::Loop {
     return next;
   }
 
-  // See HostedLane::RunLocal.
-  std::optional<absl::Time> RunLocal() {
-    if (!core_->HasLocal()) return std::nullopt;
-    core_->BeginRun();
-    RunCommands();
-    core_->EndRun();
-    return NextDeadline();
-  }
-
   void Add(uint64_t id, HttpRequest request, std::shared_ptr<HttpHandler> handler) {
     if (stopping_) {
       handler->OnComplete(absl::CancelledError("HTTP client is shutting down"));
@@ -939,7 +930,5 @@ int HostedLane::fd() const { return client_.loops_[lane_]->epoll_fd(); }
 absl::Time HostedLane::Run(absl::FunctionRef<void()> after_event) {
   return client_.loops_[lane_]->RunHosted(after_event);
 }
-
-std::optional<absl::Time> HostedLane::RunLocal() { return client_.loops_[lane_]->RunLocal(); }
 
 }  // namespace terse::providers

@@ -11,7 +11,6 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -171,13 +170,6 @@ class HostedLane {
   // `after_event` runs after the work of each ready socket (and once more at the end), so that
   // the host can pass on what that work produced without waiting for the rest of the run.
   absl::Time Run(absl::FunctionRef<void()> after_event = [] {});
-
-  // Only the work the host's own thread gave the lane since it last ran (the exchanges that thread
-  // started, the tasks it scheduled), without looking at sockets, so that a request the host's
-  // loop just handled goes upstream before the loop handles the next event. Returns when Run is
-  // due again, as Run does, or nullopt when there was no such work (a check, nothing more). Not
-  // from inside Run.
-  std::optional<absl::Time> RunLocal();
 
  private:
   friend class HttpClient;

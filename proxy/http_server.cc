@@ -159,13 +159,8 @@ struct IoThread {
   void Run(providers::HttpClient* engine, int lane_index);
   // Runs the lane's ready work, then watches its descriptor and its next deadline again.
   void RunLane();
-  // Starts what this thread gave the lane (see HostedLane::RunLocal) unless the lane is running,
-  // which takes it anyway: a connection calls it after handing a request to the pipeline.
-  void RunLaneLocal();
-  // Hands the responders in `ready` what they gathered, and those that join while it does.
+  // Hands the responders in `ready` what they gathered.
   void DeliverReady();
-  // Sets the lane's timer for `next` unless it is due earlier already.
-  void WatchLaneDeadline(absl::Time next);
   // The I/O thread the caller runs on, or null.
   static IoThread* Current();
 
@@ -174,9 +169,8 @@ struct IoThread {
   // came from, so an answer neither waits for the rest of the run nor goes through the
   // io_context's queue.
   bool running_lane = false;
-  bool delivering = false;  // DeliverReady is at work: a call from inside it leaves `ready` to it
-  bool local_run_posted = false;  // a RunLaneLocal is queued on the io_context
   std::vector<std::shared_ptr<HttpResponder>> ready;
+  std::vector<std::shared_ptr<HttpResponder>> delivering;  // DeliverReady's, kept for its capacity
 
   // Run by this thread alone (the hint lets asio queue what this thread posts to itself without
   // waking anyone); other threads may still post to it.
@@ -933,8 +927,6 @@ void Session::StartCall(http::request<http::string_body> req, Operation operatio
 
   auto responder = std::make_shared<HttpResponder>(shared_from_this(), exchange_->seq);
   exchange_->call = server_->pipeline.Handle(std::move(info), std::move(body), responder);
-  // The upstream request goes out now, not after the other events this thread has at hand.
-  io_.RunLaneLocal();
   // Watching the connection tells of the client leaving while the answer is prepared.
   if (!closed_ && !read_pending_ && exchange_ && !exchange_->done) WatchClient();
 }
@@ -952,16 +944,7 @@ void IoThread::Run(providers::HttpClient* engine, int lane_index) {
   current_io_thread = this;
   if (engine != nullptr && lane_index < engine->lanes()) {
     absl::StatusOr<std::unique_ptr<providers::HostedLane>> hosted =
-        engine->Host(lane_index, [this] {
-          // Connections start what they gave the lane themselves (RunLaneLocal after each
-          // request): one post for the lot, to catch what came another way.
-          if (local_run_posted) return;
-          local_run_posted = true;
-          net::post(ioc, [this] {
-            local_run_posted = false;
-            RunLaneLocal();
-          });
-        });
+        engine->Host(lane_index, [this] { net::post(ioc, [this] { RunLane(); }); });
     if (hosted.ok()) {
       lane = *std::move(hosted);
       beast::error_code ec;
@@ -987,26 +970,12 @@ void IoThread::Run(providers::HttpClient* engine, int lane_index) {
 }
 
 void IoThread::DeliverReady() {
-  if (ready.empty() || delivering) return;
-  delivering = true;
-  // A delivery may start the connection's next call, whose responder may join `ready` (growing
-  // it: hence the index): it is delivered in this turn too.
-  for (size_t i = 0; i < ready.size(); ++i) {
-    std::shared_ptr<HttpResponder> responder = std::move(ready[i]);
-    responder->Deliver();
-  }
-  ready.clear();
-  delivering = false;
-}
-
-void IoThread::RunLaneLocal() {
-  if (lane == nullptr || running_lane) return;
-  running_lane = true;
-  const std::optional<absl::Time> next = lane->RunLocal();
-  running_lane = false;
-  if (!next.has_value()) return;
-  DeliverReady();
-  WatchLaneDeadline(*next);
+  if (ready.empty()) return;
+  // A delivery may start the connection's next call, whose responder may join `ready`: it is
+  // delivered on the next turn.
+  delivering.swap(ready);
+  for (const std::shared_ptr<HttpResponder>& responder : delivering) responder->Deliver();
+  delivering.clear();
 }
 
 void IoThread::RunLane() {
@@ -1021,10 +990,6 @@ void IoThread::RunLane() {
       if (!ec) RunLane();
     });
   }
-  WatchLaneDeadline(next);
-}
-
-void IoThread::WatchLaneDeadline(absl::Time next) {
   // Only an earlier deadline moves the timer: a later one lets it fire early once (Run then finds
   // nothing due and says when), which is cheaper than moving it for every exchange.
   if (next < lane_timer_at) {

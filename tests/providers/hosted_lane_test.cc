@@ -11,7 +11,6 @@
 #include <future>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -90,10 +89,6 @@ class PollHost {
 
   // Runs `task` on the host's thread, as an event handler of the loop.
   void Post(std::function<void()> task) {
-    PostWithLane([task = std::move(task)](HostedLane&) { task(); });
-  }
-  // The same, for a handler that calls the lane itself (as a connection calls RunLocal).
-  void PostWithLane(std::function<void(HostedLane&)> task) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       tasks_.push_back(std::move(task));
@@ -132,12 +127,12 @@ class PollHost {
       char drain[64];
       while (read(wake_[0], drain, sizeof drain) > 0) {
       }
-      std::vector<std::function<void(HostedLane&)>> tasks;
+      std::vector<std::function<void()>> tasks;
       {
         std::lock_guard<std::mutex> lock(mu_);
         tasks.swap(tasks_);
       }
-      for (auto& task : tasks) task(lane);
+      for (auto& task : tasks) task();
       run_soon_ = false;
       next = lane.Run(after_event);
     }
@@ -152,7 +147,7 @@ class PollHost {
   bool run_soon_ = false;  // the host thread's
   std::atomic<int> run_soon_calls_{0};
   std::mutex mu_;
-  std::vector<std::function<void(HostedLane&)>> tasks_;
+  std::vector<std::function<void()>> tasks_;
 };
 
 // Completes on the host's thread and counts how many completions no after_event has followed.
@@ -261,49 +256,6 @@ TEST(HostedLaneTest, WorkFromTheHostsOwnHandlersAsksForARunInsteadOfWakingAnyone
   EXPECT_TRUE(result.on_loop);
   EXPECT_FALSE(result.stopping);
   EXPECT_EQ(result.thread, host.thread_id());
-}
-
-TEST(HostedLaneTest, RunLocalSendsWhatTheHostsHandlerStartedBeforeTheHandlerReturns) {
-  FakeUpstream upstream;
-  auto client = NewClient(1);
-  PollHost host(*client, 0);
-  ASSERT_THAT(host.status(), IsOk());
-  // A first exchange leaves an idle connection: a request on it is one write, which RunLocal
-  // makes (a new connection would wait for its connect in Run).
-  auto first = std::make_shared<RecordingHttpHandler>();
-  host.Post([&] { client->Start(ChatRequest(upstream, "first", false), first); });
-  ASSERT_TRUE(first->WaitDone());
-  ASSERT_EQ(upstream.request_count(), 1u);
-
-  auto handler = std::make_shared<RecordingHttpHandler>();
-  struct Seen {
-    bool nothing_before = false;   // RunLocal without work: nullopt
-    bool due_after = false;        // with the exchange: a deadline (its first-byte timeout)
-    bool upstream_has_it = false;  // within the handler, the lane not having run
-  };
-  std::promise<Seen> seen;
-  host.PostWithLane([&](HostedLane& lane) {
-    Seen s;
-    s.nothing_before = !lane.RunLocal().has_value();
-    HttpRequest request = ChatRequest(upstream, "at once", false);
-    request.first_byte_timeout = absl::Seconds(30);
-    client->Start(std::move(request), handler);
-    const std::optional<absl::Time> next = lane.RunLocal();
-    s.due_after = next.has_value() && *next != absl::InfiniteFuture();
-    // The host's loop is here, not in Run: only RunLocal can have sent the request.
-    const absl::Time give_up = absl::Now() + absl::Seconds(10);
-    while (upstream.request_count() == 1 && absl::Now() < give_up) {
-      absl::SleepFor(absl::Milliseconds(1));
-    }
-    s.upstream_has_it = upstream.request_count() == 2;
-    seen.set_value(s);
-  });
-  const Seen s = seen.get_future().get();
-  EXPECT_TRUE(s.nothing_before);
-  EXPECT_TRUE(s.due_after);
-  EXPECT_TRUE(s.upstream_has_it);
-  ASSERT_TRUE(handler->WaitDone());  // the answer comes through the loop's next Run
-  EXPECT_THAT(handler->status(), IsOk());
 }
 
 // Other threads queue work while the host runs the lane: every task must reach it without the
