@@ -161,6 +161,12 @@ struct IoThread {
   void RunLane();
   // Hands the responders in `ready` what they gathered.
   void DeliverReady();
+  // Has `session`'s client watched (Session::WatchClient) if its answer is still in progress
+  // 20-40 ms from now. Most answers through a nearby upstream are done by then, and a watch costs
+  // a system call per request (Asio re-arms the socket for it); a slow answer's watch comes soon
+  // enough to cancel the upstream call of a client that left.
+  void WatchClientLater(std::weak_ptr<Session> session);
+  void ArmWatchTick();
   // The I/O thread the caller runs on, or null.
   static IoThread* Current();
 
@@ -184,6 +190,13 @@ struct IoThread {
   bool watching = false;
   std::optional<net::steady_timer> lane_timer;
   absl::Time lane_timer_at = absl::InfiniteFuture();  // when lane_timer fires; never: idle
+
+  // WatchClientLater's: the connections since the last tick, those of the tick before (watched
+  // at the next), and the tick, armed while either has any.
+  std::vector<std::weak_ptr<Session>> watch_soon;
+  std::vector<std::weak_ptr<Session>> watch_next;
+  net::steady_timer watch_tick{ioc};
+  bool watch_tick_armed = false;
 };
 
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
@@ -257,6 +270,12 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   IoThread& io() const { return io_; }
+
+  // The watch IoThread::WatchClientLater asked for, if the answer is still in progress.
+  void WatchIfAnswering() {
+    if (closed_ || read_pending_ || !exchange_ || exchange_->done) return;
+    WatchClient();
+  }
 
   // ---- Responder events, on the connection's thread. `seq` names the exchange they belong to.
   void OnReply(uint64_t seq, const ResponseHead& head, const providers::WireJson& body) {
@@ -927,8 +946,12 @@ void Session::StartCall(http::request<http::string_body> req, Operation operatio
 
   auto responder = std::make_shared<HttpResponder>(shared_from_this(), exchange_->seq);
   exchange_->call = server_->pipeline.Handle(std::move(info), std::move(body), responder);
-  // Watching the connection tells of the client leaving while the answer is prepared.
-  if (!closed_ && !read_pending_ && exchange_ && !exchange_->done) WatchClient();
+  // Watching the connection tells of the client leaving while the answer is prepared: at once
+  // when a pipelined request is here already, else once the answer has taken a while.
+  if (!closed_ && !read_pending_ && exchange_ && !exchange_->done) {
+    if (buffer_.size() != 0) return ReadHeader();
+    io_.WatchClientLater(weak_from_this());
+  }
 }
 
 }  // namespace
@@ -976,6 +999,27 @@ void IoThread::DeliverReady() {
   delivering.swap(ready);
   for (const std::shared_ptr<HttpResponder>& responder : delivering) responder->Deliver();
   delivering.clear();
+}
+
+void IoThread::WatchClientLater(std::weak_ptr<Session> session) {
+  watch_soon.push_back(std::move(session));
+  if (!watch_tick_armed) ArmWatchTick();
+}
+
+void IoThread::ArmWatchTick() {
+  watch_tick_armed = true;
+  watch_tick.expires_after(std::chrono::milliseconds(20));
+  watch_tick.async_wait([this](beast::error_code ec) {
+    watch_tick_armed = false;
+    if (ec) return;
+    // Those of the tick before have waited 20-40 ms; those since, 0-20 ms: their turn is next.
+    for (const std::weak_ptr<Session>& weak : watch_next) {
+      if (std::shared_ptr<Session> session = weak.lock()) session->WatchIfAnswering();
+    }
+    watch_next.clear();
+    watch_next.swap(watch_soon);
+    if (!watch_next.empty()) ArmWatchTick();
+  });
 }
 
 void IoThread::RunLane() {
