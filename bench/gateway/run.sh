@@ -44,11 +44,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-UP=$(port); UPS=$(port); PROXY=$(port); HTTP=$(port); GRPC=$(port); BASE_HTTP=$(port)
-BASE_GRPC=$(port)
+# Seven free ports, all held until all are chosen (one at a time, the same port could come twice).
+read -r UP UPS PROXY HTTP GRPC BASE_HTTP BASE_GRPC < <(python3 -c '
+import socket
+held = [socket.socket() for _ in range(7)]
+for s in held:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))')
 
 # ---- The fixed answers. nginx's quoted strings take \" \\ \n escapes, so both bodies are written
 # once here as plain text and escaped for nginx below.
