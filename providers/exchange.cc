@@ -85,16 +85,26 @@ class ExchangeHandler : public HttpHandler {
       End(UpstreamFailed(std::string(s.message())));
       return false;
     }
-    for (SseEvent& event : events_) {
-      absl::Status s = translate_stream_->OnEvent(
-          std::move(event), [&](WireJson chunk) { chunks_.push_back(std::move(chunk)); });
-      if (!s.ok()) {
-        End(std::move(s));
-        return false;
-      }
+    if (absl::Status s = Translate(events_); !s.ok()) {
+      End(std::move(s));
+      return false;
     }
     PassChunks();
     return true;
+  }
+
+  // Where the translator's chunks go: chunks_, until PassChunks hands them over.
+  auto Collect() {
+    return [this](WireJson chunk) { chunks_.push_back(std::move(chunk)); };
+  }
+  // Translates `events` into chunks_, in order, up to the first error.
+  absl::Status Translate(std::vector<SseEvent>& events) {
+    for (SseEvent& event : events) {
+      if (absl::Status s = translate_stream_->OnEvent(std::move(event), Collect()); !s.ok()) {
+        return s;
+      }
+    }
+    return absl::OkStatus();
   }
 
   void Complete(absl::Status status) {
@@ -114,12 +124,9 @@ class ExchangeHandler : public HttpHandler {
       return End(absl::OkStatus());
     }
     if (sse_) {
-      auto emit = [&](WireJson chunk) { chunks_.push_back(std::move(chunk)); };
-      for (SseEvent& event : parser_.Finish()) {
-        absl::Status s = translate_stream_->OnEvent(std::move(event), emit);
-        if (!s.ok()) return End(std::move(s));
-      }
-      return End(WithRecovery(translate_stream_->OnEnd(emit), Recovery::kRetry));
+      std::vector<SseEvent> last = parser_.Finish();
+      if (absl::Status s = Translate(last); !s.ok()) return End(std::move(s));
+      return End(WithRecovery(translate_stream_->OnEnd(Collect()), Recovery::kRetry));
     }
     std::optional<Json> parsed = ParseJson(buffer_);
     if (!parsed.has_value()) return End(InvalidJson());
