@@ -273,8 +273,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // The watch IoThread::WatchClientLater asked for, if the answer is still in progress.
   void WatchIfAnswering() {
-    if (closed_ || read_pending_ || !exchange_ || exchange_->done) return;
-    WatchClient();
+    if (AnsweringUnwatched()) WatchClient();
   }
 
   // ---- Responder events, on the connection's thread. `seq` names the exchange they belong to.
@@ -392,11 +391,16 @@ class Session : public std::enable_shared_from_this<Session> {
         [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }
 
+  // An answer is in progress and nothing reads from or watches the client meanwhile.
+  bool AnsweringUnwatched() const {
+    return !closed_ && !read_pending_ && exchange_ && !exchange_->done;
+  }
+
   // While an answer is prepared: waits for the client to send more (a pipelined request) or to
   // leave, without reading. A read now, the speculative one Asio starts with, would find nothing
-  // and cost a system call per request; the read starts when there is something to read.
+  // and cost a system call per request; the read starts when there is something to read. (Bytes
+  // already in buffer_ are read at StartCall, and nothing adds to buffer_ without a read.)
   void WatchClient() {
-    if (buffer_.size() != 0) return ReadHeader();  // a pipelined request is here already
     read_pending_ = true;
     socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
       self->read_pending_ = false;
@@ -948,10 +952,9 @@ void Session::StartCall(http::request<http::string_body> req, Operation operatio
   exchange_->call = server_->pipeline.Handle(std::move(info), std::move(body), responder);
   // Watching the connection tells of the client leaving while the answer is prepared: at once
   // when a pipelined request is here already, else once the answer has taken a while.
-  if (!closed_ && !read_pending_ && exchange_ && !exchange_->done) {
-    if (buffer_.size() != 0) return ReadHeader();
-    io_.WatchClientLater(weak_from_this());
-  }
+  if (!AnsweringUnwatched()) return;
+  if (buffer_.size() != 0) return ReadHeader();
+  io_.WatchClientLater(weak_from_this());
 }
 
 }  // namespace
