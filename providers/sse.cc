@@ -6,12 +6,6 @@
 
 namespace terse::providers {
 
-absl::StatusOr<std::vector<SseEvent>> SseParser::Feed(std::string_view bytes) {
-  std::vector<SseEvent> events;
-  if (absl::Status s = Feed(bytes, events); !s.ok()) return s;
-  return events;
-}
-
 absl::Status SseParser::Feed(std::string_view bytes, std::vector<SseEvent>& out) {
   if (failed_) return absl::FailedPreconditionError("SSE parser failed earlier");
   const char* const data = bytes.data();

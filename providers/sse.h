@@ -6,7 +6,7 @@
 #include <string_view>
 #include <vector>
 
-#include "absl/status/statusor.h"
+#include "absl/status/status.h"
 
 namespace terse::providers {
 
@@ -28,8 +28,6 @@ class SseParser {
   // event grows beyond the limit; the parser is unusable afterwards. (A relay keeps one vector
   // for all its reads.)
   absl::Status Feed(std::string_view bytes, std::vector<SseEvent>& events);
-  // The same, returning the events.
-  absl::StatusOr<std::vector<SseEvent>> Feed(std::string_view bytes);
 
   // At the end of the stream: the last event when its data arrived without the closing blank
   // line (lenient: some servers end that way), else nothing.

@@ -10,12 +10,11 @@ namespace terse::providers {
 namespace {
 
 std::vector<SseEvent> FeedAll(SseParser& parser, const std::vector<std::string>& pieces) {
-  std::vector<SseEvent> all;
+  std::vector<SseEvent> all;  // each piece's events appended
   for (const std::string& piece : pieces) {
-    auto events = parser.Feed(piece);
-    EXPECT_TRUE(events.ok()) << events.status();
-    if (!events.ok()) break;
-    for (SseEvent& e : *events) all.push_back(std::move(e));
+    absl::Status s = parser.Feed(piece, all);
+    EXPECT_TRUE(s.ok()) << s;
+    if (!s.ok()) break;
   }
   return all;
 }
@@ -94,9 +93,10 @@ TEST(SseParserTest, FinishRecoversALastEventWithoutItsBlankLine) {
 
 TEST(SseParserTest, RejectsAnEventBeyondTheLimit) {
   SseParser parser(/*max_event_bytes=*/100);
-  EXPECT_TRUE(parser.Feed("data: " + std::string(50, 'x') + "\n").ok());
-  auto events = parser.Feed("data: " + std::string(80, 'y'));
-  EXPECT_EQ(events.status().code(), absl::StatusCode::kResourceExhausted);
+  std::vector<SseEvent> events;
+  EXPECT_TRUE(parser.Feed("data: " + std::string(50, 'x') + "\n", events).ok());
+  EXPECT_EQ(parser.Feed("data: " + std::string(80, 'y'), events).code(),
+            absl::StatusCode::kResourceExhausted);
 }
 
 }  // namespace
