@@ -230,6 +230,9 @@ cpu_and_switches() {  # target
 # One wrk run -> "rps p50_ms p99_ms errors cpu_us_per_request kernel_share switches_per_request"
 # (errors: non-2xx answers plus socket errors; CPU, the kernel's share of it and context switches:
 # of the process answering wrk, see cpu_and_switches).
+# One line of a results table: target conns req/s p50 p99 errors cpu kernel switches [run].
+row() { printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s %4s\n' "$@"; }
+
 measure() {  # target connections [delay_ms]
   local t0 k0 s0 t1 k1 s1
   read -r t0 k0 s0 < <(cpu_and_switches "$1")
@@ -299,15 +302,13 @@ echo "gateway pass-through benchmark: $(date -u +%FT%TZ), $nproc_ cores, nginx $
   sed 's/.*nginx\///'), terse io_threads=$IO_THREADS, nginx proxy workers=$PROXY_WORKERS"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $DURATION per measurement"
 echo
-printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s\n' target conns req/s p50_ms p99_ms errors \
-  cpu_us/req kernel switch/req
+row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req
 declare -A RPS P50 P99
 for c in $LEVELS; do
   for t in $TARGETS; do
     read -r rps p50 p99 err cpu sys cs < <(measure "$t" "$c")
     RPS[$t,$c]=$rps; P50[$t,$c]=$p50; P99[$t,$c]=$p99
-    printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s\n' "$t" "$c" "$rps" "$p50" "$p99" "$err" \
-      "$cpu" "$sys" "$cs"
+    row "$t" "$c" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs"
   done
   echo
 done
@@ -341,8 +342,7 @@ for kind in "" -stream; do
   lat=${P50[terse$kind,${LEVELS%% *}]}
   conns=$(awk -v r="$half" -v d="$DELAY_MS" -v l="$lat" 'BEGIN { c = int(r * (d + l) / 1000 + 0.5); print (c < 1 ? 1 : c) }')
   echo "half load${kind:+ (streaming)}: target ~$half req/s = $conns connections x mean ${DELAY_MS} ms pause"
-  printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s %4s\n' target conns req/s p50_ms p99_ms \
-    errors cpu_us/req kernel switch/req run
+  row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req run
   # HALF_LOAD_RUNS rounds, the targets interleaved within each so that a slow spell of the
   # machine hits all of them alike; the median of each target's rounds is compared.
   declare -A S50 S99
@@ -351,8 +351,7 @@ for kind in "" -stream; do
       [[ " $TARGETS " == *" $t$kind "* ]] || continue
       read -r rps p50 p99 err cpu sys cs < <(measure "$t$kind" "$conns" "$DELAY_MS")
       S50[$t]+="$p50 "; S99[$t]+="$p99 "
-      printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s %4s\n' "$t$kind" "$conns" "$rps" "$p50" \
-        "$p99" "$err" "$cpu" "$sys" "$cs" "$run"
+      row "$t$kind" "$conns" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs" "$run"
     done
   done
   for t in "${!S99[@]}"; do H50[$t]=$(median ${S50[$t]}); H99[$t]=$(median ${S99[$t]}); done
