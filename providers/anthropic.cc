@@ -294,7 +294,7 @@ class AnthropicProvider : public Provider {
     if (!http.ok()) return FailedCall(client_, http.status(), std::move(sink));
     absl::StatusOr<Json> body = InvalidRequest("the request cannot be sent to Anthropic");
     try {
-      body = ToAnthropicRequest(request.body, request.stream);
+      body = ToAnthropicRequest(request.body.json(), request.stream);
     } catch (const std::exception& e) {
       body = InvalidRequest(std::string("the request cannot be sent to Anthropic: ") + e.what());
     }

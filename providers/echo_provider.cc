@@ -101,7 +101,7 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
       : client_(client), delay_(delay), request_(std::move(request)), sink_(std::move(sink)) {}
 
   void Start() {
-    Json& body = request_.body;
+    Json& body = request_.body.mutable_json();
     model_ = StringField(body, "model", "echo");
     n_ = std::max(1, IntField(body, "n", 1));
     include_usage_ = body.is_object() && body.contains("stream_options") &&
@@ -210,7 +210,7 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
 
   void AnswerEmbeddings() {
     std::vector<std::string> inputs;
-    const Json& body = request_.body;
+    const Json& body = request_.body.json();
     if (body.is_object() && body.contains("input")) {
       const Json& input = body["input"];
       if (input.is_string()) inputs.push_back(input.get<std::string>());

@@ -1,6 +1,6 @@
 // Json from text and back, with nlohmann's results at a fraction of its cost. Every call's request
-// body is parsed once and serialized once on its way to the upstream, and nlohmann's own parser
-// and serializer were about a third of a pass-through request's instructions.
+// body is parsed once (and serialized only where terse built or rewrote it), and nlohmann's own
+// parser and serializer were about a third of a pass-through request's instructions.
 #pragma once
 
 #include <optional>

@@ -72,37 +72,37 @@ class OpenAiProvider : public Provider {
     absl::StatusOr<HttpRequest> http = NewHttpRequest(settings_, request);
     if (!http.ok()) return FailedCall(client_, http.status(), std::move(sink));
 
-    if (!request.body.is_object()) {
+    const Json& request_body = request.body.json();
+    if (!request_body.is_object()) {
       return FailedCall(client_, InvalidRequest("the request body must be a JSON object"),
                         std::move(sink));
     }
-    // The request's body is serialized as it is unless a field below must change; the pipeline
+    // The request's body is relayed as it is unless a field below must change; the pipeline
     // usually set them already, and a copy of the body per attempt is then saved.
-    std::optional<Json> changed;
-    auto edit = [&]() -> Json& {
+    std::optional<WireJson> changed;
+    auto edit = [&]() -> WireJson& {
       if (!changed.has_value()) changed = request.body;
       return *changed;
     };
     bool stream = request.stream && request.endpoint != Endpoint::kEmbeddings;
-    if (auto it = request.body.find("stream");
-        (stream || it != request.body.end()) && !IsBool(request.body, "stream", stream)) {
-      edit()["stream"] = stream;
+    if (auto it = request_body.find("stream");
+        (stream || it != request_body.end()) && !IsBool(request_body, "stream", stream)) {
+      edit().SetMember("stream", stream);
     }
     if (stream) {
       // terse needs the usage of every call, streamed or not (budgets, savings).
-      auto options = request.body.find("stream_options");
-      if (options == request.body.end() || !IsBool(*options, "include_usage", true)) {
-        Json& body = edit();
-        if (!body.contains("stream_options") || !body["stream_options"].is_object()) {
-          body["stream_options"] = Json::object();
-        }
-        body["stream_options"]["include_usage"] = true;
+      auto options = request_body.find("stream_options");
+      if (options == request_body.end() || !IsBool(*options, "include_usage", true)) {
+        Json with_usage =
+            options != request_body.end() && options->is_object() ? *options : Json::object();
+        with_usage["include_usage"] = true;
+        edit().SetMember("stream_options", std::move(with_usage));
       }
     }
-    const Json& body = changed.has_value() ? *changed : request.body;
+    const WireJson& body = changed.has_value() ? *changed : request.body;
 
     if (settings_.kind == v1::Provider::AZURE_OPENAI) {
-      std::string deployment = StringField(body, "model");
+      std::string deployment = StringField(body.json(), "model");
       if (deployment.empty()) {
         return FailedCall(client_, InvalidRequest("`model` names the Azure deployment", "model"),
                           std::move(sink));
@@ -119,7 +119,7 @@ class OpenAiProvider : public Provider {
     http->headers.emplace_back("Content-Type", "application/json");
     http->headers.emplace_back("Accept", stream ? "text/event-stream" : "application/json");
     http->method = "POST";
-    http->body = DumpJson(body);
+    http->body = body.text();
     return StartExchange(client_, *std::move(http), stream, nullptr, nullptr, std::move(sink));
   }
 

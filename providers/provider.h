@@ -21,7 +21,9 @@ enum class Endpoint { kChatCompletions, kCompletions, kEmbeddings };
 // One upstream call, in OpenAI's request shape.
 struct Request {
   Endpoint endpoint = Endpoint::kChatCompletions;
-  Json body;            // OpenAI JSON body; `model` is what the upstream is asked for
+  // The OpenAI JSON body; `model` is what the upstream is asked for. An HTTP client's body keeps
+  // the text it came in, with terse's edits spliced in, so that it is relayed as written.
+  WireJson body;
   bool stream = false;  // mirrors body["stream"]
   std::vector<std::pair<std::string, std::string>> headers;  // extra headers for the upstream
   std::string request_id;

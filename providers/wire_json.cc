@@ -5,6 +5,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "providers/json_scan.h"
 #include "providers/json_text.h"
 
@@ -28,20 +29,139 @@ const Json& WireJson::json() const {
 std::optional<WireJson> WireJson::FromUncheckedText(std::string text) {
   WireJson out;
   out.value_.reset();
-  const char* base = text.data();
   out.members_.reserve(8);  // one allocation for the usual few
-  const bool valid = IsValidJson(text, [&](std::string_view key, std::string_view value) {
-    out.members_.push_back({static_cast<size_t>(key.data() - base), key.size(),
-                            static_cast<size_t>(value.data() - base), value.size()});
-    // Keys are short: a loop beats a call of memchr.
-    if (std::any_of(key.begin(), key.end(), [](char c) { return c == '\\'; })) {
-      out.escaped_key_ = true;
-    }
+  out.text_ = std::move(text);
+  const bool valid = IsValidJson(*out.text_, [&](std::string_view key, std::string_view value) {
+    out.NoteMember(key, value);
   });
   if (!valid) return std::nullopt;
   out.members_noted_ = true;
-  out.text_ = std::move(text);  // the offsets hold in the moved string
   return out;
+}
+
+WireJson WireJson::FromParsedText(std::string text, Json value) {
+  WireJson out(std::move(value));
+  out.text_ = std::move(text);
+  return out;
+}
+
+void WireJson::NoteMember(std::string_view key, std::string_view value) {
+  const char* base = text_->data();
+  members_.push_back({static_cast<size_t>(key.data() - base), key.size(),
+                      static_cast<size_t>(value.data() - base), value.size()});
+  // Keys are short: a loop beats a call of memchr.
+  if (std::any_of(key.begin(), key.end(), [](char c) { return c == '\\'; })) {
+    escaped_key_ = true;
+  }
+}
+
+bool WireJson::NoteMembers() {
+  if (members_noted_) return true;
+  members_.clear();
+  members_.reserve(8);  // one allocation for the usual few
+  escaped_key_ = false;
+  // The text is valid JSON: as parsed into the value, or serialized from it.
+  if (!ForEachMember(
+          *text_, [&](std::string_view key, std::string_view value) { NoteMember(key, value); })) {
+    members_.clear();
+    return false;
+  }
+  members_noted_ = true;
+  return true;
+}
+
+std::optional<size_t> WireJson::OnlyMember(std::string_view key) const {
+  if (escaped_key_) return std::nullopt;
+  size_t found = kNoMember;
+  for (size_t i = 0; i < members_.size(); ++i) {
+    const MemberSpan& span = members_[i];
+    if (span.key_size == key.size() &&
+        std::memcmp(text_->data() + span.key_at, key.data(), key.size()) == 0) {
+      if (found != kNoMember) return std::nullopt;  // which one a parser keeps is its choice
+      found = i;
+    }
+  }
+  return found;
+}
+
+void WireJson::Splice(size_t at, size_t size, std::string_view with) {
+  text_->replace(at, size, with);
+  const ptrdiff_t moved = static_cast<ptrdiff_t>(with.size()) - static_cast<ptrdiff_t>(size);
+  for (MemberSpan& span : members_) {
+    if (span.key_at < at + size) continue;
+    span.key_at += moved;
+    span.value_at += moved;
+  }
+}
+
+void WireJson::SetMember(std::string_view key, Json value) {
+  std::optional<size_t> index;  // the member's in members_, kNoMember for a new one
+  if (value_.has_value()) {
+    auto it = value_->find(key);
+    if (it != value_->end() && *it == value) return;
+    // A member the value lacks is in the text under no spelling: no need to note where the
+    // others are to add it.
+    if (it == value_->end() && text_.has_value() && !members_noted_) index = kNoMember;
+  } else if (std::optional<Json> current = Member(key); current.has_value() && *current == value) {
+    return;
+  }
+  // terse's own keys need no escapes; any other is left to the serializer.
+  const bool plain_key = std::all_of(key.begin(), key.end(), [](char c) {
+    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+  });
+  if (plain_key && !index.has_value() && text_.has_value() && NoteMembers()) {
+    index = OnlyMember(key);
+  }
+  if (!plain_key || !index.has_value()) {
+    mutable_json()[std::string(key)] = std::move(value);
+    return;
+  }
+  if (*index != kNoMember) {
+    std::string encoded;
+    AppendJson(value, encoded);
+    MemberSpan& span = members_[*index];
+    const size_t old_size = span.value_size;
+    span.value_size = encoded.size();
+    Splice(span.value_at, old_size, encoded);
+  } else {
+    // `"key":value` last, just before the closing brace: only whitespace follows that.
+    const bool first = members_noted_ ? members_.empty() : value_->empty();
+    const size_t brace = text_->rfind('}');
+    std::string member = first ? "\"" : ",\"";
+    const size_t key_at = brace + member.size();
+    member.append(key).append("\":");
+    const size_t value_offset = member.size();
+    AppendJson(value, member);
+    Splice(brace, 0, member);
+    if (members_noted_) {
+      members_.push_back({key_at, key.size(), brace + value_offset, member.size() - value_offset});
+    }
+  }
+  if (value_.has_value()) (*value_)[std::string(key)] = std::move(value);
+}
+
+void WireJson::EraseMember(std::string_view key) {
+  if (value_.has_value() && value_->find(key) == value_->end()) return;
+  std::optional<size_t> index;
+  if (text_.has_value() && NoteMembers()) index = OnlyMember(key);
+  if (!index.has_value()) {
+    mutable_json().erase(std::string(key));
+    return;
+  }
+  if (*index == kNoMember) return;
+  // The member with the comma that joins it to a neighbour: the one before it, else after it.
+  const size_t i = *index;
+  auto value_end = [&](size_t k) { return members_[k].value_at + members_[k].value_size; };
+  size_t from = members_[i].key_at - 1;  // its opening quote
+  size_t to = value_end(i);
+  if (i > 0) {
+    from = value_end(i - 1);
+  } else if (i + 1 < members_.size()) {
+    to = members_[i + 1].key_at - 1;
+  }
+  members_.erase(members_.begin() + static_cast<ptrdiff_t>(i));
+  Splice(from, to - from, "");
+  if (value_.has_value()) value_->erase(std::string(key));
 }
 
 Json& WireJson::mutable_json() {

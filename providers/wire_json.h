@@ -3,6 +3,7 @@
 // value is built only for whoever needs to look inside (usage accounting, the gRPC face).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -22,6 +23,10 @@ class WireJson {
   // Checks `text` (exactly what the parser accepts) and wraps it, noting where its top-level
   // members are as it goes, so that member look-ups need no second pass; nullopt when invalid.
   static std::optional<WireJson> FromUncheckedText(std::string text);
+  // `value` with the text it was parsed from (the caller parsed `text` into `value`): a request
+  // body, relayed as the client wrote it while nothing changes it, and as it wrote it but for the
+  // members SetMember and EraseMember changed when they do.
+  static WireJson FromParsedText(std::string text, Json value);
 
   // The JSON text: as received while the value is unchanged, else the value serialized compactly
   // (invalid UTF-8 replaced by U+FFFD).
@@ -31,13 +36,23 @@ class WireJson {
   // The value, to change: the received text is dropped and text() serializes the value afterwards.
   Json& mutable_json();
 
+  // Set the top-level member `key` of an object to `value` (a new member goes last), or remove
+  // it (nothing when there is none), in the value and, while the text is at hand, in the text:
+  // only that member's text is rewritten, the rest is kept byte for byte. Nothing changes when
+  // the member already has the value. When the text cannot be edited in place (a key spelled with
+  // escapes, `key` more than once, a `key` that needs escapes), it is dropped and text()
+  // serializes the value afterwards.
+  // Not for a WireJson that is no object.
+  void SetMember(std::string_view key, Json value);
+  void EraseMember(std::string_view key);
+
   // The top-level member `key` of an object, or nullopt when there is none (or no object). From
   // the text, only that member is parsed.
   std::optional<Json> Member(std::string_view key) const;
   // Looks up the top-level member `key` in the text as received, parsing nothing. True when that
-  // settles it, with `*member` set to the member's text when there is one; false when the text
-  // is not the one received (the value is at hand: ask Member) or a key spelled with escapes
-  // leaves the answer to the parser.
+  // settles it, with `*member` set to the member's text when there is one; false when the text's
+  // members were not noted (the value is at hand: ask Member) or a key spelled with escapes leaves
+  // the answer to the parser.
   bool FindMemberText(std::string_view key, std::optional<std::string_view>* member) const;
 
   // True when the text is at hand, so text() costs nothing: the text as received (while the value
@@ -45,15 +60,27 @@ class WireJson {
   bool has_text() const { return text_.has_value(); }
 
  private:
+  static constexpr size_t kNoMember = SIZE_MAX;  // OnlyMember: `key` is no member
+
   // Where a top-level member's key (without quotes) and value are in text_.
   struct MemberSpan {
     size_t key_at, key_size, value_at, value_size;
   };
 
+  // The members of text_ noted when FromUncheckedText did not note them; false when text_ is no
+  // object (or absent).
+  bool NoteMembers();
+  void NoteMember(std::string_view key, std::string_view value);
+  // The index in members_ of the one member `key`: npos when there is none, nullopt when the
+  // text cannot say (escaped keys, duplicates).
+  std::optional<size_t> OnlyMember(std::string_view key) const;
+  // Replaces text_'s bytes [at, at + size) by `with`, moving the spans of the members after them.
+  void Splice(size_t at, size_t size, std::string_view with);
+
   mutable std::optional<std::string> text_;
   mutable std::optional<Json> value_;
-  // The top-level members of text_ in order, while text_ is the text FromUncheckedText received
-  // (`members_noted_`).
+  // The top-level members of text_ in order, when noted (`members_noted_`): by FromUncheckedText,
+  // or by the first edit of a text; the edits keep them up to date.
   std::vector<MemberSpan> members_;
   bool members_noted_ = false;
   bool escaped_key_ = false;  // a noted key is spelled with escapes: only the parser can read it

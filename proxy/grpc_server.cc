@@ -415,7 +415,8 @@ class GatewayService final : public v1::Gateway::CallbackService {
     if (!body.ok()) {
       state->Fail(body.status());
     } else {
-      state->Attach(pipeline_.Handle(std::move(info), *std::move(body), state));
+      state->Attach(
+          pipeline_.Handle(std::move(info), providers::WireJson(*std::move(body)), state));
     }
     return reactor;
   }
@@ -450,7 +451,8 @@ class GatewayService final : public v1::Gateway::CallbackService {
     if (!body.ok()) {
       state->Fail(body.status());
     } else {
-      state->Attach(pipeline_.Handle(std::move(info), *std::move(body), state));
+      state->Attach(
+          pipeline_.Handle(std::move(info), providers::WireJson(*std::move(body)), state));
     }
     return reactor;
   }

@@ -922,12 +922,12 @@ void Session::StartCall(http::request<http::string_body> req, Operation operatio
                                     "OpenAI API expects a JSON payload."),
                      OperationLabel(route));
   }
-  Json body = *std::move(parsed);
-  req.body().clear();
-  req.body().shrink_to_fit();
+  // The text goes along with its value: relayed as the client wrote it, but for terse's edits.
+  auto body = providers::WireJson::FromParsedText(std::move(req.body()), *std::move(parsed));
   std::string_view deployment;
   Path(req, &deployment);
-  if (!deployment.empty() && body.is_object()) body["model"] = std::string(deployment);
+  if (!deployment.empty() && body.json().is_object())
+    body.SetMember("model", std::string(deployment));
 
   CallInfo info;
   info.face = Face::kHttp;

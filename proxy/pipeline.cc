@@ -169,41 +169,46 @@ constexpr std::string_view kRoles[] = {"system",    "developer", "user",
                                        "assistant", "tool",      "function"};
 
 absl::Status CheckMessage(const Json& message, size_t index) {
-  const std::string at = absl::StrCat("messages[", index, "]");
-  if (!message.is_object()) return WrongType(at, "an object", message);
+  // The parameter an error names, spelled out only for an error.
+  auto at = [index](std::string_view rest = "") {
+    return absl::StrCat("messages[", index, "]", Av(rest));
+  };
+  if (!message.is_object()) return WrongType(at(), "an object", message);
   auto role = message.find("role");
-  if (role == message.end() || role->is_null()) return Missing(at + ".role");
-  if (!role->is_string()) return WrongType(at + ".role", "a string", *role);
+  if (role == message.end() || role->is_null()) return Missing(at(".role"));
+  if (!role->is_string()) return WrongType(at(".role"), "a string", *role);
   const std::string& role_name = role->get_ref<const std::string&>();
   if (std::find(std::begin(kRoles), std::end(kRoles), role_name) == std::end(kRoles)) {
     return InvalidRequest(
         absl::StrCat("Invalid value: '", role_name,
                      "'. Supported values are: 'system', 'developer', 'user', 'assistant', "
                      "'tool', and 'function'."),
-        at + ".role");
+        at(".role"));
   }
   auto content = message.find("content");
   // An assistant turn may carry only tool calls; a legacy function result may be null.
   const bool content_optional = role_name == "assistant" || role_name == "function";
   if (content == message.end() || content->is_null()) {
     if (content_optional) return absl::OkStatus();
-    return Missing(at + ".content");
+    return Missing(at(".content"));
   }
   if (content->is_string()) return absl::OkStatus();
   if (!content->is_array()) {
-    return WrongType(at + ".content", "one of a string or array of objects", *content);
+    return WrongType(at(".content"), "one of a string or array of objects", *content);
   }
   for (size_t i = 0; i < content->size(); ++i) {
     const Json& part = (*content)[i];
-    const std::string part_at = absl::StrCat(at, ".content[", i, "]");
-    if (!part.is_object()) return WrongType(part_at, "an object", part);
+    auto part_at = [&](std::string_view rest = "") {
+      return at(absl::StrCat(".content[", i, "]", Av(rest)));
+    };
+    if (!part.is_object()) return WrongType(part_at(), "an object", part);
     auto type = part.find("type");
-    if (type == part.end() || type->is_null()) return Missing(part_at + ".type");
-    if (!type->is_string()) return WrongType(part_at + ".type", "a string", *type);
+    if (type == part.end() || type->is_null()) return Missing(part_at(".type"));
+    if (!type->is_string()) return WrongType(part_at(".type"), "a string", *type);
     if (*type == "text") {
       auto text = part.find("text");
-      if (text == part.end() || text->is_null()) return Missing(part_at + ".text");
-      if (!text->is_string()) return WrongType(part_at + ".text", "a string", *text);
+      if (text == part.end() || text->is_null()) return Missing(part_at(".text"));
+      if (!text->is_string()) return WrongType(part_at(".text"), "a string", *text);
     }
   }
   return absl::OkStatus();
@@ -403,7 +408,7 @@ class CallState : public std::enable_shared_from_this<CallState> {
     pipeline_.in_flight.fetch_add(1, std::memory_order_relaxed);
   }
 
-  void Run(Json body);
+  void Run(providers::WireJson body);
   void Cancel();
 
   // Upstream sink events; the provider serializes them on its event-loop thread.
@@ -414,10 +419,10 @@ class CallState : public std::enable_shared_from_this<CallState> {
  private:
   // Steps of the path, in order.
   absl::Status Admit();  // Quotas and rate limits (tenants issue); the in-flight cap for now.
-  void Compress(Json body);
+  void Compress(providers::WireJson body);
   // After compression (or its fallback): forwards, or for Operation::kCompress replies.
-  void Proceed(Json body);
-  void Forward(Json body);
+  void Proceed(providers::WireJson body);
+  void Forward(providers::WireJson body);
   // Usage and savings ledger (tenants issue): gets what the upstream reported and what
   // compression saved; nothing to book into yet.
   void Book(const Usage& usage, const v1::CompressionReport& compression);
@@ -496,7 +501,8 @@ class CallHandle : public PipelineCall {
   std::shared_ptr<CallState> call_;
 };
 
-void CallState::Run(Json body) {
+void CallState::Run(providers::WireJson wire) {
+  const Json& body = wire.json();
   if (absl::Status s = Validate(info_.operation, body); !s.ok()) return Finish(s);
   model_ = body["model"].get<std::string>();
   route_ = config_->MatchRoute(model_);
@@ -516,7 +522,7 @@ void CallState::Run(Json body) {
     return Finish(absl::DeadlineExceededError("The request's deadline passed before it started."));
   }
   if (absl::Status s = Admit(); !s.ok()) return Finish(s);
-  Compress(std::move(body));
+  Compress(std::move(wire));
 }
 
 absl::Status CallState::Admit() {
@@ -530,9 +536,10 @@ absl::Status CallState::Admit() {
   return absl::OkStatus();
 }
 
-void CallState::Compress(Json body) {
+void CallState::Compress(providers::WireJson wire) {
   const v1::Compression& policy = route_->compression();
   if (pipeline_.recorder != nullptr && !policy.record_alignment_pairs().empty()) {
+    const Json& body = wire.json();
     if (info_.operation == Operation::kChatCompletions) {
       alignment_prompt_ = RenderAlignmentPrompt(body["messages"]);
     } else if (info_.operation == Operation::kCompletions) {
@@ -546,13 +553,13 @@ void CallState::Compress(Json body) {
   if (!policy.enabled() && !route_->allow_overrides() && info_.operation != Operation::kCompress) {
     head_.compression.set_applied(false);
     head_.compression.set_reason("compression is off for this route");
-    return Forward(std::move(body));
+    return Forward(std::move(wire));
   }
-  const bool fail_on_error = policy.on_error() == "fail";
-  std::optional<Json> original;
-  if (!fail_on_error) original = body;
+  // Forwarded when compression fails, as the client wrote it.
+  std::optional<providers::WireJson> original;
+  if (policy.on_error() != "fail") original = wire;
   pipeline_.compression.Compress(
-      *route_, info_, std::move(body),
+      *route_, info_, std::move(wire.mutable_json()),
       [self = shared_from_this(),
        original = std::move(original)](absl::StatusOr<CompressionStep::Result> result) mutable {
         if (self->IsCancelled()) return self->Finish(absl::CancelledError("cancelled"));
@@ -579,19 +586,19 @@ void CallState::Compress(Json body) {
               result->report.compressed_tokens(), absl::Milliseconds(result->report.compress_ms()),
               result->report.cache_hit());
         }
-        self->Proceed(std::move(result->body));
+        self->Proceed(providers::WireJson(std::move(result->body)));
       });
 }
 
-void CallState::Proceed(Json body) {
+void CallState::Proceed(providers::WireJson body) {
   if (info_.operation != Operation::kCompress) return Forward(std::move(body));
   // The compress operation answers with the messages it would have forwarded.
   response_ = providers::WireJson(
-      Json{{"model", model_}, {"messages", body.value("messages", Json::array())}});
+      Json{{"model", model_}, {"messages", body.json().value("messages", Json::array())}});
   Finish(absl::OkStatus());
 }
 
-void CallState::Forward(Json body) {
+void CallState::Forward(providers::WireJson body) {
   providers::Request request;
   switch (info_.operation) {
     case Operation::kCompletions:
@@ -604,13 +611,16 @@ void CallState::Forward(Json body) {
       request.endpoint = providers::Endpoint::kChatCompletions;
       break;
   }
-  body.erase("terse");              // a request's compression override never reaches the upstream
-  body["model"] = upstream_model_;  // keeps the field's position
+  // Edits of members, each spliced into the client's text: the rest reaches the upstream as the
+  // client wrote it.
+  body.EraseMember("terse");                 // a request's compression override stays here
+  body.SetMember("model", upstream_model_);  // keeps the field's position
   if (stream_) {
     // terse needs the numbers for budgets even when the client did not ask for them.
-    Json& options = body["stream_options"];
-    if (!options.is_object()) options = Json::object();
-    options["include_usage"] = true;
+    std::optional<Json> options = body.Member("stream_options");
+    if (!options.has_value() || !options->is_object()) options = Json::object();
+    (*options)["include_usage"] = true;
+    body.SetMember("stream_options", *std::move(options));
   }
   request.body = std::move(body);
   request.stream = stream_;
@@ -677,7 +687,7 @@ void CallState::OnChunks(std::span<providers::WireJson> chunks) {
       // The usage-only chunk exists because terse asked for it: the client never sees it.
       std::optional<Json> choices = chunk.Member("choices");
       if (choices.has_value() && choices->is_array() && choices->empty()) continue;
-      chunk.mutable_json().erase("usage");
+      chunk.EraseMember("usage");
     }
     if (alignment_prompt_.has_value()) alignment_answer_ += AlignmentAnswerText(chunk.json());
     if (&chunk != &chunks[kept]) chunks[kept] = std::move(chunk);
@@ -825,7 +835,7 @@ Pipeline::~Pipeline() {
   }
 }
 
-std::unique_ptr<PipelineCall> Pipeline::Handle(CallInfo info, Json body,
+std::unique_ptr<PipelineCall> Pipeline::Handle(CallInfo info, providers::WireJson body,
                                                std::shared_ptr<Responder> responder) {
   auto call = std::make_shared<CallState>(*state_, std::move(info), std::move(responder));
   {

@@ -91,9 +91,11 @@ class Pipeline {
            CompressionStep& compression, Metrics& metrics);
   ~Pipeline();
 
-  // Runs one call. `body` is the OpenAI JSON request (for gRPC: decoded from the proto). The
-  // responder hears the outcome; the returned handle cancels the call (client gone).
-  std::unique_ptr<PipelineCall> Handle(CallInfo info, Json body,
+  // Runs one call. `body` is the OpenAI JSON request: over HTTP the client's text with its parsed
+  // value (WireJson::FromParsedText), relayed as written but for the members terse sets; for gRPC
+  // the value decoded from the proto. The responder hears the outcome; the returned handle
+  // cancels the call (client gone).
+  std::unique_ptr<PipelineCall> Handle(CallInfo info, providers::WireJson body,
                                        std::shared_ptr<Responder> responder);
 
   // The body of GET /v1/models: one entry per route model that is not a glob.

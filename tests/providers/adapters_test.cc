@@ -49,7 +49,7 @@ class AdaptersTest : public ::testing::Test {
     request.endpoint = Endpoint::kChatCompletions;
     request.stream = stream;
     if (stream) body["stream"] = true;
-    request.body = std::move(body);
+    request.body = WireJson(std::move(body));
     return request;
   }
 
@@ -295,14 +295,14 @@ TEST_F(AdaptersTest, OpenAiCompletionsAndEmbeddings) {
   auto set = MakeSet(v1::Provider::OPENAI);
   Request completion;
   completion.endpoint = Endpoint::kCompletions;
-  completion.body = {{"model", "gpt-3.5-turbo-instruct"}, {"prompt", "say this"}};
+  completion.body = WireJson(Json{{"model", "gpt-3.5-turbo-instruct"}, {"prompt", "say this"}});
   auto sink = Run(*set, completion);
   ASSERT_THAT(sink->status(), IsOk());
   EXPECT_EQ(upstream_.last_request().path, "/v1/completions");
   EXPECT_EQ(sink->response()["choices"][0]["text"], "say this");
 
   completion.stream = true;
-  completion.body["stream"] = true;
+  completion.body.SetMember("stream", true);
   sink = Run(*set, completion);
   ASSERT_THAT(sink->status(), IsOk());
   EXPECT_EQ(sink->StreamedText(), "say this");
@@ -310,7 +310,8 @@ TEST_F(AdaptersTest, OpenAiCompletionsAndEmbeddings) {
 
   Request embeddings;
   embeddings.endpoint = Endpoint::kEmbeddings;
-  embeddings.body = {{"model", "text-embedding-3-small"}, {"input", Json::array({"a b", "c"})}};
+  embeddings.body =
+      WireJson(Json{{"model", "text-embedding-3-small"}, {"input", Json::array({"a b", "c"})}});
   sink = Run(*set, embeddings);
   ASSERT_THAT(sink->status(), IsOk());
   EXPECT_EQ(upstream_.last_request().path, "/v1/embeddings");
@@ -431,7 +432,7 @@ TEST_F(AdaptersTest, AnthropicRefusesEndpointsItDoesNotHave) {
   auto set = MakeSet(v1::Provider::ANTHROPIC);
   Request embeddings;
   embeddings.endpoint = Endpoint::kEmbeddings;
-  embeddings.body = {{"model", "m"}, {"input", "x"}};
+  embeddings.body = WireJson(Json{{"model", "m"}, {"input", "x"}});
   auto sink = Run(*set, embeddings);
   EXPECT_THAT(sink->status(), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_EQ(upstream_.request_count(), 0u);

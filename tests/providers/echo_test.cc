@@ -29,13 +29,13 @@ std::unique_ptr<ProviderSet> EchoSet(uint32_t delay_ms = 0) {
 Request Chat(bool stream) {
   Request request;
   request.stream = stream;
-  request.body = {
+  request.body = WireJson(Json{
       {"model", "echo-1"},
       {"messages",
        Json::array({{{"role", "system"}, {"content", "Be brief."}},
                     {{"role", "user"},
-                     {"content", Json::array({{{"type", "text"}, {"text", "Hello there"}}})}}})}};
-  if (stream) request.body["stream"] = true;
+                     {"content", Json::array({{{"type", "text"}, {"text", "Hello there"}}})}}})}});
+  if (stream) request.body.SetMember("stream", true);
   return request;
 }
 
@@ -63,7 +63,7 @@ TEST(EchoProviderTest, AnswersWithTheMessagesText) {
 TEST(EchoProviderTest, StreamsWordByWordWithUsageWhenAsked) {
   auto set = EchoSet();
   Request request = Chat(true);
-  request.body["stream_options"] = {{"include_usage", true}};
+  request.body.SetMember("stream_options", {{"include_usage", true}});
   auto sink = SendAndWait(*set, request);
   ASSERT_THAT(sink->status(), IsOk());
   std::vector<Json> chunks = sink->chunks();
@@ -81,7 +81,7 @@ TEST(EchoProviderTest, StreamsWordByWordWithUsageWhenAsked) {
 TEST(EchoProviderTest, NoUsageChunkUnlessAskedAndNChoices) {
   auto set = EchoSet();
   Request request = Chat(true);
-  request.body["n"] = 2;
+  request.body.SetMember("n", 2);
   auto sink = SendAndWait(*set, request);
   ASSERT_THAT(sink->status(), IsOk());
   EXPECT_TRUE(sink->StreamedUsage().is_null());
@@ -92,7 +92,7 @@ TEST(EchoProviderTest, NoUsageChunkUnlessAskedAndNChoices) {
   EXPECT_EQ(index1, 6);  // role, 4 words, finish for the second choice
 
   request = Chat(false);
-  request.body["n"] = 3;
+  request.body.SetMember("n", 3);
   sink = SendAndWait(*set, request);
   ASSERT_THAT(sink->status(), IsOk());
   EXPECT_EQ(sink->response()["choices"].size(), 3u);
@@ -115,14 +115,14 @@ TEST(EchoProviderTest, CompletionsAndEmbeddings) {
   auto set = EchoSet();
   Request completion;
   completion.endpoint = Endpoint::kCompletions;
-  completion.body = {{"model", "echo-1"}, {"prompt", "complete me"}};
+  completion.body = WireJson(Json{{"model", "echo-1"}, {"prompt", "complete me"}});
   auto sink = SendAndWait(*set, completion);
   ASSERT_THAT(sink->status(), IsOk());
   EXPECT_EQ(sink->response()["object"], "text_completion");
   EXPECT_EQ(sink->response()["choices"][0]["text"], "complete me");
 
   completion.stream = true;
-  completion.body["stream_options"] = {{"include_usage", true}};
+  completion.body.SetMember("stream_options", {{"include_usage", true}});
   sink = SendAndWait(*set, completion);
   ASSERT_THAT(sink->status(), IsOk());
   EXPECT_EQ(sink->StreamedText(), "complete me");
@@ -130,7 +130,7 @@ TEST(EchoProviderTest, CompletionsAndEmbeddings) {
 
   Request embeddings;
   embeddings.endpoint = Endpoint::kEmbeddings;
-  embeddings.body = {{"model", "echo-embed"}, {"input", Json::array({"a b c", "d"})}};
+  embeddings.body = WireJson(Json{{"model", "echo-embed"}, {"input", Json::array({"a b c", "d"})}});
   sink = SendAndWait(*set, embeddings);
   ASSERT_THAT(sink->status(), IsOk());
   Json r = sink->response();

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "providers/wire_json.h"
@@ -138,23 +139,23 @@ TEST(JsonScanTest, AgreesWithTheParserOnMutatedTexts) {
 // seen at every position of a word, and near the end of the text.
 TEST(JsonScanTest, FindsEveryKindOfByteAtEveryPositionOfALongString) {
   const std::vector<std::string> inserts = {
-      "\"",          // ends the string early: what follows is not JSON
-      "\\n",        // an escape
-      "\\q",        // a bad escape
-      "\x01",        // a raw control character
+      "\"",    // ends the string early: what follows is not JSON
+      "\\n",   // an escape
+      "\\q",   // a bad escape
+      "\x01",  // a raw control character
       "\x1f",
-      "\x7f",        // DEL is allowed
-      "\xc3\xa9",    // UTF-8
-      "\xff",        // not UTF-8
-      "\xe2\x82",    // cut UTF-8
+      "\x7f",      // DEL is allowed
+      "\xc3\xa9",  // UTF-8
+      "\xff",      // not UTF-8
+      "\xe2\x82",  // cut UTF-8
       " ",
   };
   int accepted = 0;
   for (const std::string& insert : inserts) {
     for (size_t prefix = 0; prefix < 20; ++prefix) {
       for (size_t suffix : {0, 1, 7, 8, 9, 17}) {
-        const std::string text = "\"" + std::string(prefix, 'a') + insert +
-                                 std::string(suffix, 'b') + "\"";
+        const std::string text =
+            "\"" + std::string(prefix, 'a') + insert + std::string(suffix, 'b') + "\"";
         ASSERT_EQ(IsValidJson(text), ParserAccepts(text))
             << "insert " << ::testing::PrintToString(insert) << " after " << prefix;
         accepted += ParserAccepts(text);
@@ -244,6 +245,104 @@ TEST(WireJsonTest, UncheckedTextIsCheckedAndItsMembersNoted) {
   changed.text();
   EXPECT_FALSE(changed.FindMemberText("usage", &usage));  // a serialization: the value decides
   EXPECT_EQ(*changed.Member("usage"), 5);
+}
+
+// A request body as the client wrote it: spacing, number spellings and escapes are not what the
+// serializer would write, so any re-serialization shows.
+constexpr std::string_view kClientText =
+    R"({ "model" : "fi\u0078ed",  "temperature": 0.50, "messages": [{"role": "user", "content": "hi"}] ,"n":1 })";
+
+TEST(WireJsonTest, EditedMembersAreSplicedIntoTheTextAndTheRestKeptByteForByte) {
+  WireJson wire = WireJson::FromParsedText(std::string(kClientText), Json::parse(kClientText));
+  wire.SetMember("model", "fixed");  // the same value, spelled otherwise: nothing to do
+  EXPECT_EQ(wire.text(), kClientText);
+  wire.SetMember("model", "gpt-4o");
+  wire.SetMember("stream_options", Json{{"include_usage", true}});
+  wire.EraseMember("terse");  // none: nothing to do
+  wire.EraseMember("n");
+  EXPECT_EQ(
+      wire.text(),
+      R"({ "model" : "gpt-4o",  "temperature": 0.50, "messages": [{"role": "user", "content": "hi"}] ,"stream_options":{"include_usage":true}})");
+  EXPECT_EQ(wire.json(), Json::parse(wire.text()));
+  std::optional<std::string_view> member;
+  ASSERT_TRUE(wire.FindMemberText("stream_options", &member));  // the noted places moved along
+  EXPECT_EQ(member, R"({"include_usage":true})");
+  ASSERT_TRUE(wire.FindMemberText("temperature", &member));
+  EXPECT_EQ(member, "0.50");
+
+  // The first member, the only one, an empty object.
+  WireJson first = WireJson::FromParsedText(R"({"a":1, "b":2})", Json::parse(R"({"a":1,"b":2})"));
+  first.EraseMember("a");
+  EXPECT_EQ(first.text(), R"({"b":2})");
+  first.EraseMember("b");
+  EXPECT_EQ(first.text(), "{}");
+  first.SetMember("c", Json::array({1}));
+  EXPECT_EQ(first.text(), R"({"c":[1]})");
+  EXPECT_EQ(first.json(), Json({{"c", Json::array({1})}}));
+}
+
+TEST(WireJsonTest, TextThatCannotBeEditedInPlaceIsSerializedAfterAnEdit) {
+  // A parser keeps one of two duplicates, and which one is its choice: the value decides.
+  const std::string duplicates = R"({"model":"a", "model":"b"})";
+  WireJson twice = WireJson::FromParsedText(duplicates, Json::parse(duplicates));
+  twice.SetMember("model", "c");
+  EXPECT_EQ(twice.text(), R"({"model":"c"})");
+  // A key spelled with escapes.
+  const std::string escaped = R"({"mod\u0065l":"a", "n": 1})";
+  WireJson spelled = WireJson::FromParsedText(escaped, Json::parse(escaped));
+  spelled.EraseMember("n");
+  EXPECT_EQ(spelled.text(), R"({"model":"a"})");
+  // A key that needs escapes.
+  const std::string plain = R"({"n": 1})";
+  WireJson quoted = WireJson::FromParsedText(plain, Json::parse(plain));
+  quoted.SetMember("say \"hi\"", 2);
+  EXPECT_EQ(quoted.text(), R"({"n":1,"say \"hi\"":2})");
+  // A value terse built is serialized, edited or not.
+  WireJson built(Json{{"model", "a"}});
+  built.SetMember("stream", true);
+  EXPECT_EQ(built.text(), R"({"model":"a","stream":true})");
+}
+
+// Random edits of texts received (unparsed), parsed, and built, against the same edits of a Json.
+TEST(WireJsonTest, EditsAgreeWithTheSameEditsOfTheValue) {
+  const std::vector<std::string> texts = {"{}", " { } ", R"({"a":1})",
+                                          R"( {"a" : [1, {"b":2}] , "c":"x\"y" , "d":null } )",
+                                          R"({"model":"m","messages":[],"stream":true})"};
+  const std::vector<std::string> keys = {"a", "c", "d", "model", "stream", "new"};
+  const std::vector<Json> values = {1, "s", Json::object(), Json::array({1, 2}), nullptr, true};
+  std::mt19937 rng(7);
+  for (int round = 0; round < 400; ++round) {
+    const std::string& text = texts[rng() % texts.size()];
+    Json expected = Json::parse(text);
+    WireJson received = Received(text);
+    WireJson parsed = WireJson::FromParsedText(text, expected);
+    WireJson built(expected);
+    std::string done;
+    for (int step = 0; step < 4; ++step) {
+      const std::string& key = keys[rng() % keys.size()];
+      if (rng() % 3 == 0) {
+        expected.erase(key);
+        for (WireJson* wire : {&received, &parsed, &built}) wire->EraseMember(key);
+        absl::StrAppend(&done, " erase ", key);
+      } else {
+        const Json& value = values[rng() % values.size()];
+        expected[key] = value;
+        for (WireJson* wire : {&received, &parsed, &built}) wire->SetMember(key, value);
+        absl::StrAppend(&done, " set ", key, "=", value.dump());
+      }
+      for (WireJson* wire : {&received, &parsed, &built}) {
+        ASSERT_EQ(Json::parse(wire->text()), expected) << text << done;
+        ASSERT_EQ(wire->json(), expected) << text << done;
+        std::optional<std::string_view> member;
+        if (wire->FindMemberText(key, &member)) {
+          ASSERT_EQ(member.has_value(), expected.contains(key)) << text << done;
+          if (member.has_value()) {
+            ASSERT_EQ(Json::parse(*member), expected[key]) << text << done;
+          }
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -177,11 +177,36 @@ TEST_F(HttpServerTest, UnknownFieldsReachTheUpstreamUnchangedAndInOrder) {
   EXPECT_EQ(gw.upstream.last_request().body, body);
 }
 
+// Spacing, number spellings and escapes show any re-serialization: what terse changes is
+// spliced into the client's text, and the rest reaches the upstream byte for byte.
+TEST_F(HttpServerTest, TheBodyIsRelayedAsWrittenButForTheMembersTerseSets) {
+  const std::string body = R"({ "model" : "gpt-4o", "temperature": 0.50, "stop": "\u00e9",)"
+                           R"( "messages": [ {"role": "user", "content": "x"} ] })";
+  auto r = Once("POST", "/v1/chat/completions", body);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(gw.upstream.last_request().body, body);
+
+  // A stream: terse asks for the usage, and the request's compression override stays here.
+  const std::string stream_body =
+      R"({"terse": {"rate": 0.5}, "model":"gpt-4o", "stream": true,  "top_p": 1.0,)"
+      R"( "messages":[{"role":"user","content":"x"}]})";
+  r = Once("POST", "/v1/chat/completions", stream_body);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(
+      gw.upstream.last_request().body,
+      R"({"model":"gpt-4o", "stream": true,  "top_p": 1.0,)"
+      R"( "messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}})");
+}
+
 TEST_F(HttpServerTest, ModelIsRenamedForTheUpstream) {
-  auto r = Once("POST", "/v1/chat/completions", ChatBody("small", "x"));
+  const std::string body = R"({"model": "small", "messages": [{"role": "user", "content": "x"}]})";
+  auto r = Once("POST", "/v1/chat/completions", body);
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status, 200);
-  EXPECT_EQ(gw.upstream.last_request().JsonBody()["model"], "fake-small-2024");
+  EXPECT_EQ(gw.upstream.last_request().body,
+            R"({"model": "fake-small-2024", "messages": [{"role": "user", "content": "x"}]})");
 }
 
 TEST_F(HttpServerTest, MalformedJsonIs400) {

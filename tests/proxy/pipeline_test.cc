@@ -40,7 +40,11 @@ struct Started {
 
 Started Start(Pipeline& pipeline, Json body, CallInfo info = Info()) {
   Started run;
-  run.call = pipeline.Handle(std::move(info), std::move(body), run.responder);
+  // As the HTTP face hands it over: the client's text with its value.
+  std::string text = body.dump();
+  run.call = pipeline.Handle(std::move(info),
+                             providers::WireJson::FromParsedText(std::move(text), std::move(body)),
+                             run.responder);
   return run;
 }
 
