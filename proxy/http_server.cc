@@ -61,6 +61,13 @@ constexpr uint64_t kDefaultBodyLimit = 8 * 1024 * 1024;
 // Bytes a slow reader may leave unsent before its connection is dropped: the pipeline never
 // waits for a client, so the queue is the only thing that grows.
 constexpr size_t kMaxQueuedBytes = 32 * 1024 * 1024;
+// A read takes at most the free room of the connection's buffer, which an empty buffer has 512
+// bytes of: a 32 KiB prompt came in 66 reads. Before a body is read the buffer gets room for it
+// (for a body of unknown length, kChunkedBodyRoom), up to kMaxBodyRoom; a buffer grown beyond
+// kKeptBufferRoom is given back once it is empty.
+constexpr size_t kMaxBodyRoom = 1024 * 1024;
+constexpr size_t kChunkedBodyRoom = 64 * 1024;
+constexpr size_t kKeptBufferRoom = 64 * 1024;
 
 std::string_view ToStd(beast::string_view s) { return std::string_view(s.data(), s.size()); }
 // Debian's abseil has its own string_view; StrCat takes only that one.
@@ -456,6 +463,9 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (parser_->is_done()) return Dispatch();
     parser_->body_limit(server_->max_body_bytes);
+    const boost::optional<uint64_t> length = parser_->content_length();
+    buffer_.reserve(buffer_.size() + static_cast<size_t>(std::min<uint64_t>(
+                                         length.value_or(kChunkedBodyRoom), kMaxBodyRoom)));
     read_pending_ = true;
     http::async_read(
         socket_, buffer_, *parser_,
@@ -525,6 +535,7 @@ class Session : public std::enable_shared_from_this<Session> {
     DisarmTimer();
     http::request<http::string_body> req = parser_->release();
     parser_.reset();
+    if (buffer_.size() == 0 && buffer_.capacity() > kKeptBufferRoom) buffer_.shrink_to_fit();
     const RouteEntry* entry = FindRoute(Path(req));
     if (entry == nullptr) {
       return SendError(

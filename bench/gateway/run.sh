@@ -12,10 +12,12 @@
 # Environment: TERSE (binary), DURATION (per measurement), LEVELS (connection counts),
 # IO_THREADS (terse listeners.io_threads; 0 = one per core), PROXY_WORKERS (nginx proxy workers),
 # DELAY_MS (half-load pause), HALF_LOAD_RUNS (interleaved half-load rounds; medians compared),
-# TERSE_WRAP (command prefix for terse), PROFILE (see below), TARGETS (which of the eight targets
-# to measure; all by default), BASELINE (another terse binary, say of an earlier commit: measured
-# as the targets `baseline` and `baseline-stream`, beside terse and interleaved with it, for an
-# A/B comparison in one run on a machine whose speed drifts).
+# TERSE_WRAP (command prefix for terse), PROMPT_BYTES (the user message's length; 0, the default,
+# is a short question), PROFILE (see below), TARGETS (which of the eight targets to measure; all
+# by default, and direct, nginx-proxy and terse of both kinds always), BASELINE (another terse
+# binary, say of an earlier commit: measured as the targets `baseline` and `baseline-stream`,
+# beside terse and interleaved with it, for an A/B comparison in one run on a machine whose speed
+# drifts).
 # Run from anywhere; needs nginx, wrk and curl (perf or valgrind to profile).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,6 +28,7 @@ IO_THREADS=${IO_THREADS:-0}
 PROXY_WORKERS=${PROXY_WORKERS:-auto}
 DELAY_MS=${DELAY_MS:-10}
 HALF_LOAD_RUNS=${HALF_LOAD_RUNS:-3}
+PROMPT_BYTES=${PROMPT_BYTES:-0}
 TERSE_WRAP=${TERSE_WRAP:-}
 BASELINE=${BASELINE:-}
 
@@ -77,7 +80,7 @@ nginx_string() {  # text -> the inside of an nginx "..." string
 common_http='access_log off;
   client_body_temp_path body; proxy_temp_path proxy; fastcgi_temp_path fcgi;
   uwsgi_temp_path uwsgi; scgi_temp_path scgi;
-  keepalive_requests 1000000;'
+  keepalive_requests 1000000; client_body_buffer_size 1m;'
 
 # The upstream: one worker, as a fast fixed-answer server.
 mkdir -p "$work/up" "$work/proxy"
@@ -171,8 +174,14 @@ if [[ -n $BASELINE ]]; then
   echo $! >"$work/baseline.pid"
 fi
 
-body='{"model":"fixed","messages":[{"role":"user","content":"What is the answer?"}]}'
-stream_body='{"model":"fixed-stream","stream":true,"messages":[{"role":"user","content":"What is the answer?"}]}'
+# The prompt: a short question, or PROMPT_BYTES bytes of prose (what a long prompt costs a proxy).
+prompt="What is the answer?"
+if (( PROMPT_BYTES > 0 )); then
+  prompt=$(python3 -c 'import sys; n = int(sys.argv[1]); w = "the quick brown fox jumps over the lazy dog. "
+print((w * (n // len(w) + 1))[:n])' "$PROMPT_BYTES")
+fi
+body='{"model":"fixed","messages":[{"role":"user","content":"'$prompt'"}]}'
+stream_body='{"model":"fixed-stream","stream":true,"messages":[{"role":"user","content":"'$prompt'"}]}'
 chat=/v1/chat/completions
 declare -A URL BODY
 URL[direct]=http://127.0.0.1:$UP$chat;                BODY[direct]=$body
@@ -187,6 +196,10 @@ BODY[terse-libcurl-stream]=${stream_body/\"fixed-stream\"/\"fixed-libcurl-stream
 URL[baseline]=http://127.0.0.1:$BASE_HTTP$chat;       BODY[baseline]=$body
 URL[baseline-stream]=http://127.0.0.1:$BASE_HTTP$chat; BODY[baseline-stream]=$stream_body
 TARGETS=${TARGETS:-"direct nginx-proxy terse terse-libcurl direct-stream nginx-proxy-stream terse-stream terse-libcurl-stream"}
+# The ratios and the added latency are taken against these: always measured.
+for t in direct nginx-proxy terse direct-stream nginx-proxy-stream terse-stream; do
+  [[ " $TARGETS " == *" $t "* ]] || TARGETS+=" $t"
+done
 
 # ---- Every target must give the right answer before anything is timed.
 for http in $HTTP ${BASELINE:+$BASE_HTTP}; do

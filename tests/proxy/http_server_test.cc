@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "base/errors.h"
 #include "tests/proxy/test_env.h"
 
@@ -256,6 +257,37 @@ TEST_F(HttpServerTest, WrongTypesAndUnknownRoleAre400WithParam) {
   EXPECT_EQ(r->JsonBody()["error"]["param"], "messages[0].role");
   EXPECT_EQ(gw.upstream.request_count(), 0u);
   ExpectStillServing();
+}
+
+// Bodies far larger than a read's first room, with a length and chunked, in pieces: each arrives
+// whole, and the connection serves the next request after the room it grew is given back.
+TEST_F(HttpServerTest, LargeBodiesArriveWholeInPieces) {
+  HttpClient client(gw.http->port());
+  for (int round = 0; round < 2; ++round) {
+    const std::string body = ChatBody("gpt-4o", std::string(50000, 'a' + round));
+    const std::string head =
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+        "content-type: application/json\r\n";
+    if (round == 0) {
+      ASSERT_TRUE(client.SendRaw(head + "content-length: " + std::to_string(body.size()) +
+                                 "\r\n\r\n" + body.substr(0, 1000)));
+      ASSERT_TRUE(client.SendRaw(body.substr(1000)));
+    } else {
+      std::string chunked = head + "transfer-encoding: chunked\r\n\r\n";
+      for (size_t at = 0; at < body.size(); at += 7000) {
+        const std::string piece = body.substr(at, 7000);
+        chunked += absl::StrCat(absl::Hex(piece.size()), "\r\n", piece, "\r\n");
+      }
+      ASSERT_TRUE(client.SendRaw(chunked + "0\r\n\r\n"));
+    }
+    auto r = client.ReadResponse();
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(gw.upstream.last_request().body, body) << "round " << round;
+  }
+  auto r = client.Request("POST", "/v1/chat/completions", ChatBody("gpt-4o", "small again"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
 }
 
 TEST_F(HttpServerTest, UnknownModelIs404) {
