@@ -69,6 +69,43 @@ constexpr size_t kMaxBodyRoom = 1024 * 1024;
 constexpr size_t kChunkedBodyRoom = 64 * 1024;
 constexpr size_t kKeptBufferRoom = 64 * 1024;
 
+// A request body as one string, like http::string_body, but appended to without first being
+// filled with zeros, and with room beyond an announced length for the members terse adds
+// (`stream_options`): a long prompt is then neither zeroed nor moved once more.
+struct RequestBody {
+  using value_type = std::string;
+  static constexpr size_t kEditRoom = 128;
+
+  class reader {
+   public:
+    template <bool isRequest, class Fields>
+    reader(http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
+
+    void init(const boost::optional<uint64_t>& length, beast::error_code& ec) {
+      // The parser holds the body to its limit before it is read; a length is at most that.
+      if (length) body_.reserve(static_cast<size_t>(*length) + kEditRoom);
+      ec = {};
+    }
+
+    template <class ConstBufferSequence>
+    size_t put(const ConstBufferSequence& buffers, beast::error_code& ec) {
+      size_t added = 0;
+      for (const auto buffer : beast::buffers_range_ref(buffers)) {
+        body_.append(static_cast<const char*>(buffer.data()), buffer.size());
+        added += buffer.size();
+      }
+      ec = {};
+      return added;
+    }
+
+    void finish(beast::error_code& ec) { ec = {}; }
+
+   private:
+    value_type& body_;
+  };
+};
+using ClientRequest = http::request<RequestBody>;  // a request as a client sent it
+
 std::string_view ToStd(beast::string_view s) { return std::string_view(s.data(), s.size()); }
 // Debian's abseil has its own string_view; StrCat takes only that one.
 absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
@@ -490,7 +527,7 @@ class Session : public std::enable_shared_from_this<Session> {
                                         server_->max_body_bytes, " bytes."));
   }
 
-  std::string_view OperationOf(const http::request<http::string_body>& req) const {
+  std::string_view OperationOf(const ClientRequest& req) const {
     const RouteEntry* entry = FindRoute(Path(req));
     return entry != nullptr ? OperationLabel(entry->route) : "other";
   }
@@ -499,8 +536,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // OpenAI's form, `[/openai]/deployments/{deployment}/chat/completions?api-version=...` (what the
   // AzureOpenAI SDK clients send), maps to the same routes; `deployment` then receives the
   // deployment name, which names the model as it does on Azure.
-  static std::string_view Path(const http::request<http::string_body>& req,
-                               std::string_view* deployment = nullptr) {
+  static std::string_view Path(const ClientRequest& req, std::string_view* deployment = nullptr) {
     std::string_view target = ToStd(req.target());
     target = target.substr(0, target.find('?'));
     auto strip = [&target](std::string_view prefix) {
@@ -533,7 +569,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Dispatch() {
     DisarmTimer();
-    http::request<http::string_body> req = parser_->release();
+    ClientRequest req = parser_->release();
     parser_.reset();
     if (buffer_.size() == 0 && buffer_.capacity() > kKeptBufferRoom) buffer_.shrink_to_fit();
     const RouteEntry* entry = FindRoute(Path(req));
@@ -576,7 +612,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
-  void StartCall(http::request<http::string_body> req, Operation operation, Route route);
+  void StartCall(ClientRequest req, Operation operation, Route route);
 
   // ---- Writing responses.
   std::string ResponseStart(int status) const {
@@ -807,7 +843,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // State of the connection's thread only.
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::request_parser<RequestBody>> parser_;
   std::optional<Exchange> exchange_;
   uint64_t seq_ = 0;
   uint64_t timer_generation_ = 0;
@@ -919,7 +955,7 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
   bool pending_ ABSL_GUARDED_BY(mu_) = false;  // a Deliver is due: queued or posted
 };
 
-void Session::StartCall(http::request<http::string_body> req, Operation operation, Route route) {
+void Session::StartCall(ClientRequest req, Operation operation, Route route) {
   std::optional<Json> parsed = providers::ParseJson(req.body());
   if (!parsed.has_value()) {
     if (providers::NestsTooDeep(req.body())) {

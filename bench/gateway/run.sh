@@ -16,8 +16,8 @@
 # is a short question), PROFILE (see below), TARGETS (which of the eight targets to measure; all
 # by default, and direct, nginx-proxy and terse of both kinds always), BASELINE (another terse
 # binary, say of an earlier commit: measured as the targets `baseline` and `baseline-stream`,
-# beside terse and interleaved with it, for an A/B comparison in one run on a machine whose speed
-# drifts).
+# always, beside terse and interleaved with it, for an A/B comparison in one run on a machine
+# whose speed drifts).
 # Run from anywhere; needs nginx, wrk and curl (perf or valgrind to profile).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -196,8 +196,11 @@ BODY[terse-libcurl-stream]=${stream_body/\"fixed-stream\"/\"fixed-libcurl-stream
 URL[baseline]=http://127.0.0.1:$BASE_HTTP$chat;       BODY[baseline]=$body
 URL[baseline-stream]=http://127.0.0.1:$BASE_HTTP$chat; BODY[baseline-stream]=$stream_body
 TARGETS=${TARGETS:-"direct nginx-proxy terse terse-libcurl direct-stream nginx-proxy-stream terse-stream terse-libcurl-stream"}
-# The ratios and the added latency are taken against these: always measured.
-for t in direct nginx-proxy terse direct-stream nginx-proxy-stream terse-stream; do
+# The ratios and the added latency are taken against these: always measured, and the baseline's
+# beside terse's when there is one.
+always="direct nginx-proxy terse direct-stream nginx-proxy-stream terse-stream"
+[[ -n $BASELINE ]] && always+=" baseline baseline-stream"
+for t in $always; do
   [[ " $TARGETS " == *" $t "* ]] || TARGETS+=" $t"
 done
 
