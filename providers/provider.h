@@ -24,7 +24,7 @@ struct Request {
   // The OpenAI JSON body; `model` is what the upstream is asked for. An HTTP client's body keeps
   // the text it came in, with terse's edits spliced in, so that it is relayed as written.
   WireJson body;
-  bool stream = false;  // mirrors body["stream"]
+  bool stream = false;                                       // mirrors body["stream"]
   std::vector<std::pair<std::string, std::string>> headers;  // extra headers for the upstream
   std::string request_id;
   absl::Time deadline = absl::InfiniteFuture();

@@ -5,7 +5,6 @@
 #include <cstring>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
 #include "providers/json_scan.h"
 #include "providers/json_text.h"
 

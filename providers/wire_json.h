@@ -36,7 +36,7 @@ class WireJson {
   // The value, to change: the received text is dropped and text() serializes the value afterwards.
   Json& mutable_json();
 
-  // Set the top-level member `key` of an object to `value` (a new member goes last), or remove
+  // Sets the top-level member `key` of an object to `value` (a new member goes last), or removes
   // it (nothing when there is none), in the value and, while the text is at hand, in the text:
   // only that member's text is rewritten, the rest is kept byte for byte. Nothing changes when
   // the member already has the value. When the text cannot be edited in place (a key spelled with
@@ -71,8 +71,8 @@ class WireJson {
   // object (or absent).
   bool NoteMembers();
   void NoteMember(std::string_view key, std::string_view value);
-  // The index in members_ of the one member `key`: npos when there is none, nullopt when the
-  // text cannot say (escaped keys, duplicates).
+  // The index in members_ of the one member `key`: kNoMember when there is none, nullopt when
+  // the text cannot say (escaped keys, duplicates).
   std::optional<size_t> OnlyMember(std::string_view key) const;
   // Replaces text_'s bytes [at, at + size) by `with`, moving the spans of the members after them.
   void Splice(size_t at, size_t size, std::string_view with);
