@@ -82,7 +82,11 @@ struct RequestBody {
     reader(http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
 
     void init(const boost::optional<uint64_t>& length, beast::error_code& ec) {
-      // The parser holds the body to its limit before it is read; a length is at most that.
+      // A length over the body limit never gets here: the face answers 413 before the body.
+      if (length && *length > body_.max_size() - kEditRoom) {
+        ec = http::error::buffer_overflow;
+        return;
+      }
       if (length) body_.reserve(static_cast<size_t>(*length) + kEditRoom);
       ec = {};
     }
@@ -973,8 +977,9 @@ void Session::StartCall(ClientRequest req, Operation operation, Route route) {
   auto body = providers::WireJson::FromParsedText(std::move(req.body()), *std::move(parsed));
   std::string_view deployment;
   Path(req, &deployment);
-  if (!deployment.empty() && body.json().is_object())
+  if (!deployment.empty() && body.json().is_object()) {
     body.SetMember("model", std::string(deployment));
+  }
 
   CallInfo info;
   info.face = Face::kHttp;
