@@ -3,7 +3,10 @@
 //   bytes) and a whole chat.completion answer (~1.6 KB, a 1 KB content string with escapes and
 //   non-ASCII UTF-8), against json::accept (the parser whose verdicts it matches);
 // - ParseJson and DumpJson on a chat request (~1.5 KB: a system prompt, a user turn, a tool),
-//   what every call parses and re-serializes, against Json::parse and dump.
+//   against Json::parse and dump;
+// - the same request's way to the upstream once parsed, with the `stream_options` terse adds:
+//   spliced into the client's text (WireJson::SetMember), against the value edited and
+//   re-serialized (what terse did before).
 // Prints ns per text; the README has the ratios.
 #include <string>
 #include <string_view>
@@ -12,6 +15,7 @@
 #include "benchmark/benchmark.h"
 #include "providers/json_scan.h"
 #include "providers/json_text.h"
+#include "providers/wire_json.h"
 
 namespace terse::providers {
 namespace {
@@ -126,6 +130,27 @@ void BM_RequestNlohmannDump(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * Request().size()));
 }
 
+// Each round sets include_usage to the other boolean, so that every round is an edit.
+void BM_RequestRelayReserialized(benchmark::State& state) {
+  Json value = Json::parse(Request());
+  bool flag = true;
+  for (auto _ : state) {
+    value["stream_options"] = Json{{"include_usage", flag = !flag}};
+    benchmark::DoNotOptimize(DumpJson(value));
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * Request().size()));
+}
+void BM_RequestRelaySpliced(benchmark::State& state) {
+  WireJson wire = WireJson::FromParsedText(Request(), Json::parse(Request()));
+  bool flag = true;
+  for (auto _ : state) {
+    wire.SetMember("stream_options", Json{{"include_usage", flag = !flag}});
+    benchmark::DoNotOptimize(wire.text().data());
+  }
+  if (!wire.has_text()) state.SkipWithError("the text was dropped, not edited");
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * Request().size()));
+}
+
 BENCHMARK(BM_ChunkNlohmannAccept);
 BENCHMARK(BM_CompletionNlohmannAccept);
 BENCHMARK(BM_Chunk);
@@ -136,6 +161,8 @@ BENCHMARK(BM_RequestNlohmannParse);
 BENCHMARK(BM_RequestParse);
 BENCHMARK(BM_RequestNlohmannDump);
 BENCHMARK(BM_RequestDump);
+BENCHMARK(BM_RequestRelayReserialized);
+BENCHMARK(BM_RequestRelaySpliced);
 
 }  // namespace
 }  // namespace terse::providers
