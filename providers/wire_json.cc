@@ -163,6 +163,19 @@ void WireJson::EraseMember(std::string_view key) {
   if (value_.has_value()) value_->erase(std::string(key));
 }
 
+void WireJson::SetMembers(Json object) {
+  if (!object.is_object() || !json().is_object()) {
+    *this = WireJson(std::move(object));
+    return;
+  }
+  std::vector<std::string> gone;
+  for (auto it = value_->begin(); it != value_->end(); ++it) {
+    if (!object.contains(it.key())) gone.push_back(it.key());
+  }
+  for (const std::string& key : gone) EraseMember(key);
+  for (auto it = object.begin(); it != object.end(); ++it) SetMember(it.key(), std::move(*it));
+}
+
 Json& WireJson::mutable_json() {
   json();
   text_.reset();

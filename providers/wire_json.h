@@ -45,6 +45,10 @@ class WireJson {
   // Not for a WireJson that is no object.
   void SetMember(std::string_view key, Json value);
   void EraseMember(std::string_view key);
+  // Makes the value `object`, member by member as above: its members are set, the others
+  // removed, and the text of each member it leaves as it was is kept. A new member goes last; a
+  // value that is no object, or a WireJson that holds none, is taken whole.
+  void SetMembers(Json object);
 
   // The top-level member `key` of an object, or nullopt when there is none (or no object). From
   // the text, only that member is parsed.

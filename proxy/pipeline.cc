@@ -555,18 +555,18 @@ void CallState::Compress(providers::WireJson wire) {
     head_.compression.set_reason("compression is off for this route");
     return Forward(std::move(wire));
   }
-  // Forwarded when compression fails, as the client wrote it.
-  std::optional<providers::WireJson> original;
-  if (policy.on_error() != "fail") original = wire;
+  // The request as the client wrote it: forwarded when compression fails (unless the route says
+  // to fail), and otherwise given the compressed members, so that the others keep their text.
+  providers::WireJson original = wire;
+  const bool forward_on_error = policy.on_error() != "fail";
   pipeline_.compression.Compress(
       *route_, info_, std::move(wire.mutable_json()),
-      [self = shared_from_this(),
-       original = std::move(original)](absl::StatusOr<CompressionStep::Result> result) mutable {
+      [self = shared_from_this(), original = std::move(original),
+       forward_on_error](absl::StatusOr<CompressionStep::Result> result) mutable {
         if (self->IsCancelled()) return self->Finish(absl::CancelledError("cancelled"));
         if (!result.ok()) {
           // A bad override is the client's mistake, not a compressor failure: always an error.
-          if (!original.has_value() ||
-              result.status().code() == absl::StatusCode::kInvalidArgument) {
+          if (!forward_on_error || result.status().code() == absl::StatusCode::kInvalidArgument) {
             return self->Finish(result.status());
           }
           self->pipeline_.metrics.RecordCompressionFallback(self->RouteLabel());
@@ -576,9 +576,8 @@ void CallState::Compress(providers::WireJson wire) {
                                         {"error", std::string(result.status().message())}});
           self->head_.compression.set_applied(false);
           self->head_.compression.set_reason(std::string(result.status().message()));
-          return self->Proceed(std::move(*original));
+          return self->Proceed(std::move(original));
         }
-        original.reset();
         self->head_.compression = result->report;
         if (result->report.applied()) {
           self->pipeline_.metrics.RecordCompression(
@@ -586,7 +585,8 @@ void CallState::Compress(providers::WireJson wire) {
               result->report.compressed_tokens(), absl::Milliseconds(result->report.compress_ms()),
               result->report.cache_hit());
         }
-        self->Proceed(providers::WireJson(std::move(result->body)));
+        original.SetMembers(std::move(result->body));
+        self->Proceed(std::move(original));
       });
 }
 

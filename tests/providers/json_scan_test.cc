@@ -281,6 +281,23 @@ TEST(WireJsonTest, EditedMembersAreSplicedIntoTheTextAndTheRestKeptByteForByte) 
   EXPECT_EQ(first.json(), Json({{"c", Json::array({1})}}));
 }
 
+// A compressed request: only the members the new value changes are rewritten.
+TEST(WireJsonTest, SetMembersRewritesOnlyTheMembersThatChange) {
+  const std::string text =
+      R"({"terse": {"rate": 0.5}, "model": "m", "top_p": 1.0, "messages": [{"role": "user", "content": "long long"}]})";
+  WireJson wire = WireJson::FromParsedText(text, Json::parse(text));
+  Json compressed = Json::parse(text);
+  compressed.erase("terse");
+  compressed["messages"][0]["content"] = "long";
+  wire.SetMembers(compressed);
+  EXPECT_EQ(wire.text(),
+            R"({"model": "m", "top_p": 1.0, "messages": [{"role":"user","content":"long"}]})");
+  EXPECT_EQ(wire.json(), compressed);
+  // Anything else than an object is taken whole.
+  wire.SetMembers(Json::array({1}));
+  EXPECT_EQ(wire.text(), "[1]");
+}
+
 TEST(WireJsonTest, TextThatCannotBeEditedInPlaceIsSerializedAfterAnEdit) {
   // A parser keeps one of two duplicates, and which one is its choice: the value decides.
   const std::string duplicates = R"({"model":"a", "model":"b"})";
@@ -320,7 +337,15 @@ TEST(WireJsonTest, EditsAgreeWithTheSameEditsOfTheValue) {
     std::string done;
     for (int step = 0; step < 4; ++step) {
       const std::string& key = keys[rng() % keys.size()];
-      if (rng() % 3 == 0) {
+      if (rng() % 5 == 0) {
+        // The value as a whole: one member changed or added, another removed.
+        Json next = expected;
+        next[key] = values[rng() % values.size()];
+        next.erase(keys[rng() % keys.size()]);
+        expected = next;
+        for (WireJson* wire : {&received, &parsed, &built}) wire->SetMembers(next);
+        absl::StrAppend(&done, " set members ", next.dump());
+      } else if (rng() % 3 == 0) {
         expected.erase(key);
         for (WireJson* wire : {&received, &parsed, &built}) wire->EraseMember(key);
         absl::StrAppend(&done, " erase ", key);

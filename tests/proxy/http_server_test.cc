@@ -608,6 +608,36 @@ TEST(HttpServerAuthTest, KeysAndCompressionHeaders) {
   EXPECT_NE(gw.upstream.last_request().Header("authorization"), "Bearer sk-one");
 }
 
+// Compression changes the prompt: only `messages` is rewritten, the client's other members reach
+// the upstream as written.
+TEST(HttpServerCompressionTest, ACompressedRequestKeepsTheTextOfWhatCompressionLeft) {
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, Json body) {
+    CompressionStep::Result result;
+    body["messages"][0]["content"] = "short";
+    body.erase("terse");
+    result.body = std::move(body);
+    result.report.set_applied(true);
+    return absl::StatusOr<CompressionStep::Result>(std::move(result));
+  });
+  Gateway gw(Gateway::Options{.extra_routes = R"(
+  - name: squeezed
+    model: squeeze
+    provider: fake
+    compression: {enabled: true, rate: 0.4}
+)",
+                              .compression = &step});
+  HttpClient client(gw.http->port());
+  auto r = client.Request(
+      "POST", "/v1/chat/completions",
+      R"({"model": "squeeze", "temperature": 0.50, "terse": {"rate": 0.3},)"
+      R"( "messages": [{"role": "user", "content": "a long, long prompt"}], "n": 1})");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(gw.upstream.last_request().body,
+            R"({"model": "squeeze", "temperature": 0.50,)"
+            R"( "messages": [{"role":"user","content":"short"}], "n": 1})");
+}
+
 TEST(HttpServerErrorTest, NotRetryableErrorsSayXShouldRetryFalse) {
   ScriptedCompression step([](const v1::Route&, const CallInfo&, Json) {
     return absl::StatusOr<CompressionStep::Result>(
