@@ -566,6 +566,17 @@ TEST_F(HttpServerTest, AzureDeploymentPathsNameTheModel) {
   EXPECT_EQ(r->status, 404);
 }
 
+// A gateway whose model `squeeze` goes to a route that compresses through `step`.
+Gateway::Options SqueezedRoute(CompressionStep* step) {
+  return Gateway::Options{.extra_routes = R"(
+  - name: squeezed
+    model: squeeze
+    provider: fake
+    compression: {enabled: true, rate: 0.4}
+)",
+                          .compression = step};
+}
+
 TEST(HttpServerAuthTest, KeysAndCompressionHeaders) {
   ScriptedCompression step([](const v1::Route&, const CallInfo&, Json body) {
     CompressionStep::Result result;
@@ -578,13 +589,7 @@ TEST(HttpServerAuthTest, KeysAndCompressionHeaders) {
     result.report.set_cache_hit(true);
     return absl::StatusOr<CompressionStep::Result>(std::move(result));
   });
-  Gateway gw(Gateway::Options{.extra_routes = R"(
-  - name: squeezed
-    model: squeeze
-    provider: fake
-    compression: {enabled: true, rate: 0.4}
-)",
-                              .compression = &step});
+  Gateway gw(SqueezedRoute(&step));
   HttpClient client(gw.http->port());
   auto r = client.Request("POST", "/v1/chat/completions", ChatBody("squeeze", "x"),
                           {{"Authorization", "Bearer sk-one"}});
@@ -619,13 +624,7 @@ TEST(HttpServerCompressionTest, ACompressedRequestKeepsTheTextOfWhatCompressionL
     result.report.set_applied(true);
     return absl::StatusOr<CompressionStep::Result>(std::move(result));
   });
-  Gateway gw(Gateway::Options{.extra_routes = R"(
-  - name: squeezed
-    model: squeeze
-    provider: fake
-    compression: {enabled: true, rate: 0.4}
-)",
-                              .compression = &step});
+  Gateway gw(SqueezedRoute(&step));
   HttpClient client(gw.http->port());
   auto r = client.Request(
       "POST", "/v1/chat/completions",
