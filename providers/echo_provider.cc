@@ -104,10 +104,7 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
     Json& body = request_.body.mutable_json();
     model_ = StringField(body, "model", "echo");
     n_ = std::max(1, IntField(body, "n", 1));
-    include_usage_ = body.is_object() && body.contains("stream_options") &&
-                     body["stream_options"].is_object() &&
-                     body["stream_options"].contains("include_usage") &&
-                     body["stream_options"]["include_usage"] == true;
+    include_usage_ = AsksForUsage(body);
     id_ = std::to_string(next_echo_id.fetch_add(1));
     switch (request_.endpoint) {
       case Endpoint::kChatCompletions:

@@ -89,16 +89,7 @@ class OpenAiProvider : public Provider {
         (stream || it != request_body.end()) && !IsBool(request_body, "stream", stream)) {
       edit().SetMember("stream", stream);
     }
-    if (stream) {
-      // terse needs the usage of every call, streamed or not (budgets, savings).
-      auto options = request_body.find("stream_options");
-      if (options == request_body.end() || !IsBool(*options, "include_usage", true)) {
-        Json with_usage =
-            options != request_body.end() && options->is_object() ? *options : Json::object();
-        with_usage["include_usage"] = true;
-        edit().SetMember("stream_options", std::move(with_usage));
-      }
-    }
+    if (stream && !AsksForUsage(request_body)) AskForUsage(edit());
     const WireJson& body = changed.has_value() ? *changed : request.body;
 
     if (settings_.kind == v1::Provider::AZURE_OPENAI) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -29,6 +30,26 @@ struct Request {
   std::string request_id;
   absl::Time deadline = absl::InfiniteFuture();
 };
+
+// Whether an OpenAI request body asks for a stream's usage chunk: `stream_options.include_usage`
+// is true.
+inline bool AsksForUsage(const Json& body) {
+  if (!body.is_object()) return false;
+  auto options = body.find("stream_options");
+  if (options == body.end() || !options->is_object()) return false;
+  auto usage = options->find("include_usage");
+  return usage != options->end() && usage->is_boolean() && usage->get<bool>();
+}
+
+// Makes a request body (an object) ask for it, its other stream options kept: terse books the
+// usage of every call, streamed or not.
+inline void AskForUsage(WireJson& body) {
+  if (AsksForUsage(body.json())) return;
+  std::optional<Json> options = body.Member("stream_options");
+  if (!options.has_value() || !options->is_object()) options = Json::object();
+  (*options)["include_usage"] = true;
+  body.SetMember("stream_options", *std::move(options));
+}
 
 // Receives the answer of one call. Methods run on the HTTP client's event-loop thread: they must
 // be quick and must not block. Exactly one OnDone ends every call, including cancelled ones.

@@ -511,9 +511,7 @@ void CallState::Run(providers::WireJson wire) {
   if (info_.operation == Operation::kChatCompletions ||
       info_.operation == Operation::kCompletions) {
     stream_ = BoolField(body, "stream");
-    auto options = body.find("stream_options");
-    client_wants_usage_ =
-        options != body.end() && options->is_object() && BoolField(*options, "include_usage");
+    client_wants_usage_ = providers::AsksForUsage(body);
   }
   const uint32_t timeout_ms = config_->proto().limits().request_timeout_ms();
   deadline_ = info_.deadline;
@@ -615,13 +613,8 @@ void CallState::Forward(providers::WireJson body) {
   // client wrote it.
   body.EraseMember("terse");                 // a request's compression override stays here
   body.SetMember("model", upstream_model_);  // keeps the field's position
-  if (stream_) {
-    // terse needs the numbers for budgets even when the client did not ask for them.
-    std::optional<Json> options = body.Member("stream_options");
-    if (!options.has_value() || !options->is_object()) options = Json::object();
-    (*options)["include_usage"] = true;
-    body.SetMember("stream_options", *std::move(options));
-  }
+  // terse needs the numbers for budgets even when the client did not ask for them.
+  if (stream_) providers::AskForUsage(body);
   request.body = std::move(body);
   request.stream = stream_;
   request.request_id = info_.request_id;

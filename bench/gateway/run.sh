@@ -243,12 +243,12 @@ cpu_and_switches() {  # target
   echo "$ticks $sys_ticks $switches"
 }
 
-# One wrk run -> "rps p50_ms p99_ms errors cpu_us_per_request kernel_share switches_per_request"
-# (errors: non-2xx answers plus socket errors; CPU, the kernel's share of it and context switches:
-# of the process answering wrk, see cpu_and_switches).
 # One line of a results table: target conns req/s p50 p99 errors cpu kernel switches [run].
 row() { printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s %4s\n' "$@"; }
 
+# One wrk run -> "rps p50_ms p99_ms errors cpu_us_per_request kernel_share switches_per_request"
+# (errors: non-2xx answers plus socket errors; CPU, the kernel's share of it and context switches:
+# of the process answering wrk, see cpu_and_switches).
 measure() {  # target connections [delay_ms]
   local t0 k0 s0 t1 k1 s1
   read -r t0 k0 s0 < <(cpu_and_switches "$1")
