@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every benchmark of terse, one after the other, each printing its own figures (`make bench`):
-# the gateway's pass-through overhead, target-token counting, the scoring LM, the compressor, and
-# compression through the gateway when those are present. A benchmark that fails is reported and
-# the others still run; the exit code says whether all of them passed.
+# the gateway's pass-through overhead (sharing the cores with the load, then on a core of its
+# own), target-token counting, the scoring LM, the compressor, and compression through the
+# gateway when those are present. A benchmark that fails is reported and the others still run;
+# the exit code says whether all of them passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
@@ -30,6 +31,9 @@ echo
 
 if [[ -x $BUILD_DIR/proxy/terse ]]; then
   run gateway env TERSE="$BUILD_DIR/proxy/terse" bash bench/gateway/run.sh
+  if (($(nproc) >= 2)); then
+    run "gateway, pinned" env TERSE="$BUILD_DIR/proxy/terse" PIN=1 bash bench/gateway/run.sh
+  fi
 else
   skip gateway "no $BUILD_DIR/proxy/terse"
 fi

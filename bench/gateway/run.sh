@@ -17,22 +17,34 @@
 # by default, and direct, nginx-proxy and terse of both kinds always), BASELINE (another terse
 # binary, say of an earlier commit: measured as the targets `baseline` and `baseline-stream`,
 # always, beside terse and interleaved with it, for an A/B comparison in one run on a machine
-# whose speed drifts).
-# Run from anywhere; needs nginx, wrk and curl (perf or valgrind to profile).
+# whose speed drifts), PIN (1: each proxy measured, nginx or terse, runs on a core of its own, the
+# last one, and wrk and the upstream on the others, as a gateway runs on a machine of its own; the
+# proxies then default to one worker and one I/O thread each).
+# Run from anywhere; needs nginx, wrk and curl (perf or valgrind to profile; taskset to pin).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TERSE=${TERSE:-build/proxy/terse}
 DURATION=${DURATION:-5s}
 LEVELS=${LEVELS:-"1 8 32 128"}
+PIN=${PIN:-0}
+PROXY_CPUS='' LOAD_CPUS=''
+if [[ $PIN == 1 ]]; then
+  (( $(nproc) >= 2 )) || { echo "bench/gateway: PIN=1 needs two cores or more" >&2; exit 1; }
+  PROXY_CPUS=$(($(nproc) - 1)) LOAD_CPUS=0-$(($(nproc) - 2))
+  IO_THREADS=${IO_THREADS:-1} PROXY_WORKERS=${PROXY_WORKERS:-1}
+fi
 IO_THREADS=${IO_THREADS:-0}
 PROXY_WORKERS=${PROXY_WORKERS:-auto}
+# Command prefixes that put a process on the proxies' cores or on the load's (none unpinned).
+on_proxy_cpus=${PROXY_CPUS:+taskset -c $PROXY_CPUS}
+on_load_cpus=${LOAD_CPUS:+taskset -c $LOAD_CPUS}
 DELAY_MS=${DELAY_MS:-10}
 HALF_LOAD_RUNS=${HALF_LOAD_RUNS:-3}
 PROMPT_BYTES=${PROMPT_BYTES:-0}
 TERSE_WRAP=${TERSE_WRAP:-}
 BASELINE=${BASELINE:-}
 
-for tool in nginx wrk curl; do
+for tool in nginx wrk curl ${PROXY_CPUS:+taskset}; do
   command -v "$tool" >/dev/null || { echo "bench/gateway: $tool is not installed" >&2; exit 1; }
 done
 [[ -x $TERSE ]] || { echo "bench/gateway: no terse binary at $TERSE (build it first)" >&2; exit 1; }
@@ -126,8 +138,8 @@ http {
   }
 }
 NGINX
-nginx -c "$work/up/nginx.conf" -p "$work/up" -e "$work/up/error.log"
-nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" -e "$work/proxy/error.log"
+$on_load_cpus nginx -c "$work/up/nginx.conf" -p "$work/up" -e "$work/up/error.log"
+$on_proxy_cpus nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" -e "$work/proxy/error.log"
 
 # ---- terse: keys as in proto/terse/v1/config.proto.
 cat >"$work/terse.yaml" <<YAML
@@ -163,14 +175,14 @@ esac
 # A private copy, so that a rebuild during the run neither changes nor deletes what is measured.
 cp "$TERSE" "$work/terse"
 # shellcheck disable=SC2086
-$TERSE_WRAP "$work/terse" serve --config "$work/terse.yaml" 2>"$work/terse.log" &
+$on_proxy_cpus $TERSE_WRAP "$work/terse" serve --config "$work/terse.yaml" 2>"$work/terse.log" &
 echo $! >"$work/terse.pid"
 if [[ -n $BASELINE ]]; then
   [[ -x $BASELINE ]] || { echo "bench/gateway: no terse binary at $BASELINE" >&2; exit 1; }
   cp "$BASELINE" "$work/baseline"
   sed "s/port: $HTTP }/port: $BASE_HTTP }/; s/port: $GRPC }/port: $BASE_GRPC }/" "$work/terse.yaml" \
     >"$work/baseline.yaml"
-  "$work/baseline" serve --config "$work/baseline.yaml" 2>"$work/baseline.log" &
+  $on_proxy_cpus "$work/baseline" serve --config "$work/baseline.yaml" 2>"$work/baseline.log" &
   echo $! >"$work/baseline.pid"
 fi
 
@@ -252,7 +264,7 @@ row() { printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s %4s\n' "$@"; }
 measure() {  # target connections [delay_ms]
   local t0 k0 s0 t1 k1 s1
   read -r t0 k0 s0 < <(cpu_and_switches "$1")
-  BODY="${BODY[$1]}" DELAY_MS="${3:-}" wrk -t1 -c "$2" -d "$DURATION" --latency \
+  BODY="${BODY[$1]}" DELAY_MS="${3:-}" $on_load_cpus wrk -t1 -c "$2" -d "$DURATION" --latency \
     -s bench/gateway/post.lua "${URL[$1]}" >"$work/wrk.out" 2>&1
   read -r t1 k1 s1 < <(cpu_and_switches "$1")
   awk -v ticks=$((t1 - t0)) -v sys=$((k1 - k0)) -v switches=$((s1 - s0)) -v hz="$clk_tck" '
@@ -315,7 +327,8 @@ fi
 
 nproc_=$(nproc)
 echo "gateway pass-through benchmark: $(date -u +%FT%TZ), $nproc_ cores, nginx $(nginx -v 2>&1 |
-  sed 's/.*nginx\///'), terse io_threads=$IO_THREADS, nginx proxy workers=$PROXY_WORKERS"
+  sed 's/.*nginx\///'), terse io_threads=$IO_THREADS, nginx proxy workers=$PROXY_WORKERS${PROXY_CPUS:+,
+  the proxies on cpu $PROXY_CPUS, wrk and the upstream on cpu $LOAD_CPUS}"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $DURATION per measurement"
 echo
 row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req
