@@ -3,7 +3,7 @@
 //   bytes) and a whole chat.completion answer (~1.6 KB, a 1 KB content string with escapes and
 //   non-ASCII UTF-8), against json::accept (the parser whose verdicts it matches);
 // - ParseJson and DumpJson on a chat request (~1.5 KB: a system prompt, a user turn, a tool),
-//   against Json::parse and dump;
+//   against Json::parse and dump, and ParseJson on one with a 32 KiB prompt;
 // - the same request's way to the upstream once parsed, with the `stream_options` terse adds:
 //   spliced into the client's text (WireJson::SetMember), against the value edited and
 //   re-serialized (what terse did before).
@@ -68,6 +68,22 @@ const std::string& Request() {
   return text;
 }
 
+// A request with a long prompt: 32 KiB of a document pasted into the user turn, its lines ending
+// in escaped line breaks, as most long prompts are.
+const std::string& LongRequest() {
+  static const std::string text = [] {
+    std::string document;
+    while (document.size() < 32 * 1024) {
+      document += R"(The quarterly report lists revenue by region, the \"north\" first; costs )"
+                  R"(follow in the same order.\n)";
+    }
+    return R"({"model":"gpt-4o-mini","messages":[{"role":"system","content":"Summarize the )"
+           R"(document."},{"role":"user","content":")" +
+           document + R"("}],"temperature":0.2,"max_tokens":300})";
+  }();
+  return text;
+}
+
 void Validate(benchmark::State& state, const std::string& text) {
   if (!IsValidJson(text)) state.SkipWithError("not valid");
   for (auto _ : state) {
@@ -107,16 +123,21 @@ void BM_Chunk(benchmark::State& state) { Validate(state, Chunk()); }
 void BM_ChunkMembers(benchmark::State& state) { ValidateWithMembers(state, Chunk()); }
 void BM_Completion(benchmark::State& state) { Validate(state, Completion()); }
 void BM_CompletionMembers(benchmark::State& state) { ValidateWithMembers(state, Completion()); }
-void BM_RequestParse(benchmark::State& state) {
-  for (auto _ : state) benchmark::DoNotOptimize(ParseJson(Request()));
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * Request().size()));
+void Parse(benchmark::State& state, const std::string& text) {
+  if (!ParseJson(text).has_value()) state.SkipWithError("not valid");
+  for (auto _ : state) benchmark::DoNotOptimize(ParseJson(text));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
 }
-void BM_RequestNlohmannParse(benchmark::State& state) {
+void NlohmannParse(benchmark::State& state, const std::string& text) {
   for (auto _ : state) {
-    benchmark::DoNotOptimize(Json::parse(Request(), nullptr, /*allow_exceptions=*/false));
+    benchmark::DoNotOptimize(Json::parse(text, nullptr, /*allow_exceptions=*/false));
   }
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * Request().size()));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
 }
+void BM_RequestParse(benchmark::State& state) { Parse(state, Request()); }
+void BM_RequestNlohmannParse(benchmark::State& state) { NlohmannParse(state, Request()); }
+void BM_LongRequestParse(benchmark::State& state) { Parse(state, LongRequest()); }
+void BM_LongRequestNlohmannParse(benchmark::State& state) { NlohmannParse(state, LongRequest()); }
 void BM_RequestDump(benchmark::State& state) {
   const Json value = Json::parse(Request());
   for (auto _ : state) benchmark::DoNotOptimize(DumpJson(value));
@@ -159,6 +180,8 @@ BENCHMARK(BM_Completion);
 BENCHMARK(BM_CompletionMembers);
 BENCHMARK(BM_RequestNlohmannParse);
 BENCHMARK(BM_RequestParse);
+BENCHMARK(BM_LongRequestNlohmannParse);
+BENCHMARK(BM_LongRequestParse);
 BENCHMARK(BM_RequestNlohmannDump);
 BENCHMARK(BM_RequestDump);
 BENCHMARK(BM_RequestRelayReserialized);

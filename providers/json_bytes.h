@@ -1,13 +1,17 @@
 // The byte-level steps that the JSON scanner (json_scan.cc) and the JSON codec (json_text.cc)
-// share: whitespace, the mask of a string's special bytes, hex digits and UTF-8 sequences. For
-// those two files only.
+// share: whitespace, the mask of a string's special bytes, hex digits, UTF-8 sequences, escapes,
+// numbers and literal words. For those two files only.
 #pragma once
 
 #include <array>
 #include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
+#include <string_view>
 
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -22,6 +26,14 @@ inline bool IsWs(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r
 [[gnu::always_inline]] inline const char* SkipWs(const char* p, const char* end) {
   while (p != end && static_cast<unsigned char>(*p) <= ' ' && IsWs(*p)) ++p;
   return p;
+}
+
+// Moves `p` past whitespace to the next token: false when there is none. Most tokens have no
+// whitespace before them, so the one comparison that tells them apart comes first.
+[[gnu::always_inline]] inline bool AtToken(const char*& p, const char* end) {
+  if (p != end && static_cast<unsigned char>(*p) > ' ') return true;
+  p = SkipWs(p, end);
+  return p != end;
 }
 
 // A bit per byte of the 64 at `p` that a string cannot hold as it is: a control character, '"',
@@ -163,6 +175,86 @@ inline const char* Utf8(const char* p, const char* end) {
     return nullptr;
   }
   return ok ? p + len : nullptr;
+}
+
+inline bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// From the backslash: past the escape, or null.
+inline const char* Escape(const char* p, const char* end) {
+  if (end - p < 2) return nullptr;
+  switch (p[1]) {
+    case '"':
+    case '\\':
+    case '/':
+    case 'b':
+    case 'f':
+    case 'n':
+    case 'r':
+    case 't':
+      return p + 2;
+    case 'u': {
+      const int unit = Hex4(p + 2, end);
+      if (unit < 0) return nullptr;
+      if (unit >= 0xDC00 && unit <= 0xDFFF) return nullptr;  // a lone low surrogate
+      p += 6;
+      if (unit >= 0xD800 && unit <= 0xDBFF) {
+        // A high surrogate must be followed by an escaped low one.
+        if (end - p < 2 || p[0] != '\\' || p[1] != 'u') return nullptr;
+        const int low = Hex4(p + 2, end);
+        if (low < 0xDC00 || low > 0xDFFF) return nullptr;
+        p += 6;
+      }
+      return p;
+    }
+    default:
+      return nullptr;
+  }
+}
+
+// Whether the number from `start` to `end` (with an exponent, or very long) is a finite double.
+[[gnu::noinline]] inline bool InRange(const char* start, const char* end) {
+  const std::string copy(start, end);
+  return std::isfinite(std::strtod(copy.c_str(), nullptr));
+}
+
+// From '-' or a digit: past the number, or null.
+[[gnu::always_inline]] inline const char* Number(const char* p, const char* end) {
+  const char* const start = p;
+  bool check_range = false;
+  if (*p == '-') ++p;
+  if (p == end) return nullptr;
+  if (*p == '0') {
+    ++p;
+  } else if (IsDigit(*p)) {
+    while (p != end && IsDigit(*p)) ++p;
+  } else {
+    return nullptr;
+  }
+  if (p != end && *p == '.') {
+    ++p;
+    if (p == end || !IsDigit(*p)) return nullptr;
+    while (p != end && IsDigit(*p)) ++p;
+  }
+  if (p != end && (*p == 'e' || *p == 'E')) {
+    check_range = true;
+    ++p;
+    if (p != end && (*p == '+' || *p == '-')) ++p;
+    if (p == end || !IsDigit(*p)) return nullptr;
+    while (p != end && IsDigit(*p)) ++p;
+  }
+  // The parser rejects numbers that overflow a double: only an exponent or a very long number
+  // can (plain integers beyond 64 bits become doubles there too).
+  if ((check_range || p - start > 300) && !InRange(start, p)) return nullptr;
+  return p;
+}
+
+// Past `word` when the text at `p` starts with it, else null.
+[[gnu::always_inline]] inline const char* Word(const char* p, const char* end,
+                                               std::string_view word) {
+  if (static_cast<size_t>(end - p) < word.size() || std::memcmp(p, word.data(), word.size()) != 0) {
+    return nullptr;
+  }
+  return p + word.size();
 }
 
 }  // namespace terse::providers::json_bytes

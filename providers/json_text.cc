@@ -1,11 +1,11 @@
-// The text is checked by the scanner first (json_scan.cc, which accepts what nlohmann's parser
-// accepts), so the builder here trusts its grammar: it only decodes. The serializer writes what
+// The parser checks the text as it builds its value, with the scanner's own steps (json_bytes.h;
+// the scanner, json_scan.cc, accepts what nlohmann's parser accepts). The serializer writes what
 // nlohmann's writes; a string holding invalid UTF-8, whose replacement rules are nlohmann's own,
-// hands the whole value to nlohmann. Both find the ends of strings with the scanner's own byte
-// steps (json_bytes.h). Both recurse: the scanner bounds the depth of what is parsed, and values
-// terse builds itself are shallow.
+// hands the whole value to nlohmann. Both recurse: the parser refuses text nested deeper than
+// kMaxJsonDepth, and values terse builds itself are shallow.
 #include "providers/json_text.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -18,115 +18,134 @@
 namespace terse::providers {
 namespace {
 
-// ---- Parsing text that the scanner accepted.
+// ---- Parsing: the text is checked as its value is built, one pass over it.
 
 class Builder {
  public:
   Builder(const char* p, const char* end) : p_(p), end_(end), special_(p, end) {}
 
-  Json Value() {
-    SkipWs();
-    switch (*p_) {
-      case '{':
-        return Object();
-      case '[':
-        return Array();
-      case '"': {
-        Json s(Json::value_t::string);
-        ReadString(s.get_ref<std::string&>());
-        return s;
-      }
-      case 't':
-        p_ += 4;
-        return Json(true);
-      case 'f':
-        p_ += 5;
-        return Json(false);
-      case 'n':
-        p_ += 4;
-        return Json(nullptr);
-      default:
-        return Number();
-    }
+  // The text's one value, with nothing but whitespace around it: false when the text is not
+  // JSON or nests deeper than kMaxJsonDepth.
+  bool Document(Json& out) {
+    if (!Value(out, 0)) return false;
+    p_ = json_bytes::SkipWs(p_, end_);
+    return p_ == end_;
   }
 
  private:
-  void SkipWs() { p_ = json_bytes::SkipWs(p_, end_); }
+  bool AtToken() { return json_bytes::AtToken(p_, end_); }
 
-  Json Object() {
-    ++p_;
-    Json object(Json::value_t::object);
-    Json::object_t& members = object.get_ref<Json::object_t&>();
-    SkipWs();
-    if (*p_ == '}') {
-      ++p_;
-      return object;
-    }
-    while (true) {
-      SkipWs();
-      std::string key;
-      ReadString(key);
-      SkipWs();
-      ++p_;  // ':'
-      Json value = Value();
-      // Json::parse's rule for a repeated key: its first place, its last value.
-      auto [at, inserted] = members.emplace(std::move(key), std::move(value));
-      if (!inserted) at->second = std::move(value);
-      SkipWs();
-      if (*p_++ == '}') return object;  // else ','
+  // The value at the next token, inside `depth` open containers.
+  bool Value(Json& out, size_t depth) {
+    if (!AtToken()) return false;
+    switch (*p_) {
+      case '{':
+        return Object(out, depth);
+      case '[':
+        return Array(out, depth);
+      case '"':
+        out = Json(Json::value_t::string);
+        return ReadString(out.get_ref<std::string&>());
+      case 't':
+        out = true;
+        return Word("true");
+      case 'f':
+        out = false;
+        return Word("false");
+      case 'n':
+        out = nullptr;
+        return Word("null");
+      default:
+        return Number(out);
     }
   }
 
-  Json Array() {
+  bool Word(std::string_view word) {
+    p_ = json_bytes::Word(p_, end_, word);
+    return p_ != nullptr;
+  }
+
+  // A container that holds something opens one level deeper, which kMaxJsonDepth bounds (an
+  // empty one at the limit is still a complete value, as for the scanner).
+  bool Object(Json& out, size_t depth) {
     ++p_;
-    Json array(Json::value_t::array);
-    Json::array_t& elements = array.get_ref<Json::array_t&>();
-    SkipWs();
+    out = Json(Json::value_t::object);
+    if (!AtToken()) return false;
+    if (*p_ == '}') {
+      ++p_;
+      return true;
+    }
+    if (depth == kMaxJsonDepth) return false;
+    Json::object_t& members = out.get_ref<Json::object_t&>();
+    while (true) {
+      if (!AtToken() || *p_ != '"') return false;
+      std::string key;
+      if (!ReadString(key)) return false;
+      if (!AtToken() || *p_ != ':') return false;
+      ++p_;
+      Json value;
+      if (!Value(value, depth + 1)) return false;
+      // Json::parse's rule for a repeated key: its first place, its last value.
+      auto [at, inserted] = members.emplace(std::move(key), std::move(value));
+      if (!inserted) at->second = std::move(value);
+      if (!AtToken()) return false;
+      const char next = *p_++;
+      if (next == '}') return true;
+      if (next != ',') return false;
+    }
+  }
+
+  bool Array(Json& out, size_t depth) {
+    ++p_;
+    out = Json(Json::value_t::array);
+    if (!AtToken()) return false;
     if (*p_ == ']') {
       ++p_;
-      return array;
+      return true;
     }
+    if (depth == kMaxJsonDepth) return false;
+    Json::array_t& elements = out.get_ref<Json::array_t&>();
     while (true) {
-      elements.push_back(Value());
-      SkipWs();
-      if (*p_++ == ']') return array;  // else ','
+      if (!Value(elements.emplace_back(), depth + 1)) return false;
+      if (!AtToken()) return false;
+      const char next = *p_++;
+      if (next == ']') return true;
+      if (next != ',') return false;
     }
   }
 
   // Json::parse's types: an integer is unsigned when it is not negative, signed when it is, and a
   // double when it has a fraction or an exponent or does not fit 64 bits.
-  Json Number() {
-    const char* start = p_;
-    const bool negative = *p_ == '-';
-    bool integral = true;
-    ++p_;
-    while (p_ != end_) {
-      const char c = *p_;
-      if (c >= '0' && c <= '9') {
-        ++p_;
-      } else if (c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-') {
-        integral = false;
-        ++p_;
-      } else {
-        break;
-      }
-    }
+  bool Number(Json& out) {
+    const char* const start = p_;
+    if (*p_ != '-' && !json_bytes::IsDigit(*p_)) return false;
+    p_ = json_bytes::Number(p_, end_);
+    if (p_ == nullptr) return false;
+    const bool integral =
+        std::find_if(start, p_, [](char c) { return c == '.' || c == 'e' || c == 'E'; }) == p_;
     if (integral) {
-      if (negative) {
+      if (*start == '-') {
         int64_t v = 0;
-        if (std::from_chars(start, p_, v).ec == std::errc()) return Json(v);
+        if (std::from_chars(start, p_, v).ec == std::errc()) {
+          out = v;
+          return true;
+        }
       } else {
         uint64_t v = 0;
-        if (std::from_chars(start, p_, v).ec == std::errc()) return Json(v);
+        if (std::from_chars(start, p_, v).ec == std::errc()) {
+          out = v;
+          return true;
+        }
       }
     }
     double d = 0;
     if (std::from_chars(start, p_, d).ec != std::errc()) {
-      // Out of range: the scanner let only an underflow through, which strtod rounds as the
-      // parser does (to zero or a subnormal).
+      // Out of range: json_bytes::Number let only an underflow through, which strtod rounds as
+      // the parser does (to zero or a subnormal).
       d = std::strtod(std::string(start, p_).c_str(), nullptr);
     }
-    return Json(d);
+    out = d;
+    return true;
   }
 
   static void AppendUtf8(uint32_t cp, std::string& out) {
@@ -147,67 +166,85 @@ class Builder {
     }
   }
 
-  // The closing quote of the string whose bytes start at `p` (valid text: it has one).
-  const char* StringEnd(const char* p) {
-    while (true) {
-      p = special_.Next(p);
-      if (*p == '"') return p;
-      p += *p == '\\' ? 2 : 1;  // an escape, or a byte of a non-ASCII character
-    }
-  }
-
-  // The string at the opening quote `p_`, decoded, appended to `out`.
-  void ReadString(std::string& out) {
-    ++p_;
-    const char* const close = StringEnd(p_);
-    // Room for it at once (decoding only shortens it): a long prompt would otherwise be copied
-    // at each doubling of its buffer.
-    out.reserve(out.size() + static_cast<size_t>(close - p_));
-    while (true) {
-      const void* backslash = std::memchr(p_, '\\', static_cast<size_t>(close - p_));
-      const char* run_end = backslash != nullptr ? static_cast<const char*>(backslash) : close;
-      out.append(p_, static_cast<size_t>(run_end - p_));
-      p_ = run_end;
-      if (p_ == close) {
-        ++p_;
-        return;
-      }
-      const char escape = p_[1];
-      p_ += 2;
-      switch (escape) {
-        case 'b':
-          out += '\b';
-          break;
-        case 'f':
-          out += '\f';
-          break;
-        case 'n':
-          out += '\n';
-          break;
-        case 'r':
-          out += '\r';
-          break;
-        case 't':
-          out += '\t';
-          break;
-        case 'u': {
-          uint32_t cp = json_bytes::Hex4(p_, end_);  // four hex digits: the scanner saw them
-          p_ += 4;
-          if (cp >= 0xD800 && cp <= 0xDBFF) {  // the scanner saw its low half follow
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (json_bytes::Hex4(p_ + 2, end_) - 0xDC00);
-            p_ += 6;
-          }
-          AppendUtf8(cp, out);
-          break;
+  // The checked escape at `p` (a backslash), decoded, appended to `out`.
+  static void AppendEscape(const char* p, std::string& out) {
+    switch (p[1]) {
+      case 'b':
+        out += '\b';
+        break;
+      case 'f':
+        out += '\f';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'u': {
+        uint32_t cp = json_bytes::Hex4(p + 2, p + 6);
+        if (cp >= 0xD800 && cp <= 0xDBFF) {  // a high surrogate: its low half follows
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (json_bytes::Hex4(p + 8, p + 12) - 0xDC00);
         }
-        default:  // '"', '\\', '/'
-          out += escape;
-          break;
+        AppendUtf8(cp, out);
+        break;
+      }
+      default:  // '"', '\\', '/'
+        out += p[1];
+        break;
+    }
+  }
+
+  // Where the string that `p` is in ends, at most `end_`: its closing quote, found without the
+  // checks ReadString makes on the way (from a backslash: the escape is skipped).
+  const char* Close(const char* p) const {
+    json_bytes::SpecialBytes special(p, end_);
+    while (true) {
+      p = special.Next(p);
+      if (p == end_ || *p == '"') return p;
+      p += *p == '\\' ? 2 : 1;
+      if (p >= end_) return end_;
+    }
+  }
+
+  // The string at the opening quote `p_`, checked and decoded, appended to `out`. Bytes go over
+  // in runs: from one escape to the next, or to the closing quote (a long prompt's text in one
+  // piece).
+  bool ReadString(std::string& out) {
+    const char* p = p_ + 1;
+    const char* run = p;  // the first byte not appended yet
+    while (true) {
+      // The bits are exact: `c` is '"', '\\', a control character or starts a non-ASCII one.
+      p = special_.Next(p);
+      if (p == end_) return false;
+      const unsigned char c = static_cast<unsigned char>(*p);
+      if (c == '"') {
+        out.append(run, static_cast<size_t>(p - run));
+        p_ = p + 1;
+        return true;
+      }
+      if (c == '\\') {
+        const char* const escape_end = json_bytes::Escape(p, end_);
+        if (escape_end == nullptr) return false;
+        // The string is copied in more than one run: room for all of it at once (decoding only
+        // shortens it), or a long prompt's text would be copied again at each doubling.
+        if (run == p_ + 1) out.reserve(out.size() + static_cast<size_t>(Close(p) - run));
+        out.append(run, static_cast<size_t>(p - run));
+        AppendEscape(p, out);
+        p = run = escape_end;
+      } else if (c < 0x20) {
+        return false;
+      } else {
+        p = json_bytes::Utf8(p, end_);
+        if (p == nullptr) return false;
       }
     }
   }
 
-  const char* p_;
+  const char* p_;  // null once a check failed
   const char* const end_;
   json_bytes::SpecialBytes special_;  // asked only for positions past all it was asked before
 };
@@ -336,10 +373,18 @@ bool Append(const Json& value, std::string& out) {
 }  // namespace
 
 std::optional<Json> ParseJson(std::string_view text) {
-  if (!IsValidJson(text)) return std::nullopt;
   const char* p = text.data();
-  if (!text.empty() && static_cast<unsigned char>(*p) == 0xEF) p += 3;  // the byte order mark
-  return Builder(p, text.data() + text.size()).Value();
+  const char* const end = p + text.size();
+  if (p != end && static_cast<unsigned char>(*p) == 0xEF) {  // a byte order mark, skipped
+    if (text.size() < 3 || static_cast<unsigned char>(p[1]) != 0xBB ||
+        static_cast<unsigned char>(p[2]) != 0xBF) {
+      return std::nullopt;
+    }
+    p += 3;
+  }
+  Json value;
+  if (!Builder(p, end).Document(value)) return std::nullopt;
+  return value;
 }
 
 void AppendJson(const Json& value, std::string& out) {

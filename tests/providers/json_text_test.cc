@@ -139,6 +139,38 @@ TEST(JsonTextTest, RefusesTextNestedDeeperThanTheLimit) {
   EXPECT_FALSE(ParseJson(objects).has_value());
 }
 
+// The parser checks a string in the same pass that copies it, in runs between the special bytes
+// it finds 64 bytes at a time: an escape, a non-ASCII character, a control character or a bad
+// byte is found and judged wherever it falls in a string, across those windows too, and so is a
+// text cut off anywhere.
+TEST(JsonTextTest, ChecksEveryByteOfAStringWhereverItFalls) {
+  const std::vector<std::string> pieces = {
+      "\\n", "\\\"", "\\u00e9", "\\uD83D\\uDE00", "\xc3\xa9", "\xf0\x9f\x98\x80",
+      // Refused.
+      "\x01", "\\x", "\\uD83D", "\\uDE00", "\\u12", "\xc3", "\xff", "\xed\xa0\x80", "\n"};
+  for (size_t length : {0, 1, 15, 16, 17, 62, 63, 64, 65, 66, 127, 128, 129, 190}) {
+    for (size_t at = 0; at <= length; ++at) {
+      for (const std::string& piece : pieces) {
+        std::string content(length, 'a');
+        content.insert(at, piece);
+        const std::string text = "{\"k\":\"" + content + "\",\"n\":[1]}";
+        ExpectParsesAsNlohmann(text);
+        if (HasFailure()) return;
+        if (at % 16 == 0) {
+          for (size_t cut = 0; cut < text.size(); cut += 7) {
+            ExpectParsesAsNlohmann(text.substr(0, cut));
+            if (HasFailure()) return;
+          }
+        }
+      }
+    }
+  }
+  // A byte order mark must be whole.
+  ExpectParsesAsNlohmann("\xef\xbb\xbf[1]");
+  EXPECT_FALSE(ParseJson("\xef\xbb[1]").has_value());
+  EXPECT_FALSE(ParseJson("\xef").has_value());
+}
+
 // A random value of every kind, with strings of random bytes (valid UTF-8 and not), control
 // characters and numbers of every type.
 class RandomValues {
