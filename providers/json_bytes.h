@@ -180,7 +180,7 @@ inline const char* Utf8(const char* p, const char* end) {
 inline bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
 // From the backslash: past the escape, or null.
-inline const char* Escape(const char* p, const char* end) {
+[[gnu::always_inline]] inline const char* Escape(const char* p, const char* end) {
   if (end - p < 2) return nullptr;
   switch (p[1]) {
     case '"':
