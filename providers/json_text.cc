@@ -11,7 +11,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <string_view>
 
+#include "absl/container/flat_hash_set.h"
 #include "providers/json_bytes.h"
 #include "providers/json_scan.h"
 
@@ -19,6 +22,66 @@ namespace terse::providers {
 namespace {
 
 // ---- Parsing: the text is checked as its value is built, one pass over it.
+
+// Puts the members of a parsed object in with Json::parse's rule for a repeated key (its first
+// place, its last value), in time linear in the members: the ordered object's own insert walks
+// every member to look for the key (see AppendNewMember). Past a few members, an index of their
+// places finds a repeat; it hashes the keys where they are kept, so it copies none.
+class MemberInserter {
+ public:
+  explicit MemberInserter(Json::object_t& members)
+      : members_(members), index_(0, KeyHash{&members_}, KeyEq{&members_}) {}
+
+  void Insert(std::string key, Json value) {
+    if (members_.size() < kIndexFrom) {
+      for (auto& member : members_) {
+        if (member.first == key) {
+          member.second = std::move(value);
+          return;
+        }
+      }
+      AppendNewMember(members_, std::move(key), std::move(value));
+      if (members_.size() == kIndexFrom) {
+        for (size_t i = 0; i < members_.size(); ++i) index_.insert(i);
+      }
+      return;
+    }
+    if (auto it = index_.find(std::string_view(key)); it != index_.end()) {
+      List(members_)[*it].second = std::move(value);
+      return;
+    }
+    AppendNewMember(members_, std::move(key), std::move(value));
+    index_.insert(members_.size() - 1);
+  }
+
+ private:
+  static constexpr size_t kIndexFrom = 16;
+
+  // The members as the vector they are kept in: the object's own operator[] takes a key.
+  static const Json::object_t::Container& List(const Json::object_t& members) { return members; }
+  static Json::object_t::Container& List(Json::object_t& members) { return members; }
+
+  // The index holds places in `members`; it looks up by place or by key.
+  struct KeyHash {
+    using is_transparent = void;
+    const Json::object_t* members;
+    size_t operator()(size_t at) const {
+      return (*this)(std::string_view(List(*members)[at].first));
+    }
+    size_t operator()(std::string_view key) const { return std::hash<std::string_view>()(key); }
+  };
+  struct KeyEq {
+    using is_transparent = void;
+    const Json::object_t* members;
+    std::string_view Key(size_t at) const { return List(*members)[at].first; }
+    bool operator()(size_t a, size_t b) const { return a == b; }
+    bool operator()(size_t at, std::string_view key) const { return Key(at) == key; }
+    bool operator()(std::string_view key, size_t at) const { return Key(at) == key; }
+  };
+
+  Json::object_t& members_;
+  absl::flat_hash_set<size_t, KeyHash, KeyEq> index_;
+};
 
 class Builder {
  public:
@@ -76,7 +139,7 @@ class Builder {
       return true;
     }
     if (depth == kMaxJsonDepth) return false;
-    Json::object_t& members = out.get_ref<Json::object_t&>();
+    MemberInserter members(out.get_ref<Json::object_t&>());
     while (true) {
       if (!AtToken() || *p_ != '"') return false;
       std::string key;
@@ -85,9 +148,7 @@ class Builder {
       ++p_;
       Json value;
       if (!Value(value, depth + 1)) return false;
-      // Json::parse's rule for a repeated key: its first place, its last value.
-      auto [at, inserted] = members.emplace(std::move(key), std::move(value));
-      if (!inserted) at->second = std::move(value);
+      members.Insert(std::move(key), std::move(value));
       if (!AtToken()) return false;
       const char next = *p_++;
       if (next == '}') return true;

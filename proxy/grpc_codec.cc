@@ -91,13 +91,17 @@ void JsonToValue(const Json& json, Value& out) {
 // Merges the fields of `extra` into `object`, refusing keys the modeled fields already set.
 absl::Status MergeExtra(const Struct& extra, std::string_view where, Json& object) {
   Json fields = StructToJson(extra);
-  for (auto& [key, value] : fields.items()) {
-    if (object.contains(key)) {
+  auto& members = object.get_ref<Json::object_t&>();
+  // Only the modeled fields, set before the merge, can repeat a key: the map's keys are unique.
+  const size_t modeled = members.size();
+  for (auto& [key, value] : fields.get_ref<Json::object_t&>()) {
+    for (auto it = members.begin(); it != members.begin() + modeled; ++it) {
+      if (it->first != key) continue;
       return InvalidRequest(
           absl::StrCat(Str(where), ".extra.", key, " repeats a field that is already set"),
           absl::StrCat(Str(where), ".extra.", key));
     }
-    object[key] = std::move(value);
+    AppendNewMember(members, key, std::move(value));
   }
   return absl::OkStatus();
 }
@@ -109,7 +113,9 @@ absl::Status ExtraFromJson(const Json& object, std::initializer_list<std::string
                            std::string_view where, Proto& out) {
   Json rest = Json::object();
   for (const auto& [key, value] : object.items()) {
-    if (std::find(modeled.begin(), modeled.end(), key) == modeled.end()) rest[key] = value;
+    if (std::find(modeled.begin(), modeled.end(), key) == modeled.end()) {
+      AppendNewMember(rest.get_ref<Json::object_t&>(), key, value);  // an object's keys are unique
+    }
   }
   if (rest.empty()) return absl::OkStatus();
   ASSIGN_OR_RETURN(*out.mutable_extra(), JsonToStruct(rest, where));
@@ -276,7 +282,10 @@ Json StructToJson(const Struct& value) {
   for (const auto& [key, v] : value.fields()) keys.push_back(&key);
   std::sort(keys.begin(), keys.end(), [](auto* a, auto* b) { return *a < *b; });
   Json out = Json::object();
-  for (const std::string* key : keys) out[*key] = ValueToJson(value.fields().at(*key));
+  auto& members = out.get_ref<Json::object_t&>();
+  for (const std::string* key : keys) {
+    AppendNewMember(members, *key, ValueToJson(value.fields().at(*key)));
+  }
   return out;
 }
 

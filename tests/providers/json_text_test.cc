@@ -171,6 +171,37 @@ TEST(JsonTextTest, ChecksEveryByteOfAStringWhereverItFalls) {
   EXPECT_FALSE(ParseJson("\xef").has_value());
 }
 
+// An object's members go in without a walk through those before them (past 16, an index of
+// their keys finds a repeat), and a repeated key keeps Json::parse's rule: its first place, its
+// last value, wherever the two fall.
+TEST(JsonTextTest, ObjectsOfManyMembersParseAsTheParserDoes) {
+  std::mt19937 rng(11);
+  for (size_t members : {15, 16, 17, 40, 300, 2000}) {
+    for (int round = 0; round < 4; ++round) {
+      std::string text = "{";
+      for (size_t i = 0; i < members; ++i) {
+        // Every fifth key repeats an earlier one; some keys are spelled with an escape.
+        const size_t name = i % 5 == 4 ? rng() % i : i;
+        if (i > 0) text += ',';
+        text += (name % 7 == 0 ? "\"\\u006b" : "\"k") + std::to_string(name) +
+                "\":" + std::to_string(i);
+      }
+      text += "}";
+      ExpectParsesAsNlohmann(text);
+      if (HasFailure()) return;
+    }
+  }
+  // Many distinct members, all kept in order.
+  std::string text = "{";
+  for (int i = 0; i < 100000; ++i) text += (i ? ",\"m" : "\"m") + std::to_string(i) + "\":0";
+  text += "}";
+  std::optional<Json> parsed = ParseJson(text);
+  ASSERT_TRUE(parsed.has_value());
+  ASSERT_EQ(parsed->size(), 100000u);
+  EXPECT_EQ(parsed->begin().key(), "m0");
+  EXPECT_EQ((--parsed->end()).key(), "m99999");
+}
+
 // A random value of every kind, with strings of random bytes (valid UTF-8 and not), control
 // characters and numbers of every type.
 class RandomValues {

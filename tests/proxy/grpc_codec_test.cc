@@ -6,6 +6,7 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "tests/support/status_matchers.h"
 
 namespace terse::proxy {
@@ -46,6 +47,30 @@ TEST(GrpcCodecTest, StructRoundTripKeepsTypesAndIntegers) {
   EXPECT_EQ(Unordered(back), Unordered(j));
   EXPECT_TRUE(back["seed"].is_number_integer());
   EXPECT_TRUE(back["top_p"].is_number_float());
+}
+
+// A Struct's fields become members without a walk through those before them: 100,000 of them,
+// in key order, after the modeled fields and before `stream`, with their values.
+TEST(GrpcCodecTest, ManyExtraFieldsBecomeMembersInKeyOrder) {
+  v1::ChatRequest request;
+  request.set_model("m");
+  v1::Message* message = request.add_messages();
+  message->set_role("user");
+  message->set_content("a");
+  auto& fields = *request.mutable_extra()->mutable_fields();
+  for (int i = 0; i < 100000; ++i) fields[absl::StrCat("x", 100000 + i)].set_number_value(i);
+  absl::StatusOr<Json> body = ChatRequestToJson(request, false);
+  ASSERT_THAT(body, IsOk());
+  ASSERT_EQ(body->size(), 2u + 100000u + 1u);
+  auto it = body->begin();
+  EXPECT_EQ(it.key(), "model");
+  EXPECT_EQ((++it).key(), "messages");
+  for (int i = 0; i < 100000; ++i) {
+    ++it;
+    ASSERT_EQ(it.key(), absl::StrCat("x", 100000 + i));
+    ASSERT_EQ(it.value(), static_cast<double>(i));
+  }
+  EXPECT_EQ((++it).key(), "stream");
 }
 
 TEST(GrpcCodecTest, StructRefusesNonObject) {
