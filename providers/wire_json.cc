@@ -3,8 +3,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "providers/json_scan.h"
 #include "providers/json_text.h"
 
@@ -168,12 +173,25 @@ void WireJson::SetMembers(Json object) {
     *this = WireJson(std::move(object));
     return;
   }
+  // Only the members that differ are edited: SetMember and EraseMember each look their key up by
+  // walking the members, and so would `contains`, which for every member of a request of many
+  // (a client's own fields) would cost n^2 comparisons. The two objects are matched through
+  // indexes of their keys instead.
+  absl::flat_hash_map<std::string_view, const Json*> now;
+  for (const auto& [key, value] : value_->items()) now.emplace(key, &value);
+  absl::flat_hash_set<std::string_view> next;
+  std::vector<std::pair<const std::string*, Json*>> changed;  // in `object`'s order
+  for (auto& [key, value] : object.get_ref<Json::object_t&>()) {
+    next.insert(key);
+    auto it = now.find(key);
+    if (it == now.end() || *it->second != value) changed.emplace_back(&key, &value);
+  }
   std::vector<std::string> gone;
-  for (auto it = value_->begin(); it != value_->end(); ++it) {
-    if (!object.contains(it.key())) gone.push_back(it.key());
+  for (const auto& [key, value] : value_->items()) {
+    if (!next.contains(key)) gone.push_back(key);
   }
   for (const std::string& key : gone) EraseMember(key);
-  for (auto it = object.begin(); it != object.end(); ++it) SetMember(it.key(), std::move(*it));
+  for (auto [key, value] : changed) SetMember(*key, std::move(*value));
 }
 
 Json& WireJson::mutable_json() {
