@@ -47,7 +47,7 @@ class MemberInserter {
       return;
     }
     if (auto it = index_.find(std::string_view(key)); it != index_.end()) {
-      List(members_)[*it].second = std::move(value);
+      MemberList(members_)[*it].second = std::move(value);
       return;
     }
     AppendNewMember(members_, std::move(key), std::move(value));
@@ -57,23 +57,19 @@ class MemberInserter {
  private:
   static constexpr size_t kIndexFrom = 16;
 
-  // The members as the vector they are kept in: the object's own operator[] takes a key.
-  static const Json::object_t::Container& List(const Json::object_t& members) { return members; }
-  static Json::object_t::Container& List(Json::object_t& members) { return members; }
-
   // The index holds places in `members`; it looks up by place or by key.
   struct KeyHash {
     using is_transparent = void;
     const Json::object_t* members;
     size_t operator()(size_t at) const {
-      return (*this)(std::string_view(List(*members)[at].first));
+      return (*this)(std::string_view(MemberList(*members)[at].first));
     }
     size_t operator()(std::string_view key) const { return std::hash<std::string_view>()(key); }
   };
   struct KeyEq {
     using is_transparent = void;
     const Json::object_t* members;
-    std::string_view Key(size_t at) const { return List(*members)[at].first; }
+    std::string_view Key(size_t at) const { return MemberList(*members)[at].first; }
     bool operator()(size_t a, size_t b) const { return a == b; }
     bool operator()(size_t at, std::string_view key) const { return Key(at) == key; }
     bool operator()(std::string_view key, size_t at) const { return Key(at) == key; }
@@ -179,7 +175,6 @@ class Builder {
   // double when it has a fraction or an exponent or does not fit 64 bits.
   bool Number(Json& out) {
     const char* const start = p_;
-    if (*p_ != '-' && !json_bytes::IsDigit(*p_)) return false;
     p_ = json_bytes::Number(p_, end_);
     if (p_ == nullptr) return false;
     const bool integral =
