@@ -286,7 +286,9 @@ measure() {  # target connections [delay_ms]
 }
 
 # PROFILE=perf|callgrind: instead of the benchmark, a CPU profile of terse while wrk drives it
-# with PROFILE_CONNS connections, non-streaming then streaming, written to PROFILE_DIR.
+# with PROFILE_CONNS connections, non-streaming then streaming, written to PROFILE_DIR. With
+# PROFILE_DELAY_MS, each connection pauses that long on average between requests, as in the
+# half-load rounds (say PROFILE_CONNS=229 PROFILE_DELAY_MS=10 for the rate a run printed).
 #   perf: samples on cpu-clock (works without hardware counters), summarised by component with
 #         profile_summary.py; the raw data stays in PROFILE_DIR for `perf report`.
 #   callgrind: exact instruction counts (slow: terse runs ~50x slower), per request.
@@ -300,7 +302,7 @@ if [[ -n ${PROFILE:-} ]]; then
           -p "$terse_pid" -o "$out.data" -- sleep "${DURATION%s}" &
         perf_pid=$!
         sleep 0.5  # perf attached before the load starts
-        read -r rps p50 p99 err cpu sys cs < <(measure "terse$kind" "$PROFILE_CONNS")
+        read -r rps p50 p99 err cpu sys cs < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
         wait "$perf_pid" || true
         perf script -i "$out.data" -F comm,ip,sym,dso 2>/dev/null |
           python3 bench/gateway/profile_summary.py >"$out.txt" ;;
@@ -308,7 +310,7 @@ if [[ -n ${PROFILE:-} ]]; then
         # Instrumented from the first measurement on; counters zeroed before each.
         callgrind_control -i on "$terse_pid" >/dev/null 2>&1
         callgrind_control -z "$terse_pid" >/dev/null 2>&1
-        read -r rps p50 p99 err cpu sys cs < <(measure "terse$kind" "$PROFILE_CONNS")
+        read -r rps p50 p99 err cpu sys cs < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
         callgrind_control -d "$terse_pid" >/dev/null 2>&1
         mv "$(ls -t "$PROFILE_DIR"/valgrind.out.* | head -1)" "$out.out"
         requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
@@ -317,7 +319,7 @@ if [[ -n ${PROFILE:-} ]]; then
         ' >"$out.txt"
         callgrind_annotate --threshold=90 "$out.out" 2>/dev/null | awk '/^Ir/ { on = 1 } on && n++ < 40' >>"$out.txt" ;;
     esac
-    echo "profiled terse$kind at $PROFILE_CONNS connections: $rps req/s, p50 $p50 ms," \
+    echo "profiled terse$kind at $PROFILE_CONNS connections${PROFILE_DELAY_MS:+ pausing ~$PROFILE_DELAY_MS ms}: $rps req/s, p50 $p50 ms," \
       "p99 $p99 ms, $err errors, $cpu us CPU per request"
     cat "$out.txt"
     echo

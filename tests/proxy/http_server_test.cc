@@ -292,6 +292,29 @@ TEST(HttpServerLargeBodyTest, LargeBodiesArriveWholeInPieces) {
   EXPECT_EQ(r->status, 200);
 }
 
+// A body of announced length is read up to its end and no further: the rest of it, and a
+// pipelined request sent in the same segment, arrive after the head; both are answered in order.
+TEST(HttpServerLargeBodyTest, ARequestSentRightAfterALongBodyIsAnsweredAfterIt) {
+  Gateway gw(Gateway::Options{.limits = "limits: {max_body_bytes: 1048576}\n"});
+  HttpClient client(gw.http->port());
+  const std::string body = ChatBody("gpt-4o", std::string(100000, 'q'));
+  const std::string next = ChatBody("gpt-4o", "next");
+  const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: ";
+  ASSERT_TRUE(client.SendRaw(head + std::to_string(body.size()) + "\r\n\r\n" + body.substr(0, 10)));
+  ASSERT_TRUE(
+      client.SendRaw(body.substr(10) + head + std::to_string(next.size()) + "\r\n\r\n" + next));
+  auto first = client.ReadResponse();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->status, 200) << first->body;
+  auto second = client.ReadResponse();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->status, 200) << second->body;
+  const std::vector<terse::testing::FakeRequest> seen = gw.upstream.requests();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].body, body);
+  EXPECT_EQ(seen[1].body, next);
+}
+
 TEST_F(HttpServerTest, UnknownModelIs404) {
   auto r = Once("POST", "/v1/chat/completions", ChatBody("no-such-model", "x"));
   ASSERT_TRUE(r.has_value());
