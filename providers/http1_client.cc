@@ -448,7 +448,7 @@ void Http1Client::Watch(Connection& connection, uint32_t events) {
 void Http1Client::Send(Connection& connection) {
   Exchange& exchange = *connection.exchange;
   const std::string& head = exchange.head;
-  const std::string& body = exchange.request.body;
+  const std::string_view body = exchange.request.body.view();
   while (exchange.sent < exchange.size()) {
     iovec parts[2];
     int count = 0;

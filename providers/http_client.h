@@ -24,11 +24,31 @@
 
 namespace terse::providers {
 
+// The bytes of a request's body, read-only once set. They are shared, not copied, with whoever
+// else holds them: a call keeps its request's text for the next attempt while an attempt sends it.
+class HttpBody {
+ public:
+  HttpBody() = default;
+  HttpBody(std::string bytes)  // NOLINT: a body is its bytes
+      : bytes_(std::make_shared<const std::string>(std::move(bytes))) {}
+  HttpBody(const char* bytes) : HttpBody(std::string(bytes)) {}  // NOLINT: as above
+  explicit HttpBody(std::shared_ptr<const std::string> bytes) : bytes_(std::move(bytes)) {}
+
+  std::string_view view() const { return bytes_ ? std::string_view(*bytes_) : std::string_view(); }
+  const char* data() const { return view().data(); }
+  size_t size() const { return bytes_ ? bytes_->size() : 0; }
+  bool empty() const { return size() == 0; }
+  void clear() { bytes_.reset(); }
+
+ private:
+  std::shared_ptr<const std::string> bytes_;
+};
+
 struct HttpRequest {
   std::string method = "POST";
   std::string url;
   std::vector<std::pair<std::string, std::string>> headers;
-  std::string body;
+  HttpBody body;
   absl::Duration connect_timeout = absl::Seconds(5);
   // From the start of the exchange until the first byte of the response head.
   absl::Duration first_byte_timeout = absl::Seconds(60);

@@ -78,7 +78,7 @@ class OpenAiProvider : public Provider {
                         std::move(sink));
     }
     // The request's body is relayed as it is unless a field below must change; the pipeline
-    // usually set them already, and a copy of the body per attempt is then saved.
+    // usually set them already, and every attempt then sends the text the call keeps, uncopied.
     std::optional<WireJson> changed;
     auto edit = [&]() -> WireJson& {
       if (!changed.has_value()) changed = request.body;
@@ -110,7 +110,7 @@ class OpenAiProvider : public Provider {
     http->headers.emplace_back("Content-Type", "application/json");
     http->headers.emplace_back("Accept", stream ? "text/event-stream" : "application/json");
     http->method = "POST";
-    http->body = body.text();
+    http->body = HttpBody(body.SharedText());
     return StartExchange(client_, *std::move(http), stream, nullptr, nullptr, std::move(sink));
   }
 

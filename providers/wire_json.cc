@@ -16,15 +16,31 @@
 namespace terse::providers {
 
 const std::string& WireJson::text() const {
-  if (!text_.has_value()) {
-    text_ = DumpJson(*value_);
+  if (const std::string* text = Text()) return *text;
+  text_ = DumpJson(*value_);
+  return *text_;
+}
+
+std::shared_ptr<const std::string> WireJson::SharedText() const {
+  if (!shared_text_) {
+    shared_text_ =
+        std::make_shared<const std::string>(text_ ? std::move(*text_) : DumpJson(*value_));
+    text_.reset();
+  }
+  return shared_text_;
+}
+
+std::string& WireJson::EditableText() {
+  if (shared_text_) {
+    text_ = *shared_text_;
+    shared_text_.reset();
   }
   return *text_;
 }
 
 const Json& WireJson::json() const {
   if (!value_.has_value()) {
-    std::optional<Json> parsed = ParseJson(*text_);
+    std::optional<Json> parsed = ParseJson(*Text());
     value_ = parsed.has_value() ? *std::move(parsed) : Json();
   }
   return *value_;
@@ -50,7 +66,7 @@ WireJson WireJson::FromParsedText(std::string text, Json value) {
 }
 
 void WireJson::NoteMember(std::string_view key, std::string_view value) {
-  const char* base = text_->data();
+  const char* base = Text()->data();
   members_.push_back({static_cast<size_t>(key.data() - base), key.size(),
                       static_cast<size_t>(value.data() - base), value.size()});
   // Keys are short: a loop beats a call of memchr.
@@ -66,7 +82,7 @@ bool WireJson::NoteMembers() {
   escaped_key_ = false;
   // The text is valid JSON: as parsed into the value, or serialized from it.
   if (!ForEachMember(
-          *text_, [&](std::string_view key, std::string_view value) { NoteMember(key, value); })) {
+          *Text(), [&](std::string_view key, std::string_view value) { NoteMember(key, value); })) {
     members_.clear();
     return false;
   }
@@ -80,7 +96,7 @@ std::optional<size_t> WireJson::OnlyMember(std::string_view key) const {
   for (size_t i = 0; i < members_.size(); ++i) {
     const MemberSpan& span = members_[i];
     if (span.key_size == key.size() &&
-        std::memcmp(text_->data() + span.key_at, key.data(), key.size()) == 0) {
+        std::memcmp(Text()->data() + span.key_at, key.data(), key.size()) == 0) {
       if (found != kNoMember) return std::nullopt;  // which one a parser keeps is its choice
       found = i;
     }
@@ -89,7 +105,7 @@ std::optional<size_t> WireJson::OnlyMember(std::string_view key) const {
 }
 
 void WireJson::Splice(size_t at, size_t size, std::string_view with) {
-  text_->replace(at, size, with);
+  EditableText().replace(at, size, with);
   const ptrdiff_t moved = static_cast<ptrdiff_t>(with.size()) - static_cast<ptrdiff_t>(size);
   for (MemberSpan& span : members_) {
     if (span.key_at < at + size) continue;
@@ -105,7 +121,7 @@ void WireJson::SetMember(std::string_view key, Json value) {
     if (it != value_->end() && *it == value) return;
     // A member the value lacks is in the text under no spelling: no need to note where the
     // others are to add it.
-    if (it == value_->end() && text_.has_value() && !members_noted_) index = kNoMember;
+    if (it == value_->end() && has_text() && !members_noted_) index = kNoMember;
   } else if (std::optional<Json> current = Member(key); current.has_value() && *current == value) {
     return;
   }
@@ -113,7 +129,7 @@ void WireJson::SetMember(std::string_view key, Json value) {
   const bool plain_key = std::all_of(key.begin(), key.end(), [](char c) {
     return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
   });
-  if (plain_key && !index.has_value() && text_.has_value() && NoteMembers()) {
+  if (plain_key && !index.has_value() && has_text() && NoteMembers()) {
     index = OnlyMember(key);
   }
   if (!plain_key || !index.has_value()) {
@@ -130,7 +146,7 @@ void WireJson::SetMember(std::string_view key, Json value) {
   } else {
     // `"key":value` last, just before the closing brace: only whitespace follows that.
     const bool first = members_noted_ ? members_.empty() : value_->empty();
-    const size_t brace = text_->rfind('}');
+    const size_t brace = Text()->rfind('}');
     std::string member = first ? "\"" : ",\"";
     const size_t key_at = brace + member.size();
     member.append(key).append("\":");
@@ -147,7 +163,7 @@ void WireJson::SetMember(std::string_view key, Json value) {
 void WireJson::EraseMember(std::string_view key) {
   if (value_.has_value() && value_->find(key) == value_->end()) return;
   std::optional<size_t> index;
-  if (text_.has_value() && NoteMembers()) index = OnlyMember(key);
+  if (has_text() && NoteMembers()) index = OnlyMember(key);
   if (!index.has_value()) {
     mutable_json().erase(std::string(key));
     return;
@@ -197,6 +213,7 @@ void WireJson::SetMembers(Json object) {
 Json& WireJson::mutable_json() {
   json();
   text_.reset();
+  shared_text_.reset();
   members_.clear();
   members_noted_ = false;
   escaped_key_ = false;
@@ -206,7 +223,7 @@ Json& WireJson::mutable_json() {
 bool WireJson::FindMemberText(std::string_view key, std::optional<std::string_view>* member) const {
   member->reset();
   if (!members_noted_ || escaped_key_) return false;
-  const char* const text = text_->data();
+  const char* const text = Text()->data();
   for (const MemberSpan& span : members_) {
     // Most keys differ from `key` in size or first byte: no call of memcmp for them.
     if (span.key_size == key.size() && (key.empty() || text[span.key_at] == key.front()) &&

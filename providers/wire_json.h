@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,6 +32,10 @@ class WireJson {
   // The JSON text: as received while the value is unchanged, else the value serialized compactly
   // (invalid UTF-8 replaced by U+FFFD).
   const std::string& text() const;
+  // The same text, to be held beyond this WireJson (an attempt's request body, while the call
+  // keeps the request for the next one): handed out once and shared from then on, not copied. An
+  // edit afterwards changes a copy.
+  std::shared_ptr<const std::string> SharedText() const;
   // The parsed value (parsed on first use; the text is kept).
   const Json& json() const;
   // The value, to change: the received text is dropped and text() serializes the value afterwards.
@@ -61,7 +66,7 @@ class WireJson {
 
   // True when the text is at hand, so text() costs nothing: the text as received (while the value
   // is unchanged), or a serialization text() made already.
-  bool has_text() const { return text_.has_value(); }
+  bool has_text() const { return Text() != nullptr; }
 
  private:
   static constexpr size_t kNoMember = SIZE_MAX;  // OnlyMember: `key` is no member
@@ -81,7 +86,16 @@ class WireJson {
   // Replaces text_'s bytes [at, at + size) by `with`, moving the spans of the members after them.
   void Splice(size_t at, size_t size, std::string_view with);
 
+  // The text when at hand, owned or shared, or null.
+  const std::string* Text() const {
+    return shared_text_ ? shared_text_.get() : text_ ? &*text_ : nullptr;
+  }
+  // The text at hand, to edit: a shared one is copied first.
+  std::string& EditableText();
+
+  // The text is in one of these, or in neither: owned, or shared once SharedText handed it out.
   mutable std::optional<std::string> text_;
+  mutable std::shared_ptr<const std::string> shared_text_;
   mutable std::optional<Json> value_;
   // The top-level members of text_ in order, when noted (`members_noted_`): by FromUncheckedText,
   // or by the first edit of a text; the edits keep them up to date.

@@ -282,6 +282,39 @@ TEST(WireJsonTest, EditedMembersAreSplicedIntoTheTextAndTheRestKeptByteForByte) 
   EXPECT_EQ(first.json(), Json({{"c", Json::array({1})}}));
 }
 
+// An attempt's body: the text the call keeps, handed out without a copy; an edit after that
+// changes the WireJson's own copy, never the bytes an attempt may still be sending.
+TEST(WireJsonTest, SharedTextIsTheTextItselfAndEditsLeaveItAlone) {
+  WireJson wire = WireJson::FromParsedText(std::string(kClientText), Json::parse(kClientText));
+  std::shared_ptr<const std::string> shared = wire.SharedText();
+  EXPECT_EQ(*shared, kClientText);
+  EXPECT_EQ(wire.SharedText(), shared);  // once handed out, the same bytes
+  EXPECT_EQ(&wire.text(), shared.get());
+  const WireJson copy = wire;
+  EXPECT_EQ(copy.SharedText(), shared);
+
+  wire.SetMember("n", 2);
+  EXPECT_EQ(*shared, kClientText);
+  EXPECT_NE(wire.text(), kClientText);
+  EXPECT_EQ(wire.json()["n"], 2);
+  EXPECT_EQ(wire.json(), Json::parse(wire.text()));
+  EXPECT_EQ(copy.text(), kClientText);
+  ASSERT_NE(wire.SharedText(), shared);
+  EXPECT_EQ(*wire.SharedText(), wire.text());
+
+  // A value without text is serialized for it.
+  const WireJson built(Json{{"a", 1}});
+  EXPECT_EQ(*built.SharedText(), R"({"a":1})");
+  EXPECT_EQ(built.text(), R"({"a":1})");
+  // And a checked text with noted members, as an upstream's answer, keeps them noted.
+  std::optional<WireJson> answer = WireJson::FromUncheckedText(R"({"id":"x","usage":{"n":1}})");
+  ASSERT_TRUE(answer.has_value());
+  EXPECT_EQ(*answer->SharedText(), R"({"id":"x","usage":{"n":1}})");
+  std::optional<std::string_view> member;
+  ASSERT_TRUE(answer->FindMemberText("usage", &member));
+  EXPECT_EQ(member, R"({"n":1})");
+}
+
 // A compressed request: only the members the new value changes are rewritten.
 TEST(WireJsonTest, SetMembersRewritesOnlyTheMembersThatChange) {
   const std::string text =
