@@ -4,6 +4,8 @@
 //   non-ASCII UTF-8), against json::accept (the parser whose verdicts it matches);
 // - ParseJson and DumpJson on a chat request (~1.5 KB: a system prompt, a user turn, a tool),
 //   against Json::parse and dump, and ParseJson on one with a 32 KiB prompt;
+// - the mask of a string's special bytes, over 32 KiB of prose, at each width this processor
+//   runs (the parser and scanner use the widest);
 // - the same request's way to the upstream once parsed, with the `stream_options` terse adds:
 //   spliced into the client's text (WireJson::SetMember), against the value edited and
 //   re-serialized (what terse did before).
@@ -13,6 +15,7 @@
 
 #include "base/json.h"
 #include "benchmark/benchmark.h"
+#include "providers/json_bytes.h"
 #include "providers/json_scan.h"
 #include "providers/json_text.h"
 #include "providers/wire_json.h"
@@ -172,6 +175,28 @@ void BM_RequestRelaySpliced(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * Request().size()));
 }
 
+// The special bytes of 32 KiB of prose, 64 bytes at a time, as a long prompt's string is
+// checked: bytes per second of one width of the mask.
+template <uint64_t (*kBits)(const char*)>
+void SpecialBytesOfProse(benchmark::State& state) {
+  std::string prose;
+  while (prose.size() < 32 * 1024) prose += "the quick brown fox jumps over the lazy dog. ";
+  prose.resize(32 * 1024);
+  for (auto _ : state) {
+    uint64_t any = 0;
+    for (size_t at = 0; at < prose.size(); at += 64) any |= kBits(prose.data() + at);
+    benchmark::DoNotOptimize(any);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * prose.size()));
+}
+void BM_SpecialBitsSse2(benchmark::State& state) {
+  SpecialBytesOfProse<json_bytes::SpecialBitsSse2>(state);
+}
+void BM_SpecialBitsAvx2(benchmark::State& state) {
+  if (!json_bytes::kCpuHasAvx2) return state.SkipWithError("this processor has no AVX2");
+  SpecialBytesOfProse<json_bytes::SpecialBitsAvx2>(state);
+}
+
 BENCHMARK(BM_ChunkNlohmannAccept);
 BENCHMARK(BM_CompletionNlohmannAccept);
 BENCHMARK(BM_Chunk);
@@ -186,6 +211,8 @@ BENCHMARK(BM_RequestNlohmannDump);
 BENCHMARK(BM_RequestDump);
 BENCHMARK(BM_RequestRelayReserialized);
 BENCHMARK(BM_RequestRelaySpliced);
+BENCHMARK(BM_SpecialBitsSse2);
+BENCHMARK(BM_SpecialBitsAvx2);
 
 }  // namespace
 }  // namespace terse::providers

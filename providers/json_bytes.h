@@ -16,6 +16,9 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace terse::providers::json_bytes {
 
@@ -38,8 +41,19 @@ inline bool IsWs(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r
 
 // A bit per byte of the 64 at `p` that a string cannot hold as it is: a control character, '"',
 // '\\' or a byte of a non-ASCII character (the others, printable ASCII, are most of a string).
-inline uint64_t SpecialBits(const char* p) {
+// Portable: a byte at a time.
+inline uint64_t SpecialBitsBytewise(const char* p) {
+  uint64_t bits = 0;
+  for (int i = 0; i < 64; ++i) {
+    const unsigned char c = static_cast<unsigned char>(p[i]);
+    bits |= static_cast<uint64_t>(c < 0x20 || c >= 0x80 || c == '"' || c == '\\') << i;
+  }
+  return bits;
+}
+
 #ifdef __SSE2__
+// The same, 16 bytes at a time (every x86-64 processor).
+inline uint64_t SpecialBitsSse2(const char* p) {
   uint64_t bits = 0;
   for (int i = 0; i < 64; i += 16) {
     const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
@@ -51,13 +65,41 @@ inline uint64_t SpecialBits(const char* p) {
     bits |= static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(special))) << i;
   }
   return bits;
-#else
+}
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TERSE_JSON_AVX2 1
+// The same, 32 bytes at a time, for processors with AVX2 (asked at run time: the build targets
+// any x86-64). Half the instructions of SSE2 over a long prompt's text.
+[[gnu::target("avx2")]] inline uint64_t SpecialBitsAvx2(const char* p) {
   uint64_t bits = 0;
-  for (int i = 0; i < 64; ++i) {
-    const unsigned char c = static_cast<unsigned char>(p[i]);
-    bits |= static_cast<uint64_t>(c < 0x20 || c >= 0x80 || c == '"' || c == '\\') << i;
+  for (int i = 0; i < 64; i += 32) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i));
+    const __m256i special =
+        _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(x, _mm256_set1_epi8('"')),
+                                        _mm256_cmpeq_epi8(x, _mm256_set1_epi8('\\'))),
+                        _mm256_cmpgt_epi8(_mm256_set1_epi8(' '), x));
+    bits |= static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_epi8(special))) << i;
   }
   return bits;
+}
+
+inline const bool kCpuHasAvx2 = [] {
+  __builtin_cpu_init();  // before the first __builtin_cpu_supports of a static initializer
+  return __builtin_cpu_supports("avx2") != 0;
+}();
+#endif
+
+// The widest of the above that this processor runs.
+inline uint64_t SpecialBits(const char* p) {
+#ifdef TERSE_JSON_AVX2
+  if (kCpuHasAvx2) return SpecialBitsAvx2(p);
+#endif
+#ifdef __SSE2__
+  return SpecialBitsSse2(p);
+#else
+  return SpecialBitsBytewise(p);
 #endif
 }
 

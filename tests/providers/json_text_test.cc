@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "providers/json_bytes.h"
 #include "providers/json_scan.h"
 #include "tests/providers/random_edit.h"
 
@@ -50,6 +51,31 @@ void ExpectParsesAsNlohmann(const std::string& text) {
   Json theirs = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   ASSERT_EQ(ours.has_value(), !theirs.is_discarded()) << "text: " << text;
   if (ours.has_value()) ExpectSameValue(*ours, theirs, text);
+}
+
+// Each width of the special-byte mask marks the same bytes as the byte-at-a-time one, for every
+// kind of byte at every position of the 64 (the processor's widest is what the parser uses).
+TEST(JsonBytesTest, EveryWidthOfTheSpecialByteMaskAgrees) {
+  const std::string kinds = std::string("a~ \x7f\"\\\x01\x1f\x80\xbf\xc3\xff", 12);
+  std::mt19937 rng(7);
+  char text[64];
+  for (int round = 0; round < 20000; ++round) {
+    for (char& c : text) c = kinds[rng() % kinds.size()];
+    if (round < 64 * static_cast<int>(kinds.size())) {  // first, each kind alone at each place
+      std::memset(text, 'a', sizeof text);
+      text[round % 64] = kinds[static_cast<size_t>(round / 64)];
+    }
+    const uint64_t want = json_bytes::SpecialBitsBytewise(text);
+#ifdef __SSE2__
+    ASSERT_EQ(json_bytes::SpecialBitsSse2(text), want) << round;
+#endif
+#ifdef TERSE_JSON_AVX2
+    if (json_bytes::kCpuHasAvx2) {
+      ASSERT_EQ(json_bytes::SpecialBitsAvx2(text), want) << round;
+    }
+#endif
+    ASSERT_EQ(json_bytes::SpecialBits(text), want) << round;
+  }
 }
 
 TEST(JsonTextTest, ParsesWhatTheParserParses) {
