@@ -170,17 +170,23 @@ void Metrics::RecordError(std::string_view route, std::string_view operation,
   errors_.Get({route, operation, type}).fetch_add(1, std::memory_order_relaxed);
 }
 
+Metrics::RouteSeries::RouteSeries()
+    : upstream_first_byte_seconds(LatencyBounds()), upstream_seconds(LatencyBounds()) {}
+
 void Metrics::RecordUpstream(std::string_view route, absl::Duration first_byte,
                              absl::Duration total) {
-  upstream_first_byte_seconds_.GetOrMake({route}, NewLatencyHistogram)
-      .Observe(Seconds(first_byte));
-  upstream_seconds_.GetOrMake({route}, NewLatencyHistogram).Observe(Seconds(total));
+  RouteSeries& series = routes_.Get({route});
+  series.upstream_first_byte_seconds.Observe(Seconds(first_byte));
+  series.upstream_seconds.Observe(Seconds(total));
+  series.upstream_recorded.store(true, std::memory_order_relaxed);
 }
 
 void Metrics::RecordTokens(std::string_view route, uint64_t prompt_tokens,
                            uint64_t completion_tokens) {
-  tokens_.Get({route, "prompt"}).fetch_add(prompt_tokens, std::memory_order_relaxed);
-  tokens_.Get({route, "completion"}).fetch_add(completion_tokens, std::memory_order_relaxed);
+  RouteSeries& series = routes_.Get({route});
+  series.prompt_tokens.fetch_add(prompt_tokens, std::memory_order_relaxed);
+  series.completion_tokens.fetch_add(completion_tokens, std::memory_order_relaxed);
+  series.tokens_recorded.store(true, std::memory_order_relaxed);
 }
 
 void Metrics::RecordCompression(std::string_view route, uint64_t original_tokens,
@@ -215,17 +221,36 @@ std::string Metrics::RenderPrometheus() const {
   RenderHistograms(out, "terse_request_duration_seconds",
                    "Time from receiving a request to handing back its last byte.", {"operation"},
                    request_seconds_);
-  RenderHistograms(out, "terse_upstream_first_byte_seconds",
-                   "Time from forwarding a request to the upstream's first response byte.",
-                   {"route"}, upstream_first_byte_seconds_);
-  RenderHistograms(out, "terse_upstream_duration_seconds",
-                   "Time from forwarding a request to the end of the upstream's response.",
-                   {"route"}, upstream_seconds_);
+  const std::vector<std::string_view> route_label = {"route"};
+  AppendHeader(out, "terse_upstream_first_byte_seconds", "histogram",
+               "Time from forwarding a request to the upstream's first response byte.");
+  routes_.ForEach([&](const LabelValues& route, const RouteSeries& series) {
+    if (!series.upstream_recorded.load(std::memory_order_relaxed)) return;
+    AppendHistogram(out, "terse_upstream_first_byte_seconds", route_label, route,
+                    series.upstream_first_byte_seconds);
+  });
+  AppendHeader(out, "terse_upstream_duration_seconds", "histogram",
+               "Time from forwarding a request to the end of the upstream's response.");
+  routes_.ForEach([&](const LabelValues& route, const RouteSeries& series) {
+    if (!series.upstream_recorded.load(std::memory_order_relaxed)) return;
+    AppendHistogram(out, "terse_upstream_duration_seconds", route_label, route,
+                    series.upstream_seconds);
+  });
   AppendHeader(out, "terse_in_flight_requests", "gauge", "Requests currently in the pipeline.");
   absl::StrAppend(&out, "terse_in_flight_requests ", InFlight(), "\n");
-  RenderCounters(out, "terse_upstream_tokens_total",
-                 "Tokens the upstream reported in usage, by route and kind.", {"route", "kind"},
-                 tokens_);
+  AppendHeader(out, "terse_upstream_tokens_total", "counter",
+               "Tokens the upstream reported in usage, by route and kind.");
+  routes_.ForEach([&](const LabelValues& route, const RouteSeries& series) {
+    if (!series.tokens_recorded.load(std::memory_order_relaxed)) return;
+    const std::vector<std::string_view> names = {"route", "kind"};
+    for (const auto& [kind, counter] :
+         {std::pair<std::string_view, const Counter*>{"completion", &series.completion_tokens},
+          {"prompt", &series.prompt_tokens}}) {
+      out.append("terse_upstream_tokens_total");
+      AppendLabels(out, names, {route[0], std::string(kind)});
+      absl::StrAppend(&out, " ", counter->load(std::memory_order_relaxed), "\n");
+    }
+  });
   RenderCounters(out, "terse_compression_tokens_in_total",
                  "Prompt tokens before compression (target tokenizer).", {"route"},
                  compression_tokens_in_);

@@ -145,12 +145,22 @@ class Metrics {
  private:
   using Counter = std::atomic<uint64_t>;
 
-  Family<Counter> requests_;                       // route, operation, status
-  Family<Counter> errors_;                         // route, operation, type
-  Family<Histogram> request_seconds_;              // operation
-  Family<Histogram> upstream_first_byte_seconds_;  // route
-  Family<Histogram> upstream_seconds_;             // route
-  Family<Counter> tokens_;                         // route, kind (prompt | completion)
+  // The series of one route that most calls record into, found with one look-up: the upstream's
+  // latencies and the tokens of its usage. Each kind is rendered once something was recorded.
+  struct RouteSeries {
+    RouteSeries();
+    Histogram upstream_first_byte_seconds;
+    Histogram upstream_seconds;
+    Counter prompt_tokens{0};
+    Counter completion_tokens{0};
+    std::atomic<bool> upstream_recorded{false};
+    std::atomic<bool> tokens_recorded{false};
+  };
+
+  Family<Counter> requests_;           // route, operation, status
+  Family<Counter> errors_;             // route, operation, type
+  Family<Histogram> request_seconds_;  // operation
+  Family<RouteSeries> routes_;         // route
   std::atomic<int64_t> in_flight_{0};
 
   Family<Counter> compression_tokens_in_;     // route

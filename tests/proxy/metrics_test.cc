@@ -88,6 +88,24 @@ TEST(MetricsTest, InFlightGaugeAndUpstreamAndTokens) {
   EXPECT_THAT(text, HasSubstr("terse_upstream_tokens_total{route=\"r\",kind=\"completion\"} 30\n"));
 }
 
+// A route's upstream latencies and tokens are kept together but shown only once recorded: a
+// route whose upstream sent no usage has no token series, and one that only booked tokens (an
+// answer from the compression cache's route, say) no latency series.
+TEST(MetricsTest, EachKindOfARouteSeriesIsShownOnceRecorded) {
+  Metrics m;
+  m.RecordUpstream("latency-only", absl::Milliseconds(10), absl::Milliseconds(20));
+  m.RecordTokens("tokens-only", 5, 6);
+  m.RecordTokens("tokens-only", 1, 1);
+  const std::string text = m.RenderPrometheus();
+  EXPECT_THAT(text, HasSubstr("terse_upstream_duration_seconds_count{route=\"latency-only\"} 1\n"));
+  EXPECT_THAT(text, Not(HasSubstr("route=\"latency-only\",kind=")));
+  EXPECT_THAT(
+      text, HasSubstr("terse_upstream_tokens_total{route=\"tokens-only\",kind=\"completion\"} "
+                      "7\nterse_upstream_tokens_total{route=\"tokens-only\",kind=\"prompt\"} 6\n"));
+  EXPECT_THAT(text, Not(HasSubstr("seconds_count{route=\"tokens-only\"}")));
+  EXPECT_THAT(text, HasSubstr("# TYPE terse_upstream_tokens_total counter\n"));
+}
+
 TEST(MetricsTest, CompressionCounters) {
   Metrics m;
   m.RecordCompression("r", 1000, 400, absl::Milliseconds(80), /*cache_hit=*/false);
