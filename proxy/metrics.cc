@@ -221,21 +221,21 @@ std::string Metrics::RenderPrometheus() const {
   RenderHistograms(out, "terse_request_duration_seconds",
                    "Time from receiving a request to handing back its last byte.", {"operation"},
                    request_seconds_);
-  const std::vector<std::string_view> route_label = {"route"};
-  AppendHeader(out, "terse_upstream_first_byte_seconds", "histogram",
-               "Time from forwarding a request to the upstream's first response byte.");
-  routes_.ForEach([&](const LabelValues& route, const RouteSeries& series) {
-    if (!series.upstream_recorded.load(std::memory_order_relaxed)) return;
-    AppendHistogram(out, "terse_upstream_first_byte_seconds", route_label, route,
-                    series.upstream_first_byte_seconds);
-  });
-  AppendHeader(out, "terse_upstream_duration_seconds", "histogram",
-               "Time from forwarding a request to the end of the upstream's response.");
-  routes_.ForEach([&](const LabelValues& route, const RouteSeries& series) {
-    if (!series.upstream_recorded.load(std::memory_order_relaxed)) return;
-    AppendHistogram(out, "terse_upstream_duration_seconds", route_label, route,
-                    series.upstream_seconds);
-  });
+  // One histogram of each route that reached its upstream.
+  auto render_upstream = [&](std::string_view name, std::string_view help,
+                             Histogram RouteSeries::*histogram) {
+    AppendHeader(out, name, "histogram", help);
+    routes_.ForEach([&](const LabelValues& route, const RouteSeries& series) {
+      if (!series.upstream_recorded.load(std::memory_order_relaxed)) return;
+      AppendHistogram(out, name, {"route"}, route, series.*histogram);
+    });
+  };
+  render_upstream("terse_upstream_first_byte_seconds",
+                  "Time from forwarding a request to the upstream's first response byte.",
+                  &RouteSeries::upstream_first_byte_seconds);
+  render_upstream("terse_upstream_duration_seconds",
+                  "Time from forwarding a request to the end of the upstream's response.",
+                  &RouteSeries::upstream_seconds);
   AppendHeader(out, "terse_in_flight_requests", "gauge", "Requests currently in the pipeline.");
   absl::StrAppend(&out, "terse_in_flight_requests ", InFlight(), "\n");
   AppendHeader(out, "terse_upstream_tokens_total", "counter",
