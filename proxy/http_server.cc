@@ -66,6 +66,10 @@ constexpr size_t kMaxQueuedBytes = 32 * 1024 * 1024;
 // directly (ReadBodyOfLength); before a chunked one is read the buffer gets kChunkedBodyRoom. A
 // buffer grown beyond kKeptBufferRoom is given back once it is empty.
 constexpr size_t kChunkedBodyRoom = 64 * 1024;
+// A body of announced length gets room for this much of it before it is read (room for more
+// grows as it arrives), and is read into its string at most this much at a time.
+constexpr size_t kBodyRoomAhead = 1024 * 1024;
+constexpr size_t kBodyPartBytes = 256 * 1024;
 constexpr size_t kKeptBufferRoom = 64 * 1024;
 
 // A request body as one string, like http::string_body, but appended to without first being
@@ -515,21 +519,41 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // A body of announced length (at most the limit, which ProcessHeader checked) goes straight
   // into the request's string: what the header's read brought along is taken from the buffer,
-  // and the rest is read from the socket into its place in as few reads as the kernel allows.
-  // Through Beast, each byte would be read into the buffer, moved to its front as the buffer
-  // made room, and copied into the string.
+  // and the rest is read from the socket into its place. Through Beast, each byte would be read
+  // into the buffer, moved to its front as the buffer made room, and copied into the string.
   void ReadBodyOfLength(size_t length) {
     std::string& body = parser_->get().body();
-    body.reserve(length + RequestBody::kEditRoom);  // as RequestBody::reader::init would
+    body.reserve(std::min(length, kBodyRoomAhead) + RequestBody::kEditRoom);
     const size_t buffered = std::min(buffer_.size(), length);
     body.append(static_cast<const char*>(buffer_.data().data()), buffered);
     buffer_.consume(buffered);
-    if (buffered == length) return Dispatch();
-    body.resize(length);
+    ReadMoreBody(length);
+  }
+
+  // Reads the rest of a body of `length` bytes, a part at a time. A part of the string is sized,
+  // which zero-fills it, just before a read fills it, and the room grows by doubling: a client
+  // that announces a large body and sends little of it holds about what it sent, not the
+  // announced length.
+  void ReadMoreBody(size_t length) {
+    std::string& body = parser_->get().body();
+    const size_t have = body.size();
+    if (have == length) return Dispatch();
+    const size_t part = std::min(length - have, kBodyPartBytes);
+    if (body.capacity() < have + part + RequestBody::kEditRoom) {
+      body.reserve(std::min(length, std::max(2 * body.capacity(), have + part)) +
+                   RequestBody::kEditRoom);
+    }
+    body.resize(have + part);
     read_pending_ = true;
-    net::async_read(
-        socket_, net::buffer(body.data() + buffered, length - buffered),
-        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
+    socket_.async_read_some(
+        net::buffer(body.data() + have, part),
+        [self = shared_from_this(), have, length](beast::error_code ec, size_t n) {
+          // The parser lives until Dispatch, which only this read leads to.
+          self->parser_->get().body().resize(have + n);
+          if (ec || self->closed_) return self->OnBody(ec);  // a short body: truncated
+          self->read_pending_ = false;
+          self->ReadMoreBody(length);
+        });
   }
 
   void OnBody(beast::error_code ec) {

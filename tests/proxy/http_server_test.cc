@@ -4,9 +4,13 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <fstream>
+#include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/errors.h"
@@ -313,6 +317,52 @@ TEST(HttpServerLargeBodyTest, ARequestSentRightAfterALongBodyIsAnsweredAfterIt) 
   ASSERT_EQ(seen.size(), 2u);
   EXPECT_EQ(seen[0].body, body);
   EXPECT_EQ(seen[1].body, next);
+}
+
+// Resident memory of this process (the gateway runs in it), from /proc.
+size_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+// Clients that announce bodies at the limit and send a few bytes of each hold about what they
+// sent, not what they announced: the body's string is sized as its bytes arrive. Sized at once,
+// 40 of them held 40 x 8 MiB.
+TEST(HttpServerLargeBodyTest, AnnouncedButUnsentBodiesHoldLittleMemory) {
+  Gateway gw(Gateway::Options{.limits = "limits: {max_body_bytes: 8388608}\n"});
+  constexpr int kClients = 40;
+  constexpr size_t kAnnounced = 8 * 1024 * 1024;
+  const size_t before = ResidentBytes();
+  std::vector<std::unique_ptr<HttpClient>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<HttpClient>(gw.http->port()));
+    ASSERT_TRUE(clients.back()->SendRaw(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: " +
+        std::to_string(kAnnounced) + "\r\n\r\n{\"model\": \"gpt-4o\""));
+  }
+  // Each connection gets to its body's read within moments; a bounded wait for the slowest.
+  HttpClient probe(gw.http->port());
+  auto health = probe.Request("GET", "/healthz");
+  ASSERT_TRUE(health.has_value());
+  EXPECT_EQ(health->status, 200);
+  absl::SleepFor(absl::Milliseconds(200));
+  const size_t now = ResidentBytes();
+  const size_t grown = now > before ? now - before : 0;
+  EXPECT_LT(grown, kClients * kAnnounced / 4) << grown;
+
+  // They are still read, and the rest of one body completes its request.
+  const std::string sent = R"({"model": "gpt-4o")";
+  const std::string middle = R"(, "messages": [{"role": "user", "content": ")";
+  const std::string end = R"("}]})";
+  const std::string rest =
+      middle + std::string(kAnnounced - sent.size() - middle.size() - end.size(), 'z') + end;
+  ASSERT_TRUE(clients[0]->SendRaw(rest));
+  auto r = clients[0]->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(gw.upstream.last_request().body.size(), kAnnounced);
 }
 
 TEST_F(HttpServerTest, UnknownModelIs404) {
