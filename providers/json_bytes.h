@@ -85,6 +85,7 @@ inline uint64_t SpecialBitsSse2(const char* p) {
   return bits;
 }
 
+// False, and so SSE2, for anything that runs before it is initialized.
 inline const bool kCpuHasAvx2 = [] {
   __builtin_cpu_init();  // before the first __builtin_cpu_supports of a static initializer
   return __builtin_cpu_supports("avx2") != 0;

@@ -34,7 +34,8 @@ class WireJson {
   const std::string& text() const;
   // The same text, to be held beyond this WireJson (an attempt's request body, while the call
   // keeps the request for the next one): handed out once and shared from then on, not copied. An
-  // edit afterwards changes a copy.
+  // edit afterwards changes a copy. The first call moves the text: a reference text() returned
+  // before it no longer holds it.
   std::shared_ptr<const std::string> SharedText() const;
   // The parsed value (parsed on first use; the text is kept).
   const Json& json() const;
