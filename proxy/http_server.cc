@@ -72,9 +72,10 @@ constexpr size_t kBodyRoomAhead = 1024 * 1024;
 constexpr size_t kBodyPartBytes = 256 * 1024;
 constexpr size_t kKeptBufferRoom = 64 * 1024;
 
-// A request body as one string, like http::string_body, but appended to without first being
-// filled with zeros, and with room beyond an announced length for the members terse adds
-// (`stream_options`): a long prompt is then neither zeroed nor moved once more.
+// A request body as one string. A body of announced length is read into it by the session
+// (ReadBodyOfLength), with kEditRoom to spare for the members terse adds (`stream_options`), so
+// that adding them moves no long prompt; Beast fills it only with a chunked body, appending
+// each decoded piece.
 struct RequestBody {
   using value_type = std::string;
   static constexpr size_t kEditRoom = 128;
@@ -84,15 +85,9 @@ struct RequestBody {
     template <bool isRequest, class Fields>
     reader(http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
 
-    void init(const boost::optional<uint64_t>& length, beast::error_code& ec) {
-      // A length over the body limit never gets here: the face answers 413 before the body.
-      if (length && *length > body_.max_size() - kEditRoom) {
-        ec = http::error::buffer_overflow;
-        return;
-      }
-      if (length) body_.reserve(static_cast<size_t>(*length) + kEditRoom);
-      ec = {};
-    }
+    // Only chunked bodies, of no announced length, are read through Beast; the body limit
+    // bounds them.
+    void init(const boost::optional<uint64_t>&, beast::error_code& ec) { ec = {}; }
 
     template <class ConstBufferSequence>
     size_t put(const ConstBufferSequence& buffers, beast::error_code& ec) {
