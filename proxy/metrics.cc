@@ -178,7 +178,6 @@ void Metrics::RecordUpstream(std::string_view route, absl::Duration first_byte,
   RouteSeries& series = routes_.Get({route});
   series.upstream_first_byte_seconds.Observe(Seconds(first_byte));
   series.upstream_seconds.Observe(Seconds(total));
-  series.upstream_recorded.store(true, std::memory_order_relaxed);
 }
 
 void Metrics::RecordTokens(std::string_view route, uint64_t prompt_tokens,
@@ -226,7 +225,7 @@ std::string Metrics::RenderPrometheus() const {
                              Histogram RouteSeries::*histogram) {
     AppendHeader(out, name, "histogram", help);
     routes_.ForEach([&](const LabelValues& route, const RouteSeries& series) {
-      if (!series.upstream_recorded.load(std::memory_order_relaxed)) return;
+      if (series.upstream_seconds.Count() == 0) return;
       AppendHistogram(out, name, {"route"}, route, series.*histogram);
     });
   };
@@ -240,14 +239,14 @@ std::string Metrics::RenderPrometheus() const {
   absl::StrAppend(&out, "terse_in_flight_requests ", InFlight(), "\n");
   AppendHeader(out, "terse_upstream_tokens_total", "counter",
                "Tokens the upstream reported in usage, by route and kind.");
+  const std::vector<std::string_view> token_labels = {"route", "kind"};
   routes_.ForEach([&](const LabelValues& route, const RouteSeries& series) {
     if (!series.tokens_recorded.load(std::memory_order_relaxed)) return;
-    const std::vector<std::string_view> names = {"route", "kind"};
     for (const auto& [kind, counter] :
          {std::pair<std::string_view, const Counter*>{"completion", &series.completion_tokens},
           {"prompt", &series.prompt_tokens}}) {
       out.append("terse_upstream_tokens_total");
-      AppendLabels(out, names, {route[0], std::string(kind)});
+      AppendLabels(out, token_labels, {route[0], std::string(kind)});
       absl::StrAppend(&out, " ", counter->load(std::memory_order_relaxed), "\n");
     }
   });

@@ -145,16 +145,16 @@ class Metrics {
  private:
   using Counter = std::atomic<uint64_t>;
 
-  // The series of one route that most calls record into, found with one look-up: the upstream's
-  // latencies and the tokens of its usage. Each kind is rendered once something was recorded.
+  // The series of one route that most calls record into, found with one look-up per Record*
+  // call: the upstream's latencies and the tokens of its usage. Each kind is rendered once
+  // something was recorded (for the latencies: once they hold an observation).
   struct RouteSeries {
     RouteSeries();
     Histogram upstream_first_byte_seconds;
     Histogram upstream_seconds;
     Counter prompt_tokens{0};
     Counter completion_tokens{0};
-    std::atomic<bool> upstream_recorded{false};
-    std::atomic<bool> tokens_recorded{false};
+    std::atomic<bool> tokens_recorded{false};  // usage of 0 tokens is still usage
   };
 
   Family<Counter> requests_;           // route, operation, status
