@@ -276,16 +276,16 @@ absl::StatusOr<Struct> JsonToStruct(const Json& json, std::string_view where) {
 }
 
 Json StructToJson(const Struct& value) {
-  // Struct's map has no order; sort keys so the same Struct always gives the same JSON.
-  std::vector<const std::string*> keys;
-  keys.reserve(value.fields().size());
-  for (const auto& [key, v] : value.fields()) keys.push_back(&key);
-  std::sort(keys.begin(), keys.end(), [](auto* a, auto* b) { return *a < *b; });
+  // Struct's map has no order; sort its fields by key so the same Struct always gives the same
+  // JSON.
+  std::vector<const google::protobuf::MapPair<std::string, Value>*> fields;
+  fields.reserve(value.fields().size());
+  for (const auto& field : value.fields()) fields.push_back(&field);
+  std::sort(fields.begin(), fields.end(), [](auto* a, auto* b) { return a->first < b->first; });
   Json out = Json::object();
   auto& members = out.get_ref<Json::object_t&>();
-  for (const std::string* key : keys) {
-    AppendNewMember(members, *key, ValueToJson(value.fields().at(*key)));
-  }
+  for (const auto* field : fields)
+    AppendNewMember(members, field->first, ValueToJson(field->second));
   return out;
 }
 
