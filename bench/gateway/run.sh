@@ -19,7 +19,11 @@
 # always, beside terse and interleaved with it, for an A/B comparison in one run on a machine
 # whose speed drifts), PIN (1: each proxy measured, nginx or terse, runs on a core of its own, the
 # last one, and wrk and the upstream on the others, as a gateway runs on a machine of its own; the
-# proxies then default to one worker and one I/O thread each).
+# proxies then default to one worker and one I/O thread each; this script and all it starts but the
+# proxies run on the others too), SHIELD (1, with PIN=1 and as root: for the run, every other task
+# of the machine that may move is moved off the proxies' core, and put back at the end, as
+# `cset shield` would; on a shared machine, a daemon's burst on that core otherwise stalls the
+# proxy being measured for milliseconds; see the README).
 # Run from anywhere; needs nginx, wrk and curl (perf or valgrind to profile; taskset to pin).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,6 +36,11 @@ if [[ $PIN == 1 ]]; then
   (( $(nproc) >= 2 )) || { echo "bench/gateway: PIN=1 needs two cores or more" >&2; exit 1; }
   PROXY_CPUS=$(($(nproc) - 1)) LOAD_CPUS=0-$(($(nproc) - 2))
   IO_THREADS=${IO_THREADS:-1} PROXY_WORKERS=${PROXY_WORKERS:-1}
+  taskset -cp "$LOAD_CPUS" $$ >/dev/null  # the script, and so wrk, curl, awk...: off the proxy core
+fi
+SHIELD=${SHIELD:-0}
+if [[ $SHIELD == 1 && $PIN != 1 ]]; then
+  echo "bench/gateway: SHIELD=1 needs PIN=1" >&2; exit 2
 fi
 IO_THREADS=${IO_THREADS:-0}
 PROXY_WORKERS=${PROXY_WORKERS:-auto}
@@ -50,11 +59,47 @@ done
 [[ -x $TERSE ]] || { echo "bench/gateway: no terse binary at $TERSE (build it first)" >&2; exit 1; }
 
 work=$(mktemp -d)
+# SHIELD=1: `shield on` moves every task that may run on the proxy core and elsewhere too off
+# it, writing what each may run on to $work/shielded; `shield off` puts each back. Per-core kernel
+# threads cannot move, and a task that may run nowhere else stays.
+shield() {  # on | off
+  python3 - "$1" "$PROXY_CPUS" "$work/shielded" <<'PY'
+import os, sys
+mode, proxy, saved = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if mode == "off":
+    for line in open(saved):
+        tid, cpus = line.split()
+        try:
+            os.sched_setaffinity(int(tid), {int(c) for c in cpus.split(",")})
+        except OSError:
+            pass  # the task has ended
+    sys.exit(0)
+moved = 0
+with open(saved, "w") as out:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in map(int, tids):
+            try:
+                cpus = os.sched_getaffinity(tid)
+                if proxy not in cpus or len(cpus) == 1:
+                    continue
+                os.sched_setaffinity(tid, cpus - {proxy})
+            except OSError:
+                continue  # a per-core kernel thread, or gone
+            out.write(f"{tid} {','.join(map(str, sorted(cpus)))}\n")
+            moved += 1
+print(moved)
+PY
+}
 cleanup() {
   for f in "$work"/*.pid; do
     [[ -s $f ]] && kill "$(cat "$f")" 2>/dev/null || true
   done
   wait 2>/dev/null || true
+  [[ -s $work/shielded ]] && shield off
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -138,6 +183,10 @@ http {
   }
 }
 NGINX
+if [[ $SHIELD == 1 ]]; then
+  (( EUID == 0 )) || { echo "bench/gateway: SHIELD=1 needs root" >&2; exit 2; }
+  echo "shield: $(shield on) tasks moved off cpu $PROXY_CPUS for the run" >&2
+fi
 $on_load_cpus nginx -c "$work/up/nginx.conf" -p "$work/up" -e "$work/up/error.log"
 $on_proxy_cpus nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" -e "$work/proxy/error.log"
 
@@ -161,7 +210,7 @@ logging: { level: error }
 YAML
 case ${PROFILE:-} in
   "") ;;
-  perf | callgrind)
+  perf | callgrind | syscalls)
     PROFILE_DIR=${PROFILE_DIR:-build/bench-profile}
     PROFILE_CONNS=${PROFILE_CONNS:-16}
     mkdir -p "$PROFILE_DIR"
@@ -170,7 +219,7 @@ case ${PROFILE:-} in
       TERSE_WRAP="valgrind --tool=callgrind --instr-atstart=no
         --callgrind-out-file=$PROFILE_DIR/valgrind.out"
     fi ;;
-  *) echo "bench/gateway: PROFILE must be perf or callgrind" >&2; exit 2 ;;
+  *) echo "bench/gateway: PROFILE must be perf, callgrind or syscalls" >&2; exit 2 ;;
 esac
 # A private copy, so that a rebuild during the run neither changes nor deletes what is measured.
 cp "$TERSE" "$work/terse"
@@ -292,6 +341,8 @@ measure() {  # target connections [delay_ms]
 #   perf: samples on cpu-clock (works without hardware counters), summarised by component with
 #         profile_summary.py; the raw data stays in PROFILE_DIR for `perf report`.
 #   callgrind: exact instruction counts (slow: terse runs ~50x slower), per request.
+#   syscalls: system calls per request by kind (perf stat counting tracepoints in the kernel,
+#             which, unlike strace or perf trace, leaves terse's pace as it is).
 if [[ -n ${PROFILE:-} ]]; then
   terse_pid=$(cat "$work/terse.pid")
   for kind in "" -stream; do
@@ -318,6 +369,20 @@ if [[ -n ${PROFILE:-} ]]; then
           /PROGRAM TOTALS/ { gsub(/,/, "", $1); printf "%d requests, %.0f instructions per request\n", n, $1 / n }
         ' >"$out.txt"
         callgrind_annotate --threshold=90 "$out.out" 2>/dev/null | awk '/^Ir/ { on = 1 } on && n++ < 40' >>"$out.txt" ;;
+      syscalls)
+        events=$(printf 'syscalls:sys_enter_%s,' recvfrom sendto sendmsg recvmsg read write readv \
+          writev epoll_wait epoll_ctl timerfd_settime futex accept4 clock_gettime)
+        perf stat -x, -e "${events%,}" -p "$terse_pid" -o "$out.stat" -- sleep $((${DURATION%s} + 1)) &
+        stat_pid=$!
+        sleep 0.5  # attached before the load starts, and counting until after it ends
+        read -r rps p50 p99 err cpu sys cs < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
+        wait "$stat_pid" || true
+        requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
+        # perf stat -x, lines: count,,event,...; counted in the kernel, so terse is not slowed.
+        awk -F, -v n="$requests" '
+          $3 ~ /sys_enter_/ { sub(/.*sys_enter_/, "", $3); total += $1; printf "%-16s %7.2f\n", $3, $1 / n }
+          END { printf "%-16s %7.2f\n", "all these", total / n }' "$out.stat" |
+          sort -k2 -gr | { echo "system calls per request (of $requests requests):"; cat; } >"$out.txt" ;;
     esac
     echo "profiled terse$kind at $PROFILE_CONNS connections${PROFILE_DELAY_MS:+ pausing ~$PROFILE_DELAY_MS ms}: $rps req/s, p50 $p50 ms," \
       "p99 $p99 ms, $err errors, $cpu us CPU per request"
