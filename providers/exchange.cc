@@ -41,7 +41,7 @@ class ExchangeHandler : public HttpHandler {
     status_ = head.status;
     bool ok_status = head.status >= 200 && head.status < 300;
     sse_ = ok_status && stream_ &&
-           head.Header("content-type").find("text/event-stream") != std::string::npos;
+           head.Header("content-type").find("text/event-stream") != std::string_view::npos;
     // Read now: an HTTP-date counts from when the answer came, not from when its body ended.
     if (!ok_status) {
       retry_after_ =

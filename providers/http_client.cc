@@ -172,11 +172,11 @@ bool ProxyInEnvironment() {
 
 }  // namespace
 
-std::string HttpResponseHead::Header(std::string_view name) const {
+std::string_view HttpResponseHead::Header(std::string_view name) const {
   for (const auto& [k, v] : headers) {
     if (k == name) return v;
   }
-  return "";
+  return {};
 }
 
 // The lane the calling thread runs, if any (checked against the lane's driver before use, so a

@@ -65,8 +65,8 @@ struct HttpResponseHead {
   int http_version = 0;                                      // 10, 11, 20 or 30
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased, in order
 
-  // The first header `name` (lower-case), or "" when absent.
-  std::string Header(std::string_view name) const;
+  // The first header `name` (lower-case), or "" when absent; valid as long as the head is.
+  std::string_view Header(std::string_view name) const;
 };
 
 // Receives one exchange. Every method runs on the thread of the exchange's lane, so it must be
