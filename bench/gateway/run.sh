@@ -12,6 +12,8 @@
 # Environment: TERSE (binary), DURATION (per measurement), LEVELS (connection counts),
 # IO_THREADS (terse listeners.io_threads; 0 = one per core), PROXY_WORKERS (nginx proxy workers),
 # DELAY_MS (half-load pause), HALF_LOAD_RUNS (interleaved half-load rounds; medians compared),
+# CALM_STEAL_MS (a half-load round is calm when no target in it lost more to the hypervisor's
+# steal; the calm rounds' medians are printed too),
 # TERSE_WRAP (command prefix for terse), PROMPT_BYTES (the user message's length; 0, the default,
 # is a short question), PROFILE (see below), TARGETS (which of the eight targets to measure; all
 # by default, and direct, nginx-proxy and terse of both kinds always), BASELINE (another terse
@@ -32,9 +34,10 @@ DURATION=${DURATION:-5s}
 LEVELS=${LEVELS:-"1 8 32 128"}
 PIN=${PIN:-0}
 PROXY_CPUS='' LOAD_CPUS=''
+CORES=$(nproc)  # before the script is pinned, after which nproc counts the load cores only
 if [[ $PIN == 1 ]]; then
-  (( $(nproc) >= 2 )) || { echo "bench/gateway: PIN=1 needs two cores or more" >&2; exit 1; }
-  PROXY_CPUS=$(($(nproc) - 1)) LOAD_CPUS=0-$(($(nproc) - 2))
+  (( CORES >= 2 )) || { echo "bench/gateway: PIN=1 needs two cores or more" >&2; exit 1; }
+  PROXY_CPUS=$((CORES - 1)) LOAD_CPUS=0-$((CORES - 2))
   IO_THREADS=${IO_THREADS:-1} PROXY_WORKERS=${PROXY_WORKERS:-1}
   taskset -cp "$LOAD_CPUS" $$ >/dev/null  # the script, and so wrk, curl, awk...: off the proxy core
 fi
@@ -48,7 +51,8 @@ PROXY_WORKERS=${PROXY_WORKERS:-auto}
 on_proxy_cpus=${PROXY_CPUS:+taskset -c $PROXY_CPUS}
 on_load_cpus=${LOAD_CPUS:+taskset -c $LOAD_CPUS}
 DELAY_MS=${DELAY_MS:-10}
-HALF_LOAD_RUNS=${HALF_LOAD_RUNS:-3}
+HALF_LOAD_RUNS=${HALF_LOAD_RUNS:-5}
+CALM_STEAL_MS=${CALM_STEAL_MS:-10}
 PROMPT_BYTES=${PROMPT_BYTES:-0}
 TERSE_WRAP=${TERSE_WRAP:-}
 BASELINE=${BASELINE:-}
@@ -304,19 +308,28 @@ cpu_and_switches() {  # target
   echo "$ticks $sys_ticks $switches"
 }
 
-# One line of a results table: target conns req/s p50 p99 errors cpu kernel switches [run].
-row() { printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s %4s\n' "$@"; }
+# Time the hypervisor ran something else while this machine's CPUs had work (steal, the 8th
+# number of each cpu line of /proc/stat), in clock ticks, summed over the CPUs. The vCPU stops
+# outright meanwhile: 50 ms of it in a round puts 1% of the round's requests that much late.
+steal_ticks() { awk '/^cpu[0-9]/ { s += $9 } END { print s + 0 }' /proc/stat; }
 
-# One wrk run -> "rps p50_ms p99_ms errors cpu_us_per_request kernel_share switches_per_request"
-# (errors: non-2xx answers plus socket errors; CPU, the kernel's share of it and context switches:
-# of the process answering wrk, see cpu_and_switches).
+# One line of a results table: target conns req/s p50 p99 errors cpu kernel switches steal [run].
+row() { printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s %8s %4s\n' "$@"; }
+
+# One wrk run -> "rps p50_ms p99_ms errors cpu_us_per_request kernel_share switches_per_request
+# steal_ms" (errors: non-2xx answers plus socket errors; CPU, the kernel's share of it and context
+# switches: of the process answering wrk, see cpu_and_switches; steal: of all CPUs, see
+# steal_ticks).
 measure() {  # target connections [delay_ms]
-  local t0 k0 s0 t1 k1 s1
+  local t0 k0 s0 t1 k1 s1 st0 st1
   read -r t0 k0 s0 < <(cpu_and_switches "$1")
+  st0=$(steal_ticks)
   BODY="${BODY[$1]}" DELAY_MS="${3:-}" $on_load_cpus wrk -t1 -c "$2" -d "$DURATION" --latency \
     -s bench/gateway/post.lua "${URL[$1]}" >"$work/wrk.out" 2>&1
+  st1=$(steal_ticks)
   read -r t1 k1 s1 < <(cpu_and_switches "$1")
-  awk -v ticks=$((t1 - t0)) -v sys=$((k1 - k0)) -v switches=$((s1 - s0)) -v hz="$clk_tck" '
+  awk -v ticks=$((t1 - t0)) -v sys=$((k1 - k0)) -v switches=$((s1 - s0)) -v hz="$clk_tck" \
+    -v steal=$((st1 - st0)) '
     function ms(v) {
       if (v ~ /us$/) return v / 1000
       if (v ~ /ms$/) return v + 0
@@ -329,8 +342,9 @@ measure() {  # target connections [delay_ms]
     /^ +99%/ { p99 = ms($2) }
     /Non-2xx/ { err += $NF }
     /Socket errors/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
-    END { printf "%.0f %.3f %.3f %d %.0f %.0f%% %.2f\n", rps, p50, p99, err,
-          n ? ticks * 1e6 / hz / n : 0, ticks ? 100 * sys / ticks : 0, n ? switches / n : 0 }' \
+    END { printf "%.0f %.3f %.3f %d %.0f %.0f%% %.2f %.0f\n", rps, p50, p99, err,
+          n ? ticks * 1e6 / hz / n : 0, ticks ? 100 * sys / ticks : 0, n ? switches / n : 0,
+          steal * 1000 / hz }' \
     "$work/wrk.out"
 }
 
@@ -353,7 +367,7 @@ if [[ -n ${PROFILE:-} ]]; then
           -p "$terse_pid" -o "$out.data" -- sleep "${DURATION%s}" &
         perf_pid=$!
         sleep 0.5  # perf attached before the load starts
-        read -r rps p50 p99 err cpu sys cs < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
+        read -r rps p50 p99 err cpu sys cs steal < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
         wait "$perf_pid" || true
         perf script -i "$out.data" -F comm,ip,sym,dso 2>/dev/null |
           python3 bench/gateway/profile_summary.py >"$out.txt" ;;
@@ -361,7 +375,7 @@ if [[ -n ${PROFILE:-} ]]; then
         # Instrumented from the first measurement on; counters zeroed before each.
         callgrind_control -i on "$terse_pid" >/dev/null 2>&1
         callgrind_control -z "$terse_pid" >/dev/null 2>&1
-        read -r rps p50 p99 err cpu sys cs < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
+        read -r rps p50 p99 err cpu sys cs steal < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
         callgrind_control -d "$terse_pid" >/dev/null 2>&1
         mv "$(ls -t "$PROFILE_DIR"/valgrind.out.* | head -1)" "$out.out"
         requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
@@ -375,7 +389,7 @@ if [[ -n ${PROFILE:-} ]]; then
         perf stat -x, -e "${events%,}" -p "$terse_pid" -o "$out.stat" -- sleep $((${DURATION%s} + 1)) &
         stat_pid=$!
         sleep 0.5  # attached before the load starts, and counting until after it ends
-        read -r rps p50 p99 err cpu sys cs < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
+        read -r rps p50 p99 err cpu sys cs steal < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
         wait "$stat_pid" || true
         requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
         # perf stat -x, lines: count,,event,...; counted in the kernel, so terse is not slowed.
@@ -392,19 +406,18 @@ if [[ -n ${PROFILE:-} ]]; then
   exit 0
 fi
 
-nproc_=$(nproc)
-echo "gateway pass-through benchmark: $(date -u +%FT%TZ), $nproc_ cores, nginx $(nginx -v 2>&1 |
+echo "gateway pass-through benchmark: $(date -u +%FT%TZ), $CORES cores, nginx $(nginx -v 2>&1 |
   sed 's/.*nginx\///'), terse io_threads=$IO_THREADS, nginx proxy workers=$PROXY_WORKERS${PROXY_CPUS:+,
   the proxies on cpu $PROXY_CPUS, wrk and the upstream on cpu $LOAD_CPUS}"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $DURATION per measurement"
 echo
-row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req
+row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req steal_ms
 declare -A RPS P50 P99
 for c in $LEVELS; do
   for t in $TARGETS; do
-    read -r rps p50 p99 err cpu sys cs < <(measure "$t" "$c")
+    read -r rps p50 p99 err cpu sys cs steal < <(measure "$t" "$c")
     RPS[$t,$c]=$rps; P50[$t,$c]=$p50; P99[$t,$c]=$p99
-    row "$t" "$c" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs"
+    row "$t" "$c" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs" "$steal"
   done
   echo
 done
@@ -431,28 +444,19 @@ awk -v a="${PEAK[terse]}" -v b="${PEAK[nginx-proxy]}" -v c="${PEAK[terse-stream]
 # connection pauses DELAY_MS (uniform in [0.5, 1.5] x DELAY_MS) between requests, so the rate is
 # about conns / (DELAY_MS + latency) whichever target answers; the added latency is then measured
 # at equal load, not at each target's own saturation.
-echo
-declare -A H50 H99
-for kind in "" -stream; do
-  half=$(( PEAK[terse$kind] / 2 ))
-  lat=${P50[terse$kind,${LEVELS%% *}]}
-  conns=$(awk -v r="$half" -v d="$DELAY_MS" -v l="$lat" 'BEGIN { c = int(r * (d + l) / 1000 + 0.5); print (c < 1 ? 1 : c) }')
-  echo "half load${kind:+ (streaming)}: target ~$half req/s = $conns connections x mean ${DELAY_MS} ms pause"
-  row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req run
-  # HALF_LOAD_RUNS rounds, the targets interleaved within each so that a slow spell of the
-  # machine hits all of them alike; the median of each target's rounds is compared.
-  declare -A S50 S99
-  for ((run = 1; run <= HALF_LOAD_RUNS; ++run)); do
-    for t in direct nginx-proxy terse baseline terse-libcurl; do
-      [[ " $TARGETS " == *" $t$kind "* ]] || continue
-      read -r rps p50 p99 err cpu sys cs < <(measure "$t$kind" "$conns" "$DELAY_MS")
-      S50[$t]+="$p50 "; S99[$t]+="$p99 "
-      row "$t$kind" "$conns" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs" "$run"
-    done
+# The medians over the rounds given of each target's half-load p50 and p99 (R50, R99), and the
+# latency each proxy adds over direct.
+report() {  # label round...
+  local label=$1 t r
+  shift
+  declare -A H50 H99
+  for t in direct nginx-proxy terse baseline terse-libcurl; do
+    [[ -n ${R99[$t,$1]:-} ]] || continue
+    local p50s=() p99s=()
+    for r in "$@"; do p50s+=("${R50[$t,$r]}"); p99s+=("${R99[$t,$r]}"); done
+    H50[$t]=$(median "${p50s[@]}"); H99[$t]=$(median "${p99s[@]}")
   done
-  for t in "${!S99[@]}"; do H50[$t]=$(median ${S50[$t]}); H99[$t]=$(median ${S99[$t]}); done
-  unset S50 S99
-  echo "medians of $HALF_LOAD_RUNS rounds (p50 / p99 ms): direct ${H50[direct]} / ${H99[direct]}," \
+  echo "$label (p50 / p99 ms): direct ${H50[direct]} / ${H99[direct]}," \
     "nginx-proxy ${H50[nginx-proxy]} / ${H99[nginx-proxy]}, terse ${H50[terse]} / ${H99[terse]}"
   awk -v t="${H99[terse]}" -v n="${H99[nginx-proxy]}" -v d="${H99[direct]}" \
     -v t5="${H50[terse]}" -v n5="${H50[nginx-proxy]}" -v d5="${H50[direct]}" 'BEGIN {
@@ -465,6 +469,37 @@ for kind in "" -stream; do
         printf "added latency over direct: %s p50 %+.3f ms p99 %+.3f ms\n", name, t5 - d5, t - d }'
     fi
   done
+}
+
+echo
+for kind in "" -stream; do
+  half=$(( PEAK[terse$kind] / 2 ))
+  lat=${P50[terse$kind,${LEVELS%% *}]}
+  conns=$(awk -v r="$half" -v d="$DELAY_MS" -v l="$lat" 'BEGIN { c = int(r * (d + l) / 1000 + 0.5); print (c < 1 ? 1 : c) }')
+  echo "half load${kind:+ (streaming)}: target ~$half req/s = $conns connections x mean ${DELAY_MS} ms pause"
+  row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req steal_ms run
+  # HALF_LOAD_RUNS rounds, the targets interleaved within each so that a slow spell of the
+  # machine hits all of them alike; the median of each target's rounds is compared. A round is
+  # calm when no target lost more than CALM_STEAL_MS to steal in it: the medians of the calm
+  # rounds alone follow, when there are three or more and some round was not calm.
+  declare -A R50 R99
+  calm=()
+  for ((run = 1; run <= HALF_LOAD_RUNS; ++run)); do
+    worst=0
+    for t in direct nginx-proxy terse baseline terse-libcurl; do
+      [[ " $TARGETS " == *" $t$kind "* ]] || continue
+      read -r rps p50 p99 err cpu sys cs steal < <(measure "$t$kind" "$conns" "$DELAY_MS")
+      R50[$t,$run]=$p50; R99[$t,$run]=$p99
+      (( steal > worst )) && worst=$steal
+      row "$t$kind" "$conns" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs" "$steal" "$run"
+    done
+    (( worst <= CALM_STEAL_MS )) && calm+=("$run")
+  done
+  report "medians of $HALF_LOAD_RUNS rounds" $(seq "$HALF_LOAD_RUNS")
+  if (( ${#calm[@]} >= 3 && ${#calm[@]} < HALF_LOAD_RUNS )); then
+    report "medians of the ${#calm[@]} calm rounds (${calm[*]}; steal <= $CALM_STEAL_MS ms)" "${calm[@]}"
+  fi
+  unset R50 R99
   echo
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
