@@ -357,18 +357,23 @@ measure() {  # target connections [delay_ms]
 #   callgrind: exact instruction counts (slow: terse runs ~50x slower), per request.
 #   syscalls: system calls per request by kind (perf stat counting tracepoints in the kernel,
 #             which, unlike strace or perf trace, leaves terse's pace as it is).
+# Measures terse$kind with a profiling tool beside it: `tool... -- sleep N` in the background,
+# attached before the load starts and running until after it ends.
+measure_beside() {  # tool...
+  "$@" -- sleep $((${DURATION%s} + 1)) &
+  local tool_pid=$!
+  sleep 0.5
+  read -r rps p50 p99 err cpu sys cs steal < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
+  wait "$tool_pid" || true
+}
 if [[ -n ${PROFILE:-} ]]; then
   terse_pid=$(cat "$work/terse.pid")
   for kind in "" -stream; do
     out="$PROFILE_DIR/terse$kind.$PROFILE"
     case $PROFILE in
       perf)
-        perf record -q -e cpu-clock -F "${PROFILE_HZ:-500}" --call-graph dwarf,16384 \
-          -p "$terse_pid" -o "$out.data" -- sleep "${DURATION%s}" &
-        perf_pid=$!
-        sleep 0.5  # perf attached before the load starts
-        read -r rps p50 p99 err cpu sys cs steal < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
-        wait "$perf_pid" || true
+        measure_beside perf record -q -e cpu-clock -F "${PROFILE_HZ:-500}" \
+          --call-graph dwarf,16384 -p "$terse_pid" -o "$out.data"
         perf script -i "$out.data" -F comm,ip,sym,dso 2>/dev/null |
           python3 bench/gateway/profile_summary.py >"$out.txt" ;;
       callgrind)
@@ -386,11 +391,7 @@ if [[ -n ${PROFILE:-} ]]; then
       syscalls)
         events=$(printf 'syscalls:sys_enter_%s,' recvfrom sendto sendmsg recvmsg read write readv \
           writev epoll_wait epoll_ctl timerfd_settime futex accept4 clock_gettime)
-        perf stat -x, -e "${events%,}" -p "$terse_pid" -o "$out.stat" -- sleep $((${DURATION%s} + 1)) &
-        stat_pid=$!
-        sleep 0.5  # attached before the load starts, and counting until after it ends
-        read -r rps p50 p99 err cpu sys cs steal < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
-        wait "$stat_pid" || true
+        measure_beside perf stat -x, -e "${events%,}" -p "$terse_pid" -o "$out.stat"
         requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
         # perf stat -x, lines: count,,event,...; counted in the kernel, so terse is not slowed.
         awk -F, -v n="$requests" '
@@ -444,13 +445,16 @@ awk -v a="${PEAK[terse]}" -v b="${PEAK[nginx-proxy]}" -v c="${PEAK[terse-stream]
 # connection pauses DELAY_MS (uniform in [0.5, 1.5] x DELAY_MS) between requests, so the rate is
 # about conns / (DELAY_MS + latency) whichever target answers; the added latency is then measured
 # at equal load, not at each target's own saturation.
+# The targets of the half-load rounds, in the order each round measures them (those of TARGETS).
+half_load_targets="direct nginx-proxy terse baseline terse-libcurl"
+
 # The medians over the rounds given of each target's half-load p50 and p99 (R50, R99), and the
 # latency each proxy adds over direct.
 report() {  # label round...
   local label=$1 t r
   shift
   declare -A H50 H99
-  for t in direct nginx-proxy terse baseline terse-libcurl; do
+  for t in $half_load_targets; do
     [[ -n ${R99[$t,$1]:-} ]] || continue
     local p50s=() p99s=()
     for r in "$@"; do p50s+=("${R50[$t,$r]}"); p99s+=("${R99[$t,$r]}"); done
@@ -486,7 +490,7 @@ for kind in "" -stream; do
   calm=()
   for ((run = 1; run <= HALF_LOAD_RUNS; ++run)); do
     worst=0
-    for t in direct nginx-proxy terse baseline terse-libcurl; do
+    for t in $half_load_targets; do
       [[ " $TARGETS " == *" $t$kind "* ]] || continue
       read -r rps p50 p99 err cpu sys cs steal < <(measure "$t$kind" "$conns" "$DELAY_MS")
       R50[$t,$run]=$p50; R99[$t,$run]=$p99
