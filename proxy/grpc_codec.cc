@@ -284,8 +284,9 @@ Json StructToJson(const Struct& value) {
   std::sort(fields.begin(), fields.end(), [](auto* a, auto* b) { return a->first < b->first; });
   Json out = Json::object();
   auto& members = out.get_ref<Json::object_t&>();
-  for (const auto* field : fields)
+  for (const auto* field : fields) {
     AppendNewMember(members, field->first, ValueToJson(field->second));
+  }
   return out;
 }
 
