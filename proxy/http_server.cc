@@ -66,11 +66,12 @@ constexpr size_t kMaxQueuedBytes = 32 * 1024 * 1024;
 // directly (ReadBodyOfLength); before a chunked one is read the buffer gets kChunkedBodyRoom. A
 // buffer grown beyond kKeptBufferRoom is given back once it is empty.
 constexpr size_t kChunkedBodyRoom = 64 * 1024;
-// A body of announced length gets room for this much of it before it is read (room for more
-// grows as it arrives), and is read into its string at most this much at a time.
-constexpr size_t kBodyRoomAhead = 1024 * 1024;
-constexpr size_t kBodyPartBytes = 256 * 1024;
 constexpr size_t kKeptBufferRoom = 64 * 1024;
+// A body of announced length gets room for this much of it before it is read; room for more
+// grows as it arrives (ReadMoreBody).
+constexpr size_t kBodyRoomAhead = 1024 * 1024;
+// The most of such a body one read takes into its string.
+constexpr size_t kBodyPartBytes = 256 * 1024;
 
 // A request body as one string. A body of announced length is read into it by the session
 // (ReadBodyOfLength), with kEditRoom to spare for the members terse adds (`stream_options`), so
