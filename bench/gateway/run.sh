@@ -12,6 +12,7 @@
 # Environment: TERSE (binary), DURATION (per measurement), LEVELS (connection counts),
 # IO_THREADS (terse listeners.io_threads; 0 = one per core), PROXY_WORKERS (nginx proxy workers),
 # DELAY_MS (half-load pause), HALF_LOAD_RUNS (interleaved half-load rounds; medians compared),
+# OWN_HALF_LOAD (1, the default: nginx-proxy at half of its own peak too),
 # CALM_STEAL_MS (a half-load round is calm when no target in it lost more to the hypervisor's
 # steal; the calm rounds' medians are printed too),
 # TERSE_WRAP (command prefix for terse), PROMPT_BYTES (the user message's length; 0, the default,
@@ -444,14 +445,17 @@ awk -v a="${PEAK[terse]}" -v b="${PEAK[nginx-proxy]}" -v c="${PEAK[terse-stream]
 # ---- Half load: the same offered rate for every target, about half of terse's peak. Each
 # connection pauses DELAY_MS (uniform in [0.5, 1.5] x DELAY_MS) between requests, so the rate is
 # about conns / (DELAY_MS + latency) whichever target answers; the added latency is then measured
-# at equal load, not at each target's own saturation.
+# at equal load, not at each target's own saturation. Then, with OWN_HALF_LOAD=1 (the default),
+# nginx-proxy and direct again at half of nginx-proxy's own peak: the goal's measure applied to
+# the reference, whose half load is a higher rate than terse's.
 # The targets of the half-load rounds, in the order each round measures them (those of TARGETS).
 half_load_targets="direct nginx-proxy terse baseline terse-libcurl"
+OWN_HALF_LOAD=${OWN_HALF_LOAD:-1}
 
 # The medians over the rounds given of each target's half-load p50 and p99 (R50, R99), and the
-# latency each proxy adds over direct.
+# latency each proxy measured adds over direct.
 report() {  # label round...
-  local label=$1 t r
+  local label=$1 t r line=""
   shift
   declare -A H50 H99
   for t in $half_load_targets; do
@@ -459,38 +463,37 @@ report() {  # label round...
     local p50s=() p99s=()
     for r in "$@"; do p50s+=("${R50[$t,$r]}"); p99s+=("${R99[$t,$r]}"); done
     H50[$t]=$(median "${p50s[@]}"); H99[$t]=$(median "${p99s[@]}")
+    line+="${line:+, }$t ${H50[$t]} / ${H99[$t]}"
   done
-  echo "$label (p50 / p99 ms): direct ${H50[direct]} / ${H99[direct]}," \
-    "nginx-proxy ${H50[nginx-proxy]} / ${H99[nginx-proxy]}, terse ${H50[terse]} / ${H99[terse]}"
-  awk -v t="${H99[terse]}" -v n="${H99[nginx-proxy]}" -v d="${H99[direct]}" \
-    -v t5="${H50[terse]}" -v n5="${H50[nginx-proxy]}" -v d5="${H50[direct]}" 'BEGIN {
-    printf "added latency over direct: terse p50 %+.3f ms p99 %+.3f ms; nginx-proxy p50 %+.3f ms p99 %+.3f ms (goal: terse p99 <= 1 ms)\n",
-           t5 - d5, t - d, n5 - d5, n - d }'
-  for t in terse-libcurl baseline; do
-    if [[ -n ${H99[$t]:-} ]]; then
-      awk -v name="$t" -v t="${H99[$t]}" -v d="${H99[direct]}" -v t5="${H50[$t]}" \
-        -v d5="${H50[direct]}" 'BEGIN {
-        printf "added latency over direct: %s p50 %+.3f ms p99 %+.3f ms\n", name, t5 - d5, t - d }'
-    fi
+  echo "$label (p50 / p99 ms): $line"
+  for t in $half_load_targets; do
+    [[ $t != direct && -n ${H99[$t]:-} ]] || continue
+    awk -v name="$t" -v t="${H99[$t]}" -v d="${H99[direct]}" -v t5="${H50[$t]}" \
+      -v d5="${H50[direct]}" 'BEGIN {
+      printf "added latency over direct: %s p50 %+.3f ms p99 %+.3f ms%s\n", name, t5 - d5, t - d,
+             name == "terse" ? " (goal: terse p99 <= 1 ms)" : "" }'
   done
 }
 
-echo
-for kind in "" -stream; do
-  half=$(( PEAK[terse$kind] / 2 ))
-  lat=${P50[terse$kind,${LEVELS%% *}]}
+# HALF_LOAD_RUNS rounds at half of `proxy`'s peak, of the targets given (those of TARGETS), kind
+# "" or -stream, each round measuring them one after another so that a slow spell of the machine
+# hits all of them alike; the median of each target's rounds is compared. A round is calm when no
+# target lost more than CALM_STEAL_MS to steal in it: the medians of the calm rounds alone follow,
+# when there are three or more and some round was not calm.
+half_load() {  # proxy kind target...
+  local proxy=$1 kind=$2 t run worst
+  shift 2
+  local half=$(( PEAK[$proxy$kind] / 2 ))
+  local lat=${P50[$proxy$kind,${LEVELS%% *}]}
+  local conns
   conns=$(awk -v r="$half" -v d="$DELAY_MS" -v l="$lat" 'BEGIN { c = int(r * (d + l) / 1000 + 0.5); print (c < 1 ? 1 : c) }')
-  echo "half load${kind:+ (streaming)}: target ~$half req/s = $conns connections x mean ${DELAY_MS} ms pause"
+  echo "half load of $proxy${kind:+ (streaming)}: target ~$half req/s = $conns connections x mean ${DELAY_MS} ms pause"
   row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req steal_ms run
-  # HALF_LOAD_RUNS rounds, the targets interleaved within each so that a slow spell of the
-  # machine hits all of them alike; the median of each target's rounds is compared. A round is
-  # calm when no target lost more than CALM_STEAL_MS to steal in it: the medians of the calm
-  # rounds alone follow, when there are three or more and some round was not calm.
   declare -A R50 R99
-  calm=()
+  local calm=()
   for ((run = 1; run <= HALF_LOAD_RUNS; ++run)); do
     worst=0
-    for t in $half_load_targets; do
+    for t in "$@"; do
       [[ " $TARGETS " == *" $t$kind "* ]] || continue
       read -r rps p50 p99 err cpu sys cs steal < <(measure "$t$kind" "$conns" "$DELAY_MS")
       R50[$t,$run]=$p50; R99[$t,$run]=$p99
@@ -503,9 +506,17 @@ for kind in "" -stream; do
   if (( ${#calm[@]} >= 3 && ${#calm[@]} < HALF_LOAD_RUNS )); then
     report "medians of the ${#calm[@]} calm rounds (${calm[*]}; steal <= $CALM_STEAL_MS ms)" "${calm[@]}"
   fi
-  unset R50 R99
   echo
+}
+
+echo
+for kind in "" -stream; do
+  # shellcheck disable=SC2086
+  half_load terse "$kind" $half_load_targets
 done
+if [[ $OWN_HALF_LOAD == 1 ]]; then
+  for kind in "" -stream; do half_load nginx-proxy "$kind" direct nginx-proxy; done
+fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if ! kill -0 "$(cat "$work/terse.pid")" 2>/dev/null; then
   echo "bench/gateway: terse died during the run:" >&2; cat "$work/terse.log" >&2; exit 1
