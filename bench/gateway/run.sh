@@ -7,7 +7,8 @@
 # each non-streaming and streaming. Prints requests/s, p50/p99 latency, and CPU time (with the
 # kernel's share) and context switches per request of the answering process, per concurrency level,
 # then the same targets at one fixed request rate of about half terse's peak (each wrk
-# connection pauses DELAY_MS on average between requests), and the ratios.
+# connection pauses DELAY_MS on average between requests), nginx-proxy and direct at half of
+# nginx-proxy's own peak, and the ratios.
 #
 # Environment: TERSE (binary), DURATION (per measurement), LEVELS (connection counts),
 # IO_THREADS (terse listeners.io_threads; 0 = one per core), PROXY_WORKERS (nginx proxy workers),
