@@ -453,13 +453,13 @@ awk -v a="${PEAK[terse]}" -v b="${PEAK[nginx-proxy]}" -v c="${PEAK[terse-stream]
 half_load_targets="direct nginx-proxy terse baseline terse-libcurl"
 OWN_HALF_LOAD=${OWN_HALF_LOAD:-1}
 
-# The medians over the rounds given of each target's half-load p50 and p99 (R50, R99), and the
-# latency each proxy measured adds over direct.
+# The medians over the rounds given of each target's half-load p50 and p99, and the latency each
+# proxy measured adds over direct; of half_load's targets and results (targets, R50, R99).
 report() {  # label round...
   local label=$1 t r line=""
   shift
   declare -A H50 H99
-  for t in $half_load_targets; do
+  for t in "${targets[@]}"; do
     [[ -n ${R99[$t,$1]:-} ]] || continue
     local p50s=() p99s=()
     for r in "$@"; do p50s+=("${R50[$t,$r]}"); p99s+=("${R99[$t,$r]}"); done
@@ -467,7 +467,7 @@ report() {  # label round...
     line+="${line:+, }$t ${H50[$t]} / ${H99[$t]}"
   done
   echo "$label (p50 / p99 ms): $line"
-  for t in $half_load_targets; do
+  for t in "${targets[@]}"; do
     [[ $t != direct && -n ${H99[$t]:-} ]] || continue
     awk -v name="$t" -v t="${H99[$t]}" -v d="${H99[direct]}" -v t5="${H50[$t]}" \
       -v d5="${H50[direct]}" 'BEGIN {
@@ -484,6 +484,7 @@ report() {  # label round...
 half_load() {  # proxy kind target...
   local proxy=$1 kind=$2 t run worst
   shift 2
+  local targets=("$@")
   local half=$(( PEAK[$proxy$kind] / 2 ))
   local lat=${P50[$proxy$kind,${LEVELS%% *}]}
   local conns
@@ -494,7 +495,7 @@ half_load() {  # proxy kind target...
   local calm=()
   for ((run = 1; run <= HALF_LOAD_RUNS; ++run)); do
     worst=0
-    for t in "$@"; do
+    for t in "${targets[@]}"; do
       [[ " $TARGETS " == *" $t$kind "* ]] || continue
       read -r rps p50 p99 err cpu sys cs steal < <(measure "$t$kind" "$conns" "$DELAY_MS")
       R50[$t,$run]=$p50; R99[$t,$run]=$p99
