@@ -216,7 +216,8 @@ logging: { level: error }
 YAML
 case ${PROFILE:-} in
   "") ;;
-  perf | callgrind | syscalls)
+  perf | callgrind | syscalls | sched | none)
+    [[ $PROFILE != sched || $PIN == 1 ]] || { echo "bench/gateway: PROFILE=sched needs PIN=1" >&2; exit 2; }
     PROFILE_DIR=${PROFILE_DIR:-build/bench-profile}
     PROFILE_CONNS=${PROFILE_CONNS:-16}
     mkdir -p "$PROFILE_DIR"
@@ -225,7 +226,7 @@ case ${PROFILE:-} in
       TERSE_WRAP="valgrind --tool=callgrind --instr-atstart=no
         --callgrind-out-file=$PROFILE_DIR/valgrind.out"
     fi ;;
-  *) echo "bench/gateway: PROFILE must be perf, callgrind or syscalls" >&2; exit 2 ;;
+  *) echo "bench/gateway: PROFILE must be perf, callgrind, syscalls, sched or none" >&2; exit 2 ;;
 esac
 # A private copy, so that a rebuild during the run neither changes nor deletes what is measured.
 cp "$TERSE" "$work/terse"
@@ -350,7 +351,7 @@ measure() {  # target connections [delay_ms]
     "$work/wrk.out"
 }
 
-# PROFILE=perf|callgrind: instead of the benchmark, a CPU profile of terse while wrk drives it
+# PROFILE=perf|callgrind|syscalls|sched|none: instead of the benchmark, a CPU profile of terse while wrk drives it
 # with PROFILE_CONNS connections, non-streaming then streaming, written to PROFILE_DIR. With
 # PROFILE_DELAY_MS, each connection pauses that long on average between requests, as in the
 # half-load rounds (say PROFILE_CONNS=229 PROFILE_DELAY_MS=10 for the rate a run printed).
@@ -359,6 +360,10 @@ measure() {  # target connections [delay_ms]
 #   callgrind: exact instruction counts (slow: terse runs ~50x slower), per request.
 #   syscalls: system calls per request by kind (perf stat counting tracepoints in the kernel,
 #             which, unlike strace or perf trace, leaves terse's pace as it is).
+#   sched: (PIN=1) the scheduler's switches on every core, summarised by busy_periods.py: how
+#          long terse's stretches on its core last, and whether the long ones follow a quiet
+#          spell of the load (a clump of requests sent together).
+#   none: the same load without a tool beside terse, to compare a profiled run's figures with.
 # Measures terse$kind with a profiling tool beside it: `tool... -- sleep N` in the background,
 # attached before the load starts and running until after it ends.
 measure_beside() {  # tool...
@@ -392,7 +397,8 @@ if [[ -n ${PROFILE:-} ]]; then
         callgrind_annotate --threshold=90 "$out.out" 2>/dev/null | awk '/^Ir/ { on = 1 } on && n++ < 40' >>"$out.txt" ;;
       syscalls)
         events=$(printf 'syscalls:sys_enter_%s,' recvfrom sendto sendmsg recvmsg read write readv \
-          writev epoll_wait epoll_ctl timerfd_settime futex accept4 clock_gettime)
+          writev epoll_wait epoll_ctl timerfd_settime futex accept4 clock_gettime madvise mmap munmap \
+          brk)
         measure_beside perf stat -x, -e "${events%,}" -p "$terse_pid" -o "$out.stat"
         requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
         # perf stat -x, lines: count,,event,...; counted in the kernel, so terse is not slowed.
@@ -400,6 +406,13 @@ if [[ -n ${PROFILE:-} ]]; then
           $3 ~ /sys_enter_/ { sub(/.*sys_enter_/, "", $3); total += $1; printf "%-16s %7.2f\n", $3, $1 / n }
           END { printf "%-16s %7.2f\n", "all these", total / n }' "$out.stat" |
           sort -k2 -gr | { echo "system calls per request (of $requests requests):"; cat; } >"$out.txt" ;;
+      none)
+        read -r rps p50 p99 err cpu sys cs steal < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
+        echo "no profile: the same load's figures without a tool beside terse" >"$out.txt" ;;
+      sched)
+        measure_beside perf record -q -a -e sched:sched_switch -e sched:sched_wakeup -o "$out.data"
+        perf sched timehist -i "$out.data" 2>/dev/null |
+          python3 bench/gateway/busy_periods.py "$PROXY_CPUS" >"$out.txt" ;;
     esac
     echo "profiled terse$kind at $PROFILE_CONNS connections${PROFILE_DELAY_MS:+ pausing ~$PROFILE_DELAY_MS ms}: $rps req/s, p50 $p50 ms," \
       "p99 $p99 ms, $err errors, $cpu us CPU per request"
