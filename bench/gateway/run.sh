@@ -6,13 +6,17 @@
 #   (d) terse-libcurl: the same through a provider with `libcurl_only: true`
 # each non-streaming and streaming. Prints requests/s, p50/p99 latency, and CPU time (with the
 # kernel's share) and context switches per request of the answering process, per concurrency level,
-# then the same targets at one fixed request rate of about half terse's peak (each wrk
-# connection pauses DELAY_MS on average between requests), nginx-proxy and direct at half of
-# nginx-proxy's own peak, and the ratios.
+# then the same targets at one fixed request rate of half terse's peak (sent by paced_load,
+# bench/gateway/paced_load.cc, each request at its own Poisson time), nginx-proxy and direct at
+# half of nginx-proxy's own peak, and the ratios.
 #
 # Environment: TERSE (binary), DURATION (per measurement), LEVELS (connection counts),
 # IO_THREADS (terse listeners.io_threads; 0 = one per core), PROXY_WORKERS (nginx proxy workers),
-# DELAY_MS (half-load pause), HALF_LOAD_RUNS (interleaved half-load rounds; medians compared),
+# HALF_LOAD (paced, the default: the half-load rounds' requests sent by paced_load at Poisson
+# times; wrk: by wrk connections pausing DELAY_MS), PACED_LOAD (its binary), PACED_CONNECTIONS
+# (its pool), PACED_TIMELINE (a path prefix: paced_load writes each request's due time and latency
+# to PREFIX.<target>), DELAY_MS (half-load pause with wrk), HALF_LOAD_RUNS (interleaved half-load
+# rounds; medians compared),
 # OWN_HALF_LOAD (1, the default: nginx-proxy at half of its own peak too),
 # CALM_STEAL_MS (a half-load round is calm when no target in it lost more to the hypervisor's
 # steal; the calm rounds' medians are printed too),
@@ -28,7 +32,8 @@
 # of the machine that may move is moved off the proxies' core, and put back at the end, as
 # `cset shield` would; on a shared machine, a daemon's burst on that core otherwise stalls the
 # proxy being measured for milliseconds; see the README).
-# Run from anywhere; needs nginx, wrk and curl (perf or valgrind to profile; taskset to pin).
+# Run from anywhere; needs nginx, wrk, curl and paced_load (built with the benchmarks; perf or
+# valgrind to profile; taskset to pin).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TERSE=${TERSE:-build/proxy/terse}
@@ -53,6 +58,9 @@ PROXY_WORKERS=${PROXY_WORKERS:-auto}
 on_proxy_cpus=${PROXY_CPUS:+taskset -c $PROXY_CPUS}
 on_load_cpus=${LOAD_CPUS:+taskset -c $LOAD_CPUS}
 DELAY_MS=${DELAY_MS:-10}
+HALF_LOAD=${HALF_LOAD:-paced}
+PACED_LOAD=${PACED_LOAD:-build/bench/paced_load}
+PACED_CONNECTIONS=${PACED_CONNECTIONS:-256}
 HALF_LOAD_RUNS=${HALF_LOAD_RUNS:-5}
 CALM_STEAL_MS=${CALM_STEAL_MS:-10}
 PROMPT_BYTES=${PROMPT_BYTES:-0}
@@ -63,6 +71,13 @@ for tool in nginx wrk curl ${PROXY_CPUS:+taskset}; do
   command -v "$tool" >/dev/null || { echo "bench/gateway: $tool is not installed" >&2; exit 1; }
 done
 [[ -x $TERSE ]] || { echo "bench/gateway: no terse binary at $TERSE (build it first)" >&2; exit 1; }
+case $HALF_LOAD in
+  paced)
+    [[ -x $PACED_LOAD ]] ||
+      { echo "bench/gateway: no paced_load at $PACED_LOAD (build it first)" >&2; exit 1; } ;;
+  wrk) ;;
+  *) echo "bench/gateway: HALF_LOAD must be paced or wrk" >&2; exit 2 ;;
+esac
 
 work=$(mktemp -d)
 # SHIELD=1: `shield on` moves every task that may run on the proxy core and elsewhere too off
@@ -319,20 +334,21 @@ steal_ticks() { awk '/^cpu[0-9]/ { s += $9 } END { print s + 0 }' /proc/stat; }
 # One line of a results table: target conns req/s p50 p99 errors cpu kernel switches steal [run].
 row() { printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s %8s %4s\n' "$@"; }
 
-# One wrk run -> "rps p50_ms p99_ms errors cpu_us_per_request kernel_share switches_per_request
+# One load run -> "rps p50_ms p99_ms errors cpu_us_per_request kernel_share switches_per_request
 # steal_ms" (errors: non-2xx answers plus socket errors; CPU, the kernel's share of it and context
-# switches: of the process answering wrk, see cpu_and_switches; steal: of all CPUs, see
-# steal_ticks).
+# switches: of the process answering, see cpu_and_switches; steal: of all CPUs, see steal_ticks).
+# measure: wrk with `connections`, each pausing 0.5-1.5 x delay_ms between requests when given;
+# measure_paced: paced_load at `rate` requests/s, each due at a Poisson time (paced_load.cc).
 measure() {  # target connections [delay_ms]
-  local t0 k0 s0 t1 k1 s1 st0 st1
-  read -r t0 k0 s0 < <(cpu_and_switches "$1")
-  st0=$(steal_ticks)
-  BODY="${BODY[$1]}" DELAY_MS="${3:-}" $on_load_cpus wrk -t1 -c "$2" -d "$DURATION" --latency \
+  load_stats "$1" wrk_load "$1" "$2" "${3:-}"
+}
+measure_paced() {  # target rate
+  load_stats "$1" paced_load_run "$1" "$2"
+}
+wrk_load() {  # target connections delay_ms -> the wrk.out figures as "n rps p50 p99 errors"
+  BODY="${BODY[$1]}" DELAY_MS="$3" $on_load_cpus wrk -t1 -c "$2" -d "$DURATION" --latency \
     -s bench/gateway/post.lua "${URL[$1]}" >"$work/wrk.out" 2>&1
-  st1=$(steal_ticks)
-  read -r t1 k1 s1 < <(cpu_and_switches "$1")
-  awk -v ticks=$((t1 - t0)) -v sys=$((k1 - k0)) -v switches=$((s1 - s0)) -v hz="$clk_tck" \
-    -v steal=$((st1 - st0)) '
+  awk '
     function ms(v) {
       if (v ~ /us$/) return v / 1000
       if (v ~ /ms$/) return v + 0
@@ -345,32 +361,68 @@ measure() {  # target connections [delay_ms]
     /^ +99%/ { p99 = ms($2) }
     /Non-2xx/ { err += $NF }
     /Socket errors/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
-    END { printf "%.0f %.3f %.3f %d %.0f %.0f%% %.2f %.0f\n", rps, p50, p99, err,
-          n ? ticks * 1e6 / hz / n : 0, ticks ? 100 * sys / ticks : 0, n ? switches / n : 0,
-          steal * 1000 / hz }' \
-    "$work/wrk.out"
+    END { print n + 0, rps + 0, p50 + 0, p99 + 0, err + 0 }' "$work/wrk.out"
+}
+paced_load_run() {  # target rate -> "n rps p50 p99 errors"
+  local url=${URL[$1]#http://}
+  local host_port=${url%%/*}
+  printf '%s' "${BODY[$1]}" >"$work/paced.body"
+  $on_load_cpus "$PACED_LOAD" --host "${host_port%:*}" --port "${host_port##*:}" \
+    --path "/${url#*/}" \
+    --body-file "$work/paced.body" --header 'Authorization: Bearer sk-bench' --rate "$2" \
+    --duration "${DURATION%s}" --connections "$PACED_CONNECTIONS" \
+    ${PACED_TIMELINE:+--timeline "$PACED_TIMELINE.$1"} \
+    >"$work/paced.out" 2>&1 ||
+    { cat "$work/paced.out" >&2; return 1; }
+  awk '{ v[$1] = $2 } END { print v["requests"] + 0, v["rate"] + 0, v["p50_ms"] + 0,
+       v["p99_ms"] + 0, v["errors"] + 0 }' "$work/paced.out"
+}
+load_stats() {  # target load-function args...
+  local target=$1 t0 k0 s0 t1 k1 s1 st0 st1 n rps p50 p99 err
+  shift
+  read -r t0 k0 s0 < <(cpu_and_switches "$target")
+  st0=$(steal_ticks)
+  read -r n rps p50 p99 err < <("$@")
+  echo "$n" >"$work/requests"
+  st1=$(steal_ticks)
+  read -r t1 k1 s1 < <(cpu_and_switches "$target")
+  awk -v n="$n" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v err="$err" \
+    -v ticks=$((t1 - t0)) -v sys=$((k1 - k0)) -v switches=$((s1 - s0)) -v hz="$clk_tck" \
+    -v steal=$((st1 - st0)) 'BEGIN {
+    printf "%.0f %.3f %.3f %d %.0f %.0f%% %.2f %.0f\n", rps, p50, p99, err,
+           n ? ticks * 1e6 / hz / n : 0, ticks ? 100 * sys / ticks : 0, n ? switches / n : 0,
+           steal * 1000 / hz }'
 }
 
-# PROFILE=perf|callgrind|syscalls|sched|none: instead of the benchmark, a CPU profile of terse while wrk drives it
-# with PROFILE_CONNS connections, non-streaming then streaming, written to PROFILE_DIR. With
-# PROFILE_DELAY_MS, each connection pauses that long on average between requests, as in the
-# half-load rounds (say PROFILE_CONNS=229 PROFILE_DELAY_MS=10 for the rate a run printed).
+# PROFILE=perf|callgrind|syscalls|sched|none: instead of the benchmark, a CPU profile of terse
+# while wrk drives it with PROFILE_CONNS connections, non-streaming then streaming, written to
+# PROFILE_DIR. With PROFILE_DELAY_MS, each connection pauses that long on average between
+# requests, as wrk's half-load rounds do (HALF_LOAD=wrk); with PROFILE_RATE, paced_load sends
+# that many requests/s instead, as the default half-load rounds do (say PROFILE_RATE=11000 for
+# the rate a run printed).
 #   perf: samples on cpu-clock (works without hardware counters), summarised by component with
 #         profile_summary.py; the raw data stays in PROFILE_DIR for `perf report`.
 #   callgrind: exact instruction counts (slow: terse runs ~50x slower), per request.
 #   syscalls: system calls per request by kind (perf stat counting tracepoints in the kernel,
-#             which, unlike strace or perf trace, leaves terse's pace as it is).
+#             which, unlike strace or perf trace, leaves terse's pace as it is), and page faults.
 #   sched: (PIN=1) the scheduler's switches on every core, summarised by busy_periods.py: how
 #          long terse's stretches on its core last, and whether the long ones follow a quiet
 #          spell of the load (a clump of requests sent together).
 #   none: the same load without a tool beside terse, to compare a profiled run's figures with.
 # Measures terse$kind with a profiling tool beside it: `tool... -- sleep N` in the background,
 # attached before the load starts and running until after it ends.
+profile_load() {
+  if [[ -n ${PROFILE_RATE:-} ]]; then
+    measure_paced "terse$kind" "$PROFILE_RATE"
+  else
+    measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}"
+  fi
+}
 measure_beside() {  # tool...
-  "$@" -- sleep $((${DURATION%s} + 1)) &
+  "$@" -- sleep $((${DURATION%s} + 2)) &
   local tool_pid=$!
   sleep 0.5
-  read -r rps p50 p99 err cpu sys cs steal < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
+  read -r rps p50 p99 err cpu sys cs steal < <(profile_load)
   wait "$tool_pid" || true
 }
 if [[ -n ${PROFILE:-} ]]; then
@@ -387,10 +439,10 @@ if [[ -n ${PROFILE:-} ]]; then
         # Instrumented from the first measurement on; counters zeroed before each.
         callgrind_control -i on "$terse_pid" >/dev/null 2>&1
         callgrind_control -z "$terse_pid" >/dev/null 2>&1
-        read -r rps p50 p99 err cpu sys cs steal < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
+        read -r rps p50 p99 err cpu sys cs steal < <(profile_load)
         callgrind_control -d "$terse_pid" >/dev/null 2>&1
         mv "$(ls -t "$PROFILE_DIR"/valgrind.out.* | head -1)" "$out.out"
-        requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
+        requests=$(cat "$work/requests")
         callgrind_annotate "$out.out" 2>/dev/null | awk -v n="$requests" '
           /PROGRAM TOTALS/ { gsub(/,/, "", $1); printf "%d requests, %.0f instructions per request\n", n, $1 / n }
         ' >"$out.txt"
@@ -399,23 +451,38 @@ if [[ -n ${PROFILE:-} ]]; then
         events=$(printf 'syscalls:sys_enter_%s,' recvfrom sendto sendmsg recvmsg read write readv \
           writev epoll_wait epoll_ctl timerfd_settime futex accept4 clock_gettime madvise mmap munmap \
           brk)
-        measure_beside perf stat -x, -e "${events%,}" -p "$terse_pid" -o "$out.stat"
-        requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
+        measure_beside perf stat -x, -e "${events}page-faults" -p "$terse_pid" -o "$out.stat"
+        requests=$(cat "$work/requests")
         # perf stat -x, lines: count,,event,...; counted in the kernel, so terse is not slowed.
         awk -F, -v n="$requests" '
-          $3 ~ /sys_enter_/ { sub(/.*sys_enter_/, "", $3); total += $1; printf "%-16s %7.2f\n", $3, $1 / n }
-          END { printf "%-16s %7.2f\n", "all these", total / n }' "$out.stat" |
+          $3 ~ /sys_enter_/ {
+            sub(/.*sys_enter_/, "", $3); total += $1; printf "%-16s %7.2f\n", $3, $1 / n
+          }
+          $3 == "page-faults" { faults = $1 }
+          END {
+            printf "%-16s %7.2f\n", "all these", total / n
+            printf "%-16s %7.2f (not a system call)\n", "page faults", faults / n
+          }' "$out.stat" |
           sort -k2 -gr | { echo "system calls per request (of $requests requests):"; cat; } >"$out.txt" ;;
       none)
-        read -r rps p50 p99 err cpu sys cs steal < <(measure "terse$kind" "$PROFILE_CONNS" "${PROFILE_DELAY_MS:-}")
+        read -r rps p50 p99 err cpu sys cs steal < <(profile_load)
         echo "no profile: the same load's figures without a tool beside terse" >"$out.txt" ;;
       sched)
-        measure_beside perf record -q -a -e sched:sched_switch -e sched:sched_wakeup -o "$out.data"
+        # CLOCK_MONOTONIC: the clock of paced_load's timeline (PACED_TIMELINE), to line them up.
+        measure_beside perf record -q -a -k CLOCK_MONOTONIC -e sched:sched_switch \
+          -e sched:sched_wakeup -o "$out.data"
         perf sched timehist -i "$out.data" 2>/dev/null |
           python3 bench/gateway/busy_periods.py "$PROXY_CPUS" >"$out.txt" ;;
     esac
-    echo "profiled terse$kind at $PROFILE_CONNS connections${PROFILE_DELAY_MS:+ pausing ~$PROFILE_DELAY_MS ms}: $rps req/s, p50 $p50 ms," \
+    if [[ -n ${PROFILE_RATE:-} ]]; then
+      load="paced at $PROFILE_RATE req/s"
+    else
+      load="at $PROFILE_CONNS connections${PROFILE_DELAY_MS:+ pausing ~$PROFILE_DELAY_MS ms}"
+    fi
+    echo "profiled terse$kind $load: $rps req/s, p50 $p50 ms," \
       "p99 $p99 ms, $err errors, $cpu us CPU per request"
+    [[ -n ${PROFILE_RATE:-} ]] && echo "paced_load: $(awk '/_ms/ { printf "%s %s  ", $1, $2 }
+      /^(late|starved)/ { printf "%s %s  ", $1, $2 }' "$work/paced.out")"
     cat "$out.txt"
     echo
   done
@@ -456,12 +523,14 @@ awk -v a="${PEAK[terse]}" -v b="${PEAK[nginx-proxy]}" -v c="${PEAK[terse-stream]
   if (g > 0) printf "throughput ratio baseline / nginx-proxy: %.2f non-streaming, %.2f streaming\n",
                     g / b, h / d }'
 
-# ---- Half load: the same offered rate for every target, about half of terse's peak. Each
-# connection pauses DELAY_MS (uniform in [0.5, 1.5] x DELAY_MS) between requests, so the rate is
-# about conns / (DELAY_MS + latency) whichever target answers; the added latency is then measured
-# at equal load, not at each target's own saturation. Then, with OWN_HALF_LOAD=1 (the default),
-# nginx-proxy and direct again at half of nginx-proxy's own peak: the goal's measure applied to
-# the reference, whose half load is a higher rate than terse's.
+# ---- Half load: the same offered rate for every target, half of terse's peak, so that the added
+# latency is measured at equal load, not at each target's own saturation. HALF_LOAD=paced (the
+# default): paced_load sends at that rate, each request due at a Poisson time and timed from it.
+# HALF_LOAD=wrk: each wrk connection pauses DELAY_MS (uniform in [0.5, 1.5] x DELAY_MS) between
+# requests, so the rate is about conns / (DELAY_MS + latency) whichever target answers; wrk's
+# pauses have a resolution of 1 ms, so each millisecond's requests arrive together. Then, with
+# OWN_HALF_LOAD=1 (the default), nginx-proxy and direct again at half of nginx-proxy's own peak:
+# the goal's measure applied to the reference, whose half load is a higher rate than terse's.
 # The targets of the half-load rounds, in the order each round measures them (those of TARGETS).
 half_load_targets="direct nginx-proxy terse baseline terse-libcurl"
 OWN_HALF_LOAD=${OWN_HALF_LOAD:-1}
@@ -501,8 +570,16 @@ half_load() {  # proxy kind target...
   local half=$(( PEAK[$proxy$kind] / 2 ))
   local lat=${P50[$proxy$kind,${LEVELS%% *}]}
   local conns
-  conns=$(awk -v r="$half" -v d="$DELAY_MS" -v l="$lat" 'BEGIN { c = int(r * (d + l) / 1000 + 0.5); print (c < 1 ? 1 : c) }')
-  echo "half load of $proxy${kind:+ (streaming)}: target ~$half req/s = $conns connections x mean ${DELAY_MS} ms pause"
+  if [[ $HALF_LOAD == paced ]]; then
+    conns=paced
+    echo "half load of $proxy${kind:+ (streaming)}: $half req/s, each request due at a Poisson" \
+      "time (paced_load, $PACED_CONNECTIONS connections)"
+  else
+    conns=$(awk -v r="$half" -v d="$DELAY_MS" -v l="$lat" \
+      'BEGIN { c = int(r * (d + l) / 1000 + 0.5); print (c < 1 ? 1 : c) }')
+    echo "half load of $proxy${kind:+ (streaming)}: target ~$half req/s = $conns connections x" \
+      "mean ${DELAY_MS} ms pause (wrk)"
+  fi
   row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req steal_ms run
   declare -A R50 R99
   local calm=()
@@ -510,7 +587,11 @@ half_load() {  # proxy kind target...
     worst=0
     for t in "${targets[@]}"; do
       [[ " $TARGETS " == *" $t$kind "* ]] || continue
-      read -r rps p50 p99 err cpu sys cs steal < <(measure "$t$kind" "$conns" "$DELAY_MS")
+      if [[ $HALF_LOAD == paced ]]; then
+        read -r rps p50 p99 err cpu sys cs steal < <(measure_paced "$t$kind" "$half")
+      else
+        read -r rps p50 p99 err cpu sys cs steal < <(measure "$t$kind" "$conns" "$DELAY_MS")
+      fi
       R50[$t,$run]=$p50; R99[$t,$run]=$p99
       (( steal > worst )) && worst=$steal
       row "$t$kind" "$conns" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs" "$steal" "$run"
