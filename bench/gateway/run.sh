@@ -231,7 +231,7 @@ logging: { level: error }
 YAML
 case ${PROFILE:-} in
   "") ;;
-  perf | callgrind | syscalls | sched | none)
+  perf | callgrind | syscalls | faults | sched | none)
     [[ $PROFILE != sched || $PIN == 1 ]] || { echo "bench/gateway: PROFILE=sched needs PIN=1" >&2; exit 2; }
     PROFILE_DIR=${PROFILE_DIR:-build/bench-profile}
     PROFILE_CONNS=${PROFILE_CONNS:-16}
@@ -241,7 +241,7 @@ case ${PROFILE:-} in
       TERSE_WRAP="valgrind --tool=callgrind --instr-atstart=no
         --callgrind-out-file=$PROFILE_DIR/valgrind.out"
     fi ;;
-  *) echo "bench/gateway: PROFILE must be perf, callgrind, syscalls, sched or none" >&2; exit 2 ;;
+  *) echo "bench/gateway: PROFILE must be perf, callgrind, syscalls, faults, sched or none" >&2; exit 2 ;;
 esac
 # A private copy, so that a rebuild during the run neither changes nor deletes what is measured.
 cp "$TERSE" "$work/terse"
@@ -394,7 +394,7 @@ load_stats() {  # target load-function args...
            steal * 1000 / hz }'
 }
 
-# PROFILE=perf|callgrind|syscalls|sched|none: instead of the benchmark, a CPU profile of terse
+# PROFILE=perf|callgrind|syscalls|faults|sched|none: instead of the benchmark, a CPU profile of terse
 # while wrk drives it with PROFILE_CONNS connections, non-streaming then streaming, written to
 # PROFILE_DIR. With PROFILE_DELAY_MS, each connection pauses that long on average between
 # requests, as wrk's half-load rounds do (HALF_LOAD=wrk); with PROFILE_RATE, paced_load sends
@@ -408,6 +408,8 @@ load_stats() {  # target load-function args...
 #   sched: (PIN=1) the scheduler's switches on every core, summarised by busy_periods.py: how
 #          long terse's stretches on its core last, and whether the long ones follow a quiet
 #          spell of the load (a clump of requests sent together).
+#   faults: every page fault of terse (perf record), by the mapping its address lies in and by
+#           the code that touched it, minor and major apart (fault_summary.py).
 #   none: the same load without a tool beside terse, to compare a profiled run's figures with.
 # Measures terse$kind with a profiling tool beside it: `tool... -- sleep N` in the background,
 # attached before the load starts and running until after it ends.
@@ -464,6 +466,15 @@ if [[ -n ${PROFILE:-} ]]; then
             printf "%-16s %7.2f (not a system call)\n", "page faults", faults / n
           }' "$out.stat" |
           sort -k2 -gr | { echo "system calls per request (of $requests requests):"; cat; } >"$out.txt" ;;
+      faults)
+        # Every page fault, with the faulting address and the code that touched it: the mapping
+        # each lands in (a library's text, the heap, a thread's stack), minor and major apart.
+        measure_beside perf record -q -c 1 -d -e minor-faults -e major-faults -p "$terse_pid" \
+          -o "$out.data"
+        requests=$(cat "$work/requests")
+        cat "/proc/$terse_pid/maps" >"$work/terse.maps"
+        perf script -i "$out.data" -F event,ip,sym,dso,addr 2>/dev/null |
+          python3 bench/gateway/fault_summary.py "$requests" "$work/terse.maps" >"$out.txt" ;;
       none)
         read -r rps p50 p99 err cpu sys cs steal < <(profile_load)
         echo "no profile: the same load's figures without a tool beside terse" >"$out.txt" ;;
