@@ -36,12 +36,12 @@
 // request, malloc's share 9% -> 6%).
 //
 // And a free run of pages up to 65,536 times a block's size may be split for it, where jemalloc
-// splits only runs up to 64 times its size by default: the freed runs that merged into runs of many
-// MiB lay unused until purged, and each long body took pages new to the process, a page fault per 4
-// KiB (12-17 us each on the benchmark's VM). At 128 connections and 32 KiB prompts that was 0.3-2
-// faults and 4-40 us per request, and the freed runs piled up by ~90 MB/s when not purged
-// (bench/gateway PROFILE=faults: 0.03 faults per request with this, 39 us per request against
-// 48).
+// splits only runs up to 64 times its size by default: freed runs that had merged into runs of
+// many MiB lay unused until purged, and each long body took pages new to the process, a page
+// fault per 4 KiB (12-17 us each on the benchmark's VM). At 128 connections and 32 KiB prompts
+// that was 0.3-2 faults and 4-40 us per request, and the unused runs grew by ~90 MB/s when not
+// purged (bench/gateway PROFILE=faults: 0.03 faults per request with this, 39 us per request
+// against 48).
 extern "C" {
 const char* malloc_conf = "tcache_max:262144,lg_extent_max_active_fit:16";
 }
