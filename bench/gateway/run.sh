@@ -313,17 +313,18 @@ cpu_and_switches() {  # target
     nginx-proxy*) pids=$(pgrep -P "$(cat "$work/nginx-proxy.pid")" | tr '\n' ' ') ;;
     direct*) pids=$(pgrep -P "$(cat "$work/nginx-up.pid")" | tr '\n' ' ') ;;
   esac
-  local ticks=0 sys_ticks=0 switches=0 p n
+  local ticks=0 sys_ticks=0 switches=0 major=0 p n
   for p in $pids; do
-    # Fields after the command name: utime and stime are the 12th and 13th.
+    # Fields after the command name: majflt is the 10th, utime and stime the 12th and 13th.
     read -r -a f < <(sed 's/.*) //' "/proc/$p/stat")
     ticks=$((ticks + f[11] + f[12]))
     sys_ticks=$((sys_ticks + f[12]))
+    major=$((major + f[9]))
     for n in $(awk '/ctxt_switches/ { print $2 }' /proc/"$p"/task/*/status 2>/dev/null); do
       switches=$((switches + n))
     done
   done
-  echo "$ticks $sys_ticks $switches"
+  echo "$ticks $sys_ticks $switches $major"
 }
 
 # Time the hypervisor ran something else while this machine's CPUs had work (steal, the 8th
@@ -331,12 +332,15 @@ cpu_and_switches() {  # target
 # outright meanwhile: 50 ms of it in a round puts 1% of the round's requests that much late.
 steal_ticks() { awk '/^cpu[0-9]/ { s += $9 } END { print s + 0 }' /proc/stat; }
 
-# One line of a results table: target conns req/s p50 p99 errors cpu kernel switches steal [run].
-row() { printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s %8s %4s\n' "$@"; }
+# One line of a results table: target conns req/s p50 p99 errors cpu kernel switches major-faults
+# steal [run].
+row() { printf '%-20s %6s %10s %9s %9s %7s %12s %7s %10s %6s %8s %4s\n' "$@"; }
 
 # One load run -> "rps p50_ms p99_ms errors cpu_us_per_request kernel_share switches_per_request
-# steal_ms" (errors: non-2xx answers plus socket errors; CPU, the kernel's share of it and context
-# switches: of the process answering, see cpu_and_switches; steal: of all CPUs, see steal_ticks).
+# major_faults steal_ms" (errors: non-2xx answers plus socket errors; CPU, the kernel's share of
+# it, context switches and major page faults (a page read back from disk, which stalls the process
+# for as long): of the process answering, see cpu_and_switches; steal: of all CPUs, see
+# steal_ticks).
 # measure: wrk with `connections`, each pausing 0.5-1.5 x delay_ms between requests when given;
 # measure_paced: paced_load at `rate` requests/s, each due at a Poisson time (paced_load.cc).
 measure() {  # target connections [delay_ms]
@@ -378,20 +382,20 @@ paced_load_run() {  # target rate -> "n rps p50 p99 errors"
        v["p99_ms"] + 0, v["errors"] + 0 }' "$work/paced.out"
 }
 load_stats() {  # target load-function args...
-  local target=$1 t0 k0 s0 t1 k1 s1 st0 st1 n rps p50 p99 err
+  local target=$1 t0 k0 s0 m0 t1 k1 s1 m1 st0 st1 n rps p50 p99 err
   shift
-  read -r t0 k0 s0 < <(cpu_and_switches "$target")
+  read -r t0 k0 s0 m0 < <(cpu_and_switches "$target")
   st0=$(steal_ticks)
   read -r n rps p50 p99 err < <("$@")
   echo "$n" >"$work/requests"
   st1=$(steal_ticks)
-  read -r t1 k1 s1 < <(cpu_and_switches "$target")
+  read -r t1 k1 s1 m1 < <(cpu_and_switches "$target")
   awk -v n="$n" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v err="$err" \
     -v ticks=$((t1 - t0)) -v sys=$((k1 - k0)) -v switches=$((s1 - s0)) -v hz="$clk_tck" \
-    -v steal=$((st1 - st0)) 'BEGIN {
-    printf "%.0f %.3f %.3f %d %.0f %.0f%% %.2f %.0f\n", rps, p50, p99, err,
+    -v major=$((m1 - m0)) -v steal=$((st1 - st0)) 'BEGIN {
+    printf "%.0f %.3f %.3f %d %.0f %.0f%% %.2f %d %.0f\n", rps, p50, p99, err,
            n ? ticks * 1e6 / hz / n : 0, ticks ? 100 * sys / ticks : 0, n ? switches / n : 0,
-           steal * 1000 / hz }'
+           major, steal * 1000 / hz }'
 }
 
 # PROFILE=perf|callgrind|syscalls|faults|sched|none: instead of the benchmark, a CPU profile of terse
@@ -424,7 +428,7 @@ measure_beside() {  # tool...
   "$@" -- sleep $((${DURATION%s} + 2)) &
   local tool_pid=$!
   sleep 0.5
-  read -r rps p50 p99 err cpu sys cs steal < <(profile_load)
+  read -r rps p50 p99 err cpu sys cs major steal < <(profile_load)
   wait "$tool_pid" || true
 }
 if [[ -n ${PROFILE:-} ]]; then
@@ -441,7 +445,7 @@ if [[ -n ${PROFILE:-} ]]; then
         # Instrumented from the first measurement on; counters zeroed before each.
         callgrind_control -i on "$terse_pid" >/dev/null 2>&1
         callgrind_control -z "$terse_pid" >/dev/null 2>&1
-        read -r rps p50 p99 err cpu sys cs steal < <(profile_load)
+        read -r rps p50 p99 err cpu sys cs major steal < <(profile_load)
         callgrind_control -d "$terse_pid" >/dev/null 2>&1
         mv "$(ls -t "$PROFILE_DIR"/valgrind.out.* | head -1)" "$out.out"
         requests=$(cat "$work/requests")
@@ -476,7 +480,7 @@ if [[ -n ${PROFILE:-} ]]; then
         perf script -i "$out.data" -F event,ip,sym,dso,addr 2>/dev/null |
           python3 bench/gateway/fault_summary.py "$requests" "$work/terse.maps" >"$out.txt" ;;
       none)
-        read -r rps p50 p99 err cpu sys cs steal < <(profile_load)
+        read -r rps p50 p99 err cpu sys cs major steal < <(profile_load)
         echo "no profile: the same load's figures without a tool beside terse" >"$out.txt" ;;
       sched)
         # CLOCK_MONOTONIC: the clock of paced_load's timeline (PACED_TIMELINE), to line them up.
@@ -505,13 +509,13 @@ echo "gateway pass-through benchmark: $(date -u +%FT%TZ), $CORES cores, nginx $(
   the proxies on cpu $PROXY_CPUS, wrk and the upstream on cpu $LOAD_CPUS}"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $DURATION per measurement"
 echo
-row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req steal_ms
+row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req majflt steal_ms
 declare -A RPS P50 P99
 for c in $LEVELS; do
   for t in $TARGETS; do
-    read -r rps p50 p99 err cpu sys cs steal < <(measure "$t" "$c")
+    read -r rps p50 p99 err cpu sys cs major steal < <(measure "$t" "$c")
     RPS[$t,$c]=$rps; P50[$t,$c]=$p50; P99[$t,$c]=$p99
-    row "$t" "$c" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs" "$steal"
+    row "$t" "$c" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs" "$major" "$steal"
   done
   echo
 done
@@ -591,7 +595,7 @@ half_load() {  # proxy kind target...
     echo "half load of $proxy${kind:+ (streaming)}: target ~$half req/s = $conns connections x" \
       "mean ${DELAY_MS} ms pause (wrk)"
   fi
-  row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req steal_ms run
+  row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req majflt steal_ms run
   declare -A R50 R99
   local calm=()
   for ((run = 1; run <= HALF_LOAD_RUNS; ++run)); do
@@ -599,13 +603,13 @@ half_load() {  # proxy kind target...
     for t in "${targets[@]}"; do
       [[ " $TARGETS " == *" $t$kind "* ]] || continue
       if [[ $HALF_LOAD == paced ]]; then
-        read -r rps p50 p99 err cpu sys cs steal < <(measure_paced "$t$kind" "$half")
+        read -r rps p50 p99 err cpu sys cs major steal < <(measure_paced "$t$kind" "$half")
       else
-        read -r rps p50 p99 err cpu sys cs steal < <(measure "$t$kind" "$conns" "$DELAY_MS")
+        read -r rps p50 p99 err cpu sys cs major steal < <(measure "$t$kind" "$conns" "$DELAY_MS")
       fi
       R50[$t,$run]=$p50; R99[$t,$run]=$p99
       (( steal > worst )) && worst=$steal
-      row "$t$kind" "$conns" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs" "$steal" "$run"
+      row "$t$kind" "$conns" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs" "$major" "$steal" "$run"
     done
     (( worst <= CALM_STEAL_MS )) && calm+=("$run")
   done
