@@ -523,32 +523,37 @@ class Session : public std::enable_shared_from_this<Session> {
     const size_t buffered = std::min(buffer_.size(), length);
     body.append(static_cast<const char*>(buffer_.data().data()), buffered);
     buffer_.consume(buffered);
-    ReadMoreBody(length);
+    ReadMoreBody(length, body.size());
   }
 
-  // Reads the rest of a body of `length` bytes, a part at a time. A part of the string is sized,
-  // which zero-fills it, just before a read fills it, and the room grows by doubling: a client
-  // that announces a large body and sends little of it holds about what it sent, not the
-  // announced length.
-  void ReadMoreBody(size_t length) {
+  // Reads the rest of a body of `length` bytes, of which `have` are in, a part at a time. The
+  // string is sized, which zero-fills it, just before a read fills it, and the room grows by
+  // doubling: a client that announces a large body and sends little of it holds about what it
+  // sent, not the announced length. A short read leaves the string's size where it was, so that
+  // each byte is zero-filled once however many reads it fills (`have` says how much is real); a
+  // body that ends short is cut to what arrived.
+  void ReadMoreBody(size_t length, size_t have) {
     std::string& body = parser_->get().body();
-    const size_t have = body.size();
-    if (have == length) return Dispatch();
+    if (have == length) return Dispatch();  // the string is never sized past `length`
     const size_t part = std::min(length - have, kBodyPartBytes);
-    if (body.capacity() < have + part + RequestBody::kEditRoom) {
-      body.reserve(std::min(length, std::max(2 * body.capacity(), have + part)) +
-                   RequestBody::kEditRoom);
+    if (body.size() < have + part) {
+      if (body.capacity() < have + part + RequestBody::kEditRoom) {
+        body.reserve(std::min(length, std::max(2 * body.capacity(), have + part)) +
+                     RequestBody::kEditRoom);
+      }
+      body.resize(have + part);
     }
-    body.resize(have + part);
     read_pending_ = true;
     socket_.async_read_some(
         net::buffer(body.data() + have, part),
         [self = shared_from_this(), have, length](beast::error_code ec, size_t n) {
           // The parser lives until Dispatch, which only this read leads to.
-          self->parser_->get().body().resize(have + n);
-          if (ec || self->closed_) return self->OnBody(ec);  // a short body: truncated
+          if (ec || self->closed_) {
+            self->parser_->get().body().resize(have + n);
+            return self->OnBody(ec);  // a short body: truncated
+          }
           self->read_pending_ = false;
-          self->ReadMoreBody(length);
+          self->ReadMoreBody(length, have + n);
         });
   }
 
