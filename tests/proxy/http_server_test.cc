@@ -280,8 +280,8 @@ TEST(HttpServerLargeBodyTest, LargeBodiesArriveWholeInPieces) {
       ASSERT_TRUE(client.SendRaw(body.substr(1000)));
     } else if (round == 1) {
       // Many short reads into one part of the string: each lands after the one before.
-      ASSERT_TRUE(client.SendRaw(head + "content-length: " + std::to_string(body.size()) +
-                                 "\r\n\r\n"));
+      ASSERT_TRUE(
+          client.SendRaw(head + "content-length: " + std::to_string(body.size()) + "\r\n\r\n"));
       for (size_t at = 0; at < body.size(); at += 4999) {
         ASSERT_TRUE(client.SendRaw(body.substr(at, 4999)));
         if (at % (20 * 4999) == 0) absl::SleepFor(absl::Milliseconds(2));
