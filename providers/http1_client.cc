@@ -521,6 +521,7 @@ void Http1Client::Receive(Connection& connection) {
     if (!had_started) Reschedule(*exchange);  // from the first-byte deadline to the total one
     if (static_cast<size_t>(n) < buffer_.size()) return;  // drained, most likely
   }
+  unread_ = true;  // the other connections get their turn first
 }
 
 void Http1Client::Fail(Connection& connection, absl::Status status) {

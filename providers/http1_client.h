@@ -63,6 +63,10 @@ class Http1Client {
   bool Cancel(uint64_t id);
   // An epoll event whose data has kHttp1Tag.
   void OnEvent(uint64_t data, uint32_t events);
+  // Whether, since the last call, a connection stopped reading with bytes perhaps still unread
+  // (its reads for one event ran out). The epoll set reports such a socket again, but a watch of
+  // the epoll descriptor from outside does not: the caller must look at the set once more.
+  bool TakeUnread() { return std::exchange(unread_, false); }
   // Ends the exchanges whose timeouts have passed, and closes connections idle for too long.
   void FireDeadlines(absl::Time now);
   absl::Time NextDeadline() const;
@@ -126,6 +130,7 @@ class Http1Client {
   bool stopping_ = false;
   bool room_freed_ = false;   // a connection closed or went idle since StartWaiting last ran
   std::vector<char> buffer_;  // one read's bytes
+  bool unread_ = false;       // see TakeUnread
 };
 
 }  // namespace terse::providers::internal

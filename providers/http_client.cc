@@ -290,7 +290,10 @@ class HttpClient::Loop {
   void RequestYield() { yield_requested_ = true; }
 
   // A hosted lane's work: everything ready, without blocking. Returns when it is due again.
-  absl::Time RunHosted(absl::FunctionRef<void()> after_event) {
+  // Without `poll`, the sockets are left to the host's watch of the epoll descriptor: only the
+  // queued commands, libcurl's timer and the lane's timers run, unless the last look at the
+  // sockets left work behind (that watch would not report it again).
+  absl::Time RunHosted(absl::FunctionRef<void()> after_event, bool poll) {
     constexpr int kMaxEvents = 128;
     constexpr int kMaxRounds = 16;  // then the host's other work gets a turn
     epoll_event events[kMaxEvents];
@@ -301,12 +304,14 @@ class HttpClient::Loop {
       RunCurlTimer();
       DrainMessages();
       FireTimers();
-      const int n = epoll_wait(epoll_fd_, events, kMaxEvents, 0);
+      const bool look = poll || sockets_unfinished_;
+      const int n = look ? epoll_wait(epoll_fd_, events, kMaxEvents, 0) : 0;
       const bool woken = HandleEvents(events, n, after_event);
+      if (look) sockets_unfinished_ = n == kMaxEvents || (http1_ && http1_->TakeUnread());
       DrainMessages();
       after_event();
       next = NextDeadline();
-      if (!woken && n < kMaxEvents && !core_->HasLocal() && next > absl::Now()) break;
+      if (!woken && !sockets_unfinished_ && !core_->HasLocal() && next > absl::Now()) break;
       next = absl::Now();  // more to do: when the rounds run out, the host comes back at once
     }
     core_->EndRun();
@@ -761,6 +766,9 @@ class HttpClient::Loop {
   bool stop_requested_ = false;
   bool yield_requested_ = false;
   bool stopping_ = false;
+  // A hosted run's last look at the sockets may have left work in the epoll set (all kMaxEvents
+  // slots filled, or a connection's reads ran out): the next hosted run looks again.
+  bool sockets_unfinished_ = false;
   std::unordered_map<uint64_t, std::unique_ptr<Transfer>> transfers_;
   std::unordered_map<CURL*, Transfer*> by_easy_;
   std::set<std::pair<absl::Time, uint64_t>> first_byte_deadlines_;
@@ -928,7 +936,11 @@ HostedLane::~HostedLane() {
 int HostedLane::fd() const { return client_.loops_[lane_]->epoll_fd(); }
 
 absl::Time HostedLane::Run(absl::FunctionRef<void()> after_event) {
-  return client_.loops_[lane_]->RunHosted(after_event);
+  return client_.loops_[lane_]->RunHosted(after_event, /*poll=*/true);
+}
+
+absl::Time HostedLane::RunQueued(absl::FunctionRef<void()> after_event) {
+  return client_.loops_[lane_]->RunHosted(after_event, /*poll=*/false);
 }
 
 }  // namespace terse::providers

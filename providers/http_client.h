@@ -191,6 +191,12 @@ class HostedLane {
   // the host can pass on what that work produced without waiting for the rest of the run.
   absl::Time Run(absl::FunctionRef<void()> after_event = [] {});
 
+  // Run without looking at the lane's sockets: the queued commands (a Start from an event
+  // handler, say) and the timers only. For a host whose edge-triggered watch of fd() is armed, so
+  // that what the sockets have for the lane comes as fd()'s event, and a Run then; it saves the
+  // look at the sockets (a system call) when run_soon, not fd(), brought the host here.
+  absl::Time RunQueued(absl::FunctionRef<void()> after_event = [] {});
+
  private:
   friend class HttpClient;
   HostedLane(HttpClient& client, int lane) : client_(client), lane_(lane) {}

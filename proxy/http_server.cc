@@ -204,8 +204,10 @@ class HttpResponder;
 struct IoThread {
   // Runs on the thread: hosts the lane, then runs the io_context until it is stopped.
   void Run(providers::HttpClient* engine, int lane_index);
-  // Runs the lane's ready work, then watches its descriptor and its next deadline again.
-  void RunLane();
+  // Runs the lane's ready work, then watches its descriptor and its next deadline again. Only
+  // when the descriptor's event brought the thread here (`readable`), or no watch is armed, does
+  // the lane look at its sockets: otherwise whatever they have comes as that event.
+  void RunLane(bool readable);
   // Hands the responders in `ready` what they gathered.
   void DeliverReady();
   // Has `session`'s client watched (Session::WatchClient) if its answer is still in progress
@@ -1066,7 +1068,7 @@ void IoThread::Run(providers::HttpClient* engine, int lane_index) {
   current_io_thread = this;
   if (engine != nullptr && lane_index < engine->lanes()) {
     absl::StatusOr<std::unique_ptr<providers::HostedLane>> hosted =
-        engine->Host(lane_index, [this] { net::post(ioc, [this] { RunLane(); }); });
+        engine->Host(lane_index, [this] { net::post(ioc, [this] { RunLane(false); }); });
     if (hosted.ok()) {
       lane = *std::move(hosted);
       beast::error_code ec;
@@ -1081,7 +1083,7 @@ void IoThread::Run(providers::HttpClient* engine, int lane_index) {
         lane.reset();
       } else {
         lane_timer.emplace(ioc);
-        RunLane();
+        RunLane(true);
       }
     } else {
       LogJson(LogLevel::kWarn, Json{{"msg", "cannot host the upstream engine's lane"},
@@ -1121,16 +1123,18 @@ void IoThread::ArmWatchTick() {
   });
 }
 
-void IoThread::RunLane() {
+void IoThread::RunLane(bool readable) {
   running_lane = true;
-  const absl::Time next = lane->Run([this] { DeliverReady(); });
+  const auto after_event = [this] { DeliverReady(); };
+  const absl::Time next =
+      readable || !watching ? lane->Run(after_event) : lane->RunQueued(after_event);
   running_lane = false;
   DeliverReady();
   if (!watching) {
     watching = true;
     lane_watch->async_wait(net::posix::stream_descriptor::wait_read, [this](beast::error_code ec) {
       watching = false;
-      if (!ec) RunLane();
+      if (!ec) RunLane(true);
     });
   }
   // Only an earlier deadline moves the timer: a later one lets it fire early once (Run then finds
@@ -1142,7 +1146,7 @@ void IoThread::RunLane() {
     lane_timer->async_wait([this, at = next](beast::error_code ec) {
       if (ec || at != lane_timer_at) return;  // moved or cancelled
       lane_timer_at = absl::InfiniteFuture();
-      RunLane();
+      RunLane(false);
     });
   }
 }

@@ -3,6 +3,7 @@
 // wake-up, and goes back to a thread of its own with its exchanges in flight.
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,15 +55,24 @@ std::unique_ptr<HttpClient> NewClient(int lanes) {
   return std::move(client).value();
 }
 
-// A small outside event loop, as the HTTP face's I/O threads are: one thread polls the lane's
-// descriptor and a pipe for its own tasks, and calls HostedLane::Run when either is ready, when
-// run_soon asked for it, or when Run's deadline is due.
+// How an outside loop watches the lane's descriptor, and which run it calls.
+enum class Watch {
+  kLevel,        // poll(2) on the descriptor; always HostedLane::Run
+  kLevelQueued,  // poll(2); RunQueued unless the descriptor is readable
+  kEdgeQueued,   // an edge-triggered epoll watch, as the HTTP face's reactor (asio) keeps:
+                 // RunQueued unless the descriptor's event brought the loop there
+};
+
+// A small outside event loop, as the HTTP face's I/O threads are: one thread watches the lane's
+// descriptor and a pipe for its own tasks, and runs the lane when either is ready, when run_soon
+// asked for it, or when the lane's deadline is due.
 class PollHost {
  public:
   // `after_event`, when given, runs on the host's thread after each socket's work in a lane run
   // (HostedLane::Run's after_event).
-  PollHost(HttpClient& client, int lane, std::function<void()> after_event = {})
-      : after_event_(std::move(after_event)) {
+  PollHost(HttpClient& client, int lane, std::function<void()> after_event = {},
+           Watch watch = Watch::kLevel)
+      : after_event_(std::move(after_event)), watch_(watch) {
     EXPECT_EQ(pipe2(wake_, O_NONBLOCK | O_CLOEXEC), 0);
     std::promise<absl::Status> hosted;
     thread_ = std::thread([&, lane] {
@@ -86,6 +96,7 @@ class PollHost {
   const absl::Status& status() const { return status_; }
   std::thread::id thread_id() const { return thread_.get_id(); }
   int run_soon_calls() const { return run_soon_calls_.load(); }
+  int queued_runs_done() const { return queued_runs_done_.load(); }
 
   // Runs `task` on the host's thread, as an event handler of the loop.
   void Post(std::function<void()> task) {
@@ -111,6 +122,13 @@ class PollHost {
     auto after_event = [this] {
       if (after_event_) after_event_();
     };
+    const int edge = watch_ == Watch::kEdgeQueued ? epoll_create1(EPOLL_CLOEXEC) : -1;
+    if (edge >= 0) {
+      epoll_event lane_event{EPOLLIN | EPOLLET, {.fd = lane.fd()}};
+      epoll_event wake_event{EPOLLIN, {.fd = wake_[0]}};
+      EXPECT_EQ(epoll_ctl(edge, EPOLL_CTL_ADD, lane.fd(), &lane_event), 0);
+      EXPECT_EQ(epoll_ctl(edge, EPOLL_CTL_ADD, wake_[0], &wake_event), 0);
+    }
     absl::Time next = lane.Run(after_event);
     while (!stop_) {
       // As an event loop does: no deadline, no wake-up but the descriptors.
@@ -122,8 +140,16 @@ class PollHost {
             absl::ToInt64Milliseconds(absl::Ceil(next - absl::Now(), absl::Milliseconds(1))), 0,
             1000));
       }
-      pollfd fds[2] = {{lane.fd(), POLLIN, 0}, {wake_[0], POLLIN, 0}};
-      poll(fds, 2, timeout_ms);
+      bool readable = false;
+      if (edge >= 0) {
+        epoll_event events[2];
+        const int n = epoll_wait(edge, events, 2, timeout_ms);
+        for (int i = 0; i < n; ++i) readable |= events[i].data.fd == lane.fd();
+      } else {
+        pollfd fds[2] = {{lane.fd(), POLLIN, 0}, {wake_[0], POLLIN, 0}};
+        poll(fds, 2, timeout_ms);
+        readable = (fds[0].revents & POLLIN) != 0;
+      }
       char drain[64];
       while (read(wake_[0], drain, sizeof drain) > 0) {
       }
@@ -134,11 +160,19 @@ class PollHost {
       }
       for (auto& task : tasks) task();
       run_soon_ = false;
-      next = lane.Run(after_event);
+      if (watch_ != Watch::kLevel && !readable) {
+        ++queued_runs_done_;
+        next = lane.RunQueued(after_event);
+      } else {
+        next = lane.Run(after_event);
+      }
     }
+    if (edge >= 0) close(edge);
   }
 
   const std::function<void()> after_event_;  // before thread_: set when the thread starts
+  const Watch watch_;
+  std::atomic<int> queued_runs_done_{0};
   int wake_[2] = {-1, -1};
   std::thread thread_;
   absl::Status status_;
@@ -256,6 +290,99 @@ TEST(HostedLaneTest, WorkFromTheHostsOwnHandlersAsksForARunInsteadOfWakingAnyone
   EXPECT_TRUE(result.on_loop);
   EXPECT_FALSE(result.stopping);
   EXPECT_EQ(result.thread, host.thread_id());
+}
+
+// A host that lets the lane look at its sockets only when its descriptor is readable, and runs
+// the rest (commands from its own handlers, timers, deadlines) with RunQueued, loses nothing:
+// what the sockets bring reaches a Run, whether the host's watch is level- or edge-triggered.
+void ExpectQueuedRunsLoseNothing(Watch watch) {
+  FakeUpstream upstream;
+  auto client = NewClient(1);
+  PollHost host(*client, 0, {}, watch);
+  ASSERT_THAT(host.status(), IsOk());
+
+  constexpr int kEach = 12;
+  std::vector<std::shared_ptr<RecordingHttpHandler>> from_host, from_outside;
+  for (int i = 0; i < kEach; ++i) {
+    from_host.push_back(std::make_shared<RecordingHttpHandler>());
+    from_outside.push_back(std::make_shared<RecordingHttpHandler>());
+  }
+  auto stalled = std::make_shared<RecordingHttpHandler>();
+  std::promise<bool> timer;
+  host.Post([&] {
+    for (int i = 0; i < kEach; ++i) {
+      client->Start(ChatRequest(upstream, "host-" + std::to_string(i), i % 2 == 0), from_host[i]);
+    }
+    client->Schedule(absl::Milliseconds(20), [&](bool stopping) { timer.set_value(stopping); });
+  });
+  for (int i = 0; i < kEach; ++i) {
+    client->Start(ChatRequest(upstream, "outside-" + std::to_string(i), i % 2 == 1),
+                  from_outside[i]);
+  }
+  for (int i = 0; i < kEach; ++i) {
+    ASSERT_TRUE(from_host[i]->WaitDone());
+    EXPECT_THAT(from_host[i]->status(), IsOk());
+    EXPECT_THAT(from_host[i]->body(), ::testing::HasSubstr("host-" + std::to_string(i)));
+    ASSERT_TRUE(from_outside[i]->WaitDone());
+    EXPECT_THAT(from_outside[i]->status(), IsOk());
+    EXPECT_THAT(from_outside[i]->body(), ::testing::HasSubstr("outside-" + std::to_string(i)));
+  }
+  std::future<bool> fired = timer.get_future();
+  ASSERT_EQ(fired.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_FALSE(fired.get());
+
+  // A first-byte deadline is the lane's own timer: a queued run ends the stalled exchange.
+  upstream.SetDefaultReply(FakeReply::Stall());
+  host.Post([&] {
+    HttpRequest request = ChatRequest(upstream, "stalled", false);
+    request.first_byte_timeout = absl::Milliseconds(100);
+    client->Start(std::move(request), stalled);
+  });
+  ASSERT_TRUE(stalled->WaitDone());
+  EXPECT_THAT(stalled->status(), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_GE(host.queued_runs_done(), 1);
+}
+
+TEST(HostedLaneTest, QueuedRunsLeaveTheSocketsToTheDescriptorAndLoseNothing) {
+  ExpectQueuedRunsLoseNothing(Watch::kLevelQueued);
+}
+
+TEST(HostedLaneTest, QueuedRunsUnderAnEdgeTriggeredWatchLoseNothing) {
+  ExpectQueuedRunsLoseNothing(Watch::kEdgeQueued);
+}
+
+// An edge-triggered watch of the lane's descriptor reports new events only: an answer larger
+// than one event's reads, arriving whole, and more sockets ready than one look takes, must still
+// be finished by the lane itself rather than wait for bytes that will never come.
+TEST(HostedLaneTest, AnEdgeTriggeredHostGetsWhatOneLookAtTheSocketsLeaves) {
+  FakeUpstream upstream;
+  auto client = NewClient(1);
+  PollHost host(*client, 0, {}, Watch::kEdgeQueued);
+  ASSERT_THAT(host.status(), IsOk());
+
+  const std::string large(3 << 20, 'a');  // 3 MiB: many times one event's reads
+  FakeReply reply = FakeReply::Text("unused");
+  reply.raw_body = "{\"text\":\"" + large + "\"}";
+  upstream.SetDefaultReply(reply);
+  for (int round = 0; round < 3; ++round) {  // one kept-alive connection, idle between answers
+    auto handler = std::make_shared<RecordingHttpHandler>();
+    host.Post([&] { client->Start(ChatRequest(upstream, "large", false), handler); });
+    ASSERT_TRUE(handler->WaitDone()) << "round " << round;
+    EXPECT_THAT(handler->status(), IsOk());
+    EXPECT_EQ(handler->body().size(), reply.raw_body->size()) << "round " << round;
+  }
+
+  upstream.SetDefaultReply(FakeReply::Text("small"));
+  constexpr int kMany = 300;  // more than one look at the sockets takes (128 events)
+  std::vector<std::shared_ptr<RecordingHttpHandler>> many;
+  for (int i = 0; i < kMany; ++i) many.push_back(std::make_shared<RecordingHttpHandler>());
+  host.Post([&] {
+    for (auto& handler : many) client->Start(ChatRequest(upstream, "many", false), handler);
+  });
+  for (int i = 0; i < kMany; ++i) {
+    ASSERT_TRUE(many[i]->WaitDone()) << "exchange " << i;
+    EXPECT_THAT(many[i]->status(), IsOk());
+  }
 }
 
 // Other threads queue work while the host runs the lane: every task must reach it without the

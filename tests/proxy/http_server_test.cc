@@ -171,6 +171,28 @@ TEST_F(HttpServerTest, StreamEventsReachTheClientAsTheUpstreamWroteThem) {
   EXPECT_EQ(r->Header("content-length"), std::to_string(answer.size()));
 }
 
+// An answer larger than the upstream engine reads for one event, arriving whole on a kept-alive
+// connection, comes back without waiting for the upstream to send more (it has nothing more to
+// send): what one look at the engine's sockets leaves unread is taken up without a new event.
+TEST_F(HttpServerTest, ALargeAnswerArrivingWholeIsRelayedWithoutAStall) {
+  const std::string content(3 << 20, 'a');
+  const std::string answer = R"({"id":"c9","object":"chat.completion","choices":[{"index":0,)"
+                             R"("message":{"role":"assistant","content":")" +
+                             content + R"("},"finish_reason":"stop"}]})";
+  // Every read gives up after 3 s: the answer takes milliseconds, a stall lasts until the next
+  // request or deadline.
+  HttpClient client(gw.http->port(), absl::Seconds(3));
+  for (int round = 0; round < 3; ++round) {
+    FakeReply whole;
+    whole.raw_body = answer;
+    gw.upstream.EnqueueReply(whole);
+    auto r = client.Request("POST", "/v1/chat/completions", ChatBody("gpt-4o", "large"));
+    ASSERT_TRUE(r.has_value()) << "round " << round;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body.size(), answer.size()) << "round " << round;
+  }
+}
+
 TEST_F(HttpServerTest, UnknownFieldsReachTheUpstreamUnchangedAndInOrder) {
   const std::string body =
       R"({"zeta":1,"model":"gpt-4o","messages":[{"role":"user","content":"x"}],)"
