@@ -59,8 +59,9 @@ std::unique_ptr<HttpClient> NewClient(int lanes) {
 enum class Watch {
   kLevel,        // poll(2) on the descriptor; always HostedLane::Run
   kLevelQueued,  // poll(2); RunQueued unless the descriptor is readable
-  kEdgeQueued,   // an edge-triggered epoll watch, as the HTTP face's reactor (asio) keeps:
-                 // RunQueued unless the descriptor's event brought the loop there
+  kEdgeQueued,   // an edge-triggered epoll watch that stays armed: RunQueued unless the
+                 // descriptor's event brought the loop there (Asio's watch is edge-triggered too,
+                 // but each wait re-arms it with EPOLL_CTL_MOD, which looks at the set again)
 };
 
 // A small outside event loop, as the HTTP face's I/O threads are: one thread watches the lane's
