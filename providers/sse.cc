@@ -27,9 +27,12 @@ absl::Status SseParser::Feed(std::string_view bytes, std::vector<SseEvent>& out)
     }
     if (end == n) break;  // no end in this piece: the rest waits in line_
     if (line_.empty()) {
-      ProcessLine(bytes.substr(start, end - start), out);  // the whole line is in this piece
+      const std::string_view line = bytes.substr(start, end - start);  // whole in this piece
+      if (OverLimit(line, /*complete=*/true)) return Fail();
+      ProcessLine(line, out);
     } else {
       line_.append(bytes.substr(start, end - start));
+      if (OverLimit(line_, /*complete=*/true)) return Fail();
       ProcessLine(line_, out);
       line_.clear();
     }
@@ -37,18 +40,35 @@ absl::Status SseParser::Feed(std::string_view bytes, std::vector<SseEvent>& out)
     start = end + 1;
   }
   line_.append(bytes.substr(start));
-  if (line_.size() + pending_.data.size() > max_event_bytes_) {
-    failed_ = true;
-    return absl::ResourceExhaustedError("an upstream stream event exceeds " +
-                                        std::to_string(max_event_bytes_) + " bytes");
-  }
+  // Refused as soon as it is sure to be: the line only grows.
+  if (OverLimit(line_, /*complete=*/false)) return Fail();
   return absl::OkStatus();
+}
+
+bool SseParser::OverLimit(std::string_view line, bool complete) const {
+  if (line.size() > max_event_bytes_) return true;
+  // A data line: `data` alone (complete: a line in progress may turn out to be another field)
+  // or `data:` and its value, of which one leading space is not part.
+  if (line.substr(0, 4) != "data") return false;
+  if (line.size() == 4 ? !complete : line[4] != ':') return false;
+  const size_t value = line.size() <= 5 ? 0 : line.size() - 5 - (line[5] == ' ' ? 1 : 0);
+  return pending_.data.size() + (has_data_ ? 1 : 0) + value > max_event_bytes_;
+}
+
+absl::Status SseParser::Fail() {
+  failed_ = true;
+  return absl::ResourceExhaustedError("an upstream stream event exceeds " +
+                                      std::to_string(max_event_bytes_) + " bytes");
 }
 
 std::vector<SseEvent> SseParser::Finish() {
   std::vector<SseEvent> out;
   if (failed_) return out;
   if (!line_.empty()) {
+    if (OverLimit(line_, /*complete=*/true)) {
+      failed_ = true;
+      return out;
+    }
     ProcessLine(line_, out);
     line_.clear();
   }

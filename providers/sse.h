@@ -21,20 +21,26 @@ struct SseEvent {
 // in different pieces; comment lines (`:` first) are skipped; an event ends at a blank line.
 class SseParser {
  public:
-  // `max_event_bytes` bounds the memory one event may take; a longer one is an error.
+  // `max_event_bytes` bounds the memory one event may take: an event whose data, or a line, is
+  // longer is an error, however its bytes are split between calls of Feed.
   explicit SseParser(size_t max_event_bytes = 16 << 20) : max_event_bytes_(max_event_bytes) {}
 
   // Appends the events completed by `bytes` to `events`, in order. kResourceExhausted when an
-  // event grows beyond the limit; the parser is unusable afterwards. (A relay keeps one vector
-  // for all its reads.)
+  // event or a line grows beyond the limit (the events before it are appended); the parser is
+  // unusable afterwards. (A relay keeps one vector for all its reads.)
   absl::Status Feed(std::string_view bytes, std::vector<SseEvent>& events);
 
   // At the end of the stream: the last event when its data arrived without the closing blank
-  // line (lenient: some servers end that way), else nothing.
+  // line (lenient: some servers end that way), else nothing (also when that line is beyond the
+  // limit).
   std::vector<SseEvent> Finish();
 
  private:
   void ProcessLine(std::string_view line, std::vector<SseEvent>& out);
+  // Whether `line`, or the pending event's data once `line` is added to it, is beyond the limit.
+  // A line not `complete` yet counts only what it surely adds.
+  bool OverLimit(std::string_view line, bool complete) const;
+  absl::Status Fail();
 
   const size_t max_event_bytes_;
   std::string line_;       // the current, unfinished line

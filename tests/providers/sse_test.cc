@@ -99,5 +99,41 @@ TEST(SseParserTest, RejectsAnEventBeyondTheLimit) {
             absl::StatusCode::kResourceExhausted);
 }
 
+// The verdict on an event near the limit is the same whether its bytes come in one read or in
+// many: an event that arrives whole is checked as one that arrives a byte at a time.
+TEST(SseParserTest, TheLimitHoldsHoweverTheBytesAreSplit) {
+  constexpr size_t kLimit = 100;
+  const std::string at_limit = "data: " + std::string(60, 'a') + "\ndata:" + std::string(39, 'b');
+  const std::string over_limit = at_limit + "b";
+  const std::string long_comment = ":" + std::string(kLimit, 'c');
+  struct Case {
+    std::string stream;
+    bool ok;
+  };
+  const Case cases[] = {
+      {at_limit + "\n\n", true},     // 60 + '\n' + 39: exactly the limit
+      {over_limit + "\n\n", false},  // one byte more
+      {over_limit, false},           // ... also when the stream ends without the blank line
+      {long_comment + "\n", false},  // a line longer than the limit, whatever its field
+      {"data: x\n" + long_comment + "\n\n", false},
+      {"event: e\n" + at_limit + "\n\n", true},  // other fields do not count
+  };
+  for (const Case& c : cases) {
+    for (size_t piece : {c.stream.size(), size_t{1}, size_t{7}}) {
+      SseParser parser(kLimit);
+      std::vector<SseEvent> events;
+      bool ok = true;
+      for (size_t at = 0; at < c.stream.size() && ok; at += piece) {
+        ok = parser.Feed(c.stream.substr(at, piece), events).ok();
+      }
+      if (ok) {
+        std::vector<SseEvent> last = parser.Finish();
+        ok = events.size() + last.size() == 1;
+      }
+      EXPECT_EQ(ok, c.ok) << "pieces of " << piece << ": " << c.stream.substr(0, 20);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace terse::providers
