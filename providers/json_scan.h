@@ -18,7 +18,9 @@ inline constexpr size_t kMaxJsonDepth = 512;
 // True when `text` is exactly one JSON value that Json::parse accepts, nested at most
 // kMaxJsonDepth deep: the same grammar (RFC 8259, surrounding whitespace allowed, a leading UTF-8
 // byte order mark skipped), the same checks on strings (UTF-8, control characters, escapes,
-// surrogate pairs) and numbers (finite doubles).
+// surrogate pairs) and numbers (finite doubles). One difference: Json::parse takes a NUL byte
+// between tokens for the end of the text (it accepts `{} \0junk` as `{}`); RFC 8259 has no such
+// rule, and neither has this.
 bool IsValidJson(std::string_view text);
 
 // Whether IsValidJson refuses `text` for nesting deeper than kMaxJsonDepth (what precedes that

@@ -1,0 +1,28 @@
+// Properties of the parsers that read untrusted bytes (clients' bodies, upstreams' answers), as
+// functions of one input: run by libFuzzer (tests/fuzz/libfuzzer_main.cc, TERSE_FUZZ=ON) to search
+// for a counterexample, and over the checked-in corpus by providers_test, so that every input
+// that once broke a property keeps being tried.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace terse::fuzz {
+
+// Each returns "" when the property holds for `input`, else what broke.
+
+// ParseJson, IsValidJson and DumpJson give nlohmann's verdicts and values (but for a NUL byte
+// between tokens, which nlohmann takes for the end of the text and terse refuses), a dumped value
+// parses back to itself; ForEachMember and ForEachElement hand out valid values.
+std::string CheckJsonText(std::string_view input);
+
+// Http1ResponseReader reads the same response (head, body, end, keep-alive, consumed bytes,
+// failure) whether the bytes arrive whole or in pieces; the first bytes of `input` choose the
+// pieces and the request kind.
+std::string CheckHttp1Response(std::string_view input);
+
+// SseParser gives the same events, the same last event and the same failure whether the bytes
+// arrive whole or in pieces, with a small event limit or the default one.
+std::string CheckSse(std::string_view input);
+
+}  // namespace terse::fuzz
