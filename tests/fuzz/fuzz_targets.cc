@@ -17,6 +17,7 @@
 #include "providers/json_scan.h"
 #include "providers/json_text.h"
 #include "providers/sse.h"
+#include "providers/wire_json.h"
 
 namespace terse::fuzz {
 namespace {
@@ -205,6 +206,74 @@ std::string CheckJsonText(std::string_view text) {
     if (parts != ours->size()) return "ForEachElement missed elements";
   }
   if (!parts_valid) return "a member or element handed out is not valid JSON";
+  return "";
+}
+
+std::string CheckWireJson(std::string_view input) {
+  constexpr size_t kScript = 6;  // bytes: one edit each
+  if (input.size() < kScript) return "";
+  const std::string_view script = input.substr(0, kScript);
+  const std::string text(input.substr(kScript));
+  std::optional<providers::WireJson> checked = providers::WireJson::FromUncheckedText(text);
+  const std::optional<Json> parsed = providers::ParseJson(text);
+  if (checked.has_value() != parsed.has_value())
+    return "FromUncheckedText disagrees with ParseJson";
+  if (!parsed.has_value() || !parsed->is_object()) return "";
+  providers::WireJson given = providers::WireJson::FromParsedText(text, *parsed);
+  Json expected = *parsed;
+
+  // Keys of every kind: plain, one that needs escapes, non-ASCII, empty; values of every type.
+  const std::string_view keys[] = {"a", "model", "stream", "b\"c", "\u00e9", "", "messages", "x"};
+  const Json values[] = {1,    "s", Json::object(),  Json::array({1, "two"}), nullptr,
+                         true, 2.5, Json{{"k", "v"}}};
+  std::string done;
+  for (const char op : script) {
+    const uint8_t b = static_cast<uint8_t>(op);
+    const std::string key(keys[b % 8]);
+    const Json& value = values[(b >> 3) % 8];
+    switch (b >> 6) {
+      case 0:
+      case 1:
+        expected[key] = value;
+        for (providers::WireJson* wire : {&*checked, &given}) wire->SetMember(key, value);
+        absl::StrAppend(&done, " set ", key, "=", value.dump());
+        break;
+      case 2:
+        expected.erase(key);
+        for (providers::WireJson* wire : {&*checked, &given}) wire->EraseMember(key);
+        absl::StrAppend(&done, " erase ", key);
+        break;
+      default: {
+        Json next = expected;  // one member set, another removed
+        next[key] = value;
+        next.erase(std::string(keys[(b + 3) % 8]));
+        expected = next;
+        for (providers::WireJson* wire : {&*checked, &given}) wire->SetMembers(next);
+        absl::StrAppend(&done, " set members ", next.dump());
+        break;
+      }
+    }
+    // Compared as nlohmann compares (1 equals 1.0): setting a member to a value equal to the
+    // one it has leaves its text as written.
+    for (providers::WireJson* wire : {&*checked, &given}) {
+      const std::optional<Json> reread = providers::ParseJson(wire->text());
+      if (!reread.has_value()) return "an edited text is not JSON:" + done + " -> " + wire->text();
+      if (*reread != expected) {
+        return "an edited text differs from the edited value:" + done + " -> " + wire->text();
+      }
+      if (wire->json() != expected) return "an edited value differs:" + done;
+      std::optional<std::string_view> member;
+      if (wire->FindMemberText(key, &member)) {
+        if (member.has_value() != expected.contains(key)) return "FindMemberText:" + done;
+        if (member.has_value()) {
+          const std::optional<Json> member_value = providers::ParseJson(*member);
+          if (!member_value.has_value() || *member_value != expected[key]) {
+            return "FindMemberText's text is not the member's value:" + done;
+          }
+        }
+      }
+    }
+  }
   return "";
 }
 

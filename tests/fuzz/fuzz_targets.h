@@ -16,6 +16,11 @@ namespace terse::fuzz {
 // parses back to itself; ForEachMember and ForEachElement hand out valid values.
 std::string CheckJsonText(std::string_view input);
 
+// A WireJson's edits (SetMember, EraseMember, SetMembers, as the first bytes of `input` script
+// them) leave a text that parses to the value the same edits make of the parsed value, whether
+// the text was checked by the WireJson or parsed beforehand, and FindMemberText agrees with it.
+std::string CheckWireJson(std::string_view input);
+
 // Http1ResponseReader reads the same response (head, body, end, keep-alive, consumed bytes,
 // failure) whether the bytes arrive whole or in pieces; the first bytes of `input` choose the
 // pieces and the request kind.

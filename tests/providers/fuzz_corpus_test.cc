@@ -33,6 +33,10 @@ TEST(FuzzCorpusTest, JsonTextAgreesWithNlohmann) {
   ExpectHoldsOnCorpus("json_text", CheckJsonText);
 }
 
+TEST(FuzzCorpusTest, WireJsonEditsAgreeWithTheSameEditsOfTheValue) {
+  ExpectHoldsOnCorpus("wire_json", CheckWireJson);
+}
+
 TEST(FuzzCorpusTest, Http1ResponsesReadTheSameWholeOrInPieces) {
   ExpectHoldsOnCorpus("http1_response", CheckHttp1Response);
 }
