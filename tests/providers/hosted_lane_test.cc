@@ -124,6 +124,7 @@ class PollHost {
       if (after_event_) after_event_();
     };
     const int edge = watch_ == Watch::kEdgeQueued ? epoll_create1(EPOLL_CLOEXEC) : -1;
+    EXPECT_EQ(edge >= 0, watch_ == Watch::kEdgeQueued);  // no quiet fallback to poll(2)
     if (edge >= 0) {
       epoll_event lane_event{EPOLLIN | EPOLLET, {.fd = lane.fd()}};
       epoll_event wake_event{EPOLLIN, {.fd = wake_[0]}};
