@@ -293,6 +293,24 @@ class HttpClient::Loop {
   // Without `poll`, the sockets are left to the host's watch of the epoll descriptor: only the
   // queued commands, libcurl's timer and the lane's timers run, unless the last look at the
   // sockets left work behind (that watch would not report it again).
+  // A host that shares the epoll set: one wait on it for the host's descriptors and the lane's
+  // sockets alike (the host's events go to `on_host_event`), then the lane's queued work and
+  // timers. The lane's sockets are level-triggered in the set, so whatever this wait leaves
+  // (a full event array, a connection whose reads ran out) the next wait reports again.
+  absl::Time WaitShared(int timeout_ms, absl::FunctionRef<void(uint64_t, uint32_t)> on_host_event,
+                        absl::FunctionRef<void()> after_event) {
+    constexpr int kMaxEvents = 128;
+    epoll_event events[kMaxEvents];
+    core_->BeginRun();
+    if (core_->HasLocal()) timeout_ms = 0;
+    const int n = epoll_wait(epoll_fd_, events, kMaxEvents, timeout_ms);
+    HandleEvents(events, n, after_event, on_host_event);  // a wake-up's commands run below
+    sockets_unfinished_ = false;
+    if (http1_) http1_->TakeUnread();
+    core_->EndRun();
+    return RunHosted(after_event, /*poll=*/false);
+  }
+
   absl::Time RunHosted(absl::FunctionRef<void()> after_event, bool poll) {
     constexpr int kMaxEvents = 128;
     constexpr int kMaxRounds = 16;  // then the host's other work gets a turn
@@ -688,9 +706,17 @@ class HttpClient::Loop {
   // here, so the queue must be looked at again before the driver waits, or a command queued
   // between the last look and the reset would wait for an unrelated event.
   // `after_event` runs after the work of each socket.
-  bool HandleEvents(const epoll_event* events, int n, absl::FunctionRef<void()> after_event) {
+  // A host's event (HostedLane::kHostEventTag) goes to `on_host_event`; one seen by the lane's
+  // own thread or a look of RunHosted's, once the host has gone, is dropped.
+  bool HandleEvents(
+      const epoll_event* events, int n, absl::FunctionRef<void()> after_event,
+      absl::FunctionRef<void(uint64_t, uint32_t)> on_host_event = [](uint64_t, uint32_t) {}) {
     bool woken = false;
     for (int i = 0; i < n; ++i) {
+      if (events[i].data.u64 & HostedLane::kHostEventTag) {
+        on_host_event(events[i].data.u64, events[i].events);
+        continue;
+      }
       if (events[i].data.u64 & internal::kHttp1Tag) {
         http1_->OnEvent(events[i].data.u64, events[i].events);
         after_event();
@@ -941,6 +967,19 @@ absl::Time HostedLane::Run(absl::FunctionRef<void()> after_event) {
 
 absl::Time HostedLane::RunQueued(absl::FunctionRef<void()> after_event) {
   return client_.loops_[lane_]->RunHosted(after_event, /*poll=*/false);
+}
+
+absl::Time HostedLane::Wait(absl::Duration timeout,
+                            absl::FunctionRef<void(uint64_t, uint32_t)> on_host_event,
+                            absl::FunctionRef<void()> after_event) {
+  int timeout_ms = -1;
+  if (timeout <= absl::ZeroDuration()) {
+    timeout_ms = 0;
+  } else if (timeout < absl::Hours(1)) {
+    timeout_ms =
+        static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(timeout, absl::Milliseconds(1))));
+  }
+  return client_.loops_[lane_]->WaitShared(timeout_ms, on_host_event, after_event);
 }
 
 }  // namespace terse::providers

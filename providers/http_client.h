@@ -197,6 +197,20 @@ class HostedLane {
   // look at the sockets (a system call) when run_soon, not fd(), brought the host here.
   absl::Time RunQueued(absl::FunctionRef<void()> after_event = [] {});
 
+  // For a host that keeps its own descriptors in the lane's epoll set instead of watching fd()
+  // from a set of its own: one epoll_wait serves both, with no nested look and no re-arm.
+  // The host adds its descriptors to fd() itself (epoll_ctl; edge-triggered or not, as it
+  // likes), with data.u64 carrying kHostEventTag and 62 bits of its own, and removes them
+  // before the lane is handed back: the lane drops a tagged event it sees on its own. Waits up
+  // to `timeout` (InfiniteDuration: until an event) unless the lane has work queued, passes each
+  // tagged event to `on_host_event(data.u64, events)`, does the lane's (after_event after each
+  // socket's work, as in Run), then the queued work and timers. Returns when the lane is due
+  // again, as Run does; run_soon still tells of work a host's handler gives the lane.
+  static constexpr uint64_t kHostEventTag = uint64_t{1} << 62;
+  absl::Time Wait(
+      absl::Duration timeout, absl::FunctionRef<void(uint64_t data, uint32_t events)> on_host_event,
+      absl::FunctionRef<void()> after_event = [] {});
+
  private:
   friend class HttpClient;
   HostedLane(HttpClient& client, int lane) : client_(client), lane_(lane) {}

@@ -1,26 +1,36 @@
-// The HTTP face on Boost.Beast. Each I/O thread runs an io_context of its own and hosts one lane
-// of the upstream HTTP engine, so a pass-through request is read, forwarded, answered and written
-// on one thread with no hand-off. Connections are dealt to the I/O threads in turn. One Session
-// per connection, every handler of a connection on its I/O thread's io_context, which only that
-// thread runs: the handlers of a connection never run concurrently, with no strand to pay for.
-// The pipeline reports (from the lane's thread, or a compression worker's) through HttpResponder,
-// which only posts to the connection's executor; the session queues the bytes and writes them as
-// the socket accepts them.
+// The HTTP face on Boost.Beast's parser, over an event loop of terse's own (event_loop.h). Each
+// I/O thread runs one loop and hosts one lane of the upstream HTTP engine in the same epoll set,
+// so a pass-through request is read, forwarded, answered and written on one thread, with one
+// wait for all of it. Connections are dealt to the I/O threads in turn. One Session per
+// connection, every event of a connection on its I/O thread, which only that thread runs: the
+// handlers of a connection never run concurrently. Each socket is registered once, edge-triggered
+// for reading, writing and the peer's close, so the loop always hears of a client that leaves,
+// and a read or write is tried only when the socket has said it may succeed. The pipeline
+// reports (from the lane's work, or a compression worker's thread) through HttpResponder, which
+// hands the events to the session on its thread; the session sends the bytes at once and keeps
+// what the socket does not take for its next writable event.
 #include "proxy/http_server.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <charconv>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <future>
 #include <limits>
 #include <optional>
 #include <span>
@@ -39,34 +49,36 @@
 #include "providers/json_scan.h"
 #include "providers/json_text.h"
 #include "providers/upstream_errors.h"
+#include "proxy/event_loop.h"
 #include "proxy/log.h"
 
 namespace terse::proxy {
 namespace {
 
-namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
-using tcp = net::ip::tcp;
 
 // A keep-alive connection with no request for this long is closed.
-constexpr auto kIdleTimeout = std::chrono::seconds(75);
+constexpr absl::Duration kIdleTimeout = absl::Seconds(75);
 // A request whose header and body take longer than this to arrive is dropped.
-constexpr auto kReadTimeout = std::chrono::seconds(60);
+constexpr absl::Duration kReadTimeout = absl::Seconds(60);
 // After an error response that ends the connection, unread request bytes are drained this long
 // so the client sees the response instead of a reset.
-constexpr auto kLingerTimeout = std::chrono::seconds(2);
+constexpr absl::Duration kLingerTimeout = absl::Seconds(2);
 constexpr uint32_t kHeaderLimit = 64 * 1024;
 constexpr uint64_t kDefaultBodyLimit = 8 * 1024 * 1024;
 // Bytes a slow reader may leave unsent before its connection is dropped: the pipeline never
 // waits for a client, so the queue is the only thing that grows.
 constexpr size_t kMaxQueuedBytes = 32 * 1024 * 1024;
-// A read takes at most the free room of the connection's buffer, which an empty buffer has 512
-// bytes of: a 32 KiB prompt came in 66 reads. A body of announced length is read into its string
-// directly (ReadBodyOfLength); before a chunked one is read the buffer gets kChunkedBodyRoom. A
-// buffer grown beyond kKeptBufferRoom is given back once it is empty.
+// A read of a request's header takes up to kHeaderReadRoom bytes into the connection's buffer; a
+// body of announced length is read into its string directly (ReadBodyOfLength); before a chunked
+// one is read the buffer gets kChunkedBodyRoom. A buffer grown beyond kKeptBufferRoom is given
+// back once it is empty, as is an output string grown beyond it once it is sent.
+constexpr size_t kHeaderReadRoom = 8 * 1024;
 constexpr size_t kChunkedBodyRoom = 64 * 1024;
 constexpr size_t kKeptBufferRoom = 64 * 1024;
+// The reads (or accepts) one event gets before the other sockets' events get a turn.
+constexpr int kReadsPerTurn = 16;
 // A body of announced length gets room for this much of it before it is read; room for more
 // grows as it arrives (ReadMoreBody).
 constexpr size_t kBodyRoomAhead = 1024 * 1024;
@@ -199,63 +211,43 @@ class HttpResponder;
 
 }  // namespace
 
-// One I/O thread: an io_context that only this thread runs, and the upstream engine's lane it
-// hosts (none when the server has no engine or the engine has fewer lanes than I/O threads).
+// One I/O thread: its event loop, the upstream engine's lane it hosts (none when the server has no
+// engine or the engine has fewer lanes than I/O threads), and the connections it serves.
 struct IoThread {
-  // Runs on the thread: hosts the lane, then runs the io_context until it is stopped.
-  void Run(providers::HttpClient* engine, int lane_index);
-  // Runs the lane's ready work, then watches its descriptor and its next deadline again. Only
-  // when the descriptor's event brought the thread here (`readable`), or no watch is armed, does
-  // the lane look at its sockets: otherwise whatever they have comes as that event.
-  void RunLane(bool readable);
-  // Hands the responders in `ready` what they gathered.
+  // Starts the thread, which hosts the lane and attaches the loop to its epoll set (with the
+  // listening socket, for the thread that accepts), and returns once that is done.
+  absl::Status Start(providers::HttpClient* engine, int lane_index, EventLoop::Watcher* listener,
+                     int listen_fd);
+  // Ends the loop and joins the thread; then closes the connections left and hands the lane back.
+  void Stop();
+  // A responder that heard from the pipeline on this thread: delivered after the work of the
+  // socket its event came from, or at the latest before the loop waits again.
+  void Ready(std::shared_ptr<HttpResponder> responder);
   void DeliverReady();
-  // Has `session`'s client watched (Session::WatchClient) if its answer is still in progress
-  // 20-40 ms from now. Most answers through a nearby upstream are done by then, and a watch costs
-  // a system call per request (Asio re-arms the socket for it); a slow answer's watch comes soon
-  // enough to cancel the upstream call of a client that left.
-  void WatchClientLater(std::weak_ptr<Session> session);
-  void ArmWatchTick();
   // The I/O thread the caller runs on, or null.
   static IoThread* Current();
 
-  // While the lane runs, the responders of this thread's connections that heard from the
-  // pipeline. Each delivers its events as soon as the lane has done the work of the socket they
-  // came from, so an answer neither waits for the rest of the run nor goes through the
-  // io_context's queue.
-  bool running_lane = false;
+  // Made before the thread starts, so that other threads may post to it from the first moment.
+  const std::unique_ptr<EventLoop> loop = std::make_unique<EventLoop>();
+  std::thread thread;
+  std::unique_ptr<providers::HostedLane> lane;  // on the thread only, after Start set it up
+
+  // The thread's only, while it runs.
   std::vector<std::shared_ptr<HttpResponder>> ready;
   std::vector<std::shared_ptr<HttpResponder>> delivering;  // DeliverReady's, kept for its capacity
-
-  // Run by this thread alone (the hint lets asio queue what this thread posts to itself without
-  // waking anyone); other threads may still post to it.
-  net::io_context ioc{1};
-  net::executor_work_guard<net::io_context::executor_type> work{net::make_work_guard(ioc)};
-  std::thread thread;
-
-  // The hosted lane; on the thread only, after Run set it up.
-  std::unique_ptr<providers::HostedLane> lane;
-  std::optional<net::posix::stream_descriptor> lane_watch;  // a copy of the lane's descriptor
-  bool watching = false;
-  std::optional<net::steady_timer> lane_timer;
-  absl::Time lane_timer_at = absl::InfiniteFuture();  // when lane_timer fires; never: idle
-
-  // WatchClientLater's: the connections since the last tick, those of the tick before (watched
-  // at the next), and the tick, armed while either has any.
-  std::vector<std::weak_ptr<Session>> watch_soon;
-  std::vector<std::weak_ptr<Session>> watch_next;
-  net::steady_timer watch_tick{ioc};
-  bool watch_tick_armed = false;
+  // The connections this thread serves, open or closed in the turn in progress.
+  absl::flat_hash_map<Session*, std::shared_ptr<Session>> open;
 };
 
-struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
+struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl>, EventLoop::Watcher {
   Impl(Pipeline& pipeline, Metrics& metrics, uint64_t max_body_bytes, unsigned io_threads)
       : pipeline(pipeline),
         metrics(metrics),
         max_body_bytes(max_body_bytes),
-        io(MakeIoThreads(io_threads)),
-        acceptor(io[0]->ioc),
-        accept_backoff(acceptor.get_executor()) {}
+        io(MakeIoThreads(io_threads)) {}
+  ~Impl() {
+    if (listen_fd >= 0) close(listen_fd);
+  }
 
   static std::vector<std::unique_ptr<IoThread>> MakeIoThreads(unsigned n) {
     std::vector<std::unique_ptr<IoThread>> out;
@@ -263,6 +255,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     return out;
   }
 
+  // The listening socket's events, on io[0].
+  void OnEvents(uint32_t) override { Accept(); }
+  // Takes the connections waiting to be accepted and deals them to the I/O threads.
   void Accept();
   void Shutdown(absl::Duration grace);
   template <typename Fn>
@@ -273,10 +268,11 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   Metrics& metrics;
   const uint64_t max_body_bytes;
   const std::vector<std::unique_ptr<IoThread>> io;
-  tcp::acceptor acceptor;            // on io[0]
-  net::steady_timer accept_backoff;  // pauses accepting after an error such as EMFILE
-  size_t next_io = 0;                // the I/O thread of the next connection; on the acceptor
   int port = 0;
+
+  int listen_fd = -1;          // io[0]'s once Start is done; -1 once closed
+  bool accept_paused = false;  // io[0]'s: after an error such as EMFILE, until a timer resumes
+  size_t next_io = 0;          // io[0]'s: the I/O thread of the next connection
 
   std::atomic<bool> stopping{false};
 
@@ -288,41 +284,51 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
 
 namespace {
 
-class Session : public std::enable_shared_from_this<Session> {
+class Session : public std::enable_shared_from_this<Session>, public EventLoop::Watcher {
  public:
-  // `io` runs the socket's io_context.
-  Session(std::shared_ptr<HttpServer::Impl> server, IoThread& io, tcp::socket socket)
-      : server_(std::move(server)),
-        io_(io),
-        socket_(std::move(socket)),
-        executor_(socket_.get_executor()),
-        timer_(executor_) {}
+  // `fd`: the accepted socket, non-blocking, which the session owns from here on.
+  Session(std::shared_ptr<HttpServer::Impl> server, IoThread& io, int fd)
+      : server_(std::move(server)), io_(io), fd_(fd) {}
 
   ~Session() {
+    if (fd_ >= 0) close(fd_);
     absl::MutexLock lock(&server_->mu);
     server_->sessions.erase(this);
   }
 
+  // On the session's I/O thread.
   void Start() {
     {
       absl::MutexLock lock(&server_->mu);
       server_->sessions[this] = weak_from_this();
     }
-    beast::error_code ignored;
-    socket_.set_option(tcp::no_delay(true), ignored);
+    io_.open[this] = shared_from_this();
+    const int one = 1;
+    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (absl::Status watched = io_.loop->Watch(fd_, this); !watched.ok()) {
+      LogJson(LogLevel::kWarn, Json{{"msg", "cannot watch a connection"},
+                                    {"error", std::string(watched.message())}});
+      return Close();
+    }
     ReadHeader();
   }
 
   template <typename Fn>
   void Post(Fn fn) {
-    net::post(executor_, std::move(fn));
+    io_.loop->Post(std::move(fn));
   }
 
   IoThread& io() const { return io_; }
 
-  // The watch IoThread::WatchClientLater asked for, if the answer is still in progress.
-  void WatchIfAnswering() {
-    if (AnsweringUnwatched()) WatchClient();
+  // The socket's events: what it may do now is tried.
+  void OnEvents(uint32_t events) override {
+    if (closed_) return;                    // closed earlier in this turn
+    if (events & EPOLLERR) return Close();  // reset: the client is gone
+    if (events & (EPOLLRDHUP | EPOLLHUP)) peer_closed_ = true;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) readable_ = true;
+    if (events & EPOLLOUT) writable_ = true;
+    if (writable_ && sent_ < out_.size()) Flush();
+    if (readable_) ContinueReading();
   }
 
   // ---- Responder events, on the connection's thread. `seq` names the exchange they belong to.
@@ -387,7 +393,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (--writes_held_ == 0) Flush();
   }
 
-  // ---- Server events, on the connection's thread.
+  // ---- Server events, on the connection's thread (or on the shutting-down thread once the I/O
+  // threads are joined).
   // Graceful shutdown: an idle connection closes now, a busy one after its response.
   void CloseWhenIdle() {
     if (closed_) return;
@@ -395,18 +402,22 @@ class Session : public std::enable_shared_from_this<Session> {
     exchange_->keep_alive = false;
   }
 
-  // Ends the connection now; a call in progress is cancelled.
+  // Ends the connection now; a call in progress is cancelled. The session is released at the end
+  // of the turn, as the turn's other events may still name it.
   void Close() {
     if (closed_) return;
     closed_ = true;
-    StopTimer();
+    reading_ = Reading::kNothing;
+    DisarmTimer();
     if (exchange_ && exchange_->call) {
       exchange_->call->Cancel();
       exchange_->call.reset();
     }
-    beast::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    close(fd_);  // which takes it out of the epoll set
+    fd_ = -1;
+    out_.clear();
+    sent_ = 0;
+    io_.loop->Defer([self = shared_from_this()] { self->io_.open.erase(self.get()); });
   }
 
  private:
@@ -422,8 +433,65 @@ class Session : public std::enable_shared_from_this<Session> {
     std::unique_ptr<PipelineCall> call;
   };
 
+  // What the connection's incoming bytes are for.
+  enum class Reading {
+    kNothing,       // none are wanted now (a pipelined request waits, or the socket is closed)
+    kHeader,        // a request's header (during a response: the next, pipelined one)
+    kBodyOfLength,  // the body of announced length, into its string
+    kChunkedBody,   // a chunked body, through Beast
+    kDrain,         // discarded until the client closes, after a response that ends the connection
+  };
+
+  // What one read from the socket gave.
+  enum class Got { kBytes, kNothingNow, kEnd, kError };
+
   bool Current(uint64_t seq) const {
     return !closed_ && exchange_ && exchange_->seq == seq && !exchange_->done;
+  }
+
+  // Reads up to `room` bytes into `into`, setting `n`. A read that fills less than its room has
+  // taken all the socket had (an edge-triggered socket reports what comes later as a new event),
+  // unless the peer has closed: then the next read finds the end, which no event will report.
+  Got Receive(char* into, size_t room, size_t& n) {
+    while (true) {
+      const ssize_t got = recv(fd_, into, room, 0);
+      if (got > 0) {
+        n = static_cast<size_t>(got);
+        if (n < room && !peer_closed_) readable_ = false;
+        return Got::kBytes;
+      }
+      n = 0;
+      if (got == 0) return Got::kEnd;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        readable_ = false;
+        return Got::kNothingNow;
+      }
+      return Got::kError;
+    }
+  }
+
+  void ContinueReading() {
+    switch (reading_) {
+      case Reading::kNothing:
+        return;
+      case Reading::kHeader:
+        return ContinueHeader();
+      case Reading::kBodyOfLength:
+        return ContinueBodyOfLength();
+      case Reading::kChunkedBody:
+        return ContinueChunkedBody();
+      case Reading::kDrain:
+        return ContinueDrain();
+    }
+  }
+
+  // The reads of one event ran out with the socket still readable: the rest after the other
+  // sockets' events of this turn.
+  void ReadLater() {
+    io_.loop->Defer([self = shared_from_this()] {
+      if (!self->closed_ && self->readable_) self->ContinueReading();
+    });
   }
 
   // ---- Reading requests.
@@ -433,45 +501,47 @@ class Session : public std::enable_shared_from_this<Session> {
     // No limit while the header is read: an announced oversized body is answered with 413 in
     // ProcessHeader, which needs the parsed header; the limit is set before the body is read.
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
-    read_pending_ = true;
+    reading_ = Reading::kHeader;
     if (!exchange_) ArmTimer(kIdleTimeout);
-    http::async_read_header(
-        socket_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+    ContinueHeader();
   }
 
-  // An answer is in progress and nothing reads from or watches the client meanwhile.
-  bool AnsweringUnwatched() const {
-    return !closed_ && !read_pending_ && exchange_ && !exchange_->done;
-  }
-
-  // While an answer is prepared: waits for the client to send more (a pipelined request) or to
-  // leave, without reading. A read now, the speculative one Asio starts with, would find nothing
-  // and cost a system call per request; the read starts when there is something to read. (Bytes
-  // already in buffer_ are read at StartCall, and nothing adds to buffer_ without a read.)
-  void WatchClient() {
-    read_pending_ = true;
-    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
-      self->read_pending_ = false;
-      if (self->closed_) return;
-      if (ec) return self->Close();
-      if (self->lingering_) return self->Drain();
-      self->ReadHeader();
-    });
+  // Parses what the buffer holds, and reads more while the header is incomplete and the socket
+  // has bytes.
+  void ContinueHeader() {
+    for (int reads = 0;;) {
+      if (buffer_.size() != 0) {
+        beast::error_code ec;
+        buffer_.consume(parser_->put(buffer_.data(), ec));
+        if (ec != http::error::need_more && (ec || parser_->is_header_done())) {
+          reading_ = Reading::kNothing;
+          return OnHeader(ec);
+        }
+      }
+      if (!readable_) return;  // the next event brings more
+      if (reads++ == kReadsPerTurn) return ReadLater();
+      size_t n = 0;
+      auto room = buffer_.prepare(kHeaderReadRoom);
+      const Got got = Receive(static_cast<char*>(room.data()), room.size(), n);
+      buffer_.commit(n);
+      if (got == Got::kNothingNow) return;
+      if (got == Got::kBytes) continue;
+      reading_ = Reading::kNothing;
+      if (got == Got::kError) return OnHeader(http::error::end_of_stream);
+      // The end of the connection: between requests it is how a client leaves; inside one, the
+      // request is cut short.
+      const bool started = buffer_.size() != 0 || parser_->got_some();
+      return OnHeader(started ? http::error::partial_message : http::error::end_of_stream);
+    }
   }
 
   void OnHeader(beast::error_code ec) {
-    read_pending_ = false;
     if (closed_) return;
-    if (lingering_) return ec ? Close() : Drain();
     if (ec) {
       // During a response any read failure means the client went away: cancel the call.
       if (exchange_) return Close();
       if (ec == http::error::header_limit) return SendBareError(431, "Request header too large.");
-      if (ec == http::error::end_of_stream || ec == net::error::eof ||
-          ec == net::error::operation_aborted || ec == net::error::connection_reset) {
-        return Close();
-      }
+      if (ec == http::error::end_of_stream) return Close();
       return SendBareError(400, "Malformed HTTP request.");
     }
     // A pipelined request: it waits until the response in progress is written.
@@ -509,10 +579,9 @@ class Session : public std::enable_shared_from_this<Session> {
     if (length.has_value()) return ReadBodyOfLength(static_cast<size_t>(*length));
     // Chunked: Beast decodes it, through the connection's buffer.
     buffer_.reserve(buffer_.size() + kChunkedBodyRoom);
-    read_pending_ = true;
-    http::async_read(
-        socket_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
+    parser_->eager(true);
+    reading_ = Reading::kChunkedBody;
+    ContinueChunkedBody();
   }
 
   // A body of announced length (at most the limit, which ProcessHeader checked) goes straight
@@ -525,51 +594,79 @@ class Session : public std::enable_shared_from_this<Session> {
     const size_t buffered = std::min(buffer_.size(), length);
     body.append(static_cast<const char*>(buffer_.data().data()), buffered);
     buffer_.consume(buffered);
-    ReadMoreBody(length, body.size());
+    body_length_ = length;
+    body_have_ = body.size();
+    reading_ = Reading::kBodyOfLength;
+    ContinueBodyOfLength();
   }
 
-  // Reads the rest of a body of `length` bytes, of which `have` are in, a part at a time. The
-  // string is sized, which zero-fills it, just before a read fills it, and the room grows by
-  // doubling: a client that announces a large body and sends little of it holds about what it
-  // sent, not the announced length. A short read leaves the string's size where it was, so that
-  // each byte is zero-filled once however many reads it fills (`have` says how much is real); a
-  // body that ends short is cut to what arrived.
-  void ReadMoreBody(size_t length, size_t have) {
+  // Reads the rest of the body, a part at a time. The string is sized, which zero-fills it, just
+  // before a read fills it, and the room grows by doubling: a client that announces a large body
+  // and sends little of it holds about what it sent, not the announced length. A short read
+  // leaves the string's size where it was, so that each byte is zero-filled once however many
+  // reads it fills (`body_have_` says how much is real); a body that ends short is cut to what
+  // arrived.
+  void ContinueBodyOfLength() {
     std::string& body = parser_->get().body();
-    if (have == length) return Dispatch();  // the string is never sized past `length`
-    const size_t part = std::min(length - have, kBodyPartBytes);
-    if (body.size() < have + part) {
-      if (body.capacity() < have + part + RequestBody::kEditRoom) {
-        body.reserve(std::min(length, std::max(2 * body.capacity(), have + part)) +
-                     RequestBody::kEditRoom);
+    for (int reads = 0;;) {
+      if (body_have_ == body_length_) {  // the string is never sized past the length
+        reading_ = Reading::kNothing;
+        return Dispatch();
       }
-      body.resize(have + part);
+      if (!readable_) return;
+      if (reads++ == kReadsPerTurn) return ReadLater();
+      const size_t part = std::min(body_length_ - body_have_, kBodyPartBytes);
+      if (body.size() < body_have_ + part) {
+        if (body.capacity() < body_have_ + part + RequestBody::kEditRoom) {
+          body.reserve(std::min(body_length_, std::max(2 * body.capacity(), body_have_ + part)) +
+                       RequestBody::kEditRoom);
+        }
+        body.resize(body_have_ + part);
+      }
+      size_t n = 0;
+      const Got got = Receive(body.data() + body_have_, part, n);
+      body_have_ += n;
+      if (got == Got::kNothingNow) return;
+      if (got == Got::kBytes) continue;
+      // A truncated request: the client left before sending it all; there is no one to answer.
+      reading_ = Reading::kNothing;
+      return Close();
     }
-    read_pending_ = true;
-    socket_.async_read_some(
-        net::buffer(body.data() + have, part),
-        [self = shared_from_this(), have, length](beast::error_code ec, size_t n) {
-          // The parser lives until Dispatch, which only this read leads to.
-          if (ec || self->closed_) {
-            self->parser_->get().body().resize(have + n);
-            return self->OnBody(ec);  // a short body: truncated
-          }
-          self->read_pending_ = false;
-          self->ReadMoreBody(length, have + n);
-        });
   }
 
-  void OnBody(beast::error_code ec) {
-    read_pending_ = false;
-    if (closed_) return;
-    if (lingering_) return ec ? Close() : Drain();
-    if (ec == http::error::body_limit) {
-      exchange_->keep_alive = false;
-      return SendError(TooLarge(), OperationOf(parser_->get()));
+  void ContinueChunkedBody() {
+    for (int reads = 0;;) {
+      if (buffer_.size() != 0) {
+        beast::error_code ec;
+        buffer_.consume(parser_->put(buffer_.data(), ec));
+        if (ec == http::error::body_limit) {
+          reading_ = Reading::kNothing;
+          exchange_->keep_alive = false;
+          return SendError(TooLarge(), OperationOf(parser_->get()));
+        }
+        if (ec && ec != http::error::need_more) {
+          reading_ = Reading::kNothing;
+          exchange_->keep_alive = false;
+          return SendError(InvalidRequest("The request's chunked body is malformed."),
+                           OperationOf(parser_->get()));
+        }
+        if (parser_->is_done()) {
+          reading_ = Reading::kNothing;
+          return Dispatch();
+        }
+      }
+      if (!readable_) return;
+      if (reads++ == kReadsPerTurn) return ReadLater();
+      size_t n = 0;
+      auto room =
+          buffer_.prepare(std::max<size_t>(kHeaderReadRoom, buffer_.capacity() - buffer_.size()));
+      const Got got = Receive(static_cast<char*>(room.data()), room.size(), n);
+      buffer_.commit(n);
+      if (got == Got::kNothingNow) return;
+      if (got == Got::kBytes) continue;
+      reading_ = Reading::kNothing;  // truncated: no one to answer
+      return Close();
     }
-    // A truncated request: the client left before sending it all; there is no one to answer.
-    if (ec) return Close();
-    Dispatch();
   }
 
   absl::Status TooLarge() const {
@@ -581,7 +678,6 @@ class Session : public std::enable_shared_from_this<Session> {
     const RouteEntry* entry = FindRoute(Path(req));
     return entry != nullptr ? OperationLabel(entry->route) : "other";
   }
-
   // The path terse routes on: the target without its query and the optional /v1 prefix. Azure
   // OpenAI's form, `[/openai]/deployments/{deployment}/chat/completions?api-version=...` (what the
   // AzureOpenAI SDK clients send), maps to the same routes; `deployment` then receives the
@@ -766,23 +862,27 @@ class Session : public std::enable_shared_from_this<Session> {
   void QueueEvent(std::string events) {
     if (!exchange_->http11) return Queue(std::move(events));
     if (closed_) return;
-    AppendChunk(pending_, events);
+    AppendChunk(out_, events);
     Queued();
   }
 
   void Queue(std::string bytes) {
     if (closed_) return;
-    if (pending_.empty()) {
-      pending_ = std::move(bytes);
+    if (out_.empty()) {
+      out_ = std::move(bytes);
     } else {
-      pending_ += bytes;
+      if (sent_ > out_.size() / 2) {  // what a slow client took is dropped once it is most
+        out_.erase(0, sent_);
+        sent_ = 0;
+      }
+      out_ += bytes;
     }
     Queued();
   }
 
-  // After bytes joined `pending_`: written now, unless held or the client is too slow.
+  // After bytes joined `out_`: sent now, unless held or the client is too slow.
   void Queued() {
-    if (pending_.size() + writing_bytes_.size() > kMaxQueuedBytes) {
+    if (out_.size() - sent_ > kMaxQueuedBytes) {
       LogJson(LogLevel::kWarn, Json{{"msg", "client reads too slowly; dropping the connection"},
                                     {"request_id", exchange_ ? exchange_->request_id : ""}});
       return Close();
@@ -790,96 +890,93 @@ class Session : public std::enable_shared_from_this<Session> {
     if (writes_held_ == 0) Flush();
   }
 
-  // Writes what is queued; while a write is in flight, new bytes gather for the next one.
+  // Sends what is queued, as far as the socket takes it; the rest goes at its next writable
+  // event. A response whose last bytes are sent ends its exchange.
   void Flush() {
-    if (writing_ || closed_) return;
-    if (pending_.empty()) {
-      if (exchange_ && exchange_->done) AfterResponse();
-      return;
+    if (closed_ || writes_held_ != 0) return;
+    while (sent_ < out_.size()) {
+      if (!writable_) return;
+      const ssize_t n = send(fd_, out_.data() + sent_, out_.size() - sent_, MSG_NOSIGNAL);
+      if (n > 0) {
+        sent_ += static_cast<size_t>(n);
+        if (sent_ < out_.size()) writable_ = false;  // full: an event tells when it has room
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        writable_ = false;
+        return;
+      }
+      return Close();  // the client is gone
     }
-    writing_ = true;
-    writing_bytes_.swap(pending_);
-    pending_.clear();
-    net::async_write(
-        socket_, net::buffer(writing_bytes_),
-        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnWrite(ec); });
+    if (out_.capacity() > kKeptBufferRoom) {
+      std::string().swap(out_);
+    } else {
+      out_.clear();
+    }
+    sent_ = 0;
+    if (exchange_ && exchange_->done) AfterResponse();
   }
 
-  void OnWrite(beast::error_code ec) {
-    writing_ = false;
-    writing_bytes_.clear();
-    if (closed_) return;
-    if (ec) return Close();
-    Flush();
-  }
-
-  // The response is fully written: next request, or the end of the connection.
+  // The response is fully sent: next request, or the end of the connection. The next request is
+  // taken up after the current handler, so that pipelined requests answered at once do not nest.
   void AfterResponse() {
     const bool keep = exchange_->keep_alive && !server_->stopping.load();
     exchange_.reset();
     if (!keep) return LingeringClose();
+    io_.loop->Defer([self = shared_from_this()] { self->NextRequest(); });
+  }
+
+  void NextRequest() {
+    if (closed_ || exchange_) return;
     if (header_waiting_) {
       header_waiting_ = false;
       return ProcessHeader();
     }
-    if (read_pending_) {
-      ArmTimer(kIdleTimeout);
-    } else {
-      ReadHeader();
-    }
+    if (reading_ == Reading::kHeader) return ArmTimer(kIdleTimeout);  // read on since the request
+    ReadHeader();
   }
 
   // Half-closes and discards what the client still sends, so it reads the response, not a reset.
   void LingeringClose() {
-    lingering_ = true;
-    beast::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    shutdown(fd_, SHUT_WR);
+    header_waiting_ = false;
+    parser_.reset();
+    buffer_.clear();
+    reading_ = Reading::kDrain;
     ArmTimer(kLingerTimeout);
-    if (!read_pending_) Drain();
+    ContinueDrain();
   }
 
-  void Drain() {
-    read_pending_ = true;
-    socket_.async_read_some(net::buffer(drain_),
-                            [self = shared_from_this()](beast::error_code ec, size_t) {
-                              self->read_pending_ = false;
-                              if (self->closed_) return;
-                              if (ec) return self->Close();
-                              self->Drain();
-                            });
+  void ContinueDrain() {
+    for (int reads = 0; readable_;) {
+      if (reads++ == kReadsPerTurn) return ReadLater();
+      size_t n = 0;
+      const Got got = Receive(drain_.data(), drain_.size(), n);
+      if (got == Got::kEnd || got == Got::kError) return Close();
+    }
   }
 
   // ---- The one timer: idle, request read and lingering timeouts. Arming and disarming only move
-  // `deadline_`; the one pending wait never lasts longer than kReadTimeout and, when it fires
-  // before the deadline, waits again for the rest. So the requests of a keep-alive connection
-  // cost no timer cancellation (each was a completion handler and a timer-queue update).
-  void ArmTimer(std::chrono::steady_clock::duration d) {
-    deadline_ = std::chrono::steady_clock::now() + d;
-    if (timer_waiting_ && timer_.expiry() <= deadline_) return;
-    WaitForDeadline();
+  // `deadline_`; the one timer set never lasts longer than kReadTimeout and, when it fires before
+  // the deadline, is set again for the rest. So the requests of a keep-alive connection set no
+  // timer of their own.
+  void ArmTimer(absl::Duration d) {
+    deadline_ = absl::Now() + d;
+    if (timer_at_ <= deadline_) return;  // the timer set fires first, and sets itself again
+    SetTimer();
   }
 
-  void DisarmTimer() { deadline_ = std::chrono::steady_clock::time_point::max(); }
+  void DisarmTimer() { deadline_ = absl::InfiniteFuture(); }
 
-  // Close's: the pending wait ends now, so that it no longer holds the session.
-  void StopTimer() {
-    DisarmTimer();
-    ++timer_generation_;
-    timer_waiting_ = false;
-    timer_.cancel();
-  }
-
-  void WaitForDeadline() {
-    const uint64_t generation = ++timer_generation_;
-    timer_waiting_ = true;
-    timer_.expires_at(std::min(deadline_, std::chrono::steady_clock::now() + kReadTimeout));
-    timer_.async_wait([self = shared_from_this(), generation](beast::error_code ec) {
-      if (generation != self->timer_generation_) return;  // superseded or stopped
-      self->timer_waiting_ = false;
-      if (ec || self->closed_ || self->deadline_ == std::chrono::steady_clock::time_point::max()) {
-        return;
-      }
-      if (std::chrono::steady_clock::now() < self->deadline_) return self->WaitForDeadline();
+  void SetTimer() {
+    timer_at_ = std::min(deadline_, absl::Now() + kReadTimeout);
+    io_.loop->RunAt(timer_at_, [weak = weak_from_this(), at = timer_at_] {
+      std::shared_ptr<Session> self = weak.lock();
+      if (!self || at != self->timer_at_) return;  // gone, or superseded by an earlier one
+      self->timer_at_ = absl::InfiniteFuture();
+      if (self->closed_ || self->deadline_ == absl::InfiniteFuture()) return;
+      if (absl::Now() < self->deadline_) return self->SetTimer();
       self->Close();
     });
   }
@@ -887,27 +984,28 @@ class Session : public std::enable_shared_from_this<Session> {
   // Constant after construction.
   const std::shared_ptr<HttpServer::Impl> server_;
   IoThread& io_;
-  tcp::socket socket_;
-  net::any_io_executor executor_;  // its I/O thread's io_context: handlers run one at a time
-  net::steady_timer timer_;
+  int fd_;  // -1 once closed
 
   // State of the connection's thread only.
+  bool readable_ = false;     // the socket may have bytes: its last event said so, no read since
+                              // found it empty
+  bool writable_ = true;      // the socket may take bytes: no send since found it full
+  bool peer_closed_ = false;  // the client has closed its side (its last bytes may be unread)
+  Reading reading_ = Reading::kNothing;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<RequestBody>> parser_;
+  size_t body_length_ = 0;  // kBodyOfLength: the announced length, and what has arrived
+  size_t body_have_ = 0;
   std::optional<Exchange> exchange_;
   uint64_t seq_ = 0;
-  uint64_t timer_generation_ = 0;
-  bool timer_waiting_ = false;  // an async_wait of timer_ is pending
-  std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
-  bool read_pending_ = false;
+  absl::Time deadline_ = absl::InfiniteFuture();  // when the connection times out
+  absl::Time timer_at_ = absl::InfiniteFuture();  // when the timer set fires; never: none is set
   bool header_waiting_ = false;
-  bool lingering_ = false;
   bool closed_ = false;
-  bool writing_ = false;
-  int writes_held_ = 0;        // HoldWrites without ReleaseWrites yet: Queue does not write
-  std::string pending_;        // queued, not yet handed to the socket
-  std::string writing_bytes_;  // handed to the socket
-  std::string extra_allow_;    // the Allow header of a 405
+  int writes_held_ = 0;  // HoldWrites without ReleaseWrites yet: Queue does not send
+  std::string out_;      // queued for the client; the first sent_ bytes are sent
+  size_t sent_ = 0;
+  std::string extra_allow_;  // the Allow header of a 405
   std::array<char, 4096> drain_;
 };
 
@@ -989,8 +1087,8 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
       pending_ = true;
     }
     IoThread* io = IoThread::Current();
-    if (io == &session_->io() && io->running_lane) {
-      io->ready.push_back(shared_from_this());
+    if (io == &session_->io()) {
+      io->Ready(shared_from_this());
     } else {
       session_->Post([self = shared_from_this()] { self->Deliver(); });
     }
@@ -1048,49 +1146,86 @@ void Session::StartCall(ClientRequest req, Operation operation, Route route) {
 
   auto responder = std::make_shared<HttpResponder>(shared_from_this(), exchange_->seq);
   exchange_->call = server_->pipeline.Handle(std::move(info), std::move(body), responder);
-  // Watching the connection tells of the client leaving while the answer is prepared: at once
-  // when a pipelined request is here already, else once the answer has taken a while.
-  if (!AnsweringUnwatched()) return;
-  if (buffer_.size() != 0) return ReadHeader();
-  io_.WatchClientLater(weak_from_this());
+  // Reading on during the answer takes a pipelined request's header, and hears of a client that
+  // leaves (the call is then cancelled); an event brings either.
+  if (!closed_ && exchange_ && !exchange_->done && reading_ == Reading::kNothing) ReadHeader();
 }
 
 }  // namespace
 
 namespace {
 thread_local IoThread* current_io_thread = nullptr;
+
+// A listening socket for `host`:`port`, non-blocking.
+absl::StatusOr<int> Listen(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  if (const int rc = getaddrinfo(host.c_str(), service.c_str(), &hints, &found);
+      rc != 0 || found == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot resolve HTTP listener host \"", host,
+                                               "\": ", rc != 0 ? gai_strerror(rc) : "no address"));
+  }
+  const int fd = socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  const bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+                  bind(fd, found->ai_addr, found->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0;
+  const int error = errno;
+  freeaddrinfo(found);
+  if (!ok) {
+    if (fd >= 0) close(fd);
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for HTTP on ", host, ":", port, ": ", std::strerror(error)));
+  }
+  return fd;
+}
 }  // namespace
 
 IoThread* IoThread::Current() { return current_io_thread; }
 
-void IoThread::Run(providers::HttpClient* engine, int lane_index) {
-  pthread_setname_np(pthread_self(), "terse-io");  // for top -H and profiles
-  current_io_thread = this;
-  if (engine != nullptr && lane_index < engine->lanes()) {
-    absl::StatusOr<std::unique_ptr<providers::HostedLane>> hosted =
-        engine->Host(lane_index, [this] { net::post(ioc, [this] { RunLane(false); }); });
-    if (hosted.ok()) {
-      lane = *std::move(hosted);
-      beast::error_code ec;
-      lane_watch.emplace(ioc);
-      const int copy = dup(lane->fd());  // the stream_descriptor closes what it holds
-      if (copy >= 0) lane_watch->assign(copy, ec);
-      if (copy < 0 || ec) {
-        // Without a watch the lane cannot be hosted: give it back to a thread of its own.
-        LogJson(LogLevel::kWarn, Json{{"msg", "cannot watch the upstream engine's lane"}});
-        if (copy >= 0 && ec) close(copy);
-        lane_watch.reset();
-        lane.reset();
+absl::Status IoThread::Start(providers::HttpClient* engine, int lane_index,
+                             EventLoop::Watcher* listener, int listen_fd) {
+  std::promise<absl::Status> started;
+  thread = std::thread([&, engine, lane_index, listener, listen_fd] {
+    pthread_setname_np(pthread_self(), "terse-io");  // for top -H and profiles
+    current_io_thread = this;
+    if (engine != nullptr && lane_index < engine->lanes()) {
+      absl::StatusOr<std::unique_ptr<providers::HostedLane>> hosted =
+          engine->Host(lane_index, [this] { loop->RunLaneSoon(); });
+      if (hosted.ok()) {
+        lane = *std::move(hosted);
       } else {
-        lane_timer.emplace(ioc);
-        RunLane(true);
+        LogJson(LogLevel::kWarn, Json{{"msg", "cannot host the upstream engine's lane"},
+                                      {"error", std::string(hosted.status().message())}});
       }
-    } else {
-      LogJson(LogLevel::kWarn, Json{{"msg", "cannot host the upstream engine's lane"},
-                                    {"error", std::string(hosted.status().message())}});
     }
-  }
-  ioc.run();
+    absl::Status status = loop->Attach(lane.get(), [this] { DeliverReady(); });
+    if (status.ok() && listener != nullptr) status = loop->Watch(listen_fd, listener);
+    const bool run = status.ok();
+    started.set_value(std::move(status));  // `started` is gone from here on
+    if (run) loop->Run();
+  });
+  return started.get_future().get();
+}
+
+void IoThread::Stop() {
+  loop->Stop();
+  if (thread.joinable()) thread.join();
+  // What is still open is closed from here, the thread being gone: each call in progress is
+  // cancelled, and the sockets leave the lane's epoll set before the lane goes back.
+  for (auto& [raw, session] : open) session->Close();
+  open.clear();
+  ready.clear();
+  loop->Close();
+  lane.reset();  // back to a thread of its own, with whatever is still in flight
+}
+
+void IoThread::Ready(std::shared_ptr<HttpResponder> responder) {
+  if (ready.empty()) loop->Defer([this] { DeliverReady(); });
+  ready.push_back(std::move(responder));
 }
 
 void IoThread::DeliverReady() {
@@ -1102,73 +1237,33 @@ void IoThread::DeliverReady() {
   delivering.clear();
 }
 
-void IoThread::WatchClientLater(std::weak_ptr<Session> session) {
-  watch_soon.push_back(std::move(session));
-  if (!watch_tick_armed) ArmWatchTick();
-}
-
-void IoThread::ArmWatchTick() {
-  watch_tick_armed = true;
-  watch_tick.expires_after(std::chrono::milliseconds(20));
-  watch_tick.async_wait([this](beast::error_code ec) {
-    watch_tick_armed = false;
-    if (ec) return;
-    // Those of the tick before have waited 20-40 ms; those since, 0-20 ms: their turn is next.
-    for (const std::weak_ptr<Session>& weak : watch_next) {
-      if (std::shared_ptr<Session> session = weak.lock()) session->WatchIfAnswering();
-    }
-    watch_next.clear();
-    watch_next.swap(watch_soon);
-    if (!watch_next.empty()) ArmWatchTick();
-  });
-}
-
-void IoThread::RunLane(bool readable) {
-  running_lane = true;
-  const auto after_event = [this] { DeliverReady(); };
-  const absl::Time next =
-      readable || !watching ? lane->Run(after_event) : lane->RunQueued(after_event);
-  running_lane = false;
-  DeliverReady();
-  if (!watching) {
-    watching = true;
-    lane_watch->async_wait(net::posix::stream_descriptor::wait_read, [this](beast::error_code ec) {
-      watching = false;
-      if (!ec) RunLane(true);
-    });
-  }
-  // Only an earlier deadline moves the timer: a later one lets it fire early once (Run then finds
-  // nothing due and says when), which is cheaper than moving it for every exchange.
-  if (next < lane_timer_at) {
-    lane_timer_at = next;
-    const absl::Duration delay = std::max(absl::ZeroDuration(), next - absl::Now());
-    lane_timer->expires_after(absl::ToChronoNanoseconds(delay));
-    lane_timer->async_wait([this, at = next](beast::error_code ec) {
-      if (ec || at != lane_timer_at) return;  // moved or cancelled
-      lane_timer_at = absl::InfiniteFuture();
-      RunLane(false);
-    });
-  }
-}
-
 void HttpServer::Impl::Accept() {
-  IoThread& target = *io[next_io++ % io.size()];
-  acceptor.async_accept(
-      target.ioc, [self = shared_from_this(), &target](beast::error_code ec, tcp::socket socket) {
-        if (self->stopping.load() || ec == net::error::operation_aborted) return;
-        if (ec) {
-          // Out of descriptors or similar: pause instead of spinning, then try again.
-          LogJson(LogLevel::kWarn, Json{{"msg", "accept failed"}, {"error", ec.message()}});
-          self->accept_backoff.expires_after(std::chrono::milliseconds(50));
-          self->accept_backoff.async_wait([self](beast::error_code wait_ec) {
-            if (!wait_ec && !self->stopping.load()) self->Accept();
-          });
-          return;
-        }
-        auto session = std::make_shared<Session>(self, target, std::move(socket));
-        session->Post([session] { session->Start(); });  // on its own I/O thread
-        self->Accept();
+  for (int accepts = 0; listen_fd >= 0 && !accept_paused; ++accepts) {
+    if (accepts == kReadsPerTurn) {  // more may wait: after the other sockets' events
+      return io[0]->loop->Defer([self = shared_from_this()] { self->Accept(); });
+    }
+    const int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+      // Out of descriptors or similar: pause instead of spinning, then try again. The socket
+      // reports no new event for the connections still waiting, so the timer resumes.
+      LogJson(LogLevel::kWarn, Json{{"msg", "accept failed"}, {"error", std::strerror(errno)}});
+      accept_paused = true;
+      io[0]->loop->RunAt(absl::Now() + absl::Milliseconds(50), [self = shared_from_this()] {
+        self->accept_paused = false;
+        if (!self->stopping.load()) self->Accept();
       });
+      return;
+    }
+    if (stopping.load()) {
+      close(fd);
+      continue;
+    }
+    IoThread& target = *io[next_io++ % io.size()];
+    auto session = std::make_shared<Session>(shared_from_this(), target, fd);
+    target.loop->Post([session] { session->Start(); });  // on its own I/O thread
+  }
 }
 
 template <typename Fn>
@@ -1190,10 +1285,9 @@ void HttpServer::Impl::Shutdown(absl::Duration grace) {
     shut_down = true;
   }
   stopping.store(true);
-  net::post(acceptor.get_executor(), [self = shared_from_this()] {
-    beast::error_code ignored;
-    self->acceptor.close(ignored);
-    self->accept_backoff.cancel();
+  io[0]->loop->Post([self = shared_from_this()] {
+    if (self->listen_fd >= 0) close(self->listen_fd);  // which takes it out of the epoll set
+    self->listen_fd = -1;
   });
   ForEachSession([](const std::shared_ptr<Session>& s) { s->Post([s] { s->CloseWhenIdle(); }); });
   auto none_left = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return sessions.empty(); };
@@ -1207,19 +1301,9 @@ void HttpServer::Impl::Shutdown(absl::Duration grace) {
     absl::MutexLock lock(&mu);
     mu.AwaitWithTimeout(absl::Condition(&none_left), absl::Seconds(2));
   }
-  for (const auto& t : io) {
-    t->work.reset();
-    t->ioc.stop();
-  }
-  for (const auto& t : io) {
-    if (t->thread.joinable()) t->thread.join();
-  }
-  // The lanes go back to threads of their own, with whatever is still in flight.
-  for (const auto& t : io) {
-    t->lane_timer.reset();
-    t->lane_watch.reset();
-    t->lane.reset();
-  }
+  for (const auto& t : io) t->Stop();
+  if (listen_fd >= 0) close(listen_fd);  // when io[0] stopped before its turn came
+  listen_fd = -1;
 }
 
 HttpServer::HttpServer(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1245,31 +1329,27 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const v1::Config& 
       config.listeners().http().host().empty() ? "127.0.0.1" : config.listeners().http().host();
   const uint16_t port = static_cast<uint16_t>(config.listeners().http().port());
 
-  beast::error_code ec;
-  tcp::resolver resolver(impl->io[0]->ioc);
-  auto endpoints = resolver.resolve(host, std::to_string(port),
-                                    tcp::resolver::passive | tcp::resolver::numeric_service, ec);
-  if (ec || endpoints.empty()) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot resolve HTTP listener host \"", host, "\": ", ec.message()));
+  absl::StatusOr<int> listening = Listen(host, port);
+  if (!listening.ok()) return listening.status();
+  impl->listen_fd = *listening;
+  sockaddr_storage bound{};
+  socklen_t bound_size = sizeof(bound);
+  if (getsockname(impl->listen_fd, reinterpret_cast<sockaddr*>(&bound), &bound_size) == 0) {
+    impl->port =
+        ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port
+                                          : reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
   }
-  const tcp::endpoint endpoint = endpoints.begin()->endpoint();
-  impl->acceptor.open(endpoint.protocol(), ec);
-  if (!ec) impl->acceptor.set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) impl->acceptor.bind(endpoint, ec);
-  if (!ec) impl->acceptor.listen(net::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen for HTTP on ", host, ":", port, ": ", ec.message()));
-  }
-  impl->port = impl->acceptor.local_endpoint().port();
 
-  impl->Accept();
+  auto server = std::unique_ptr<HttpServer>(new HttpServer(impl));
   for (size_t i = 0; i < impl->io.size(); ++i) {
-    IoThread* t = impl->io[i].get();
-    t->thread = std::thread([t, engine, i] { t->Run(engine, static_cast<int>(i)); });
+    absl::Status started = impl->io[i]->Start(engine, static_cast<int>(i),
+                                              i == 0 ? impl.get() : nullptr, impl->listen_fd);
+    if (!started.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot start the HTTP I/O threads: ", started.message()));
+    }  // `server` shuts down the threads started so far
   }
-  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+  return server;
 }
 
 }  // namespace terse::proxy

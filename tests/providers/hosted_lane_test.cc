@@ -62,6 +62,8 @@ enum class Watch {
   kEdgeQueued,   // an edge-triggered epoll watch that stays armed: RunQueued unless the
                  // descriptor's event brought the loop there (Asio's watch is edge-triggered too,
                  // but each wait re-arms it with EPOLL_CTL_MOD, which looks at the set again)
+  kShared,       // the host's own descriptor (its task pipe, edge-triggered) in the lane's epoll
+                 // set, and HostedLane::Wait its only wait
 };
 
 // A small outside event loop, as the HTTP face's I/O threads are: one thread watches the lane's
@@ -131,6 +133,7 @@ class PollHost {
       EXPECT_EQ(epoll_ctl(edge, EPOLL_CTL_ADD, lane.fd(), &lane_event), 0);
       EXPECT_EQ(epoll_ctl(edge, EPOLL_CTL_ADD, wake_[0], &wake_event), 0);
     }
+    if (watch_ == Watch::kShared) return SharedLoop(lane, after_event);
     absl::Time next = lane.Run(after_event);
     while (!stop_) {
       // As an event loop does: no deadline, no wake-up but the descriptors.
@@ -152,15 +155,7 @@ class PollHost {
         poll(fds, 2, timeout_ms);
         readable = (fds[0].revents & POLLIN) != 0;
       }
-      char drain[64];
-      while (read(wake_[0], drain, sizeof drain) > 0) {
-      }
-      std::vector<std::function<void()>> tasks;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        tasks.swap(tasks_);
-      }
-      for (auto& task : tasks) task();
+      RunPostedTasks();
       run_soon_ = false;
       if (watch_ != Watch::kLevel && !readable) {
         ++queued_runs_done_;
@@ -170,6 +165,47 @@ class PollHost {
       }
     }
     if (edge >= 0) close(edge);
+  }
+
+  // Empties the wake-up pipe and runs the tasks Post queued.
+  void RunPostedTasks() {
+    char drain[64];
+    while (read(wake_[0], drain, sizeof drain) > 0) {
+    }
+    std::vector<std::function<void()>> tasks;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tasks.swap(tasks_);
+    }
+    for (auto& task : tasks) task();
+  }
+
+  void SharedLoop(HostedLane& lane, const std::function<void()>& after_event) {
+    constexpr uint64_t kWakeData = HostedLane::kHostEventTag | 7;
+    epoll_event wake_event{EPOLLIN | EPOLLET, {.u64 = kWakeData}};
+    EXPECT_EQ(epoll_ctl(lane.fd(), EPOLL_CTL_ADD, wake_[0], &wake_event), 0);
+    absl::Time next = absl::Now();
+    while (!stop_) {
+      absl::Duration timeout = absl::InfiniteDuration();
+      if (run_soon_) {
+        timeout = absl::ZeroDuration();
+      } else if (next != absl::InfiniteFuture()) {
+        timeout = std::min(next - absl::Now(), absl::Seconds(1));
+      }
+      run_soon_ = false;
+      bool woken = false;
+      next = lane.Wait(
+          timeout,
+          [&](uint64_t data, uint32_t events) {
+            EXPECT_EQ(data, kWakeData);
+            EXPECT_NE(events & EPOLLIN, 0u);
+            woken = true;
+          },
+          after_event);
+      if (!woken) continue;
+      RunPostedTasks();
+    }
+    EXPECT_EQ(epoll_ctl(lane.fd(), EPOLL_CTL_DEL, wake_[0], nullptr), 0);
   }
 
   const std::function<void()> after_event_;  // before thread_: set when the thread starts
@@ -342,7 +378,9 @@ void ExpectQueuedRunsLoseNothing(Watch watch) {
   });
   ASSERT_TRUE(stalled->WaitDone());
   EXPECT_THAT(stalled->status(), StatusIs(absl::StatusCode::kDeadlineExceeded));
-  EXPECT_GE(host.queued_runs_done(), 1);
+  if (watch != Watch::kShared) {
+    EXPECT_GE(host.queued_runs_done(), 1);
+  }
 }
 
 TEST(HostedLaneTest, QueuedRunsLeaveTheSocketsToTheDescriptorAndLoseNothing) {
@@ -353,13 +391,19 @@ TEST(HostedLaneTest, QueuedRunsUnderAnEdgeTriggeredWatchLoseNothing) {
   ExpectQueuedRunsLoseNothing(Watch::kEdgeQueued);
 }
 
+// The host's own descriptor in the lane's epoll set: its events reach the host, the lane's its
+// sockets, and the lane's queued work and timers run, all from the one wait.
+TEST(HostedLaneTest, AHostSharingTheLanesEpollSetLosesNothing) {
+  ExpectQueuedRunsLoseNothing(Watch::kShared);
+}
+
 // An edge-triggered watch of the lane's descriptor reports new events only: an answer larger
 // than one event's reads, arriving whole, and more sockets ready than one look takes, must still
 // be finished by the lane itself rather than wait for bytes that will never come.
-TEST(HostedLaneTest, AnEdgeTriggeredHostGetsWhatOneLookAtTheSocketsLeaves) {
+void ExpectWhatOneLookLeavesIsFinished(Watch watch) {
   FakeUpstream upstream;
   auto client = NewClient(1);
-  PollHost host(*client, 0, {}, Watch::kEdgeQueued);
+  PollHost host(*client, 0, {}, watch);
   ASSERT_THAT(host.status(), IsOk());
 
   const std::string large(3 << 20, 'a');  // 3 MiB: many times one event's reads
@@ -385,6 +429,15 @@ TEST(HostedLaneTest, AnEdgeTriggeredHostGetsWhatOneLookAtTheSocketsLeaves) {
     ASSERT_TRUE(many[i]->WaitDone()) << "exchange " << i;
     EXPECT_THAT(many[i]->status(), IsOk());
   }
+}
+
+TEST(HostedLaneTest, AnEdgeTriggeredHostGetsWhatOneLookAtTheSocketsLeaves) {
+  ExpectWhatOneLookLeavesIsFinished(Watch::kEdgeQueued);
+}
+
+// In a shared set the lane's sockets stay level-triggered: the next wait reports what one left.
+TEST(HostedLaneTest, AHostSharingTheLanesEpollSetGetsWhatOneWaitLeaves) {
+  ExpectWhatOneLookLeavesIsFinished(Watch::kShared);
 }
 
 // Other threads queue work while the host runs the lane: every task must reach it without the

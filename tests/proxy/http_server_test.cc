@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "base/errors.h"
 #include "tests/proxy/test_env.h"
 
@@ -540,8 +541,60 @@ TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
   EXPECT_THAT(second->body, HasSubstr("beta"));
 }
 
-// The second request arrives while the first is being answered (the connection is watched, not
-// read, meanwhile): it waits for the first answer to end, then is answered.
+// Requests answered at once, many in one write: all are answered, in order, each after the
+// answer before it is sent.
+TEST_F(HttpServerTest, ManyPipelinedRequestsInOneWriteAreAnsweredInOrder) {
+  constexpr int kRequests = 3000;
+  std::string requests;
+  for (int i = 0; i < kRequests; ++i) {
+    absl::StrAppend(&requests, "GET /healthz HTTP/1.1\r\nhost: x\r\nx-request-id: r", i,
+                    "\r\n\r\n");
+  }
+  HttpClient client(gw.http->port());
+  ASSERT_TRUE(client.SendRaw(requests));
+  for (int i = 0; i < kRequests; ++i) {
+    auto r = client.ReadResponse();
+    ASSERT_TRUE(r.has_value()) << "response " << i;
+    EXPECT_EQ(r->status, 200);
+    ASSERT_EQ(r->Header("x-request-id"), absl::StrCat("r", i));
+  }
+}
+
+// A client that half-closes after its request gets the answer, and then the server ends the
+// connection at once rather than waiting out the idle timeout: the end of the client's bytes
+// came with them, and no later event would tell of it.
+TEST_F(HttpServerTest, AClientThatHalfClosesGetsItsAnswerAndTheConnectionEnds) {
+  HttpClient client(gw.http->port(), absl::Seconds(10));
+  ASSERT_TRUE(client.SendRaw("GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"));
+  client.ShutdownSend();
+  auto r = client.ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_TRUE(client.WaitClosed());
+  ExpectStillServing();
+}
+
+// A client that reads nothing for a while: what its socket does not take waits in the session
+// and goes out as the socket makes room.
+TEST_F(HttpServerTest, ALargeAnswerToAClientThatReadsLateArrivesWhole) {
+  const std::string content(4 << 20, 'b');
+  FakeReply whole;
+  whole.raw_body = R"({"id":"c9","object":"chat.completion","choices":[{"index":0,)"
+                   R"("message":{"role":"assistant","content":")" +
+                   content + R"("},"finish_reason":"stop"}]})";
+  gw.upstream.EnqueueReply(whole);
+  HttpClient client(gw.http->port());
+  ASSERT_TRUE(client.SendRequest("POST", "/v1/chat/completions", ChatBody("gpt-4o", "late")));
+  absl::SleepFor(absl::Milliseconds(300));
+  auto r = client.ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body.size(), whole.raw_body->size());
+  ExpectStillServing();
+}
+
+// The second request arrives while the first is being answered (its header is read then, its
+// body not): it waits for the first answer to end, then is answered.
 TEST_F(HttpServerTest, ARequestSentDuringAnAnswerIsAnsweredAfterIt) {
   gw.upstream.EnqueueReply(FakeReply::SlowStream(absl::Milliseconds(20)));
   HttpClient client(gw.http->port());

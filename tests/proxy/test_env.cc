@@ -268,6 +268,11 @@ void HttpClient::Close() {
   impl_->socket.close(ignored);
 }
 
+void HttpClient::ShutdownSend() {
+  beast::error_code ignored;
+  impl_->socket.shutdown(tcp::socket::shutdown_send, ignored);
+}
+
 bool HttpClient::SendRaw(const std::string& bytes) {
   beast::error_code ec = impl_->Run(
       [&](auto handler) { net::async_write(impl_->socket, net::buffer(bytes), handler); });

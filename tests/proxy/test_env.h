@@ -135,6 +135,8 @@ class HttpClient {
   bool WaitClosed();
   // Closes the connection abruptly.
   void Close();
+  // Says it will send nothing more (a half-close), and reads on.
+  void ShutdownSend();
 
   std::optional<HttpResponse> Request(
       const std::string& method, const std::string& target, const std::string& body = "",
