@@ -361,7 +361,7 @@ class Session : public std::enable_shared_from_this<Session>, public EventLoop::
   }
 
   // `events`: one or more whole SSE events.
-  void OnEvents(uint64_t seq, std::string events) {
+  void OnStreamEvents(uint64_t seq, std::string events) {
     if (!Current(seq) || !exchange_->streaming) return;
     QueueEvent(std::move(events));
   }
@@ -1062,7 +1062,7 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
     if (batch.fail.has_value()) return session_->OnFail(seq_, *batch.fail);
     session_->HoldWrites();
     if (batch.head.has_value()) session_->OnStartStream(seq_, *batch.head);
-    if (!batch.events.empty()) session_->OnEvents(seq_, std::move(batch.events));
+    if (!batch.events.empty()) session_->OnStreamEvents(seq_, std::move(batch.events));
     if (batch.end.has_value()) session_->OnEndStream(seq_, *batch.end);
     session_->ReleaseWrites();
   }
