@@ -75,6 +75,8 @@ constexpr size_t kMaxQueuedBytes = 32 * 1024 * 1024;
 // one is read the buffer gets kChunkedBodyRoom. A buffer grown beyond kKeptBufferRoom is given
 // back once it is empty, as is an output string grown beyond it once it is sent.
 constexpr size_t kHeaderReadRoom = 8 * 1024;
+// The room a body's last read has past its end (ContinueBodyOfLength).
+constexpr size_t kReadPastBody = 8 * 1024;
 constexpr size_t kChunkedBodyRoom = 64 * 1024;
 constexpr size_t kKeptBufferRoom = 64 * 1024;
 // The reads (or accepts) one event gets before the other sockets' events get a turn.
@@ -590,7 +592,7 @@ class Session : public std::enable_shared_from_this<Session>, public EventLoop::
   // into the buffer, moved to its front as the buffer made room, and copied into the string.
   void ReadBodyOfLength(size_t length) {
     std::string& body = parser_->get().body();
-    body.reserve(std::min(length, kBodyRoomAhead) + RequestBody::kEditRoom);
+    body.reserve(std::min(length, kBodyRoomAhead) + kReadPastBody + RequestBody::kEditRoom);
     const size_t buffered = std::min(buffer_.size(), length);
     body.append(static_cast<const char*>(buffer_.data().data()), buffered);
     buffer_.consume(buffered);
@@ -609,23 +611,39 @@ class Session : public std::enable_shared_from_this<Session>, public EventLoop::
   void ContinueBodyOfLength() {
     std::string& body = parser_->get().body();
     for (int reads = 0;;) {
-      if (body_have_ == body_length_) {  // the string is never sized past the length
+      if (body_have_ == body_length_) {
+        body.resize(body_length_);
         reading_ = Reading::kNothing;
         return Dispatch();
       }
       if (!readable_) return;
       if (reads++ == kReadsPerTurn) return ReadLater();
-      const size_t part = std::min(body_length_ - body_have_, kBodyPartBytes);
-      if (body.size() < body_have_ + part) {
-        if (body.capacity() < body_have_ + part + RequestBody::kEditRoom) {
-          body.reserve(std::min(body_length_, std::max(2 * body.capacity(), body_have_ + part)) +
-                       RequestBody::kEditRoom);
+      const size_t left = body_length_ - body_have_;
+      const size_t part = std::min(left, kBodyPartBytes);
+      // A read that fills its room cannot tell whether it drained the socket, so the body's last
+      // read has room for the start of a next request too: it comes up short, and the socket's
+      // next event is awaited instead of a read that finds nothing. What of a next request it
+      // took goes to the buffer.
+      const size_t room = part == left ? part + kReadPastBody : part;
+      const size_t end = body_have_ + room;
+      if (body.size() < end) {
+        if (body.capacity() < end + RequestBody::kEditRoom) {
+          const size_t grown =
+              std::min(body_length_, std::max(2 * body.capacity(), body_have_ + part));
+          body.reserve(std::max(grown + kReadPastBody, end) + RequestBody::kEditRoom);
         }
-        body.resize(body_have_ + part);
+        body.resize(end);
       }
       size_t n = 0;
-      const Got got = Receive(body.data() + body_have_, part, n);
+      const Got got = Receive(body.data() + body_have_, room, n);
       body_have_ += n;
+      if (body_have_ > body_length_) {  // the start of a pipelined request
+        const size_t next = body_have_ - body_length_;
+        auto into = buffer_.prepare(next);
+        std::memcpy(into.data(), body.data() + body_length_, next);
+        buffer_.commit(next);
+        body_have_ = body_length_;
+      }
       if (got == Got::kNothingNow) return;
       if (got == Got::kBytes) continue;
       // A truncated request: the client left before sending it all; there is no one to answer.
