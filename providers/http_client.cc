@@ -289,10 +289,6 @@ class HttpClient::Loop {
   // The lane's thread ends, leaving everything in flight to the next driver.
   void RequestYield() { yield_requested_ = true; }
 
-  // A hosted lane's work: everything ready, without blocking. Returns when it is due again.
-  // Without `poll`, the sockets are left to the host's watch of the epoll descriptor: only the
-  // queued commands, libcurl's timer and the lane's timers run, unless the last look at the
-  // sockets left work behind (that watch would not report it again).
   // A host that shares the epoll set: one wait on it for the host's descriptors and the lane's
   // sockets alike (the host's events go to `on_host_event`), then the lane's queued work and
   // timers. The lane's sockets are level-triggered in the set, so whatever this wait leaves
@@ -311,6 +307,10 @@ class HttpClient::Loop {
     return RunHosted(after_event, /*poll=*/false);
   }
 
+  // A hosted lane's work: everything ready, without blocking. Returns when it is due again.
+  // Without `poll`, the sockets are left to the host's watch of the epoll descriptor: only the
+  // queued commands, libcurl's timer and the lane's timers run, unless the last look at the
+  // sockets left work behind (that watch would not report it again).
   absl::Time RunHosted(absl::FunctionRef<void()> after_event, bool poll) {
     constexpr int kMaxEvents = 128;
     constexpr int kMaxRounds = 16;  // then the host's other work gets a turn

@@ -35,7 +35,7 @@ EventLoop::EventLoop() : wake_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
 
 EventLoop::~EventLoop() {
   if (wake_fd_ >= 0) close(wake_fd_);  // out of the lane's set, which is not ours to close
-  if (own_epoll_) close(epoll_fd_);
+  if (lane_ == nullptr && epoll_fd_ >= 0) close(epoll_fd_);
 }
 
 absl::Status EventLoop::Attach(HostedLane* lane, absl::AnyInvocable<void()> after_lane_event) {
@@ -48,7 +48,6 @@ absl::Status EventLoop::Attach(HostedLane* lane, absl::AnyInvocable<void()> afte
   } else {
     epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
     if (epoll_fd_ < 0) return Errno("epoll_create1");
-    own_epoll_ = true;
   }
   // Edge-triggered and never read: each write of the counter is an event of its own.
   epoll_event ev{};

@@ -95,8 +95,7 @@ class EventLoop {
   absl::Duration Timeout() const;
 
   const int wake_fd_;
-  int epoll_fd_ = -1;
-  bool own_epoll_ = false;
+  int epoll_fd_ = -1;  // the lane's, or (with no lane) the loop's own
   providers::HostedLane* lane_ = nullptr;
   absl::AnyInvocable<void()> after_lane_event_;
   std::thread::id thread_;
