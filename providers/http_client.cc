@@ -711,10 +711,13 @@ class HttpClient::Loop {
   bool HandleEvents(
       const epoll_event* events, int n, absl::FunctionRef<void()> after_event,
       absl::FunctionRef<void(uint64_t, uint32_t)> on_host_event = [](uint64_t, uint32_t) {}) {
+    // The lane's events first: an upstream's answer ends a request that came before any the
+    // host's events bring, so under a backlog requests finish in about the order they came.
     bool woken = false;
+    bool host_events = false;
     for (int i = 0; i < n; ++i) {
       if (events[i].data.u64 & HostedLane::kHostEventTag) {
-        on_host_event(events[i].data.u64, events[i].events);
+        host_events = true;
         continue;
       }
       if (events[i].data.u64 & internal::kHttp1Tag) {
@@ -736,6 +739,11 @@ class HttpClient::Loop {
       int running = 0;
       curl_multi_socket_action(multi_, fd, mask, &running);
       after_event();
+    }
+    for (int i = 0; host_events && i < n; ++i) {
+      if (events[i].data.u64 & HostedLane::kHostEventTag) {
+        on_host_event(events[i].data.u64, events[i].events);
+      }
     }
     return woken;
   }

@@ -202,9 +202,10 @@ class HostedLane {
   // The host adds its descriptors to fd() itself (epoll_ctl; edge-triggered or not, as it
   // likes), with data.u64 carrying kHostEventTag and 62 bits of its own, and removes them
   // before the lane is handed back: the lane drops a tagged event it sees on its own. Waits up
-  // to `timeout` (InfiniteDuration: until an event) unless the lane has work queued, passes each
-  // tagged event to `on_host_event(data.u64, events)`, does the lane's (after_event after each
-  // socket's work, as in Run), then the queued work and timers. Returns when the lane is due
+  // to `timeout` (InfiniteDuration: until an event) unless the lane has work queued, does the
+  // lane's events (after_event after each socket's work, as in Run), then passes each tagged
+  // event to `on_host_event(data.u64, events)`, then runs the queued work and timers: answers
+  // the wait brought are handled before the new work it brought. Returns when the lane is due
   // again, as Run does; run_soon still tells of work a host's handler gives the lane.
   static constexpr uint64_t kHostEventTag = uint64_t{1} << 62;
   absl::Time Wait(

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -438,6 +439,57 @@ TEST(HostedLaneTest, AnEdgeTriggeredHostGetsWhatOneLookAtTheSocketsLeaves) {
 // In a shared set the lane's sockets stay level-triggered: the next wait reports what one left.
 TEST(HostedLaneTest, AHostSharingTheLanesEpollSetGetsWhatOneWaitLeaves) {
   ExpectWhatOneLookLeavesIsFinished(Watch::kShared);
+}
+
+// Records when an answer's head reaches it, into a list the host thread shares.
+class OrderHandler : public RecordingHttpHandler {
+ public:
+  explicit OrderHandler(std::vector<std::string>& order) : order_(order) {}
+  void OnHead(const HttpResponseHead& head) override {
+    order_.push_back("answer");
+    RecordingHttpHandler::OnHead(head);
+  }
+
+ private:
+  std::vector<std::string>& order_;  // the host thread's
+};
+
+// One wait that reports an upstream's answer and a host's socket both handles the answer first:
+// it ends a request older than anything the host's socket can bring, so under a backlog requests
+// finish in about the order they came.
+TEST(HostedLaneTest, AWaitHandlesTheLanesAnswersBeforeTheHostsEvents) {
+  FakeUpstream upstream;
+  auto client = NewClient(1);
+  auto lane = client->Host(0, [] {});
+  ASSERT_THAT(lane, IsOk());
+  std::vector<std::string> order;
+  auto on_host_event = [&](uint64_t, uint32_t) { order.push_back("host"); };
+  FakeReply late = FakeReply::Text("late");
+  late.head_delay = absl::Milliseconds(100);  // written well after the wait that sends the request
+  upstream.SetDefaultReply(late);
+  auto handler = std::make_shared<OrderHandler>(order);
+  client->Start(ChatRequest(upstream, "first", false), handler);
+  for (int i = 0; i < 500 && upstream.request_count() == 0; ++i) {
+    (*lane)->Wait(absl::Milliseconds(5), on_host_event, [] {});
+  }
+  ASSERT_EQ(upstream.request_count(), 1u);
+  ASSERT_TRUE(order.empty());
+  // The host's socket becomes ready first, then the answer arrives: epoll reports them in that
+  // order.
+  const int host_fd = eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC);
+  ASSERT_GE(host_fd, 0);
+  epoll_event host_event{EPOLLIN | EPOLLET, {.u64 = HostedLane::kHostEventTag | 8}};
+  ASSERT_EQ(epoll_ctl((*lane)->fd(), EPOLL_CTL_ADD, host_fd, &host_event), 0);
+  ASSERT_TRUE(upstream.WaitForAnswersWritten(1, absl::Seconds(5)));
+
+  (*lane)->Wait(absl::ZeroDuration(), on_host_event, [] {});
+  EXPECT_THAT(order, ElementsAre("answer", "host"));
+  for (int i = 0; i < 500 && !handler->WaitDone(absl::ZeroDuration()); ++i) {
+    (*lane)->Wait(absl::Milliseconds(10), on_host_event, [] {});
+  }
+  EXPECT_THAT(handler->status(), IsOk());
+  EXPECT_EQ(epoll_ctl((*lane)->fd(), EPOLL_CTL_DEL, host_fd, nullptr), 0);
+  close(host_fd);
 }
 
 // Other threads queue work while the host runs the lane: every task must reach it without the

@@ -266,6 +266,11 @@ class FakeConnectionServer {
         server_.changed_.notify_all();
         break;
       }
+      if (outcome == Outcome::kKeepAlive) {
+        std::lock_guard<std::mutex> lock(server_.mu_);
+        ++server_.answers_written_;
+        server_.changed_.notify_all();
+      }
       if (outcome == Outcome::kGone || reply.close_after || reply.close_silently_after ||
           client_wants_close) {
         break;
@@ -819,6 +824,12 @@ bool FakeUpstream::WaitForOpenConnections(int n, absl::Duration timeout) const {
 int FakeUpstream::answers_cut_by_client() const {
   std::lock_guard<std::mutex> lock(mu_);
   return cut_by_client_;
+}
+
+bool FakeUpstream::WaitForAnswersWritten(int n, absl::Duration timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  return changed_.wait_for(lock, absl::ToChronoMilliseconds(timeout),
+                           [&] { return answers_written_ >= n; });
 }
 
 bool FakeUpstream::WaitForAnswersCutByClient(int n, absl::Duration timeout) const {

@@ -122,6 +122,8 @@ class FakeUpstream {
   int open_connections() const;
   // Waits until exactly `n` connections are open; false on timeout.
   bool WaitForOpenConnections(int n, absl::Duration timeout) const;
+  // Waits until at least `n` answers were written whole (the socket took their last byte).
+  bool WaitForAnswersWritten(int n, absl::Duration timeout) const;
   // Streamed or stalled answers that ended because the client closed the connection.
   int answers_cut_by_client() const;
   bool WaitForAnswersCutByClient(int n, absl::Duration timeout) const;
@@ -156,6 +158,7 @@ class FakeUpstream {
   int accepted_ = 0;                         // guarded by mu_
   int open_ = 0;                             // guarded by mu_
   int cut_by_client_ = 0;                    // guarded by mu_
+  int answers_written_ = 0;                  // guarded by mu_
 
   friend class FakeConnectionServer;
 };
