@@ -714,12 +714,8 @@ class HttpClient::Loop {
     // The lane's events first: an upstream's answer ends a request that came before any the
     // host's events bring, so under a backlog requests finish in about the order they came.
     bool woken = false;
-    bool host_events = false;
     for (int i = 0; i < n; ++i) {
-      if (events[i].data.u64 & HostedLane::kHostEventTag) {
-        host_events = true;
-        continue;
-      }
+      if (events[i].data.u64 & HostedLane::kHostEventTag) continue;  // below
       if (events[i].data.u64 & internal::kHttp1Tag) {
         http1_->OnEvent(events[i].data.u64, events[i].events);
         after_event();
@@ -740,7 +736,7 @@ class HttpClient::Loop {
       curl_multi_socket_action(multi_, fd, mask, &running);
       after_event();
     }
-    for (int i = 0; host_events && i < n; ++i) {
+    for (int i = 0; i < n; ++i) {
       if (events[i].data.u64 & HostedLane::kHostEventTag) {
         on_host_event(events[i].data.u64, events[i].events);
       }

@@ -905,7 +905,7 @@ class Session : public std::enable_shared_from_this<Session>, public EventLoop::
                                     {"request_id", exchange_ ? exchange_->request_id : ""}});
       return Close();
     }
-    if (writes_held_ == 0) Flush();
+    Flush();  // which waits while writes are held
   }
 
   // Sends what is queued, as far as the socket takes it; the rest goes at its next writable
