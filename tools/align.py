@@ -31,12 +31,22 @@ import lm_files  # noqa: E402
 
 
 def load_pairs(path: str):
+    """The (prompt, response) pairs of a JSONL file. A last line without its newline is one the
+    gateway is still writing (the file may be read while terse runs): it is left out."""
     pairs = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
+            if not line.endswith("\n"):
+                print(f"{path}:{n}: an unfinished last line, left out", file=sys.stderr)
+                break
             if not line.strip():
                 continue
-            obj = json.loads(line)
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"{path}:{n}: not JSON: {e}")
+            if not isinstance(obj, dict):
+                raise SystemExit(f"{path}:{n}: want {{\"prompt\": str, \"response\": str}}")
             if not isinstance(obj.get("prompt"), str) or not isinstance(obj.get("response"), str):
                 raise SystemExit(f"{path}:{n}: want {{\"prompt\": str, \"response\": str}}")
             if obj["response"]:

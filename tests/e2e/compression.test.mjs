@@ -382,11 +382,18 @@ test('/v1/completions prompts are compressed', async () => {
   got.forEach((p, i) => assert.ok(cl100k.encode(p).length < cl100k.encode(prompts[i]).length));
 });
 
-// The lines of the pairs file that satisfy `match`, waiting (bounded) for the writer thread.
+// The whole lines of the pairs file. The gateway's writer thread may be in the middle of a line
+// (a reader can see a long write land page by page), so text after the last newline is left out.
+function recordedLines() {
+  if (!fs.existsSync(pairsPath)) return [];
+  const text = fs.readFileSync(pairsPath, 'utf8');
+  return text.slice(0, text.lastIndexOf('\n') + 1).split('\n').filter(Boolean);
+}
+
+// The first recorded pair that satisfies `match`, waiting (bounded) for the writer thread.
 async function recordedPair(match) {
   for (let i = 0; i < 100; i++) {
-    const lines = fs.existsSync(pairsPath) ? fs.readFileSync(pairsPath, 'utf8').split('\n').filter(Boolean) : [];
-    const found = lines.map((l) => JSON.parse(l)).find(match);
+    const found = recordedLines().map((l) => JSON.parse(l)).find(match);
     if (found) return found;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -418,9 +425,11 @@ test('record_alignment_pairs appends the original prompt and the answer, streame
   assert.ok(streamed, 'the streamed completion was recorded');
   assert.equal(streamed.response, text);
 
-  // Every line is one whole JSON object of the shape tools/align.py reads; routes without the
-  // setting record nothing.
-  for (const l of fs.readFileSync(pairsPath, 'utf8').split('\n').filter(Boolean)) {
+  // The streamed pair was the last one queued and it is in, so the file now ends with a whole
+  // line. Every line is one whole JSON object of the shape tools/align.py reads; routes without
+  // the setting record nothing.
+  assert.ok(fs.readFileSync(pairsPath, 'utf8').endsWith('\n'));
+  for (const l of recordedLines()) {
     const p = JSON.parse(l);
     assert.equal(typeof p.prompt, 'string');
     assert.equal(typeof p.response, 'string');

@@ -79,6 +79,18 @@ class AlignSmokeTest(unittest.TestCase):
                 f.write(json.dumps({"prompt": "x"}) + "\n")
             with self.assertRaises(SystemExit):
                 align.load_pairs(data)
+            with open(data, "w", encoding="utf-8") as f:
+                f.write('{"prompt": "a", "resp\n')
+            with self.assertRaises(SystemExit):
+                align.load_pairs(data)
+
+    def test_leaves_out_a_last_line_still_being_written(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            data = os.path.join(tmp, "live.jsonl")
+            with open(data, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"prompt": "p1", "response": "r1"}) + "\n")
+                f.write(json.dumps({"prompt": "p2", "response": "r2"})[:17])
+            self.assertEqual(align.load_pairs(data), [("p1", "r1")])
 
 
 if __name__ == "__main__":
