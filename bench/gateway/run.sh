@@ -17,7 +17,9 @@
 # (its pool), PACED_TIMELINE (a path prefix: paced_load writes each request's due time and latency
 # to PREFIX.<target>), DELAY_MS (half-load pause with wrk), HALF_LOAD_RUNS (interleaved half-load
 # rounds; medians compared),
-# OWN_HALF_LOAD (1, the default: nginx-proxy at half of its own peak too),
+# OWN_HALF_LOAD (1, the default: nginx-proxy at half of its own peak too), BEHIND_P50_MS (a proxy
+# with a higher p50 in a paced round has fallen behind the rate and is left out of the later
+# rounds; one whose peak is below the rate is left out of all),
 # CALM_STEAL_MS (a half-load round is calm when no target in it lost more to the hypervisor's
 # steal; the calm rounds' medians are printed too),
 # TERSE_WRAP (command prefix for terse), PROMPT_BYTES (the user message's length; 0, the default,
@@ -510,11 +512,11 @@ echo "gateway pass-through benchmark: $(date -u +%FT%TZ), $CORES cores, nginx $(
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $DURATION per measurement"
 echo
 row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req majflt steal_ms
-declare -A RPS P50 P99
+declare -A RPS P50
 for c in $LEVELS; do
   for t in $TARGETS; do
     read -r rps p50 p99 err cpu sys cs major steal < <(measure "$t" "$c")
-    RPS[$t,$c]=$rps; P50[$t,$c]=$p50; P99[$t,$c]=$p99
+    RPS[$t,$c]=$rps; P50[$t,$c]=$p50
     row "$t" "$c" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs" "$major" "$steal"
   done
   echo
@@ -549,6 +551,9 @@ awk -v a="${PEAK[terse]}" -v b="${PEAK[nginx-proxy]}" -v c="${PEAK[terse-stream]
 # The targets of the half-load rounds, in the order each round measures them (those of TARGETS).
 half_load_targets="direct nginx-proxy terse baseline terse-libcurl"
 OWN_HALF_LOAD=${OWN_HALF_LOAD:-1}
+# A proxy whose p50 in a paced round is above this has fallen behind the rate (its queue grows for
+# the whole measurement): it is left out of the later rounds, which its backlog would disturb.
+BEHIND_P50_MS=${BEHIND_P50_MS:-20}
 
 # The medians over the rounds given of each target's half-load p50 and p99, and the latency each
 # proxy measured adds over direct; of half_load's targets and results (targets, R50, R99).
@@ -557,9 +562,11 @@ report() {  # label round...
   shift
   declare -A H50 H99
   for t in "${targets[@]}"; do
-    [[ -n ${R99[$t,$1]:-} ]] || continue
     local p50s=() p99s=()
-    for r in "$@"; do p50s+=("${R50[$t,$r]}"); p99s+=("${R99[$t,$r]}"); done
+    for r in "$@"; do
+      [[ -n ${R99[$t,$r]:-} ]] || continue 2  # not measured in every round given
+      p50s+=("${R50[$t,$r]}"); p99s+=("${R99[$t,$r]}")
+    done
     H50[$t]=$(median "${p50s[@]}"); H99[$t]=$(median "${p99s[@]}")
     line+="${line:+, }$t ${H50[$t]} / ${H99[$t]}"
   done
@@ -595,13 +602,25 @@ half_load() {  # proxy kind target...
     echo "half load of $proxy${kind:+ (streaming)}: target ~$half req/s = $conns connections x" \
       "mean ${DELAY_MS} ms pause (wrk)"
   fi
+  # A target whose own peak is below the rate would only queue without bound, and its backlog
+  # would still be draining (its process busy, the upstream's connections taken) while the next
+  # target is measured: it is left out of these rounds.
+  local kept=() behind=()
+  for t in "${targets[@]}"; do
+    [[ " $TARGETS " == *" $t$kind "* ]] || continue
+    if (( ${PEAK[$t$kind]:-0} > 0 && PEAK[$t$kind] < half )); then
+      echo "$t$kind left out of these rounds: its peak, ${PEAK[$t$kind]} req/s, is below $half"
+      continue
+    fi
+    kept+=("$t")
+  done
+  targets=("${kept[@]}")
   row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req majflt steal_ms run
   declare -A R50 R99
   local calm=()
   for ((run = 1; run <= HALF_LOAD_RUNS; ++run)); do
     worst=0
     for t in "${targets[@]}"; do
-      [[ " $TARGETS " == *" $t$kind "* ]] || continue
       if [[ $HALF_LOAD == paced ]]; then
         read -r rps p50 p99 err cpu sys cs major steal < <(measure_paced "$t$kind" "$half")
       else
@@ -610,7 +629,17 @@ half_load() {  # proxy kind target...
       R50[$t,$run]=$p50; R99[$t,$run]=$p99
       (( steal > worst )) && worst=$steal
       row "$t$kind" "$conns" "$rps" "$p50" "$p99" "$err" "$cpu" "$sys" "$cs" "$major" "$steal" "$run"
+      if [[ $t != direct && $HALF_LOAD == paced ]] &&
+         awk -v p="$p50" -v m="$BEHIND_P50_MS" 'BEGIN { exit !(p > m) }'; then
+        echo "$t$kind fell behind the rate (p50 $p50 ms > $BEHIND_P50_MS): left out of the rest"
+        behind+=("$t")
+      fi
     done
+    if (( ${#behind[@]} > 0 )); then
+      kept=()
+      for t in "${targets[@]}"; do [[ " ${behind[*]} " == *" $t "* ]] || kept+=("$t"); done
+      targets=("${kept[@]}"); behind=()
+    fi
     (( worst <= CALM_STEAL_MS )) && calm+=("$run")
   done
   report "medians of $HALF_LOAD_RUNS rounds" $(seq "$HALF_LOAD_RUNS")
