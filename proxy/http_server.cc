@@ -627,10 +627,10 @@ class Session : public std::enable_shared_from_this<Session>, public EventLoop::
       const size_t room = part == left ? part + kReadPastBody : part;
       const size_t end = body_have_ + room;
       if (body.size() < end) {
-        if (body.capacity() < end + RequestBody::kEditRoom) {
+        if (body.capacity() < end + RequestBody::kEditRoom) {  // grown reaches past `end`
           const size_t grown =
               std::min(body_length_, std::max(2 * body.capacity(), body_have_ + part));
-          body.reserve(std::max(grown + kReadPastBody, end) + RequestBody::kEditRoom);
+          body.reserve(grown + kReadPastBody + RequestBody::kEditRoom);
         }
         body.resize(end);
       }

@@ -605,22 +605,20 @@ half_load() {  # proxy kind target...
   # A target whose own peak is below the rate would only queue without bound, and its backlog
   # would still be draining (its process busy, the upstream's connections taken) while the next
   # target is measured: it is left out of these rounds.
-  local kept=() behind=()
+  declare -A left_out
   for t in "${targets[@]}"; do
-    [[ " $TARGETS " == *" $t$kind "* ]] || continue
     if (( ${PEAK[$t$kind]:-0} > 0 && PEAK[$t$kind] < half )); then
       echo "$t$kind left out of these rounds: its peak, ${PEAK[$t$kind]} req/s, is below $half"
-      continue
+      left_out[$t]=1
     fi
-    kept+=("$t")
   done
-  targets=("${kept[@]}")
   row target conns req/s p50_ms p99_ms errors cpu_us/req kernel switch/req majflt steal_ms run
   declare -A R50 R99
   local calm=()
   for ((run = 1; run <= HALF_LOAD_RUNS; ++run)); do
     worst=0
     for t in "${targets[@]}"; do
+      [[ " $TARGETS " == *" $t$kind "* && -z ${left_out[$t]:-} ]] || continue
       if [[ $HALF_LOAD == paced ]]; then
         read -r rps p50 p99 err cpu sys cs major steal < <(measure_paced "$t$kind" "$half")
       else
@@ -632,14 +630,9 @@ half_load() {  # proxy kind target...
       if [[ $t != direct && $HALF_LOAD == paced ]] &&
          awk -v p="$p50" -v m="$BEHIND_P50_MS" 'BEGIN { exit !(p > m) }'; then
         echo "$t$kind fell behind the rate (p50 $p50 ms > $BEHIND_P50_MS): left out of the rest"
-        behind+=("$t")
+        left_out[$t]=1
       fi
     done
-    if (( ${#behind[@]} > 0 )); then
-      kept=()
-      for t in "${targets[@]}"; do [[ " ${behind[*]} " == *" $t "* ]] || kept+=("$t"); done
-      targets=("${kept[@]}"); behind=()
-    fi
     (( worst <= CALM_STEAL_MS )) && calm+=("$run")
   done
   report "medians of $HALF_LOAD_RUNS rounds" $(seq "$HALF_LOAD_RUNS")

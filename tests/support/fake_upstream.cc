@@ -801,9 +801,7 @@ FakeRequest FakeUpstream::last_request() const {
 }
 
 bool FakeUpstream::WaitForRequestCount(size_t n, absl::Duration timeout) const {
-  std::unique_lock<std::mutex> lock(mu_);
-  return changed_.wait_for(lock, absl::ToChronoMilliseconds(timeout),
-                           [&] { return requests_.size() >= n; });
+  return WaitUntil(timeout, [&] { return requests_.size() >= n; });
 }
 
 int FakeUpstream::connections_accepted() const {
@@ -817,8 +815,7 @@ int FakeUpstream::open_connections() const {
 }
 
 bool FakeUpstream::WaitForOpenConnections(int n, absl::Duration timeout) const {
-  std::unique_lock<std::mutex> lock(mu_);
-  return changed_.wait_for(lock, absl::ToChronoMilliseconds(timeout), [&] { return open_ == n; });
+  return WaitUntil(timeout, [&] { return open_ == n; });
 }
 
 int FakeUpstream::answers_cut_by_client() const {
@@ -827,15 +824,16 @@ int FakeUpstream::answers_cut_by_client() const {
 }
 
 bool FakeUpstream::WaitForAnswersWritten(int n, absl::Duration timeout) const {
-  std::unique_lock<std::mutex> lock(mu_);
-  return changed_.wait_for(lock, absl::ToChronoMilliseconds(timeout),
-                           [&] { return answers_written_ >= n; });
+  return WaitUntil(timeout, [&] { return answers_written_ >= n; });
 }
 
 bool FakeUpstream::WaitForAnswersCutByClient(int n, absl::Duration timeout) const {
+  return WaitUntil(timeout, [&] { return cut_by_client_ >= n; });
+}
+
+bool FakeUpstream::WaitUntil(absl::Duration timeout, absl::FunctionRef<bool()> done) const {
   std::unique_lock<std::mutex> lock(mu_);
-  return changed_.wait_for(lock, absl::ToChronoMilliseconds(timeout),
-                           [&] { return cut_by_client_ >= n; });
+  return changed_.wait_for(lock, absl::ToChronoMilliseconds(timeout), [&] { return done(); });
 }
 
 void FakeUpstream::CloseConnection(Connection* connection, bool reset) {

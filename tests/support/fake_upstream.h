@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/time/time.h"
 #include "base/json.h"
 
@@ -140,6 +141,9 @@ class FakeUpstream {
   FakeReply NextReply();
   void CloseConnection(Connection* connection, bool reset);
   void ReapFinished();  // joins connection threads that ended (mu_ not held)
+  // Waits until `done` (called with mu_ held) is true, each time changed_ is notified; false on
+  // timeout.
+  bool WaitUntil(absl::Duration timeout, absl::FunctionRef<bool()> done) const;
 
   // Constant after construction.
   int listen_fd_ = -1;
