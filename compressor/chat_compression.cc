@@ -94,8 +94,8 @@ absl::StatusOr<std::vector<size_t>> MatchStarts(const std::string& pattern,
   int error = 0;
   PCRE2_SIZE error_offset = 0;
   std::unique_ptr<pcre2_code, decltype(&pcre2_code_free)> code(
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF,
-                    &error, &error_offset, nullptr),
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF, &error,
+                    &error_offset, nullptr),
       &pcre2_code_free);
   if (!code) {
     PCRE2_UCHAR message[256];
@@ -108,10 +108,10 @@ absl::StatusOr<std::vector<size_t>> MatchStarts(const std::string& pattern,
   std::vector<size_t> starts;
   size_t offset = 0;
   while (offset <= text.size()) {
-    int rc = pcre2_match(code.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(),
-                         offset, starts.empty() && offset == 0 ? 0 : PCRE2_NO_UTF_CHECK,
-                         match.get(), nullptr);  // the first call validates the UTF-8 once
-    if (rc < 0) break;  // no further match, or text that is not UTF-8: no documents
+    int rc = pcre2_match(code.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), offset,
+                         starts.empty() && offset == 0 ? 0 : PCRE2_NO_UTF_CHECK, match.get(),
+                         nullptr);  // the first call validates the UTF-8 once
+    if (rc < 0) break;              // no further match, or text that is not UTF-8: no documents
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match.get());
     if (ovector[1] > ovector[0]) starts.push_back(ovector[0]);
     offset = ovector[1] > ovector[0] ? ovector[1] : ovector[0] + 1;
@@ -125,7 +125,9 @@ absl::StatusOr<std::vector<size_t>> MatchStarts(const std::string& pattern,
 }  // namespace
 
 std::string WithoutMarkup(std::string text) {
-  if (text.find("terse") == std::string::npos) return text;
+  if (text.find("terse") == std::string::npos && text.find("llmlingua") == std::string::npos) {
+    return text;
+  }
   absl::StrReplaceAll({{"<terse:doc>", ""}, {"</terse:doc>", ""}}, &text);
   absl::StatusOr<lingua::MarkedText> marked = lingua::ParseMarkup(text);
   return marked.ok() ? std::move(marked->text) : text;
@@ -288,8 +290,9 @@ absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
   auto finish = [&](std::string reason) -> ChatReport {
     if (!stored) store();  // unchanged, but without markup
     report.reason = std::move(reason);
-    report.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                         started).count();
+    report.ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
+            .count();
     return report;
   };
 
@@ -370,8 +373,8 @@ absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
         options.question_rate = 1.0;
         options.instruction_rate = 1.0;
         const double q = tokenizer->Count(split.question);
-        options.rate = std::clamp((document_rate * document_tokens + q) / (document_tokens + q),
-                                  0.01, 1.0);
+        options.rate =
+            std::clamp((document_rate * document_tokens + q) / (document_tokens + q), 0.01, 1.0);
         Prompt prompt{.instruction = "", .context = split.documents, .question = split.question};
         ASSIGN_OR_RETURN(CompressResult result, compressor.Compress(prompt, options));
         std::string text;

@@ -22,7 +22,8 @@ class CompressionCache;
 
 // The parts of a prompt, compressed differently. Any part may be empty. Text may carry terse
 // markup: <terse:keep>...</terse:keep> (kept verbatim) and <terse rate=0.4>...</terse> (that span
-// compressed at its own rate); tags never reach the output.
+// compressed at its own rate), or LLMLingua's <llmlingua, compress=False> and
+// <llmlingua, rate=0.4> tags for the same; tags never reach the output.
 struct Prompt {
   std::string instruction;           // system text
   std::vector<std::string> context;  // demonstrations, documents, older turns: the items
@@ -48,15 +49,15 @@ struct CompressOptions {
   double context_budget_k = 2.0;  // coarse step keeps items until k x the item budget
   RankMethod rank = RankMethod::kPerplexity;  // kQuestion needs a question (else perplexity)
   Reorder reorder = Reorder::kOriginal;
-  double dynamic_ratio = 0;        // 0: off; d: item rates spread +-d (relative) over the ranks
-  bool contrastive = false;        // token score = self-information without minus with the question
-  bool sentence_filter = false;    // also drop whole sentences of kept items by rank
+  double dynamic_ratio = 0;      // 0: off; d: item rates spread +-d (relative) over the ranks
+  bool contrastive = false;      // token score = self-information without minus with the question
+  bool sentence_filter = false;  // also drop whole sentences of kept items by rank
   // The compressed past grows by re-running the kept tokens of each segment, so later segments
   // are scored against exactly the compressed text: 1 + rate forward passes instead of 1. Off
   // (the default, as in the reference implementation): kept tokens keep the cache entries
   // computed while their segment was scored.
   bool exact_past = false;
-  double sentence_budget_k = 1.5;  // sentences kept until this x the item budget
+  double sentence_budget_k = 1.5;         // sentences kept until this x the item budget
   std::vector<std::string> force_tokens;  // text always kept where it occurs ("Q:", "?")
   bool keep_digits = false;               // words with digits always kept
   std::vector<size_t> forced_items;       // context indices kept whatever their rank

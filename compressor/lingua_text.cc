@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "base/json.h"
+#include "base/status_macros.h"
 
 namespace terse::compressor::lingua {
 namespace {
@@ -522,6 +523,62 @@ void FindForceTokens(std::string_view t, const std::vector<std::string>& tokens,
   }
 }
 
+// A tag's frame on the markup stack.
+struct Open {
+  bool keep;
+  double rate;             // -1: the global budget
+  bool llmlingua = false;  // opened by an <llmlingua, ...> tag, closed by </llmlingua>
+};
+
+std::string_view TrimSpace(std::string_view s) {
+  while (!s.empty() && IsAsciiSpace(s.front())) s.remove_prefix(1);
+  while (!s.empty() && IsAsciiSpace(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// LLMLingua's structured-prompt tag, "<llmlingua, compress=False>" or "<llmlingua, rate=0.4>"
+// (attributes separated by commas, either or none), as a frame: compress=False keeps the span
+// verbatim, a rate compresses it at that rate, neither leaves it to the global budget.
+absl::StatusOr<Open> ParseLlmlinguaTag(std::string_view tag) {
+  Open open{false, -1.0, true};
+  const std::string_view attrs = tag.substr(10, tag.size() - 11);
+  size_t pos = 0;
+  while (pos <= attrs.size()) {
+    size_t comma = attrs.find(',', pos);
+    if (comma == std::string_view::npos) comma = attrs.size();
+    const std::string_view attr = TrimSpace(attrs.substr(pos, comma - pos));
+    pos = comma + 1;
+    if (attr.empty()) continue;
+    const size_t eq = attr.find('=');
+    const std::string_view key =
+        eq == std::string_view::npos ? attr : TrimSpace(attr.substr(0, eq));
+    std::string_view value = eq == std::string_view::npos ? "" : TrimSpace(attr.substr(eq + 1));
+    if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') &&
+        value.back() == value.front()) {
+      value = value.substr(1, value.size() - 2);
+    }
+    if (key == "compress" && (value == "False" || value == "false")) {
+      open.keep = true;
+    } else if (key == "compress" && (value == "True" || value == "true")) {
+      open.keep = false;
+    } else if (key == "rate") {
+      const std::string text(value);
+      char* end = nullptr;
+      const double rate = std::strtod(text.c_str(), &end);
+      if (text.empty() || end != text.c_str() + text.size() || !(rate >= 0.0 && rate <= 1.0)) {
+        return absl::InvalidArgumentError("bad rate in llmlingua tag (want a number in [0, 1]): " +
+                                          std::string(tag));
+      }
+      open.rate = rate;
+    } else {
+      return absl::InvalidArgumentError(
+          "bad llmlingua tag (want compress=True|False and/or rate=R): " + std::string(tag));
+    }
+  }
+  if (open.keep) open.rate = 1.0;
+  return open;
+}
+
 }  // namespace
 
 bool IsValidUtf8(std::string_view s) {
@@ -560,10 +617,6 @@ bool IsValidUtf8(std::string_view s) {
 }
 
 absl::StatusOr<MarkedText> ParseMarkup(std::string_view in) {
-  struct Open {
-    bool keep;
-    double rate;
-  };
   MarkedText out;
   std::vector<Open> stack;
   const auto state = [&]() -> std::pair<bool, double> {
@@ -622,6 +675,23 @@ absl::StatusOr<MarkedText> ParseMarkup(std::string_view in) {
         }
       }
       tag_len = 8;
+    } else if (rest.substr(0, 12) == "</llmlingua>") {
+      append(in.substr(plain, lt - plain));
+      for (auto it = stack.rbegin(); it != stack.rend(); ++it) {
+        if (it->llmlingua) {
+          stack.erase(std::next(it).base());
+          break;
+        }
+      }
+      tag_len = 12;
+    } else if (rest.substr(0, 10) == "<llmlingua" && rest.size() > 10 &&
+               (rest[10] == ',' || rest[10] == '>' || IsAsciiSpace(rest[10]))) {
+      const size_t close = rest.find('>');
+      if (close == std::string_view::npos) break;
+      ASSIGN_OR_RETURN(Open open, ParseLlmlinguaTag(rest.substr(0, close + 1)));
+      append(in.substr(plain, lt - plain));
+      stack.push_back(open);
+      tag_len = close + 1;
     } else if (rest.substr(0, 6) == "<terse" && rest.size() > 6 &&
                (rest[6] == ' ' || rest[6] == '\t')) {
       const size_t close = rest.find('>');

@@ -30,10 +30,13 @@ struct MarkedText {
   std::vector<MarkupSpan> spans;  // sorted, disjoint, non-empty
 };
 
-// Removes `<terse:keep>`, `</terse:keep>`, `<terse rate=R>` (R may be quoted) and `</terse>`.
-// Tags nest: inside a keep span everything is kept; otherwise the innermost rate applies. An
-// unclosed tag extends to the end; a closing tag with nothing open is dropped.
-// Errors: InvalidArgument when R is not a number in [0, 1].
+// Removes `<terse:keep>`, `</terse:keep>`, `<terse rate=R>` (R may be quoted) and `</terse>`, and
+// LLMLingua's structured-prompt tags as their aliases: `<llmlingua, compress=False>` (keep),
+// `<llmlingua, rate=R>` (a rate), `<llmlingua>` (the global budget), each closed by
+// `</llmlingua>`. Tags nest: inside a keep span everything is kept; otherwise the innermost rate
+// applies. An unclosed tag extends to the end; a closing tag with nothing open is dropped.
+// Errors: InvalidArgument when R is not a number in [0, 1] or an llmlingua tag has another
+// attribute.
 absl::StatusOr<MarkedText> ParseMarkup(std::string_view text);
 
 // What a unit is, for the keep decision and for reassembly.

@@ -93,6 +93,44 @@ TEST(MarkupTest, BadRateIsInvalidArgument) {
   EXPECT_THAT(ParseMarkup("<terse rate>x</terse>"), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+TEST(MarkupTest, LlmlinguaTagsAreAliases) {
+  auto m = ParseMarkup(
+      "<llmlingua, compress=False>Keep: 42 apples.</llmlingua> mid "
+      "<llmlingua, rate=0.4>squeeze this</llmlingua> <llmlingua>global</llmlingua> end");
+  ASSERT_THAT(m, IsOk());
+  EXPECT_EQ(m->text, "Keep: 42 apples. mid squeeze this global end");
+  ASSERT_EQ(m->spans.size(), 2u);
+  EXPECT_TRUE(m->spans[0].keep);
+  EXPECT_EQ(m->text.substr(m->spans[0].begin, m->spans[0].end - m->spans[0].begin),
+            "Keep: 42 apples.");
+  EXPECT_FALSE(m->spans[1].keep);
+  EXPECT_DOUBLE_EQ(m->spans[1].rate, 0.4);
+  EXPECT_EQ(m->text.substr(m->spans[1].begin, m->spans[1].end - m->spans[1].begin), "squeeze this");
+}
+
+TEST(MarkupTest, LlmlinguaTagsNestWithTerseTagsAndTakeBothAttributes) {
+  auto m = ParseMarkup(
+      "<llmlingua, rate=0.5, compress=True>a <terse:keep>b</terse:keep> c</llmlingua>"
+      "<llmlingua,compress=false>d</llmlingua></llmlingua>");
+  ASSERT_THAT(m, IsOk());
+  EXPECT_EQ(m->text, "a b cd");
+  ASSERT_EQ(m->spans.size(), 4u);
+  EXPECT_DOUBLE_EQ(m->spans[0].rate, 0.5);
+  EXPECT_TRUE(m->spans[1].keep);
+  EXPECT_DOUBLE_EQ(m->spans[2].rate, 0.5);
+  EXPECT_TRUE(m->spans[3].keep);
+}
+
+TEST(MarkupTest, BadLlmlinguaTagsAreInvalidArgumentAndLookalikesAreText) {
+  EXPECT_THAT(ParseMarkup("<llmlingua, rate=2>x</llmlingua>"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rate")));
+  EXPECT_THAT(ParseMarkup("<llmlingua, color=red>x</llmlingua>"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("llmlingua")));
+  auto m = ParseMarkup("<llmlinguas> stays");
+  ASSERT_THAT(m, IsOk());
+  EXPECT_EQ(m->text, "<llmlinguas> stays");
+}
+
 TEST(SplitUnitsTest, WordsPunctuationNumbersContractions) {
   EXPECT_THAT(
       UnitsOf("Don't pay $3.50, or 1,000 yen... ok?!"),
