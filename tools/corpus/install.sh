@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 debs=(bible-kjv bible-kjv-text r-cran-janeaustenr r-base-core python3.11-doc debian-handbook
-      debian-reference-en)
+      debian-reference-en manpages perl-doc linux-doc-6.1 groff-base)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
