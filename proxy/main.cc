@@ -20,6 +20,7 @@
 #include "compressor/compress_command.h"
 #include "compressor/compressor.h"
 #include "config/config.h"
+#include "eval/eval_command.h"
 #include "providers/provider_set.h"
 #include "proxy/compression_step.h"
 #include "proxy/grpc_server.h"
@@ -69,6 +70,7 @@ int RunServe(const Args& args);
 int RunVersion(const Args& args);
 int RunHelp(const Args& args);
 int RunCompress(const Args& args);
+int RunEval(const Args& args);
 
 // The subcommands. To add one (e.g. `compress`), declare its Run function and add a row here.
 constexpr Subcommand kSubcommands[] = {
@@ -77,6 +79,8 @@ constexpr Subcommand kSubcommands[] = {
     {"compress",
      "compress [--rate R | --target-tokens N] [--question-aware] [--json] [--show] < PROMPT",
      "compress a prompt from stdin as a route would (--help for every flag)", RunCompress},
+    {"eval", "eval [--families LIST] [--items N] [--rates LIST] [--json FILE] [--svg FILE]",
+     "measure what compression keeps, per task family and rate (--help for every flag)", RunEval},
     {"version", "version", "print the version", RunVersion},
     {"help", "help", "print this help", RunHelp},
 };
@@ -107,6 +111,12 @@ int RunCompress(const Args& args) {
   std::vector<char*> argv;
   for (std::string& a : argv_strings) argv.push_back(a.data());
   return compressor::RunCompressCommand(static_cast<int>(argv.size()), argv.data());
+}
+
+int RunEval(const Args& args) {
+  std::vector<std::string> argv = {"eval"};
+  for (std::string_view a : args) argv.emplace_back(a);
+  return eval::RunEvalCommand(argv, std::cout, std::cerr);
 }
 
 // The compression step the config asks for: the compressor when any route compresses or lets

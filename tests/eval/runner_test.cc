@@ -1,0 +1,163 @@
+// The eval run end to end on the tiny test model: every method lands on its budget, the shares are
+// shares, and the outputs (table, JSON, SVG, the --check thresholds) say what was measured.
+#include "eval/runner.h"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "compressor/target_tokenizer.h"
+#include "eval/eval_command.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace terse::eval {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kTinyModel[] = "tests/fixtures/tiny-lm";
+
+std::shared_ptr<compressor::Compressor> TinyCompressor() {
+  compressor::LanguageModelOptions options;
+  options.model_dir = kTinyModel;
+  options.threads = 1;
+  auto loaded = compressor::Compressor::Load(options, 0);
+  EXPECT_TRUE(loaded.ok()) << loaded.status();
+  return loaded.ok() ? std::shared_ptr<compressor::Compressor>(std::move(*loaded)) : nullptr;
+}
+
+TEST(EvalRunTest, EveryMethodLandsOnItsBudgetAndSharesAreShares) {
+  auto compressor = TinyCompressor();
+  ASSERT_NE(compressor, nullptr);
+  auto tokenizer = compressor::GetTargetTokenizer("cl100k_base");
+  ASSERT_TRUE(tokenizer.ok());
+  RunOptions options;
+  options.families = {Family::kMultiDocQa, Family::kFewShotMath};
+  options.items_per_family = 2;
+  options.rates = {0.5, 0.33};
+  options.progress = false;
+  const std::vector<NamedMethod> methods = {
+      {"terse", "chat", TerseMethod(compressor, {}, Face::kChat)},
+      {"terse", "prompt", TerseMethod(compressor, {}, Face::kPrompt)},
+      {"truncate", "-", TruncateMethod(*tokenizer)},
+      {"random", "-", RandomDropMethod(*tokenizer, 1)}};
+  auto result = Evaluate(options, methods);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->rows.size(), methods.size() * 2 * 2);
+  for (const Row& r : result->rows) {
+    SCOPED_TRACE(r.method + "/" + r.face + " " + r.family + " " + std::to_string(r.rate));
+    EXPECT_EQ(r.errors, 0u) << r.first_error;
+    EXPECT_EQ(r.items, 2u);
+    EXPECT_NEAR(r.achieved_rate, r.rate, 0.05 * r.rate);
+    for (double share :
+         {r.answer_kept, r.question_intact, r.demo_answers_kept, r.numbers_kept, r.entities_kept}) {
+      EXPECT_LE(share, 1.0);
+      EXPECT_GE(share, -1.0);  // -1: not measured for this family
+    }
+    if (r.face != "prompt") EXPECT_EQ(r.question_intact, 1.0);
+    if (r.family == "fewshot_math") {
+      EXPECT_GE(r.demo_answers_kept, 0.0);
+      EXPECT_EQ(r.answer_kept, -1.0);
+    } else {
+      EXPECT_GE(r.answer_kept, 0.0);
+    }
+  }
+  const std::string table = FormatTable(*result);
+  EXPECT_THAT(table, HasSubstr("terse (chat)"));
+  EXPECT_THAT(table, HasSubstr("random (-)"));
+  const Json json = ResultJson(*result);
+  EXPECT_EQ(json["rows"].size(), result->rows.size());
+  EXPECT_EQ(json["config"]["items_per_family"], 2);
+  const std::string svg = RetentionSvg(*result);
+  EXPECT_THAT(svg, HasSubstr("<svg"));
+  EXPECT_THAT(svg, HasSubstr("multidoc_qa: answer kept"));
+  EXPECT_THAT(svg, HasSubstr("fewshot_math: demo answers kept"));
+}
+
+TEST(EvalRunTest, ItemMessagesKeepRolesAndEndWithTheQuestion) {
+  const std::vector<Item> chat = Generate(Family::kChat, 1, 3);
+  const Json messages = ItemMessages(chat[0]);
+  ASSERT_GE(messages.size(), 3u);
+  EXPECT_EQ(messages[0]["role"], "system");
+  EXPECT_EQ(messages.back()["role"], "user");
+  EXPECT_EQ(messages.back()["content"], chat[0].question);
+  for (const Json& m : messages) {
+    EXPECT_FALSE(m["content"].get<std::string>().starts_with("User: "));
+    EXPECT_FALSE(m["content"].get<std::string>().starts_with("Assistant: "));
+  }
+  const std::vector<Item> qa = Generate(Family::kMultiDocQa, 1, 3);
+  const Json one = ItemMessages(qa[0]);
+  ASSERT_EQ(one.size(), 2u);
+  EXPECT_THAT(one[1]["content"].get<std::string>(), ::testing::EndsWith(qa[0].question));
+}
+
+class EvalCommandTest : public ::testing::Test {
+ protected:
+  int Eval(std::vector<std::string> args) {
+    args.insert(args.begin(), "eval");
+    out_.str("");
+    err_.str("");
+    return RunEvalCommand(args, out_, err_);
+  }
+  std::string TempPath(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+  std::ostringstream out_, err_;
+};
+
+TEST_F(EvalCommandTest, ChecksPassOrNameTheMiss) {
+  const std::string checks = TempPath("checks.json");
+  std::ofstream(checks) << R"({"checks": [
+      {"method": "truncate", "face": "-", "family": "multidoc_qa", "rate": 0.5,
+       "min": {"question_intact": 1.0}, "max_rate_error": 0.05}]})";
+  const std::vector<std::string> common = {
+      "--model", kTinyModel,      "--families", "multidoc_qa", "--items",   "2", "--rates",
+      "0.5",     "--no-progress", "--faces",    "chat",        "--threads", "1"};
+  std::vector<std::string> args = common;
+  args.insert(args.end(),
+              {"--check", checks, "--json", TempPath("run.json"), "--svg", TempPath("run.svg")});
+  EXPECT_EQ(Eval(args), 0) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("checks met"));
+  std::ifstream json(TempPath("run.json"));
+  EXPECT_TRUE(Json::accept(json));
+
+  std::ofstream(checks) << R"({"checks": [
+      {"method": "truncate", "face": "-", "family": "multidoc_qa", "rate": 0.5,
+       "min": {"answer_kept": 1.01}},
+      {"family": "code", "rate": 0.5, "min": {"answer_kept": 0}}]})";
+  args = common;
+  args.insert(args.end(), {"--check", checks});
+  EXPECT_EQ(Eval(args), 1);
+  EXPECT_THAT(err_.str(), HasSubstr("answer_kept"));
+  EXPECT_THAT(err_.str(), HasSubstr("code at 0.5: not measured"));
+}
+
+TEST_F(EvalCommandTest, BadFlagsAreExitTwoWithAReason) {
+  EXPECT_EQ(Eval({"--families", "poetry"}), 2);
+  EXPECT_THAT(err_.str(), HasSubstr("poetry"));
+  EXPECT_EQ(Eval({"--rates", "0.5,1.5"}), 2);
+  EXPECT_THAT(err_.str(), HasSubstr("1.5"));
+  EXPECT_EQ(Eval({"--items"}), 2);
+  EXPECT_THAT(err_.str(), HasSubstr("needs a value"));
+  EXPECT_EQ(Eval({"--frobnicate"}), 2);
+  EXPECT_EQ(Eval({"--help"}), 0);
+  EXPECT_THAT(out_.str(), HasSubstr("usage: terse eval"));
+}
+
+TEST_F(EvalCommandTest, WritesItemsAsJsonLines) {
+  const std::string path = TempPath("items.jsonl");
+  ASSERT_EQ(Eval({"--families", "tool_json,code", "--items", "3", "--write-items", path}), 0)
+      << err_.str();
+  std::ifstream in(path);
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    const Json item = Json::parse(line);
+    EXPECT_TRUE(item["context"].is_array());
+    EXPECT_FALSE(item["answer"].get<std::string>().empty());
+    ++lines;
+  }
+  EXPECT_EQ(lines, 6);
+}
+
+}  // namespace
+}  // namespace terse::eval
