@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <future>
 #include <system_error>
@@ -38,6 +39,10 @@ struct Unit {
   std::string text;
   size_t tokens = 0;
   bool tool = false;  // a tool or function result: its text is data, never read as markup
+  // History text the budget may shorten in the catch-up pass (a compressible role's turn before
+  // the last user message, or the instruction), even when it is too short to compress alone.
+  bool history = false;
+  std::string original;  // the text before the stable pass rewrote it
 };
 
 bool RoleAllowed(const ChatPolicy& policy, std::string role) {
@@ -263,6 +268,8 @@ absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
   for (Unit& unit : units) {
     unit.tokens = tokenizer->Count(unit.text);
     report.original_tokens += unit.tokens;
+    unit.history = unit.kind == UnitKind::kStable;
+    unit.original = unit.text;
     if (unit.kind != UnitKind::kFixed && unit.tokens < kMinUnitTokens) unit.kind = UnitKind::kFixed;
   }
   // Writes the units back into the messages (the rewritten ones, and those that carried markup)
@@ -389,6 +396,29 @@ absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
         documents->tokens = tokenizer->Count(documents->text);
       }
       spent += documents->tokens;
+    }
+  }
+
+  // Catch-up: when the parts kept whole (the question, short turns) leave the prompt over its
+  // budget, history turns absorb the excess, newest first: a first sweep takes each down to at
+  // most half the route's rate, a second as far as needed. The turns before the first one
+  // shortened here stay as the stable pass made them, so providers' prefix caches keep them.
+  for (const double floor_rate : {0.5 * *rate, 0.0}) {
+    for (size_t u = units.size(); u-- > 0 && spent > budget + 0.5;) {
+      Unit& unit = units[u];
+      if (!unit.history) continue;
+      const double floor = std::max(1.0, floor_rate * tokenizer->Count(unit.original));
+      const double want = std::max(floor, static_cast<double>(unit.tokens) - (spent - budget));
+      if (want >= static_cast<double>(unit.tokens)) continue;
+      CompressOptions options = PartOptions(policy, 1.0);
+      options.rate.reset();
+      options.target_tokens = static_cast<size_t>(std::floor(want));
+      ASSIGN_OR_RETURN(CompressResult result, compressor.CompressText(unit.original, options));
+      if (result.compressed_tokens >= unit.tokens) continue;
+      spent -= static_cast<double>(unit.tokens) - static_cast<double>(result.compressed_tokens);
+      unit.text = std::move(result.prompt);
+      unit.tokens = result.compressed_tokens;
+      unit.kind = UnitKind::kStable;
     }
   }
 

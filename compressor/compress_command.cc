@@ -32,6 +32,8 @@ and prints the compressed prompt.
   --reorder MODE       original | rank | two_stage (default original)
   --dynamic-ratio D    spread item rates +-D over their ranks (default 0: off)
   --segment-tokens N   scoring-model tokens per segment (default 200)
+  --question-rate R    compress the question too (the paper's 0.9; default 1: verbatim)
+  --instruction-rate R compress the instruction too (the paper's 0.85; default 1: verbatim)
   --sentence-filter    also drop whole sentences of kept items
   --exact-past         re-run the kept tokens of each segment, so later segments are scored
                        against exactly the compressed text (slower: 1 + rate passes)
@@ -130,6 +132,13 @@ absl::Status ParseFlags(const std::vector<std::string>& args, Flags* f) {
       auto r = ParseReorder(*v);
       if (!r.ok()) return BadFlag(flag, std::string(r.status().message()));
       f->options.reorder = *r;
+    } else if (flag == "--question-rate" || flag == "--instruction-rate") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      double rate = 0;
+      s = ParseNumber(flag, *v, &rate);
+      if (s.ok() && !(rate >= 0 && rate <= 1)) s = BadFlag(flag, "must be in [0, 1]");
+      (flag == "--question-rate" ? f->options.question_rate : f->options.instruction_rate) = rate;
     } else if (flag == "--dynamic-ratio") {
       auto v = value();
       if (!v.ok()) return v.status();

@@ -274,7 +274,10 @@ absl::Status Run::BuildPart(PartKind kind, size_t item, std::string_view text) {
     }
   }
 
-  // Token -> units it touches (units hold no whitespace, so whitespace tokens touch none).
+  // Token -> units it touches. A token of spaces alone right before a plain unit belongs to
+  // that unit: a word's first piece carries its leading space ("▁bus"), and a number's space is
+  // a piece of its own ("▁" "1" "7" "9") whose surprise is the number's as much as the digits'.
+  // Other whitespace tokens (newlines, indentation) touch no unit.
   p.token_unit.assign(p.tokens.size(), -1);
   p.token_units.assign(p.tokens.size(), 0);
   p.unit_tokens.assign(n, 0);
@@ -288,6 +291,11 @@ absl::Status Run::BuildPart(PartKind kind, size_t item, std::string_view text) {
       p.token_unit[t] = static_cast<int32_t>(u);
       p.token_units[t] = static_cast<int32_t>(v - u);
       ++p.unit_tokens[u];
+    } else if (u < n && units[u].begin == tok.end && !(units[u].flags & kUnitVerbatim) &&
+               std::all_of(p.marked.text.begin() + tok.begin, p.marked.text.begin() + tok.end,
+                           [](char c) { return c == ' '; })) {
+      p.token_unit[t] = static_cast<int32_t>(u);
+      p.token_units[t] = 1;
     }
   }
 

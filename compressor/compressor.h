@@ -43,8 +43,10 @@ struct CompressOptions {
   // spans are compressed and the rest is kept.
   std::optional<double> rate;           // fraction kept, in (0, 1]
   std::optional<size_t> target_tokens;  // absolute size of the compressed prompt
-  double instruction_rate = 0.85;       // the paper's rates; surplus item budget raises them
-  double question_rate = 0.9;
+  // Verbatim by default: one lost digit or "not" in the ask changes the answer. The paper's rates
+  // (instruction 0.85, question 0.9) are opt-ins; surplus item budget raises them.
+  double instruction_rate = 1.0;
+  double question_rate = 1.0;
   int segment_tokens = 200;       // small-LM tokens per iterative segment (capped at context/2)
   double context_budget_k = 2.0;  // coarse step keeps items until k x the item budget
   RankMethod rank = RankMethod::kPerplexity;  // kQuestion needs a question (else perplexity)

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "base/json.h"
 #include "base/status_macros.h"
+#include "compressor/whole_units.h"
 
 namespace terse::compressor::lingua {
 namespace {
@@ -787,6 +788,7 @@ Layout SplitUnits(const MarkedText& marked, const StructureOptions& options) {
     pos = b.end;
   }
   splitter.Split(pos, t.size(), false, &layout.units);
+  JoinWholeUnits(t, breaks, &layout.units);
 
   // Flags: digits, rate spans, forced ranges.
   size_t span = 0;

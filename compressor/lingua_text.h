@@ -51,8 +51,10 @@ enum UnitFlag : uint8_t {
 
 // The smallest thing kept or dropped: a word (letters, digits, inner apostrophes, a number with
 // its decimal point), a run of one punctuation character, one CJK character or emoji with its
-// modifiers, a URL, an e-mail address, an inline `code` span, or a verbatim block. Whitespace
-// belongs to no unit; words are never cut in half because nothing smaller than a unit is dropped.
+// modifiers, a URL, an e-mail address, an inline `code` span, or a verbatim block; and what
+// must not be cut (whole_units.h): a number with its sign, currency and unit, a date, an
+// identifier with digits, a multi-word proper name, which may hold single spaces. Other
+// whitespace belongs to no unit; nothing smaller than a unit is dropped.
 struct Unit {
   uint32_t begin = 0;
   uint32_t end = 0;

@@ -137,6 +137,30 @@ TEST(CompressChatTest, StablePrefixIsByteIdenticalAcrossQuestions) {
   EXPECT_TRUE(b->cache_hit) << "the second request's stable parts come from the cache";
 }
 
+TEST(CompressChatTest, ShortTurnsAndAVerbatimQuestionStillLandOnTheRate) {
+  // Turns too short to compress alone, one long turn, and a last message that is all question:
+  // the history absorbs what the question and short turns cannot give, newest turns first.
+  auto compressor = TinyCompressor();
+  ASSERT_NE(compressor, nullptr);
+  Json messages = Json::array();
+  messages.push_back({{"role", "system"}, {"content", Prose(60, 40)}});
+  for (int i = 0; i < 10; ++i) {
+    messages.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", Prose(12, 41 + i)}});
+  }
+  messages.push_back({{"role", "user"}, {"content", "Which harbour did the third ship reach?"}});
+  const Json original = messages;
+  for (double rate : {0.5, 0.33}) {
+    messages = original;
+    auto report = CompressChat(*compressor, messages, Policy(rate));
+    ASSERT_THAT(report, IsOk());
+    EXPECT_NEAR(report->rate, rate, rate * 0.05) << report->compressed_tokens << " of "
+                                                 << report->original_tokens;
+    EXPECT_EQ(report->compressed_tokens, Tokens(messages));
+    EXPECT_EQ(messages.back(), original.back()) << "the question stays verbatim";
+    EXPECT_EQ(messages[1], original[1]) << "the oldest short turn is the cached prefix";
+  }
+}
+
 TEST(CompressChatTest, UnderMinPromptTokensUnchanged) {
   auto compressor = TinyCompressor();
   ASSERT_NE(compressor, nullptr);

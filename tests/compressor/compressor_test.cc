@@ -325,18 +325,19 @@ TEST_F(CompressorTest, TinyRatesKeepInstructionAndQuestion) {
   p.instruction = "You are a careful assistant. Answer from the documents only.";
   for (int i = 0; i < 6; ++i) p.context.push_back(Prose(200, 50 + i));
   p.question = "Which harbor paid the silver tax first?";
-  CompressOptions whole = AtRate(0.05);
-  whole.instruction_rate = 1.0;
-  whole.question_rate = 1.0;
-  auto r = compressor_->Compress(p, whole);
+  // By default both are kept verbatim, however small the rate.
+  auto r = compressor_->Compress(p, AtRate(0.05));
   ASSERT_THAT(r, IsOk());
   EXPECT_EQ(r->instruction, p.instruction);
   EXPECT_EQ(r->question, p.question);
   EXPECT_THAT(r->prompt, ::testing::StartsWith(p.instruction));
   EXPECT_THAT(r->prompt, ::testing::EndsWith(p.question));
 
-  // At the paper's default rates they shrink only to about their own rates.
-  auto d = compressor_->Compress(p, AtRate(0.05));
+  // At the paper's rates (opt-in) they shrink only to about those rates.
+  CompressOptions paper = AtRate(0.05);
+  paper.instruction_rate = 0.85;
+  paper.question_rate = 0.9;
+  auto d = compressor_->Compress(p, paper);
   ASSERT_THAT(d, IsOk());
   EXPECT_GE(Cl100k().Count(d->instruction), 0.8 * Cl100k().Count(p.instruction) - 1);
   EXPECT_GE(Cl100k().Count(d->question), 0.85 * Cl100k().Count(p.question) - 1);
@@ -348,8 +349,12 @@ TEST_F(CompressorTest, SurplusBudgetFlowsBackToInstructionAndQuestion) {
   p.instruction = Prose(100, 60);
   p.context = {Prose(30, 61)};
   p.question = Prose(40, 62);
-  // Item budget far above the one small item: instruction and question get the rest.
-  auto r = compressor_->Compress(p, AtRate(0.95));
+  // Item budget far above the one small item: instruction and question, at the paper's rates,
+  // get the rest.
+  CompressOptions paper = AtRate(0.95);
+  paper.instruction_rate = 0.85;
+  paper.question_rate = 0.9;
+  auto r = compressor_->Compress(p, paper);
   ASSERT_THAT(r, IsOk());
   ExpectRate(*r, 0.95);
   EXPECT_EQ(r->context[0].text, p.context[0]);

@@ -134,7 +134,41 @@ TEST(MarkupTest, BadLlmlinguaTagsAreInvalidArgumentAndLookalikesAreText) {
 TEST(SplitUnitsTest, WordsPunctuationNumbersContractions) {
   EXPECT_THAT(
       UnitsOf("Don't pay $3.50, or 1,000 yen... ok?!"),
-      ElementsAre("Don't", "pay", "$", "3.50", ",", "or", "1,000", "yen", "...", "ok", "?", "!"));
+      ElementsAre("Don't", "pay", "$3.50", ",", "or", "1,000", "yen", "...", "ok", "?", "!"));
+}
+
+TEST(SplitUnitsTest, NumbersWithSignsCurrenciesAndUnitsStayWhole) {
+  EXPECT_THAT(UnitsOf("It fell -4 degrees; sales rose 15% to \xE2\x82\xAC"
+                      "2.4 million over 3.5 km."),
+              ElementsAre("It", "fell", "-4", "degrees", ";", "sales", "rose", "15%", "to",
+                          "\xE2\x82\xAC"
+                          "2.4 million",
+                          "over", "3.5 km", "."));
+  // A hyphen between words is no sign; a number's count of things is no unit.
+  EXPECT_THAT(UnitsOf("well-known 12 apples"), ElementsAre("well", "-", "known", "12", "apples"));
+}
+
+TEST(SplitUnitsTest, DatesTimesAndIdentifiersStayWhole) {
+  EXPECT_THAT(UnitsOf("On 14 March 2003, March 14, 2003 and March 2003 at 00:12:31 ref KX-4821 "
+                      "due 2024-05-17."),
+              ElementsAre("On", "14 March 2003", ",", "March 14, 2003", "and", "March 2003", "at",
+                          "00:12:31", "ref", "KX-4821", "due", "2024-05-17", "."));
+}
+
+TEST(SplitUnitsTest, MultiWordNamesStayWhole) {
+  EXPECT_THAT(UnitsOf("The survey by Idris Bramwell of the Bank of England reached Port Elsinore."),
+              ElementsAre("The", "survey", "by", "Idris Bramwell", "of", "the", "Bank of England",
+                          "reached", "Port Elsinore", "."));
+  // Not across a line break or two spaces, not a function word, and a lone capital stays alone.
+  EXPECT_THAT(UnitsOf("Idris\nBramwell  Smith In Paris"),
+              ElementsAre("Idris", "Bramwell", "Smith", "In", "Paris"));
+}
+
+TEST(SplitUnitsTest, WholeUnitsNeverCrossMarkup) {
+  auto m = ParseMarkup("Idris <terse:keep>Bramwell</terse:keep> paid $<terse rate=0.5>3</terse>");
+  ASSERT_THAT(m, IsOk());
+  EXPECT_THAT(UnitTexts(*m, SplitUnits(*m, {})),
+              ElementsAre("Idris", "Bramwell", "paid", "$", "3"));
 }
 
 TEST(SplitUnitsTest, UrlsEmailsAndInlineCodeAreAtomic) {

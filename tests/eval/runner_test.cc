@@ -33,7 +33,7 @@ TEST(EvalRunTest, EveryMethodLandsOnItsBudgetAndSharesAreShares) {
   auto tokenizer = compressor::GetTargetTokenizer("cl100k_base");
   ASSERT_TRUE(tokenizer.ok());
   RunOptions options;
-  options.families = {Family::kMultiDocQa, Family::kFewShotMath};
+  options.families = {Family::kMultiDocQa, Family::kFewShotMath, Family::kChat};
   options.items_per_family = 2;
   options.rates = {0.5, 0.33};
   options.progress = false;
@@ -44,7 +44,7 @@ TEST(EvalRunTest, EveryMethodLandsOnItsBudgetAndSharesAreShares) {
       {"random", "-", RandomDropMethod(*tokenizer, 1)}};
   auto result = Evaluate(options, methods);
   ASSERT_TRUE(result.ok()) << result.status();
-  ASSERT_EQ(result->rows.size(), methods.size() * 2 * 2);
+  ASSERT_EQ(result->rows.size(), methods.size() * 3 * 2);
   for (const Row& r : result->rows) {
     SCOPED_TRACE(r.method + "/" + r.face + " " + r.family + " " + std::to_string(r.rate));
     EXPECT_EQ(r.errors, 0u) << r.first_error;
@@ -55,7 +55,8 @@ TEST(EvalRunTest, EveryMethodLandsOnItsBudgetAndSharesAreShares) {
       EXPECT_LE(share, 1.0);
       EXPECT_GE(share, -1.0);  // -1: not measured for this family
     }
-    if (r.face != "prompt") EXPECT_EQ(r.question_intact, 1.0);
+    // The question is the user's ask: every face keeps it verbatim by default.
+    EXPECT_EQ(r.question_intact, 1.0);
     if (r.family == "fewshot_math") {
       EXPECT_GE(r.demo_answers_kept, 0.0);
       EXPECT_EQ(r.answer_kept, -1.0);
