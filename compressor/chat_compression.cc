@@ -129,6 +129,15 @@ absl::StatusOr<std::vector<size_t>> MatchStarts(const std::string& pattern,
 
 }  // namespace
 
+ChatPolicy RecommendedChatPolicy() {
+  ChatPolicy policy;
+  policy.question_aware = true;
+  policy.options.reorder = Reorder::kRank;
+  policy.options.dynamic_ratio = 0.3;
+  policy.options.context_budget_k = 1.0;
+  return policy;
+}
+
 std::string WithoutMarkup(std::string text) {
   if (text.find("terse") == std::string::npos && text.find("llmlingua") == std::string::npos) {
     return text;

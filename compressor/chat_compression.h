@@ -25,10 +25,10 @@ struct ChatPolicy {
   // (the band with the largest min_prompt_tokens not above the prompt wins).
   CompressOptions options;
   std::vector<RateBand> rate_bands;
-  size_t min_prompt_tokens = 0;   // prompts below it (target tokens) are forwarded unchanged
+  size_t min_prompt_tokens = 0;  // prompts below it (target tokens) are forwarded unchanged
   std::vector<std::string> roles = {"system", "user", "assistant"};  // "system" covers developer
-  size_t keep_last_turns = 0;     // messages just before the last user message kept verbatim
-  bool question_aware = false;    // rank the last message's documents by the question
+  size_t keep_last_turns = 0;       // messages just before the last user message kept verbatim
+  bool question_aware = false;      // rank the last message's documents by the question
   bool compress_tool_json = false;  // tool messages: shrink JSON string values (else kept)
   // Splits the last user message into documents: `<terse:doc>...</terse:doc>` tags when present,
   // else this regex's matches start new documents (e.g. "Document \\[\\d+\\]"), else blank-line
@@ -36,14 +36,21 @@ struct ChatPolicy {
   std::string document_delimiter;
 };
 
+// The recipe `terse eval` measured best (bench/RESULTS.md): documents ranked by the question, the
+// best first, item rates spread +-0.3 over the ranks, and items kept up to their budget, so
+// that whole documents and demonstrations are chosen before any is cut up. A route's defaults
+// (config/validate.cc fills the same values; proxy's tests hold the two equal), and what
+// `terse compress --question-aware` and `terse eval` use unless told otherwise.
+ChatPolicy RecommendedChatPolicy();
+
 struct ChatReport {
   bool applied = false;
-  std::string reason;            // why not applied, when not
-  size_t original_tokens = 0;    // target tokens of all message text
+  std::string reason;          // why not applied, when not
+  size_t original_tokens = 0;  // target tokens of all message text
   size_t compressed_tokens = 0;
   double rate = 1.0;
   double ms = 0;
-  bool cache_hit = false;        // every stable part came from the compressor's cache
+  bool cache_hit = false;  // every stable part came from the compressor's cache
 };
 
 // The parts of a chat, as the method sees them.

@@ -7,12 +7,14 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
 #include "base/json.h"
+#include "compressor/chat_compression.h"
 #include "compressor/compressor.h"
 
 namespace terse::compressor {
@@ -31,6 +33,9 @@ and prints the compressed prompt.
   --contrastive        token scores conditioned on the question (needs a question)
   --reorder MODE       original | rank | two_stage (default original)
   --dynamic-ratio D    spread item rates +-D over their ranks (default 0: off)
+  --context-budget-k K the coarse step keeps items until K x their budget (default 2)
+                       (--question-aware: the recipe terse eval chose, reorder rank,
+                       dynamic ratio 0.3, K 1, unless these flags say otherwise)
   --segment-tokens N   scoring-model tokens per segment (default 200)
   --question-rate R    compress the question too (the paper's 0.9; default 1: verbatim)
   --instruction-rate R compress the instruction too (the paper's 0.85; default 1: verbatim)
@@ -52,6 +57,8 @@ and prints the compressed prompt.
 struct Flags {
   CompressOptions options;
   LanguageModelOptions model;
+  bool question_aware = false;
+  std::set<std::string> given;  // the flags on the command line
   bool json = false;
   bool show = false;
   bool help = false;
@@ -80,6 +87,7 @@ absl::Status ParseFlags(const std::vector<std::string>& args, Flags* f) {
       inline_value = flag.substr(eq + 1);
       flag = flag.substr(0, eq);
     }
+    f->given.insert(flag);
     const auto value = [&]() -> absl::StatusOr<std::string> {
       if (inline_value) return *inline_value;
       if (i + 1 >= args.size()) return BadFlag(flag, "needs a value");
@@ -109,8 +117,7 @@ absl::Status ParseFlags(const std::vector<std::string>& args, Flags* f) {
       f->options.target_tokens = static_cast<size_t>(n);
       f->options.rate.reset();
     } else if (flag == "--question-aware") {
-      bool on = false;
-      s = switch_flag(&on);
+      s = switch_flag(&f->question_aware);
       f->options.rank = RankMethod::kQuestion;
     } else if (flag == "--contrastive") {
       s = switch_flag(&f->options.contrastive);
@@ -139,6 +146,11 @@ absl::Status ParseFlags(const std::vector<std::string>& args, Flags* f) {
       s = ParseNumber(flag, *v, &rate);
       if (s.ok() && !(rate >= 0 && rate <= 1)) s = BadFlag(flag, "must be in [0, 1]");
       (flag == "--question-rate" ? f->options.question_rate : f->options.instruction_rate) = rate;
+    } else if (flag == "--context-budget-k") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      s = ParseNumber(flag, *v, &f->options.context_budget_k);
+      if (s.ok() && !(f->options.context_budget_k > 0)) s = BadFlag(flag, "must be positive");
     } else if (flag == "--dynamic-ratio") {
       auto v = value();
       if (!v.ok()) return v.status();
@@ -171,6 +183,15 @@ absl::Status ParseFlags(const std::vector<std::string>& args, Flags* f) {
       return BadFlag(flag, "unknown flag (see --help)");
     }
     if (!s.ok()) return s;
+  }
+  // --question-aware brings the rest of the recipe `terse eval` chose, flag by flag.
+  if (f->question_aware) {
+    const ChatPolicy recipe = RecommendedChatPolicy();
+    if (!f->given.count("--reorder")) f->options.reorder = recipe.options.reorder;
+    if (!f->given.count("--dynamic-ratio")) f->options.dynamic_ratio = recipe.options.dynamic_ratio;
+    if (!f->given.count("--context-budget-k")) {
+      f->options.context_budget_k = recipe.options.context_budget_k;
+    }
   }
   return absl::OkStatus();
 }

@@ -53,13 +53,17 @@ void FillCompression(const std::set<std::string>& present, const std::string& pa
   if (unset("segment_tokens")) c.set_segment_tokens(200);
   if (unset("timeout_ms")) c.set_timeout_ms(2000);
   if (unset("on_error")) c.set_on_error("forward_uncompressed");
-  if (unset("reorder")) c.set_reorder("original");
+  // The recipe `terse eval` measured best (compressor::RecommendedChatPolicy, held equal to these
+  // by proxy's tests).
+  if (unset("question_aware")) c.set_question_aware(true);
+  if (unset("reorder")) c.set_reorder("rank");
+  if (unset("dynamic_ratio")) c.set_dynamic_ratio(0.3);
   if (unset("tool_messages")) c.set_tool_messages("keep");
   if (unset("roles")) {
     c.clear_roles();
     for (const char* role : {"system", "user", "assistant"}) c.add_roles(role);
   }
-  if (unset("context_budget_k")) c.set_context_budget_k(2);
+  if (unset("context_budget_k")) c.set_context_budget_k(1.0);
 }
 
 // Collects problems; every check appends and carries on.

@@ -53,14 +53,16 @@ must allow overrides, as make run's config does):
   --api-key-env VAR    send $VAR as the bearer key
   --llm-answers        the upstream is a real LLM: score its replies (exact match: the reply
                        contains the answer) against the uncompressed prompt's replies
-The recipe (defaults: a route's defaults):
+The recipe (defaults: a route's defaults, the recipe this harness chose: question-aware,
+reorder rank, dynamic ratio 0.3, context budget k 1):
   --name NAME          label of the recipe in the output (default terse)
   --question-aware     rank context items by the question
+  --no-question-aware  rank them by their own perplexity
   --contrastive        question-conditioned token scores
   --reorder MODE       original | rank | two_stage
   --dynamic-ratio D    item rates spread +-D over their ranks
   --keep-digits        never drop words with digits
-  --context-budget-k K coarse step keeps items until K x the item budget (default 2)
+  --context-budget-k K coarse step keeps items until K x the item budget
   --segment-tokens N   scoring-model tokens per segment (default 200)
   --question-rate R    compress the question on the prompt face too (the paper's 0.9)
 )";
@@ -71,7 +73,7 @@ struct Flags {
   bool baselines = true;
   bool help = false;
   compressor::LanguageModelOptions model;
-  compressor::ChatPolicy policy;
+  compressor::ChatPolicy policy = compressor::RecommendedChatPolicy();
   std::string name = "terse";
   std::string json_path, svg_path, check_path, items_path, outputs_path;
   GatewayOptions gateway;
@@ -177,6 +179,8 @@ absl::Status ParseFlags(const std::vector<std::string>& args, Flags* f) {
       f->run.progress = false;
     } else if (flag == "--question-aware") {
       f->policy.question_aware = true;
+    } else if (flag == "--no-question-aware") {
+      f->policy.question_aware = false;
     } else if (flag == "--contrastive") {
       f->policy.options.contrastive = true;
     } else if (flag == "--keep-digits") {

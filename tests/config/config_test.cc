@@ -110,11 +110,14 @@ TEST(ConfigLoadTest, MinimalConfigGetsEveryDefault) {
   EXPECT_EQ(z.segment_tokens(), 200u);
   EXPECT_EQ(z.timeout_ms(), 2000u);
   EXPECT_EQ(z.on_error(), "forward_uncompressed");
-  EXPECT_EQ(z.reorder(), "original");
   EXPECT_EQ(z.tool_messages(), "keep");
   EXPECT_THAT(z.roles(), ElementsAre("system", "user", "assistant"));
+  // The recipe terse eval chose.
+  EXPECT_TRUE(z.question_aware());
+  EXPECT_EQ(z.reorder(), "rank");
+  EXPECT_DOUBLE_EQ(z.dynamic_ratio(), 0.3);
   ASSERT_TRUE(z.has_context_budget_k());
-  EXPECT_EQ(z.context_budget_k(), 2.0);
+  EXPECT_EQ(z.context_budget_k(), 1.0);
 }
 
 TEST(ConfigLoadTest, ProviderDefaultsDependOnKind) {

@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "compressor/chat_compression.h"
 #include "compressor/compressor.h"
+#include "config/config.h"
 #include "tests/support/status_matchers.h"
 
 namespace terse::proxy {
@@ -31,10 +33,10 @@ std::shared_ptr<compressor::Compressor> TinyCompressor() {
 
 // Words from a small vocabulary: about `words` target tokens of prose in blank-line paragraphs.
 std::string Prose(int words, int seed) {
-  static const char* kWords[] = {"the", "harbor", "council", "agreed", "to", "rebuild", "a",
-                                 "bridge", "after", "storm", "merchants", "sold", "grain",
-                                 "and", "salt", "every", "spring", "while", "farmers",
-                                 "planted", "barley", "near", "old", "mills"};
+  static const char* kWords[] = {"the",     "harbor",  "council", "agreed", "to",        "rebuild",
+                                 "a",       "bridge",  "after",   "storm",  "merchants", "sold",
+                                 "grain",   "and",     "salt",    "every",  "spring",    "while",
+                                 "farmers", "planted", "barley",  "near",   "old",       "mills"};
   std::string text;
   for (int i = 0; i < words; ++i) {
     if (i > 0) text += (i % 60 == 0) ? ".\n\n" : " ";
@@ -152,9 +154,8 @@ TEST(CompressorStepTest, FullQueueAndTimeoutEndCallsAtOnce) {
   constexpr int kCalls = 8;
   std::vector<std::promise<Outcome>> promises(kCalls);
   for (int i = 0; i < kCalls; ++i) {
-    step->Compress(route, {}, ChatBody(3000 + i), [&promises, i](Outcome o) mutable {
-      promises[i].set_value(std::move(o));
-    });
+    step->Compress(route, {}, ChatBody(3000 + i),
+                   [&promises, i](Outcome o) mutable { promises[i].set_value(std::move(o)); });
   }
   int overloaded = 0, timed_out = 0;
   for (auto& p : promises) {
@@ -166,6 +167,30 @@ TEST(CompressorStepTest, FullQueueAndTimeoutEndCallsAtOnce) {
   }
   EXPECT_GT(overloaded, 0) << "a queue of one cannot hold eight calls";
   EXPECT_GT(timed_out, 0) << "3,000-token prompts do not compress in 1 ms";
+}
+
+}  // namespace
+}  // namespace terse::proxy
+
+namespace terse::proxy {
+namespace {
+
+// config/ fills a route's compression defaults without seeing compressor/; they must stay the
+// recipe compressor::RecommendedChatPolicy names.
+TEST(RouteDefaultsTest, ARouteThatSaysNothingGetsTheRecommendedRecipe) {
+  auto config = config::LoadConfigText(R"(
+providers: [{name: echo, kind: echo}]
+routes: [{name: r, model: "*", provider: echo, compression: {enabled: true, rate: 0.5}}]
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const v1::Compression& c = (*config)->proto().routes(0).compression();
+  const compressor::ChatPolicy recipe = compressor::RecommendedChatPolicy();
+  EXPECT_EQ(c.question_aware(), recipe.question_aware);
+  EXPECT_EQ(c.reorder(), "rank");
+  EXPECT_EQ(recipe.options.reorder, compressor::Reorder::kRank);
+  EXPECT_DOUBLE_EQ(c.dynamic_ratio(), recipe.options.dynamic_ratio);
+  EXPECT_DOUBLE_EQ(c.context_budget_k(), recipe.options.context_budget_k);
+  EXPECT_EQ(c.contrastive(), recipe.options.contrastive);
 }
 
 }  // namespace
