@@ -1,6 +1,6 @@
 // Prompt compression (LLMLingua with the LongLLMLingua extensions): the public face of the
-// compressor folder. Budgets are in the target LLM's tokens; see ../shared/lingua.md for the
-// method and README for the options.
+// compressor folder. Budgets are in the target LLM's tokens; README's "Compression" section
+// describes the method and its options, docs/eval.md how what it keeps is measured.
 #pragma once
 
 #include <cstddef>
