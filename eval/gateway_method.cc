@@ -2,6 +2,7 @@
 #include "eval/gateway_method.h"
 
 #include <future>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -80,27 +81,27 @@ Method GatewayClient::AsMethod() {
     std::future<absl::StatusOr<Json>> answer = sink->Future();
     std::unique_ptr<providers::Call> call = impl->provider->Send(request, sink);
     ASSIGN_OR_RETURN(Json body, answer.get());
-    const Json* content = nullptr;
+    std::optional<std::string> content;
     if (body.is_object() && body.contains("choices") && body["choices"].is_array() &&
-        !body["choices"].empty()) {
-      const Json& message = body["choices"][0].value("message", Json());
+        !body["choices"].empty() && body["choices"][0].is_object()) {
+      const Json message = body["choices"][0].value("message", Json());
       if (message.is_object() && message.contains("content") && message["content"].is_string()) {
-        content = &message["content"];
+        content = message["content"].get<std::string>();
       }
     }
-    if (content == nullptr) {
+    if (!content.has_value()) {
       return absl::DataLossError(absl::StrCat("the gateway's answer has no message content: ",
                                               body.dump().substr(0, 200)));
     }
     CompressedPrompt out;
     if (impl->options.llm_answers) {
-      out.reply = content->get<std::string>();
-      const Json& usage = body.value("usage", Json());
+      out.reply = *std::move(content);
+      const Json usage = body.value("usage", Json());
       if (usage.is_object() && usage.value("prompt_tokens", Json()).is_number_unsigned()) {
         out.billed_prompt_tokens = usage["prompt_tokens"].get<size_t>();
       }
     } else {
-      out.prompt = content->get<std::string>();
+      out.prompt = *std::move(content);
     }
     return out;
   };

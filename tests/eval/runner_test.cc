@@ -8,8 +8,10 @@
 
 #include "compressor/target_tokenizer.h"
 #include "eval/eval_command.h"
+#include "eval/gateway_method.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/fake_upstream.h"
 
 namespace terse::eval {
 namespace {
@@ -158,6 +160,89 @@ TEST_F(EvalCommandTest, WritesItemsAsJsonLines) {
     ++lines;
   }
   EXPECT_EQ(lines, 6);
+}
+
+}  // namespace
+}  // namespace terse::eval
+
+namespace terse::eval {
+namespace {
+
+// The gateway face against a fake OpenAI-compatible server: each item is one chat completion
+// with x-terse-rate (or x-terse-compress: off for the reference), and what comes back is scored.
+TEST(GatewayMethodTest, SendsRatesAndScoresWhatComesBack) {
+  testing::FakeUpstream upstream;  // answers with the last user message: an echo
+  GatewayOptions options;
+  options.base_url = upstream.base_url();
+  options.api_key = "sk-test";
+  auto client = GatewayClient::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  RunOptions run;
+  run.families = {Family::kMultiDocQa};
+  run.items_per_family = 2;
+  run.rates = {0.5};
+  run.progress = false;
+  auto result = Evaluate(run, {{"terse", "gateway", (*client)->AsMethod()}});
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->rows.size(), 1u);
+  EXPECT_EQ(result->rows[0].errors, 0u) << result->rows[0].first_error;
+  // The echo holds the documents and the question whole: everything survives.
+  EXPECT_EQ(result->rows[0].answer_kept, 1.0);
+  EXPECT_EQ(result->rows[0].question_intact, 1.0);
+  ASSERT_EQ(upstream.request_count(), 2u);
+  const testing::FakeRequest request = upstream.last_request();
+  EXPECT_EQ(request.path, "/v1/chat/completions");
+  EXPECT_EQ(request.Header("x-terse-rate"), "0.5");
+  EXPECT_EQ(request.Header("authorization"), "Bearer sk-test");
+  EXPECT_EQ(request.JsonBody()["messages"][0]["role"], "system");
+}
+
+TEST(GatewayMethodTest, LlmAnswersAreScoredForExactMatchAgainstTheUncompressedReference) {
+  testing::FakeUpstream upstream;
+  const std::vector<Item> items = Generate(Family::kToolJson, 1, 1);
+  upstream.SetDefaultReply(testing::FakeReply::Text("It is " + items[0].expected_reply + "."));
+  GatewayOptions options;
+  options.base_url = upstream.base_url();
+  options.llm_answers = true;
+  auto compressed = GatewayClient::Create(options);
+  options.compress = false;
+  auto reference = GatewayClient::Create(options);
+  ASSERT_TRUE(compressed.ok() && reference.ok());
+  RunOptions run;
+  run.families = {Family::kToolJson};
+  run.items_per_family = 1;
+  run.rates = {0.5, 0.33};
+  run.progress = false;
+  auto result = Evaluate(run, {{"terse", "gateway", (*compressed)->AsMethod()},
+                               {"uncompressed", "gateway", (*reference)->AsMethod(), true}});
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->rows.size(), 3u);  // two rates, and the reference once at rate 1
+  for (const Row& r : result->rows) {
+    EXPECT_EQ(r.reply_exact_match, 1.0) << r.method << " " << r.rate;
+    EXPECT_EQ(r.errors, 0u) << r.first_error;
+  }
+  EXPECT_EQ(result->rows.back().method, "uncompressed");
+  EXPECT_EQ(result->rows.back().rate, 1.0);
+  ASSERT_EQ(upstream.request_count(), 3u);
+  EXPECT_EQ(upstream.last_request().Header("x-terse-compress"), "off");
+}
+
+TEST(GatewayMethodTest, AnUnreachableGatewayIsAnErrorPerItemNotACrash) {
+  GatewayOptions options;
+  options.base_url = "http://127.0.0.1:1/v1";
+  options.timeout_seconds = 5;
+  auto client = GatewayClient::Create(options);
+  ASSERT_TRUE(client.ok());
+  RunOptions run;
+  run.families = {Family::kCode};
+  run.items_per_family = 1;
+  run.rates = {0.5};
+  run.progress = false;
+  auto result = Evaluate(run, {{"terse", "gateway", (*client)->AsMethod()}});
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(result->rows[0].errors, 1u);
+  EXPECT_EQ(result->rows[0].items, 0u);
+  EXPECT_THAT(FormatTable(*result), HasSubstr("1 failed"));
 }
 
 }  // namespace
