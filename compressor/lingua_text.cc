@@ -654,37 +654,27 @@ absl::StatusOr<MarkedText> ParseMarkup(std::string_view in) {
     if (lt == std::string_view::npos) break;
     const std::string_view rest = in.substr(lt);
     size_t tag_len = 0;
+    // A closing tag ends the innermost open frame of its own kind; one with none open is dropped.
+    const auto close = [&](size_t len, auto is_its_frame) {
+      append(in.substr(plain, lt - plain));
+      for (auto it = stack.rbegin(); it != stack.rend(); ++it) {
+        if (is_its_frame(*it)) {
+          stack.erase(std::next(it).base());
+          break;
+        }
+      }
+      tag_len = len;
+    };
     if (rest.substr(0, 12) == "<terse:keep>") {
       append(in.substr(plain, lt - plain));
       stack.push_back({true, 1.0});
       tag_len = 12;
     } else if (rest.substr(0, 13) == "</terse:keep>") {
-      append(in.substr(plain, lt - plain));
-      for (auto it = stack.rbegin(); it != stack.rend(); ++it) {
-        if (it->keep) {
-          stack.erase(std::next(it).base());
-          break;
-        }
-      }
-      tag_len = 13;
+      close(13, [](const Open& o) { return o.keep && !o.llmlingua; });
     } else if (rest.substr(0, 8) == "</terse>") {
-      append(in.substr(plain, lt - plain));
-      for (auto it = stack.rbegin(); it != stack.rend(); ++it) {
-        if (!it->keep) {
-          stack.erase(std::next(it).base());
-          break;
-        }
-      }
-      tag_len = 8;
+      close(8, [](const Open& o) { return !o.keep && !o.llmlingua; });
     } else if (rest.substr(0, 12) == "</llmlingua>") {
-      append(in.substr(plain, lt - plain));
-      for (auto it = stack.rbegin(); it != stack.rend(); ++it) {
-        if (it->llmlingua) {
-          stack.erase(std::next(it).base());
-          break;
-        }
-      }
-      tag_len = 12;
+      close(12, [](const Open& o) { return o.llmlingua; });
     } else if (rest.substr(0, 10) == "<llmlingua" && rest.size() > 10 &&
                (rest[10] == ',' || rest[10] == '>' || IsAsciiSpace(rest[10]))) {
       const size_t close = rest.find('>');

@@ -34,7 +34,8 @@ struct MarkedText {
 // LLMLingua's structured-prompt tags as their aliases: `<llmlingua, compress=False>` (keep),
 // `<llmlingua, rate=R>` (a rate), `<llmlingua>` (the global budget), each closed by
 // `</llmlingua>`. Tags nest: inside a keep span everything is kept; otherwise the innermost rate
-// applies. An unclosed tag extends to the end; a closing tag with nothing open is dropped.
+// applies. A closing tag ends the innermost open tag of its own kind (terse keep, terse rate,
+// llmlingua); an unclosed tag extends to the end; a closing tag with nothing open is dropped.
 // Errors: InvalidArgument when R is not a number in [0, 1] or an llmlingua tag has another
 // attribute.
 absl::StatusOr<MarkedText> ParseMarkup(std::string_view text);

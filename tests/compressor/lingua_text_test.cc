@@ -121,6 +121,21 @@ TEST(MarkupTest, LlmlinguaTagsNestWithTerseTagsAndTakeBothAttributes) {
   EXPECT_TRUE(m->spans[3].keep);
 }
 
+TEST(MarkupTest, EachClosingTagClosesItsOwnKind) {
+  // </terse> does not end an llmlingua span, nor </llmlingua> a terse one.
+  auto m = ParseMarkup(
+      "<llmlingua, compress=False>a <terse rate=0.5>b</llmlingua> c</terse> d</terse> e</llmlingua>"
+      " f");
+  ASSERT_THAT(m, IsOk());
+  EXPECT_EQ(m->text, "a b c d e f");
+  ASSERT_EQ(m->spans.size(), 2u);
+  EXPECT_TRUE(m->spans[0].keep);
+  EXPECT_EQ(m->text.substr(m->spans[0].begin, m->spans[0].end - m->spans[0].begin), "a b");
+  EXPECT_FALSE(m->spans[1].keep);  // the terse rate span outlives the llmlingua one
+  EXPECT_DOUBLE_EQ(m->spans[1].rate, 0.5);
+  EXPECT_EQ(m->text.substr(m->spans[1].begin, m->spans[1].end - m->spans[1].begin), " c");
+}
+
 TEST(MarkupTest, BadLlmlinguaTagsAreInvalidArgumentAndLookalikesAreText) {
   EXPECT_THAT(ParseMarkup("<llmlingua, rate=2>x</llmlingua>"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rate")));
