@@ -1,6 +1,6 @@
-// Units and reassembly (the markup parser is lingua_markup.cc). Character classes are decided per code point from a few Unicode
-// block ranges: enough to keep words whole in alphabetic scripts, split CJK per character and keep
-// emoji sequences together, without a Unicode database.
+// Units and reassembly (the markup parser is lingua_markup.cc). Character classes are decided per
+// code point from a few Unicode block ranges: enough to keep words whole in alphabetic scripts,
+// split CJK per character and keep emoji sequences together, without a Unicode database.
 #include "compressor/lingua_text.h"
 
 #include <algorithm>
