@@ -3,7 +3,6 @@
 #include "compressor/whole_units.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <iterator>
 #include <string>
 
@@ -68,8 +67,9 @@ bool IsDigits(std::string_view s, size_t min_len, size_t max_len) {
 }
 
 bool IsDay(std::string_view s) {
-  return IsDigits(s, 1, 2) && std::atoi(std::string(s).c_str()) >= 1 &&
-         std::atoi(std::string(s).c_str()) <= 31;
+  if (!IsDigits(s, 1, 2)) return false;
+  const int day = s.size() == 1 ? s[0] - '0' : (s[0] - '0') * 10 + (s[1] - '0');
+  return day >= 1 && day <= 31;
 }
 
 bool IsYear(std::string_view s) { return IsDigits(s, 4, 4); }

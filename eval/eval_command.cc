@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <ostream>
 #include <sstream>
 
@@ -264,6 +265,13 @@ absl::StatusOr<std::vector<std::string>> Check(const Json& result, const std::st
   return misses;
 }
 
+// One JSON value per line.
+std::string JsonLines(const Json& values) {
+  std::string lines;
+  for (const Json& value : values) lines += value.dump() + "\n";
+  return lines;
+}
+
 absl::Status WriteFile(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
@@ -275,34 +283,29 @@ absl::Status WriteFile(const std::string& path, const std::string& text) {
 }  // namespace
 
 int RunEvalCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  const auto fail = [&err](const absl::Status& status, int exit_code) {
+    err << "terse eval: " << status.message() << "\n";
+    return exit_code;
+  };
   Flags flags;
-  if (absl::Status s = ParseFlags(args, &flags); !s.ok()) {
-    err << "terse eval: " << s.message() << "\n";
-    return 2;
-  }
+  if (absl::Status s = ParseFlags(args, &flags); !s.ok()) return fail(s, 2);
   if (flags.help) {
     out << kUsage;
     return 0;
   }
   if (!flags.items_path.empty()) {
-    std::string lines;
+    Json items = Json::array();
     for (Family family : flags.run.families) {
       for (const Item& item : Generate(family, flags.run.items_per_family, flags.run.seed)) {
-        lines += ItemJson(item).dump() + "\n";
+        items.push_back(ItemJson(item));
       }
     }
-    if (absl::Status s = WriteFile(flags.items_path, lines); !s.ok()) {
-      err << "terse eval: " << s.message() << "\n";
-      return 1;
-    }
-    return 0;
+    absl::Status s = WriteFile(flags.items_path, JsonLines(items));
+    return s.ok() ? 0 : fail(s, 1);
   }
   absl::StatusOr<std::shared_ptr<const compressor::TargetTokenizer>> tokenizer =
       compressor::GetTargetTokenizer("cl100k_base");
-  if (!tokenizer.ok()) {
-    err << "terse eval: " << tokenizer.status().message() << "\n";
-    return 1;
-  }
+  if (!tokenizer.ok()) return fail(tokenizer.status(), 1);
   std::vector<NamedMethod> methods;
   std::vector<std::shared_ptr<GatewayClient>> clients;  // outlive the run
   if (!flags.gateway.base_url.empty()) {
@@ -330,10 +333,7 @@ int RunEvalCommand(const std::vector<std::string>& args, std::ostream& out, std:
   } else {
     absl::StatusOr<std::unique_ptr<compressor::Compressor>> loaded =
         compressor::Compressor::Load(flags.model, 0);
-    if (!loaded.ok()) {
-      err << "terse eval: " << loaded.status().message() << "\n";
-      return 1;
-    }
+    if (!loaded.ok()) return fail(loaded.status(), 1);
     std::shared_ptr<compressor::Compressor> compressor = std::move(*loaded);
     for (Face face : flags.faces) {
       methods.push_back(
@@ -345,39 +345,21 @@ int RunEvalCommand(const std::vector<std::string>& args, std::ostream& out, std:
     methods.push_back({"random", "-", RandomDropMethod(*tokenizer, flags.run.seed)});
   }
   absl::StatusOr<RunResult> result = Evaluate(flags.run, methods);
-  if (!result.ok()) {
-    err << "terse eval: " << result.status().message() << "\n";
-    return 2;
-  }
+  if (!result.ok()) return fail(result.status(), 2);
   Json json = ResultJson(*result);
   json["config"]["model_dir"] = flags.model.model_dir;
   out << FormatTable(*result);
-  if (!flags.json_path.empty()) {
-    if (absl::Status s = WriteFile(flags.json_path, json.dump(2) + "\n"); !s.ok()) {
-      err << "terse eval: " << s.message() << "\n";
-      return 1;
-    }
-  }
-  if (!flags.outputs_path.empty()) {
-    std::string lines;
-    for (const Json& line : result->outputs) lines += line.dump() + "\n";
-    if (absl::Status s = WriteFile(flags.outputs_path, lines); !s.ok()) {
-      err << "terse eval: " << s.message() << "\n";
-      return 1;
-    }
-  }
-  if (!flags.svg_path.empty()) {
-    if (absl::Status s = WriteFile(flags.svg_path, RetentionSvg(*result)); !s.ok()) {
-      err << "terse eval: " << s.message() << "\n";
-      return 1;
-    }
+  const std::pair<const std::string&, std::function<std::string()>> files[] = {
+      {flags.json_path, [&] { return json.dump(2) + "\n"; }},
+      {flags.outputs_path, [&] { return JsonLines(result->outputs); }},
+      {flags.svg_path, [&] { return RetentionSvg(*result); }}};
+  for (const auto& [path, text] : files) {
+    if (path.empty()) continue;
+    if (absl::Status s = WriteFile(path, text()); !s.ok()) return fail(s, 1);
   }
   if (!flags.check_path.empty()) {
     absl::StatusOr<std::vector<std::string>> misses = Check(json, flags.check_path);
-    if (!misses.ok()) {
-      err << "terse eval: " << misses.status().message() << "\n";
-      return 2;
-    }
+    if (!misses.ok()) return fail(misses.status(), 2);
     for (const std::string& m : *misses) err << "terse eval: check missed: " << m << "\n";
     if (!misses->empty()) return 1;
     out << "checks met: " << flags.check_path << "\n";

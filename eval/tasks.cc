@@ -357,7 +357,33 @@ Item FewShotMath(Writer& w, size_t /*index*/) {
   return item;
 }
 
-// --- chat ---
+// --- chat and meeting: one fact of the asked kind is the answer, the others are distractors ---
+
+template <typename Fact>
+std::pair<const Fact*, std::vector<const Fact*>> SplitFacts(const std::vector<Fact>& facts,
+                                                            AnswerKind kind) {
+  const Fact* fact = nullptr;
+  std::vector<const Fact*> others;
+  for (const Fact& f : facts) {
+    if (f.kind == kind && fact == nullptr) {
+      fact = &f;
+    } else {
+      others.push_back(&f);
+    }
+  }
+  return {fact, std::move(others)};
+}
+
+// An item whose answer is `value` expanded and reserved before any other text is written, so
+// nothing written later can repeat it.
+template <typename Template>
+Item ReserveAnswer(Writer& w, const Template& value, AnswerKind kind) {
+  Item item;
+  item.answer = w.Expand(value);
+  w.Reserve(item.answer);
+  item.answer_kind = kind;
+  return item;
+}
 
 Item Chat(Writer& w, size_t index) {
   Rng& r = w.rng();
@@ -366,19 +392,8 @@ Item Chat(Writer& w, size_t index) {
                                           AnswerKind::kPlace};
   const AnswerKind kind = kKinds[index % 5];
   const internal::ChatScene& scene = r.Pick(internal::ChatScenes());
-  std::vector<const internal::ChatFact*> others;
-  const internal::ChatFact* fact = nullptr;
-  for (const internal::ChatFact& f : scene.facts) {
-    if (f.kind == kind && fact == nullptr) {
-      fact = &f;
-    } else {
-      others.push_back(&f);
-    }
-  }
-  Item item;
-  item.answer = w.Expand(fact->value);
-  w.Reserve(item.answer);
-  item.answer_kind = kind;
+  auto [fact, others] = SplitFacts(scene.facts, kind);
+  Item item = ReserveAnswer(w, fact->value, kind);
   Vars vars;
   w.Setup(scene.setup, vars);
   const size_t turns = r.Range(4, 12);
@@ -443,19 +458,8 @@ Item Meeting(Writer& w, size_t index) {
                                           AnswerKind::kAmount, AnswerKind::kNumber};
   const AnswerKind kind = kKinds[index % 4];
   const internal::MeetingTopic& topic = r.Pick(internal::MeetingTopics());
-  const internal::MeetingFact* fact = nullptr;
-  std::vector<const internal::MeetingFact*> others;
-  for (const internal::MeetingFact& f : topic.facts) {
-    if (f.kind == kind && fact == nullptr) {
-      fact = &f;
-    } else {
-      others.push_back(&f);
-    }
-  }
-  Item item;
-  item.answer = w.Expand(fact->value);
-  w.Reserve(item.answer);
-  item.answer_kind = kind;
+  auto [fact, others] = SplitFacts(topic.facts, kind);
+  Item item = ReserveAnswer(w, fact->value, kind);
   Vars vars;
   w.Setup(topic.setup, vars);
   // Speakers are made after the reservation, so a decided-on person is never one of them.
