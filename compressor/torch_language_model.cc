@@ -364,9 +364,9 @@ class Engine {
                     logits.size(2) == shape_.vocab_size,
                 "forward_cached returned logits of shape ", logits.sizes(), ", expected [", b, ", ",
                 t_max, ", ", shape_.vocab_size, "]");
-    TORCH_CHECK(new_past.size() == static_cast<size_t>(2 * shape_.n_layer),
+    TORCH_CHECK(new_past.size() == static_cast<size_t>(shape_.past_tensors),
                 "forward_cached returned ", new_past.size(), " cache tensors, expected ",
-                2 * shape_.n_layer);
+                shape_.past_tensors);
 
     // Normalise only the positions some row reads (later windows score just their tail).
     int64_t first_read = t_max;
@@ -765,6 +765,18 @@ absl::StatusOr<ModelShape> ReadShape(const torch::jit::Module& module) {
   }
   if (shape.vocab_size <= 0 || shape.n_layer <= 0 || shape.n_head <= 0 || shape.d_model <= 0) {
     return absl::InvalidArgumentError("TorchScript model has a non-positive dimension");
+  }
+  // Modules exported before the copy component carry keys and values only.
+  shape.past_tensors = 2 * shape.n_layer;
+  if (module.hasattr("past_tensors")) {
+    absl::StatusOr<int64_t> v = IntAttribute(module, "past_tensors");
+    if (!v.ok()) return v.status();
+    if (*v < 2 * shape.n_layer || *v > 2 * shape.n_layer + 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TorchScript model past_tensors ", *v, " is neither 2 * n_layer (",
+                       2 * shape.n_layer, ") nor one more"));
+    }
+    shape.past_tensors = static_cast<int>(*v);
   }
   if (shape.max_context < kMinContext) {
     return absl::InvalidArgumentError(absl::StrCat("TorchScript model max_context ",

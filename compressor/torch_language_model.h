@@ -60,6 +60,7 @@ struct ModelShape {
   int d_model = 0;
   int bos_id = 0;
   int pad_id = 0;
+  int past_tensors = 0;  // tensors in forward_cached's past: 2 * n_layer, plus the ids with copying
   int64_t non_embedding_params = 0;  // every parameter but the token and position embeddings
 };
 

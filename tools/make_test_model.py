@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Makes a tiny random-weight model directory with the real layout, for fast tests.
 
-    /usr/bin/python3 tools/make_test_model.py OUT_DIR
+    /usr/bin/python3 tools/make_test_model.py OUT_DIR [--copy-context 3]
 
-Writes model.pt (d_model 32, 2 layers, 2 heads, context 128), a tiny SentencePiece tokenizer
+Writes model.pt (d_model 32, 2 layers, 2 heads, context 128; with --copy-context, the copy
+component with fixed weights TEST_COPY_WEIGHT), a tiny SentencePiece tokenizer
 trained with the real options on generated text, tokenizer.json and model.json. Deterministic:
 fixed seeds and a single-threaded tokenizer trainer. Takes a few seconds.
 """
@@ -22,6 +23,8 @@ import lm_files  # noqa: E402
 from terse_lm import TerseLM, config_of, count_params, script  # noqa: E402
 
 TOOLS_DIR = os.path.dirname(os.path.abspath(__file__))
+# Copy weight by longest match length 0..3: strong for long matches, so tests see copying.
+TEST_COPY_WEIGHT = [0.0, 0.1, 0.5, 0.9]
 
 
 def tiny_corpus() -> str:
@@ -56,6 +59,7 @@ def main() -> None:
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out_dir")
+    ap.add_argument("--copy-context", type=int, default=0, choices=[0, 3])
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
 
@@ -74,7 +78,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = TerseLM(vocab_size=tok["vocab_size"], max_context=128, n_layer=2, n_head=2,
                     d_model=32, bos_id=tok["bos_id"], eos_id=tok["eos_id"],
-                    pad_id=tok["pad_id"], unk_id=tok["unk_id"])
+                    pad_id=tok["pad_id"], unk_id=tok["unk_id"], copy_context=args.copy_context,
+                    copy_weight=TEST_COPY_WEIGHT if args.copy_context else None)
     for p in model.parameters():
         p.requires_grad_(False)
     lm_files.save_scripted(script(model), os.path.join(args.out_dir, "model.pt"))

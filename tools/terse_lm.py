@@ -15,7 +15,16 @@ Contract relied on by compressor/ (keep in sync with models/README.md):
   the new tokens take positions P..P+T-1. Positions past max_context-1 are clamped, so
   callers must slide their window before reaching max_context.
   Integer attributes: vocab_size, max_context, n_layer, n_head, d_model, head_dim, bos_id,
-  eos_id, pad_id, unk_id. Text is scored with bos_id prepended.
+  eos_id, pad_id, unk_id, past_tensors (the length of past; absent in older modules, where it
+  is 2*n_layer). Text is scored with bos_id prepended.
+
+Copy component (copy_context > 0): the network's next-token distribution is mixed with one
+read off the window itself, as an induction head would: the tokens that followed the earlier
+occurrences of the longest context (up to copy_context tokens) that ends at this position.
+The mixing weight depends on that longest match's length (copy_weight[length]). The logits
+are then log-probabilities, which the contract's readers (softmax, logsumexp) take unchanged.
+Past gets one more tensor, the window's token ids as [B, 1, P, 1] int64, so that the cached
+path sees the same window as the full one.
 """
 
 import math
@@ -63,10 +72,40 @@ class Block(nn.Module):
         return x, k, v
 
 
+def copy_distribution(ids: Tensor, query: Tensor, vocab_size: int,
+                      copy_context: int) -> Tuple[Tensor, Tensor]:
+    """For a window ids[B,N] of real tokens (unique negative values stand for padding, which
+    matches nothing) and query[B,T] positions in it, returns (match[B,T], probs[B,T,V]): the
+    length of the longest context ending at each query that also ends at an earlier position
+    (capped at copy_context; 0 when none), and the distribution of the tokens that followed
+    those earlier occurrences (zeros when none)."""
+    b, n = ids.shape
+    t = query.size(1)
+    equal = ids.view(b, n, 1) == ids.view(b, 1, n)
+    run = equal
+    length = equal.to(torch.int64)
+    for k in range(1, min(copy_context, n)):
+        shifted = F.pad(equal[:, :n - k, :n - k], (k, 0, k, 0))
+        run = run & shifted
+        length = length + run.to(torch.int64)
+    length = length.gather(1, query.view(b, t, 1).expand(b, t, n))
+    earlier = torch.arange(n, device=ids.device).view(1, 1, n) < query.view(b, t, 1)
+    length = length * earlier.to(torch.int64)
+    match = length.max(dim=2)[0]
+    weight = ((length == match.view(b, t, 1)) & (match.view(b, t, 1) > 0)).to(torch.float32)
+    following = torch.cat([ids[:, 1:], torch.zeros(b, 1, dtype=ids.dtype, device=ids.device)],
+                          dim=1).clamp(0, vocab_size - 1)
+    probs = torch.zeros(b, t, vocab_size, device=ids.device).scatter_add_(
+        2, following.view(b, 1, n).expand(b, t, n), weight)
+    probs = probs / probs.sum(dim=2, keepdim=True).clamp_min(1.0)
+    return match, probs
+
+
 class TerseLM(nn.Module):
     def __init__(self, vocab_size: int, max_context: int = 512, n_layer: int = 6,
                  n_head: int = 4, d_model: int = 256, bos_id: int = 1, eos_id: int = 2,
-                 pad_id: int = 3, unk_id: int = 0):
+                 pad_id: int = 3, unk_id: int = 0, copy_context: int = 0,
+                 copy_weight: Optional[List[float]] = None):
         super().__init__()
         assert d_model % n_head == 0
         self.vocab_size = vocab_size
@@ -79,6 +118,14 @@ class TerseLM(nn.Module):
         self.eos_id = eos_id
         self.pad_id = pad_id
         self.unk_id = unk_id
+        self.copy_context = copy_context
+        self.past_tensors = 2 * n_layer + (1 if copy_context > 0 else 0)
+        weights = copy_weight if copy_weight is not None else [0.0] * (copy_context + 1)
+        assert len(weights) == copy_context + 1 and weights[0] == 0.0
+        assert all(0.0 <= w < 1.0 for w in weights)
+        # Not in state_dict: training checkpoints stay the network's; export sets the mix.
+        self.register_buffer("copy_weight", torch.tensor(weights, dtype=torch.float32),
+                             persistent=False)
         self.wte = nn.Embedding(vocab_size, d_model)
         self.wpe = nn.Embedding(max_context, d_model)
         self.blocks = nn.ModuleList([Block(d_model, n_head) for _ in range(n_layer)])
@@ -140,8 +187,41 @@ class TerseLM(nn.Module):
             new_past.append(k)
             new_past.append(v)
         x = self.ln_f(x)
-        logits = F.linear(x, self.wte.weight)
-        return logits.float(), new_past
+        logits = F.linear(x, self.wte.weight).float()
+        if self.copy_context > 0:
+            past_ids: Optional[Tensor] = None
+            if p > 0:
+                past_ids = past[2 * self.n_layer].view(b, p)
+            logits, window = self._mix_copy(logits, ids, past_ids, attention_mask)
+            new_past.append(window.view(b, 1, total, 1))
+        return logits, new_past
+
+    def _mix_copy(self, logits: Tensor, ids: Tensor, past_ids: Optional[Tensor],
+                  attention_mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """log((1 - w) softmax(logits) + w copy), w = copy_weight[longest match]; also the
+        window's ids (past then new), the past tensor the next call reads."""
+        b = ids.size(0)
+        t = ids.size(1)
+        window = ids if past_ids is None else torch.cat([past_ids.to(ids.dtype), ids], dim=1)
+        n = window.size(1)
+        device = ids.device
+        # Padding leaves the window: real tokens move to their rank among real tokens, the
+        # rest of the row holds unique negatives that match nothing.
+        compact = -1 - torch.arange(n + 1, device=device).view(1, n + 1).repeat(b, 1)
+        if attention_mask is not None:
+            mask = attention_mask.to(device=device, dtype=torch.long)
+            rank = torch.cumsum(mask, dim=1) - mask
+            slot = torch.where(mask > 0, rank, torch.full_like(rank, n))
+        else:
+            rank = torch.arange(n, device=device).view(1, n).expand(b, n)
+            slot = rank
+        compact = compact.scatter(1, slot, window)[:, :n]
+        query = rank[:, n - t:]
+        match, copy = copy_distribution(compact, query, self.vocab_size, self.copy_context)
+        weight = self.copy_weight.to(device)[match].view(b, t, 1)
+        mixed = torch.logaddexp(torch.log_softmax(logits, dim=-1) + torch.log1p(-weight),
+                                torch.log(weight) + torch.log(copy))
+        return mixed, window
 
 
 def config_of(model: TerseLM) -> dict:
@@ -156,6 +236,9 @@ def config_of(model: TerseLM) -> dict:
         "eos_id": model.eos_id,
         "pad_id": model.pad_id,
         "unk_id": model.unk_id,
+        **({"copy_context": model.copy_context,
+            "copy_weight": [round(w, 4) for w in model.copy_weight.tolist()]}
+           if model.copy_context > 0 else {}),
     }
 
 

@@ -29,14 +29,15 @@ using ::terse::testing::IsOk;
 using ::terse::testing::StatusIs;
 using ::testing::HasSubstr;
 
-std::string FixtureDir() {
+// tiny-lm predates the copy component (keys and values in past only); tiny-lm-copy has it.
+std::string FixtureDir(const std::string& name = "tiny-lm") {
   const char* root = std::getenv("TERSE_SOURCE_DIR");
-  return std::string(root != nullptr ? root : ".") + "/tests/fixtures/tiny-lm";
+  return std::string(root != nullptr ? root : ".") + "/tests/fixtures/" + name;
 }
 
-LanguageModelOptions TinyOptions() {
+LanguageModelOptions TinyOptions(const std::string& name = "tiny-lm") {
   LanguageModelOptions options;
-  options.model_dir = FixtureDir();
+  options.model_dir = FixtureDir(name);
   options.threads = 1;
   return options;
 }
@@ -75,20 +76,20 @@ void ExpectFiniteScores(const std::vector<float>& scores) {
   }
 }
 
-class LanguageModelTest : public ::testing::Test {
+// Every contract test runs on both fixtures: the copy component's ids must follow the keys
+// and values through batching, sliding and AppendScored.
+class LanguageModelTest : public ::testing::TestWithParam<std::string> {
  protected:
-  static void SetUpTestSuite() {
-    auto loaded = LanguageModel::Load(TinyOptions());
+  void SetUp() override {
+    auto loaded = LanguageModel::Load(TinyOptions(GetParam()));
     ASSERT_THAT(loaded, IsOk());
-    model_ = std::move(loaded).value().release();
+    owned_ = std::move(loaded).value();
+    model_ = owned_.get();
   }
-  static void TearDownTestSuite() {
-    delete model_;
-    model_ = nullptr;
-  }
-  static LanguageModel* model_;
+  std::unique_ptr<LanguageModel> owned_;
+  LanguageModel* model_ = nullptr;
 };
-LanguageModel* LanguageModelTest::model_ = nullptr;
+INSTANTIATE_TEST_SUITE_P(Fixtures, LanguageModelTest, ::testing::Values("tiny-lm", "tiny-lm-copy"));
 
 class TempDir {
  public:
@@ -160,15 +161,15 @@ TEST(LanguageModelLoadTest, AutoDeviceFallsBackToCpuAndCudaIsAnErrorWithoutIt) {
   EXPECT_EQ((*cpu)->device(), "cpu");
 }
 
-TEST_F(LanguageModelTest, ReportsArchitectureAndFileDigest) {
+TEST_P(LanguageModelTest, ReportsArchitectureAndFileDigest) {
   EXPECT_EQ(model_->max_context(), 128);
   EXPECT_EQ(model_->vocab_size(), 512);
-  std::ifstream card(FixtureDir() + "/model.json");
+  std::ifstream card(FixtureDir(GetParam()) + "/model.json");
   const Json json = Json::parse(card);
   EXPECT_EQ(model_->digest(), json["files"]["model.pt"]["sha256"].get<std::string>());
 }
 
-TEST_F(LanguageModelTest, ScoreSequencesGivesOneFiniteScorePerToken) {
+TEST_P(LanguageModelTest, ScoreSequencesGivesOneFiniteScorePerToken) {
   const std::vector<std::vector<int32_t>> sequences = {
       RandomTokens(1, 1), RandomTokens(17, 2), {}, RandomTokens(127, 3)};
   auto scores = model_->ScoreSequences(sequences);
@@ -183,7 +184,7 @@ TEST_F(LanguageModelTest, ScoreSequencesGivesOneFiniteScorePerToken) {
   EXPECT_TRUE(none->empty());
 }
 
-TEST_F(LanguageModelTest, ScoresDoNotDependOnOtherSequencesInTheBatch) {
+TEST_P(LanguageModelTest, ScoresDoNotDependOnOtherSequencesInTheBatch) {
   const auto a = RandomTokens(30, 4);
   const auto b = RandomTokens(9, 5);
   auto alone = model_->ScoreSequences({a});
@@ -193,7 +194,7 @@ TEST_F(LanguageModelTest, ScoresDoNotDependOnOtherSequencesInTheBatch) {
   ExpectNear((*together)[1], (*alone)[0], 1e-5f);
 }
 
-TEST_F(LanguageModelTest, TokensOutsideTheVocabularyAreInvalidArgument) {
+TEST_P(LanguageModelTest, TokensOutsideTheVocabularyAreInvalidArgument) {
   EXPECT_THAT(model_->ScoreSequences({{5, 512}}), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(model_->ScoreSequences({{-1}}), StatusIs(absl::StatusCode::kInvalidArgument));
   auto session = model_->NewSession();
@@ -202,7 +203,7 @@ TEST_F(LanguageModelTest, TokensOutsideTheVocabularyAreInvalidArgument) {
   EXPECT_EQ(session->past_length(), 0);
 }
 
-TEST_F(LanguageModelTest, LongSequencesUseASlidingWindow) {
+TEST_P(LanguageModelTest, LongSequencesUseASlidingWindow) {
   const auto tokens = RandomTokens(400, 7);
   auto scores = model_->ScoreSequences({tokens});
   ASSERT_THAT(scores, IsOk());
@@ -215,7 +216,7 @@ TEST_F(LanguageModelTest, LongSequencesUseASlidingWindow) {
              1e-5f);
 }
 
-TEST_F(LanguageModelTest, ScoreContinuationsIsTheTailOfScoreSequences) {
+TEST_P(LanguageModelTest, ScoreContinuationsIsTheTailOfScoreSequences) {
   for (size_t prefix_length : {0, 1, 40, 300}) {
     const auto prefix = RandomTokens(prefix_length, 10 + prefix_length);
     const auto target = RandomTokens(25, 11);
@@ -228,7 +229,7 @@ TEST_F(LanguageModelTest, ScoreContinuationsIsTheTailOfScoreSequences) {
   EXPECT_THAT(model_->ScoreContinuations({{5}}, {}), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
-TEST_F(LanguageModelTest, SessionMatchesScoringTheConcatenation) {
+TEST_P(LanguageModelTest, SessionMatchesScoringTheConcatenation) {
   const auto a = RandomTokens(23, 20);
   const auto b = RandomTokens(31, 21);
   const auto c = RandomTokens(12, 22);
@@ -259,7 +260,7 @@ TEST_F(LanguageModelTest, SessionMatchesScoringTheConcatenation) {
   EXPECT_TRUE(empty->empty());
 }
 
-TEST_F(LanguageModelTest, SessionSlidesPastTheContextKeepingTheSinkTokens) {
+TEST_P(LanguageModelTest, SessionSlidesPastTheContextKeepingTheSinkTokens) {
   // 219 = 127 (fills the window after BOS) + 92: the window slides once to the sink tokens plus
   // the 16 newest tokens (an eighth of the context), then takes the other 92 (112 in all).
   // Scoring c's 20 tokens would overflow it, so it slides again first.
@@ -294,7 +295,7 @@ TEST_F(LanguageModelTest, SessionSlidesPastTheContextKeepingTheSinkTokens) {
   ExpectFiniteScores(*late);
 }
 
-TEST_F(LanguageModelTest, AppendScoredKeepingEverythingIsAppend) {
+TEST_P(LanguageModelTest, AppendScoredKeepingEverythingIsAppend) {
   const auto a = RandomTokens(40, 50);
   const auto c = RandomTokens(15, 51);
   auto reused = model_->NewSession();
@@ -310,7 +311,7 @@ TEST_F(LanguageModelTest, AppendScoredKeepingEverythingIsAppend) {
   ExpectNear(*from_reused, *from_exact, 1e-4f);
 }
 
-TEST_F(LanguageModelTest, AppendScoredRunsNoForwardPass) {
+TEST_P(LanguageModelTest, AppendScoredRunsNoForwardPass) {
   const auto a = RandomTokens(30, 52);
   const auto c = RandomTokens(12, 53);
   std::vector<bool> keep(a.size());
@@ -339,7 +340,7 @@ TEST_F(LanguageModelTest, AppendScoredRunsNoForwardPass) {
   EXPECT_NE(*next, (*exact)[0]);
 }
 
-TEST_F(LanguageModelTest, AppendScoredKeepingNothingLeavesThePast) {
+TEST_P(LanguageModelTest, AppendScoredKeepingNothingLeavesThePast) {
   const auto a = RandomTokens(20, 54);
   const auto c = RandomTokens(9, 55);
   auto session = model_->NewSession();
@@ -354,7 +355,7 @@ TEST_F(LanguageModelTest, AppendScoredKeepingNothingLeavesThePast) {
   ExpectNear(*after, *before, 1e-5f);
 }
 
-TEST_F(LanguageModelTest, AppendScoredNeedsTheLastScoreOfThisPast) {
+TEST_P(LanguageModelTest, AppendScoredNeedsTheLastScoreOfThisPast) {
   const auto a = RandomTokens(10, 57);
   auto session = model_->NewSession();
   EXPECT_THAT(session->AppendScored({true}), StatusIs(absl::StatusCode::kFailedPrecondition));
@@ -366,7 +367,7 @@ TEST_F(LanguageModelTest, AppendScoredNeedsTheLastScoreOfThisPast) {
   EXPECT_EQ(session->past_length(), 10);
 }
 
-TEST_F(LanguageModelTest, AppendScoredSlidesPastTheContext) {
+TEST_P(LanguageModelTest, AppendScoredSlidesPastTheContext) {
   // Segments of 37 tokens keeping two in three, far past the 128-token context: the window
   // slides with a pending token in it, and segments that straddle a slide are run again.
   auto session = model_->NewSession();
@@ -387,8 +388,8 @@ TEST_F(LanguageModelTest, AppendScoredSlidesPastTheContext) {
   }
 }
 
-TEST_F(LanguageModelTest, SessionOutlivesItsModelHandle) {
-  auto model = LanguageModel::Load(TinyOptions());
+TEST_P(LanguageModelTest, SessionOutlivesItsModelHandle) {
+  auto model = LanguageModel::Load(TinyOptions(GetParam()));
   ASSERT_THAT(model, IsOk());
   auto session = (*model)->NewSession();
   model->reset();
@@ -398,13 +399,44 @@ TEST_F(LanguageModelTest, SessionOutlivesItsModelHandle) {
   ExpectFiniteScores(*scores);
 }
 
-TEST_F(LanguageModelTest, IsDeterministic) {
+TEST_P(LanguageModelTest, IsDeterministic) {
   const auto tokens = RandomTokens(150, 60);
   auto first = model_->ScoreSequences({tokens, RandomTokens(8, 61)});
   auto second = model_->ScoreSequences({tokens, RandomTokens(8, 61)});
   ASSERT_THAT(first, IsOk());
   ASSERT_THAT(second, IsOk());
   EXPECT_EQ(*first, *second);
+}
+
+// The copy fixture scores a passage's second occurrence far below its first, on every path;
+// the network alone (random weights) barely notices the repeat.
+TEST(LanguageModelCopyTest, ARepeatedPassageIsCheapTheSecondTime) {
+  const auto passage = RandomTokens(40, 70);
+  const auto text = Concat(Concat(passage, RandomTokens(10, 71)), passage);
+  auto mean = [](const std::vector<float>& v, size_t from, size_t n) {
+    double sum = 0;
+    for (size_t i = from; i < from + n; ++i) sum += v[i];
+    return sum / static_cast<double>(n);
+  };
+  for (const char* name : {"tiny-lm", "tiny-lm-copy"}) {
+    SCOPED_TRACE(name);
+    auto model = LanguageModel::Load(TinyOptions(name));
+    ASSERT_THAT(model, IsOk());
+    auto scores = (*model)->ScoreSequences({text});
+    ASSERT_THAT(scores, IsOk());
+    const double ratio = mean((*scores)[0], 50, 40) / mean((*scores)[0], 0, 40);
+    if (std::string(name) == "tiny-lm") {
+      EXPECT_GT(ratio, 0.8);
+    } else {
+      EXPECT_LT(ratio, 0.3);
+    }
+    // The session path: the first occurrence in the past, the second scored against it.
+    auto session = (*model)->NewSession();
+    ASSERT_THAT(session->Append(Concat(passage, RandomTokens(10, 71))), IsOk());
+    auto second = session->Score(passage);
+    ASSERT_THAT(second, IsOk());
+    ExpectNear(*second, Tail((*scores)[0], 40), 1e-4f);
+  }
 }
 
 TEST(LanguageModelBatchingTest, QueuedSequencesRunAsOneBatch) {
@@ -442,9 +474,13 @@ TEST(LanguageModelBatchingTest, BatchingOffRunsOneSequenceAtATime) {
 
 // Sessions with caches of different lengths, stalled behind a task on the worker, then released
 // together: they run as one padded batch and score as they do one by one.
-TEST(LanguageModelBatchingTest, SessionStepsWithDifferentPastsBatchTogether) {
+class LanguageModelPaddedBatchTest : public ::testing::TestWithParam<std::string> {};
+INSTANTIATE_TEST_SUITE_P(Fixtures, LanguageModelPaddedBatchTest,
+                         ::testing::Values("tiny-lm", "tiny-lm-copy"));
+
+TEST_P(LanguageModelPaddedBatchTest, SessionStepsWithDifferentPastsBatchTogether) {
   constexpr int kSessions = 8;
-  LanguageModelOptions options = TinyOptions();
+  LanguageModelOptions options = TinyOptions(GetParam());
   options.max_batch_size = kSessions;
   auto loaded = LanguageModel::Load(options);
   ASSERT_THAT(loaded, IsOk());
@@ -455,8 +491,10 @@ TEST(LanguageModelBatchingTest, SessionStepsWithDifferentPastsBatchTogether) {
   std::vector<std::vector<float>> one_by_one;
   for (int i = 0; i < kSessions; ++i) {
     sessions.push_back(model.NewSession());
-    ASSERT_THAT(sessions.back()->Append(RandomTokens(20 + 5 * i, 90 + i)), IsOk());
-    nexts.push_back(RandomTokens(8 + i, 100 + i));  // 8 x 15 within the token budget
+    const auto past = RandomTokens(20 + 5 * i, 90 + i);
+    ASSERT_THAT(sessions.back()->Append(past), IsOk());
+    // A stretch of the past again, so a copy component has matches to read through padding.
+    nexts.push_back(Concat(RandomTokens(4, 100 + i), {past.begin() + i, past.begin() + 4 + 2 * i}));
     auto scores = sessions.back()->Score(nexts.back());
     ASSERT_THAT(scores, IsOk());
     one_by_one.push_back(*scores);

@@ -17,16 +17,24 @@ sys.path.insert(0, TOOLS)
 import torch  # noqa: E402
 
 import lm_files  # noqa: E402
-from terse_lm import TerseLM, script  # noqa: E402
+from terse_lm import TerseLM, copy_distribution, script  # noqa: E402
+from export import fit_copy_weights  # noqa: E402
+from train import copy_ratio  # noqa: E402
 
 
 class ContractTest(unittest.TestCase):
+    copy_context = 0
+
     @classmethod
     def setUpClass(cls):
         torch.manual_seed(0)
         cls.model = script(TerseLM(vocab_size=300, max_context=64, n_layer=2, n_head=2,
-                                   d_model=32))
+                                   d_model=32, copy_context=cls.copy_context,
+                                   copy_weight=[0.0, 0.2, 0.6, 0.9][:cls.copy_context + 1]
+                                   if cls.copy_context else None))
+        # Random ids with a repeated stretch, so the copy component has matches to use.
         cls.ids = torch.randint(4, 300, (2, 20), generator=torch.Generator().manual_seed(1))
+        cls.ids[:, 12:18] = cls.ids[:, 2:8]
 
     def test_attributes(self):
         m = self.model
@@ -43,7 +51,8 @@ class ContractTest(unittest.TestCase):
             for a, b in ((0, 1), (1, 7), (7, 20)):
                 logits, past = self.model.forward_cached(self.ids[:, a:b], past)
                 parts.append(logits)
-            self.assertEqual(len(past), 4)
+            self.assertEqual(len(past), self.model.past_tensors)
+            self.assertEqual(self.model.past_tensors, 4 + (1 if self.copy_context else 0))
             self.assertEqual(tuple(past[0].shape), (2, 2, 20, 16))
             self.assertLess((torch.cat(parts, 1) - full).abs().max().item(), 1e-4)
 
@@ -71,6 +80,53 @@ class ContractTest(unittest.TestCase):
             loaded = torch.jit.load(path)
             with torch.no_grad():
                 self.assertTrue(torch.equal(loaded(self.ids), self.model(self.ids)))
+
+
+class CopyContractTest(ContractTest):
+    """The same contract with the copy component: its ids travel in past, padding included."""
+    copy_context = 3
+
+    def test_logits_are_normalised_log_probabilities(self):
+        with torch.no_grad():
+            logits = self.model(self.ids)
+        self.assertLess(torch.logsumexp(logits, -1).abs().max().item(), 1e-4)
+
+
+class CopyComponentTest(unittest.TestCase):
+    def test_longest_match_and_what_followed_it(self):
+        ids = torch.tensor([[5, 6, 7, 9, 6, 7, 8, 5, 6, 7]])
+        match, probs = copy_distribution(ids, torch.tensor([[9, 5, 0]]), 12, 3)
+        # Position 9 ends "5 6 7", which ended at 2 (then 9); "6 7" also ended at 5 (then 8).
+        self.assertEqual(match.tolist(), [[3, 2, 0]])
+        self.assertEqual(probs[0, 0].nonzero().view(-1).tolist(), [9])
+        self.assertAlmostEqual(probs[0, 0, 9].item(), 1.0)
+        # Position 5 ends "6 7", seen ending at 2, where 9 followed.
+        self.assertAlmostEqual(probs[0, 1, 9].item(), 1.0)
+        self.assertEqual(probs[0, 2].sum().item(), 0.0)
+
+    def test_repeated_passage_costs_little_the_second_time(self):
+        torch.manual_seed(0)
+        plain = TerseLM(vocab_size=300, max_context=256, n_layer=2, n_head=2, d_model=32)
+        copying = TerseLM(vocab_size=300, max_context=256, n_layer=2, n_head=2, d_model=32,
+                          copy_context=4, copy_weight=[0.0, 0.1, 0.4, 0.7, 0.95])
+        copying.load_state_dict(plain.state_dict())
+        stream = torch.randint(4, 300, (400,), generator=torch.Generator().manual_seed(3))
+        starts = torch.tensor([0, 200, 400])
+        self.assertGreater(copy_ratio(plain, stream, starts, 1, span=100, docs=2), 0.8)
+        self.assertLess(copy_ratio(script(copying), stream, starts, 1, span=100, docs=2), 0.3)
+
+    def test_fitted_weights_follow_how_often_a_match_is_right(self):
+        torch.manual_seed(0)
+        model = TerseLM(vocab_size=300, max_context=128, n_layer=1, n_head=2, d_model=16).eval()
+        rng = torch.Generator().manual_seed(4)
+        pieces = []
+        for _ in range(20):  # passages that come back, between fresh random text
+            passage = torch.randint(4, 300, (30,), generator=rng)
+            pieces += [passage, torch.randint(4, 300, (20,), generator=rng), passage]
+        fit = fit_copy_weights(model, torch.cat(pieces).numpy(), 128, 3)
+        self.assertEqual(fit["weights"][0], 0.0)
+        self.assertGreater(fit["weights"][3], 0.8)
+        self.assertGreater(fit["positions"][3], 100)
 
 
 class TestModelTest(unittest.TestCase):
