@@ -14,6 +14,11 @@ tools/runs/terse-small-en, gitignored):
      them (--copy-share) repeated passages and template lists that teach in-context copying.
      Checkpoints every --checkpoint-minutes to ckpt.pt and on SIGTERM/SIGINT; --resume
      continues from it with the same schedule. Writes final.pt at the end.
+
+A run longer than one sitting on a machine that does not keep its run directory travels in
+the repository: --carry FILE writes the weights and the schedule's position (no optimizer
+moments, so a quarter of ckpt.pt's size) with every checkpoint, and --resume starts from
+it when the run directory has no ckpt.pt, re-warming the fresh optimizer over --warmup steps.
 """
 
 import argparse
@@ -233,11 +238,13 @@ def doc_nll(model, stream, starts, bos: int, max_docs: int, seq: int, autocast: 
     return total, count
 
 
-def lr_at(step: int, frac: float, args) -> float:
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
+def lr_at(step: int, frac: float, args, warm_from: int = 0) -> float:
+    """Linear warm-up over args.warmup steps from `warm_from`, then cosine decay by `frac`."""
     frac = min(1.0, frac)
-    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * frac))
+    cosine = args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * frac))
+    if step - warm_from < args.warmup:
+        return cosine * (step - warm_from + 1) / args.warmup
+    return cosine
 
 
 def main() -> None:
@@ -249,6 +256,9 @@ def main() -> None:
                     help="training token budget; when set it replaces --minutes, so the "
                          "schedule does not depend on how busy the machine is")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--carry", default="",
+                    help="a file that also receives each checkpoint's weights and schedule "
+                         "position, to resume from when the run directory is gone")
     ap.add_argument("--vocab", type=int, default=8000)
     ap.add_argument("--d-model", type=int, default=256)
     ap.add_argument("--layers", type=int, default=6)
@@ -311,6 +321,14 @@ def main() -> None:
         rng.setstate(ck["rng"])
         autocast = ck.get("autocast", autocast) and not args.fp32
         log(f"resumed at step {state['step']}, {state['elapsed'] / 60:.1f} min trained")
+    elif args.resume and args.carry and os.path.exists(args.carry):
+        ck = torch.load(args.carry)
+        model.load_state_dict(ck["model"])
+        state = ck["state"]
+        state["warm_from"] = state["step"]
+        rng.setstate(ck["rng"])
+        log(f"resumed from {args.carry} at step {state['step']} "
+            f"({state['tokens'] / 1e6:.2f}M tokens) with a fresh optimizer")
     non_emb, total = count_params(model)
     log(f"model: {non_emb / 1e6:.2f}M non-embedding / {total / 1e6:.2f}M params; "
         f"train stream {len(train)} tokens; bf16 autocast {autocast}")
@@ -320,6 +338,10 @@ def main() -> None:
                     "rng": rng.getstate(), "config": config_of(model), "args": vars(args),
                     "autocast": autocast}, path + ".tmp")
         os.replace(path + ".tmp", path)
+        if args.carry and path == ckpt_path:
+            torch.save({"model": model.state_dict(), "state": state, "rng": rng.getstate(),
+                        "config": config_of(model), "args": vars(args)}, args.carry + ".tmp")
+            os.replace(args.carry + ".tmp", args.carry)
 
     budget = args.minutes * 60.0
 
@@ -342,7 +364,7 @@ def main() -> None:
             log(f"stopped at step {state['step']}; checkpoint saved, resume with --resume")
             return
         t0 = time.time()
-        lr = lr_at(state["step"], progress(), args)
+        lr = lr_at(state["step"], progress(), args, state.get("warm_from", 0))
         for g in opt.param_groups:
             g["lr"] = lr
         inp, tgt = make_batch(train, train_starts, args.batch, args.context, tok["bos_id"], rng,
