@@ -7,7 +7,7 @@
 
 The second form re-exports a model directory's weights (keeping its training record), to add
 or refit the copy component. With --copy-context K > 0 the module mixes in the distribution
-of what followed the same context earlier in the window (terse_lm.copy_distribution); the
+of what followed the same context earlier in the window (terse_lm.copy_matches); the
 weight for each longest-match length 1..K is fitted on the validation split, which is scored
 in windows of max_context tokens running across documents, as prompts put documents together.
 
@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import lm_files  # noqa: E402
-from terse_lm import TerseLM, config_of, copy_distribution, count_params, script  # noqa: E402
+from terse_lm import TerseLM, config_of, copy_matches, count_params, script  # noqa: E402
 from train import copy_ratio, doc_nll, ensure_tokens, load_stream  # noqa: E402
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -69,8 +69,8 @@ def fit_copy_weights(model: TerseLM, stream, context: int, copy_context: int) ->
         inp = torch.cat([bos, target[:-1]]).unsqueeze(0)
         p_net = torch.softmax(model(inp)[0], -1).gather(1, target.view(-1, 1)).squeeze(1)
         query = torch.arange(inp.size(1)).view(1, -1)
-        match, copy = copy_distribution(inp, query, model.vocab_size, copy_context)
-        p_copy = copy[0].gather(1, target.view(-1, 1)).squeeze(1)
+        match, weight, following = copy_matches(inp, query, copy_context)
+        p_copy = (weight[0] * (following[0].view(1, -1) == target.view(-1, 1))).sum(1)
         for m in nll:
             at = match[0] == m
             if at.any():

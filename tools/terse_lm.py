@@ -18,8 +18,8 @@ Contract relied on by compressor/ (keep in sync with models/README.md):
   eos_id, pad_id, unk_id, past_tensors (the length of past; absent in older modules, where it
   is 2*n_layer). Text is scored with bos_id prepended.
 
-Copy component (copy_context > 0): the network's next-token distribution is mixed with one
-read off the window itself, as an induction head would: the tokens that followed the earlier
+Copy component (copy_context > 0; copy_matches): the network's next-token distribution is mixed
+with one read off the window itself, as an induction head would: the tokens that followed the earlier
 occurrences of the longest context (up to copy_context tokens) that ends at this position.
 The mixing weight depends on that longest match's length (copy_weight[length]). The logits
 are then log-probabilities, which the contract's readers (softmax, logsumexp) take unchanged.
@@ -72,33 +72,36 @@ class Block(nn.Module):
         return x, k, v
 
 
-def copy_distribution(ids: Tensor, query: Tensor, vocab_size: int,
-                      copy_context: int) -> Tuple[Tensor, Tensor]:
+def copy_matches(ids: Tensor, query: Tensor, copy_context: int) -> Tuple[Tensor, Tensor, Tensor]:
     """For a window ids[B,N] of real tokens (unique negative values stand for padding, which
-    matches nothing) and query[B,T] positions in it, returns (match[B,T], probs[B,T,V]): the
-    length of the longest context ending at each query that also ends at an earlier position
-    (capped at copy_context; 0 when none), and the distribution of the tokens that followed
-    those earlier occurrences (zeros when none)."""
+    matches nothing) and query[B,T] positions in it, returns (match[B,T], weight[B,T,N],
+    following[B,N]): the length of the longest context ending at each query that also ends at
+    an earlier position (capped at copy_context; 0 when none); over the earlier positions j,
+    the copy distribution's weight (those where that longest match ends, normalised; zeros
+    when none); and the token after each position (0 past the end), which those weights
+    predict. The copy distribution of query t gives token v the weight of the j with
+    following[j] == v."""
     b, n = ids.shape
     t = query.size(1)
-    equal = ids.view(b, n, 1) == ids.view(b, 1, n)
-    run = equal
-    length = equal.to(torch.int64)
-    for k in range(1, min(copy_context, n)):
-        shifted = F.pad(equal[:, :n - k, :n - k], (k, 0, k, 0))
-        run = run & shifted
-        length = length + run.to(torch.int64)
-    length = length.gather(1, query.view(b, t, 1).expand(b, t, n))
-    earlier = torch.arange(n, device=ids.device).view(1, 1, n) < query.view(b, t, 1)
-    length = length * earlier.to(torch.int64)
-    match = length.max(dim=2)[0]
+    device = ids.device
+    # run[b, t, j]: the last k + 1 tokens before query t equal those before position j. Values
+    # outside the window are sentinels below every id and padding value, different per side.
+    run = torch.ones(b, t, n, dtype=torch.bool, device=device)
+    length = torch.zeros(b, t, n, dtype=torch.uint8, device=device)
+    for k in range(0, min(copy_context, n)):
+        at_query = torch.where(query >= k, ids.gather(1, (query - k).clamp_min(0)),
+                               torch.full_like(query, -n - 10))
+        at_key = torch.cat([torch.full_like(ids[:, :k], -n - 20), ids[:, :n - k]], dim=1)
+        run = run & (at_query.view(b, t, 1) == at_key.view(b, 1, n))
+        length = length + run.to(torch.uint8)
+    earlier = torch.arange(n, device=device).view(1, 1, n) < query.view(b, t, 1)
+    length = length * earlier.to(torch.uint8)
+    match = length.max(dim=2)[0].to(torch.int64)
     weight = ((length == match.view(b, t, 1)) & (match.view(b, t, 1) > 0)).to(torch.float32)
+    weight = weight / weight.sum(dim=2, keepdim=True).clamp_min(1.0)
     following = torch.cat([ids[:, 1:], torch.zeros(b, 1, dtype=ids.dtype, device=ids.device)],
-                          dim=1).clamp(0, vocab_size - 1)
-    probs = torch.zeros(b, t, vocab_size, device=ids.device).scatter_add_(
-        2, following.view(b, 1, n).expand(b, t, n), weight)
-    probs = probs / probs.sum(dim=2, keepdim=True).clamp_min(1.0)
-    return match, probs
+                          dim=1).clamp_min(0)
+    return match, weight, following
 
 
 class TerseLM(nn.Module):
@@ -217,11 +220,21 @@ class TerseLM(nn.Module):
             slot = rank
         compact = compact.scatter(1, slot, window)[:, :n]
         query = rank[:, n - t:]
-        match, copy = copy_distribution(compact, query, self.vocab_size, self.copy_context)
-        weight = self.copy_weight.to(device)[match].view(b, t, 1)
-        mixed = torch.logaddexp(torch.log_softmax(logits, dim=-1) + torch.log1p(-weight),
-                                torch.log(weight) + torch.log(copy))
-        return mixed, window
+        match, copy, following = copy_matches(compact, query, self.copy_context)
+        mix = self.copy_weight.to(device)[match].view(b, t, 1)
+        # Every token gets (1 - mix) of the network's probability; the tokens the copy
+        # distribution names get theirs added, written once per earlier position (positions
+        # naming the same token write the same value). Only those entries are touched: the
+        # copy distribution is never made dense over the vocabulary.
+        log_probs = torch.log_softmax(logits, dim=-1)
+        named = following.clamp_max(self.vocab_size - 1).view(b, 1, n).expand(b, t, n)
+        copy_of_named = torch.zeros(b, t, self.vocab_size, device=device).scatter_add_(
+            2, named, copy).gather(2, named)
+        kept = torch.log1p(-mix)
+        mixed = torch.logaddexp(log_probs.gather(2, named) + kept,
+                                torch.log(mix) + torch.log(copy_of_named))
+        out = (log_probs + kept).scatter_(2, named, mixed)
+        return out, window
 
 
 def config_of(model: TerseLM) -> dict:

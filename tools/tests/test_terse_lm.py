@@ -17,7 +17,7 @@ sys.path.insert(0, TOOLS)
 import torch  # noqa: E402
 
 import lm_files  # noqa: E402
-from terse_lm import TerseLM, copy_distribution, script  # noqa: E402
+from terse_lm import TerseLM, copy_matches, script  # noqa: E402
 from export import fit_copy_weights  # noqa: E402
 from train import copy_ratio  # noqa: E402
 
@@ -95,14 +95,15 @@ class CopyContractTest(ContractTest):
 class CopyComponentTest(unittest.TestCase):
     def test_longest_match_and_what_followed_it(self):
         ids = torch.tensor([[5, 6, 7, 9, 6, 7, 8, 5, 6, 7]])
-        match, probs = copy_distribution(ids, torch.tensor([[9, 5, 0]]), 12, 3)
+        match, weight, following = copy_matches(ids, torch.tensor([[9, 5, 0]]), 3)
         # Position 9 ends "5 6 7", which ended at 2 (then 9); "6 7" also ended at 5 (then 8).
         self.assertEqual(match.tolist(), [[3, 2, 0]])
-        self.assertEqual(probs[0, 0].nonzero().view(-1).tolist(), [9])
-        self.assertAlmostEqual(probs[0, 0, 9].item(), 1.0)
+        self.assertEqual(weight[0, 0].nonzero().view(-1).tolist(), [2])
+        self.assertEqual(following[0, 2].item(), 9)
+        self.assertAlmostEqual(weight[0, 0, 2].item(), 1.0)
         # Position 5 ends "6 7", seen ending at 2, where 9 followed.
-        self.assertAlmostEqual(probs[0, 1, 9].item(), 1.0)
-        self.assertEqual(probs[0, 2].sum().item(), 0.0)
+        self.assertEqual(weight[0, 1].nonzero().view(-1).tolist(), [2])
+        self.assertEqual(weight[0, 2].sum().item(), 0.0)
 
     def test_repeated_passage_costs_little_the_second_time(self):
         torch.manual_seed(0)
