@@ -1,14 +1,11 @@
 // The HTTP engine. Each lane has one driver thread that owns its multi handle and every easy
-// handle; other threads only push closures onto the lane's queue and wake it (an eventfd), so
-// libcurl is never touched concurrently. The driver runs libcurl with curl_multi_socket_action on
-// the lane's epoll set: libcurl tells it which sockets to watch and when its timer is due, and
-// hears back only about the sockets that are ready. (curl_multi_perform instead polls every
-// transfer's socket on every wake-up, which made the engine the bottleneck of the gateway under
-// concurrency.) A lane's own thread waits in epoll_wait until a socket, the libcurl timer, one of
-// our timers (Schedule, first-byte deadlines) or a wake-up needs it; a hosted lane's event loop
-// watches the epoll descriptor itself and calls HostedLane::Run. Cleartext exchanges skip libcurl:
-// the lane's Http1Client (http1_client.h) carries them on sockets in the same epoll set, tagged so
-// that their events go to it.
+// handle; other threads only post closures to the lane's queue (engine_core.h), so libcurl is
+// never touched concurrently. The driver runs libcurl with curl_multi_socket_action on the lane's
+// epoll set, which reports only the ready sockets (curl_multi_perform polls every transfer's
+// socket on each wake-up, the gateway's bottleneck under concurrency). A hosted lane's epoll set
+// is watched by its host's event loop, which calls HostedLane::Run. Cleartext exchanges skip
+// libcurl: the lane's Http1Client (http1_client.h) carries them on sockets in the same set.
+
 #include "providers/http_client.h"
 
 #include <curl/curl.h>
@@ -24,7 +21,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -32,121 +28,15 @@
 #include <thread>
 #include <unordered_map>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/time/clock.h"
 #include "base/ascii.h"
 #include "base/errors.h"
+#include "providers/curl_handles.h"
+#include "providers/engine_core.h"
 #include "providers/http1_client.h"
 #include "providers/upstream_errors.h"
 
 namespace terse::providers {
-namespace internal {
-
-// What HttpCall handles and other threads share with one lane: its command queue. It outlives
-// the HttpClient when handles do, and then refuses every command.
-//
-// The lane's thread (the driver) queues its own commands on a list of its own, with no lock and no
-// wake-up: it is awake. Other threads queue under a mutex and wake the driver through an eventfd
-// in the lane's epoll set.
-class EngineCore {
- public:
-  // Owns `wake_fd`, an eventfd the lane watches.
-  explicit EngineCore(int wake_fd) : wake_fd_(wake_fd) {}
-  ~EngineCore() { close(wake_fd_); }
-  EngineCore(const EngineCore&) = delete;
-  EngineCore& operator=(const EngineCore&) = delete;
-
-  int wake_fd() const { return wake_fd_; }
-
-  bool OnDriverThread() const {
-    return driver_.load(std::memory_order_acquire) == std::this_thread::get_id();
-  }
-
-  // The calling thread becomes the driver (or, with id(), nobody is until the next call). A hosted
-  // driver passes the host's run_soon; a lane thread of its own needs none.
-  void SetDriver(std::thread::id driver, absl::AnyInvocable<void()> run_soon) {
-    run_soon_ = std::move(run_soon);
-    run_soon_pending_ = false;
-    driver_.store(driver, std::memory_order_release);
-  }
-
-  // Queues `command` for the driver; false once the lane has shut down.
-  bool Post(absl::AnyInvocable<void()> command) {
-    if (OnDriverThread()) {
-      if (closed_) return false;
-      local_.push_back(std::move(command));
-      if (!in_run_ && !run_soon_pending_ && run_soon_) {
-        run_soon_pending_ = true;
-        run_soon_();
-      }
-      return true;
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!accepting_) return false;
-    const bool was_empty = queue_.empty();
-    queue_.push_back(std::move(command));
-    // One wake-up per batch: the driver takes the whole queue when it wakes.
-    if (was_empty) {
-      const uint64_t one = 1;
-      ssize_t ignored = write(wake_fd_, &one, sizeof(one));
-      (void)ignored;  // EAGAIN only when the counter is huge: the driver is awake anyway
-    }
-    return true;
-  }
-
-  // Driver only, from here on.
-
-  // Brackets the driver's work: a Post in between needs no run_soon, the driver is at it.
-  void BeginRun() {
-    in_run_ = true;
-    run_soon_pending_ = false;
-  }
-  void EndRun() { in_run_ = false; }
-
-  bool HasLocal() const { return !local_.empty(); }
-
-  std::vector<absl::AnyInvocable<void()>> TakeQueue() {
-    std::vector<absl::AnyInvocable<void()>> out;
-    out.swap(local_);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (out.empty()) {
-      out.swap(queue_);
-    } else {
-      for (auto& command : queue_) out.push_back(std::move(command));
-      queue_.clear();
-    }
-    return out;
-  }
-
-  // Stops accepting commands if none is waiting; false when commands are still waiting.
-  bool CloseIfIdle() {
-    if (!local_.empty()) return false;
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!queue_.empty()) return false;
-    accepting_ = false;
-    closed_ = true;
-    return true;
-  }
-
-  std::function<void(uint64_t)> cancel;  // set by the lane before any handle exists
-
- private:
-  const int wake_fd_;
-  std::atomic<std::thread::id> driver_{};
-  // The driver's own.
-  std::vector<absl::AnyInvocable<void()>> local_;
-  bool in_run_ = false;
-  bool run_soon_pending_ = false;
-  bool closed_ = false;
-  absl::AnyInvocable<void()> run_soon_;
-
-  std::mutex mu_;  // std::mutex: pthread-based, so ThreadSanitizer understands it
-  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
-  std::vector<absl::AnyInvocable<void()>> queue_ ABSL_GUARDED_BY(mu_);
-};
-
-}  // namespace internal
-
 namespace {
 
 std::once_flag curl_global_once;
@@ -223,8 +113,7 @@ class HttpClient::Loop {
   ~Loop() {
     if (thread_.joinable()) thread_.join();
     http1_.reset();
-    for (IdleEasy& idle : idle_easy_) curl_easy_cleanup(idle.easy);
-    for (auto& [text, url] : parsed_urls_) curl_url_cleanup(url);  // after the handles using them
+    handles_.Clear();
     curl_multi_cleanup(multi_);
     close(epoll_fd_);
   }
@@ -352,7 +241,7 @@ class HttpClient::Loop {
       t->handler->OnComplete(WithRecovery(
           UpstreamFailed("could not set up the upstream request: " + std::string(t->error)),
           Recovery::kNone));
-      if (t->easy) Recycle(t->easy, t->request, /*configured=*/false);
+      if (t->easy) handles_.Recycle(t->easy, t->request, /*configured=*/false);
       if (t->header_list) curl_slist_free_all(t->header_list);
       return;
     }
@@ -366,7 +255,7 @@ class HttpClient::Loop {
       first_byte_deadlines_.erase({t->first_byte_deadline, id});
       t->handler->OnComplete(UpstreamFailed(std::string("could not start the upstream request: ") +
                                             curl_multi_strerror(rc)));
-      Recycle(t->easy, t->request, /*configured=*/true);
+      handles_.Recycle(t->easy, t->request, /*configured=*/true);
       if (t->header_list) curl_slist_free_all(t->header_list);
       return;
     }
@@ -443,75 +332,9 @@ class HttpClient::Loop {
     return CURL_PREREQFUNC_OK;
   }
 
-  // Easy handles are reused: curl_easy_init allocates and fills ~20 KB (and its big allocation
-  // made malloc consolidate its free lists), several percent of a pass-through request's CPU. A
-  // handle keeps the options that are the same for every exchange of its TLS settings, so the
-  // next exchange with those settings sets only its own (no curl_easy_reset, a few setopt calls).
-  struct IdleEasy {
-    CURL* easy = nullptr;
-    bool configured = false;  // the shared options are set, for these TLS settings:
-    std::string ca_bundle;
-    bool insecure = false;
-  };
-
-  // A handle for `r`; `*configured` tells whether its shared options are set for `r` already.
-  CURL* NewEasy(const HttpRequest& r, bool* configured) {
-    *configured = false;
-    if (idle_easy_.empty()) return curl_easy_init();
-    for (size_t i = idle_easy_.size(); i-- > 0;) {
-      IdleEasy& idle = idle_easy_[i];
-      if (idle.configured && idle.insecure == r.insecure_skip_verify &&
-          idle.ca_bundle == r.ca_bundle) {
-        CURL* easy = idle.easy;
-        idle_easy_.erase(idle_easy_.begin() + static_cast<ptrdiff_t>(i));
-        *configured = true;
-        return easy;
-      }
-    }
-    CURL* easy = idle_easy_.back().easy;
-    idle_easy_.pop_back();
-    curl_easy_reset(easy);  // every option back to its default; connections live in the multi
-    return easy;
-  }
-
-  // Takes back a handle that is in no multi handle, for NewEasy. `configured`: its shared options
-  // are those of `r` (false after a failed set-up, so the next user resets it).
-  void Recycle(CURL* easy, const HttpRequest& r, bool configured) {
-    if (idle_easy_.size() >= kMaxIdleEasy) {
-      curl_easy_cleanup(easy);
-      return;
-    }
-    IdleEasy idle;
-    idle.easy = easy;
-    idle.configured = configured;
-    if (configured) {
-      idle.ca_bundle = r.ca_bundle;
-      idle.insecure = r.insecure_skip_verify;
-    }
-    idle_easy_.push_back(std::move(idle));
-  }
-
-  // The URL `text` parsed once: libcurl parses CURLOPT_URL anew for every exchange (a few percent
-  // of a pass-through request), while a parsed handle (CURLOPT_CURLU) is only copied. Null when
-  // the text does not parse strictly (libcurl then gets the text and says what is wrong) or when
-  // kMaxParsedUrls distinct URLs are kept already.
-  CURLU* ParsedUrl(const std::string& text) {
-    auto it = parsed_urls_.find(text);
-    if (it != parsed_urls_.end()) return it->second;
-    if (parsed_urls_.size() >= kMaxParsedUrls) return nullptr;
-    CURLU* url = curl_url();
-    if (url == nullptr) return nullptr;
-    if (curl_url_set(url, CURLUPART_URL, text.c_str(), 0) != CURLUE_OK) {
-      curl_url_cleanup(url);
-      return nullptr;
-    }
-    parsed_urls_.emplace(text, url);
-    return url;
-  }
-
   bool Configure(Transfer& t) {
     bool configured = false;
-    t.easy = NewEasy(t.request, &configured);
+    t.easy = handles_.NewEasy(t.request, &configured);
     if (!t.easy) {
       std::strcpy(t.error, "curl_easy_init failed");
       return false;
@@ -543,7 +366,7 @@ class HttpClient::Loop {
     // The exchange's own options, every time.
     set(CURLOPT_ERRORBUFFER, t.error);
     set(CURLOPT_PRIVATE, &t);
-    if (CURLU* url = ParsedUrl(r.url)) {
+    if (CURLU* url = handles_.ParsedUrl(r.url)) {
       set(CURLOPT_CURLU, url);  // read only by libcurl: shared by every exchange to this URL
     } else {
       set(CURLOPT_CURLU, static_cast<CURLU*>(nullptr));
@@ -633,7 +456,7 @@ class HttpClient::Loop {
     first_byte_deadlines_.erase({t->first_byte_deadline, t->id});
     if (status.ok()) DeliverHead(*t);
     by_easy_.erase(t->easy);
-    Recycle(t->easy, t->request, /*configured=*/true);
+    handles_.Recycle(t->easy, t->request, /*configured=*/true);
     curl_slist_free_all(t->header_list);
     std::unique_ptr<Transfer> owned = std::move(transfers_[t->id]);
     transfers_.erase(t->id);
@@ -805,21 +628,9 @@ class HttpClient::Loop {
   std::map<std::pair<absl::Time, uint64_t>, absl::AnyInvocable<void(bool)>> timers_;
   uint64_t next_timer_seq_ = 0;
   absl::Time curl_deadline_ = absl::InfiniteFuture();  // libcurl's timer (OnTimer)
-  static constexpr size_t kMaxIdleEasy = 128;
-  std::vector<IdleEasy> idle_easy_;  // handles for the next exchanges (NewEasy, Recycle)
-  static constexpr size_t kMaxParsedUrls = 256;
-  std::unordered_map<std::string, CURLU*> parsed_urls_;  // ParsedUrl
+  internal::CurlHandles handles_;  // easy handles for the next exchanges, URLs parsed once
   std::unique_ptr<internal::Http1Client> http1_;         // cleartext HTTP/1.1 exchanges; null: none
 };
-
-namespace {
-
-// Divides a connection limit (0: none) among `lanes`, rounding up.
-long PerLane(int limit, int lanes) {
-  return limit > 0 ? static_cast<long>((limit + lanes - 1) / lanes) : 0L;
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const HttpClientOptions& options) {
   CURLcode global = CURLE_OK;
@@ -845,29 +656,21 @@ absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const HttpClientO
       close(epoll_fd);
       return absl::InternalError(std::string("epoll_ctl: ") + std::strerror(errno));
     }
-    CURLM* multi = curl_multi_init();
+    CURLM* multi = internal::NewLaneMulti(internal::PerLane(options.max_connections_per_host, lanes),
+                                          internal::PerLane(options.max_total_connections, lanes),
+                                          internal::PerLane(cached, lanes));
     if (!multi) {
       close(epoll_fd);
       return absl::InternalError("curl_multi_init failed");
     }
-    curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
-    if (options.max_connections_per_host > 0) {
-      curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                        PerLane(options.max_connections_per_host, lanes));
-    }
-    if (options.max_total_connections > 0) {
-      curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-                        PerLane(options.max_total_connections, lanes));
-    }
-    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, PerLane(cached, lanes));
 
     std::optional<internal::Http1Limits> http1;
     // With a proxy in the environment, every exchange goes through libcurl, which honours it.
     if (!options.libcurl_only && !ProxyInEnvironment()) {
       http1 = internal::Http1Limits{
-          .per_host = static_cast<int>(PerLane(options.max_connections_per_host, lanes)),
-          .total = static_cast<int>(PerLane(options.max_total_connections, lanes)),
-          .cached = static_cast<int>(PerLane(cached, lanes))};
+          .per_host = static_cast<int>(internal::PerLane(options.max_connections_per_host, lanes)),
+          .total = static_cast<int>(internal::PerLane(options.max_total_connections, lanes)),
+          .cached = static_cast<int>(internal::PerLane(cached, lanes))};
     }
     auto loop = std::make_unique<Loop>(*client, static_cast<size_t>(index), multi, epoll_fd,
                                        std::move(core), http1);
