@@ -130,6 +130,26 @@ class CopyComponentTest(unittest.TestCase):
         self.assertGreater(fit["positions"][3], 100)
 
 
+class ShippedModelTest(unittest.TestCase):
+    """The shipped model sees repetition: a passage repeated in one window costs at most 0.3 of
+    its first occurrence's mean NLL, on the exported module's own forward (the card records
+    the figure on validation passages)."""
+
+    def test_copy_ratio(self):
+        import json
+        import sentencepiece as spm
+        model_dir = os.path.join(os.path.dirname(TOOLS), "models", "terse-small-en")
+        module = torch.jit.load(os.path.join(model_dir, "model.pt"))
+        sp = spm.SentencePieceProcessor(model_file=os.path.join(model_dir, "tokenizer.model"))
+        with open(os.path.join(TOOLS, "data", "ood_eval.txt"), encoding="utf-8") as f:
+            ids = torch.tensor(sp.encode(f.read()), dtype=torch.long)
+        starts = torch.tensor([0, 160, 320, len(ids)])
+        ratio = copy_ratio(module, ids, starts, module.bos_id, span=150, docs=3)
+        self.assertLessEqual(ratio, 0.3)
+        with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
+            self.assertLessEqual(json.load(f)["evaluation"]["copy_ratio"], 0.3)
+
+
 class TestModelTest(unittest.TestCase):
     def test_make_test_model_is_deterministic(self):
         with tempfile.TemporaryDirectory() as tmp:
