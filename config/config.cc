@@ -14,6 +14,7 @@
 #include "absl/strings/str_replace.h"
 #include "config/env_refs.h"
 #include "config/glob.h"
+#include "config/prices.h"
 #include "config/validate.h"
 #include "config/yaml_proto.h"
 
@@ -69,6 +70,9 @@ absl::StatusOr<std::shared_ptr<const Config>> Load(std::string_view yaml, const 
       bool duplicate = false;
       for (const ConfigError& m : mapping.errors) duplicate |= Overlaps(m.path, e.path);
       if (!duplicate) errors.push_back(std::move(e));
+    }
+    if (proto.has_tenancy()) {
+      for (ConfigError& e : MergePriceFile(*proto.mutable_tenancy())) errors.push_back(std::move(e));
     }
   }
   if (!errors.empty()) {

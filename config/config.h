@@ -47,4 +47,8 @@ absl::StatusOr<std::shared_ptr<const Config>> LoadConfigText(std::string_view ya
 // kFailedPrecondition when it cannot be read (a directory, no permission).
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(const std::string& path);
 
+// A price table file (config/prices.yaml), validated; kInvalidArgument lists every problem.
+// LoadConfig* do this for `tenancy.prices_file` and put the config's `tenancy.prices` over it.
+absl::StatusOr<v1::PriceTable> LoadPriceTableFile(const std::string& path);
+
 }  // namespace terse::config

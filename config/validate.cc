@@ -5,11 +5,15 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "config/glob.h"
+#include "config/prices.h"
 #include "config/suggest.h"
 #include "config/yaml_proto.h"
 
@@ -21,6 +25,25 @@ constexpr uint32_t kMaxPort = 65535;
 std::string Quoted(const std::string& s) { return "\"" + s + "\""; }
 
 std::string Index(const std::string& field, int i) { return absl::StrCat(field, "[", i, "]"); }
+
+bool AllOf(const std::string& s, const char* alphabet) {
+  return s.find_first_not_of(alphabet) == std::string::npos;
+}
+
+// The shapes tenancy/keys.h makes: a 12-character public id, and `sha256$<salt>$<digest>`.
+bool IsKeyIdShape(const std::string& id) {
+  return id.size() == 12 && AllOf(id, "abcdefghijklmnopqrstuvwxyz0123456789");
+}
+
+bool IsKeyHashShape(const std::string& hash) {
+  const std::string scheme = "sha256$";
+  if (hash.size() != scheme.size() + 32 + 1 + 64 || hash.compare(0, scheme.size(), scheme) != 0 ||
+      hash[scheme.size() + 32] != '$') {
+    return false;
+  }
+  return AllOf(hash.substr(scheme.size(), 32), "0123456789abcdef") &&
+         AllOf(hash.substr(scheme.size() + 33), "0123456789abcdef");
+}
 
 void FillListener(const std::set<std::string>& present, const std::string& path, uint32_t port,
                   v1::Listener& listener) {
@@ -66,6 +89,21 @@ void FillCompression(const std::set<std::string>& present, const std::string& pa
   if (unset("context_budget_k")) c.set_context_budget_k(1.0);
 }
 
+void FillTenancy(const std::set<std::string>& present, const v1::Limits& limits, v1::Tenancy& t) {
+  auto unset = [&](const char* field) { return !present.count(absl::StrCat("tenancy.", field)); };
+  if (unset("data_dir")) t.set_data_dir("data");
+  if (unset("prices_file")) t.set_prices_file("config/prices.yaml");
+  if (unset("default_output_tokens")) t.set_default_output_tokens(1024);
+  // A hold must outlive its request, or a slow answer would free budget it still needs.
+  if (unset("hold_lease_ms")) {
+    t.set_hold_lease_ms(static_cast<uint32_t>(
+        std::min<uint64_t>(uint64_t{limits.request_timeout_ms()} + 60000, UINT32_MAX)));
+  }
+  if (unset("time_zone")) t.set_time_zone("UTC");
+  if (unset("store.kind")) t.mutable_store()->set_kind(v1::TenancyStore::SQLITE);
+  if (unset("store.fail_mode")) t.mutable_store()->set_fail_mode("closed");
+}
+
 // Collects problems; every check appends and carries on.
 class Validator {
  public:
@@ -78,6 +116,7 @@ class Validator {
     Limits();
     Compressor();
     OneOf("logging.level", config_.logging().level(), {"debug", "info", "warn", "error"});
+    if (config_.has_tenancy()) Tenancy();
     return std::move(errors_);
   }
 
@@ -167,6 +206,7 @@ class Validator {
       const std::string path = Index("routes", i);
       const bool enabled = IsEnabled(r.enabled_if_env(), env_);
       any_enabled |= enabled;
+      all_routes_.push_back(r.name());
       EnabledIfEnv(path, r.enabled_if_env());
       if (r.model().empty()) {
         Add(path + ".model", "required (an exact model name or a glob such as \"gpt-4o*\")");
@@ -282,6 +322,135 @@ class Validator {
     if (c.workers() == 0) Add("compressor.workers", "must be at least 1");
   }
 
+  void Tenancy() {
+    const v1::Tenancy& t = config_.tenancy();
+    std::map<std::string, std::string> tenant_paths, key_paths;  // id -> where first seen
+    for (int i = 0; i < t.tenants_size(); ++i) {
+      const v1::Tenant& tenant = t.tenants(i);
+      const std::string path = Index("tenancy.tenants", i);
+      if (tenant.id().empty()) {
+        Add(path + ".id", "required");
+      } else if (!IsTenantId(tenant.id())) {
+        Add(path + ".id", "expected 1 to 64 of a-z, 0-9, _ and -, got " + Quoted(tenant.id()));
+      } else if (auto [it, inserted] = tenant_paths.emplace(tenant.id(), path); !inserted) {
+        Add(path + ".id",
+            "duplicate tenant id " + Quoted(tenant.id()) + " (also " + it->second + ")");
+      }
+      for (int j = 0; j < tenant.keys_size(); ++j) {
+        const v1::TenantKey& key = tenant.keys(j);
+        const std::string key_path = Index(path + ".keys", j);
+        if (!IsKeyIdShape(key.id())) {
+          Add(key_path + ".id",
+              "expected the key's public id (12 of a-z and 0-9), got " + Quoted(key.id()));
+        } else if (auto [it, inserted] = key_paths.emplace(key.id(), key_path); !inserted) {
+          Add(key_path + ".id",
+              "duplicate key id " + Quoted(key.id()) + " (also " + it->second + ")");
+        }
+        // Never echo the value: a pasted key would land in logs.
+        if (!IsKeyHashShape(key.hash())) {
+          Add(key_path + ".hash",
+              "expected sha256$<32 hex>$<64 hex> as the key generator prints it, not the key "
+              "itself (value not shown)");
+        }
+        RateLimits(key_path + ".limits", key.limits());
+        for (int b = 0; b < key.budgets_size(); ++b) {
+          Budget(Index(key_path + ".budgets", b), key.budgets(b));
+        }
+      }
+      for (int j = 0; j < tenant.allowed_routes_size(); ++j) {
+        RouteName(Index(path + ".allowed_routes", j), tenant.allowed_routes(j));
+      }
+      for (int j = 0; j < tenant.allowed_models_size(); ++j) {
+        const std::string& model = tenant.allowed_models(j);
+        if (absl::Status s = ValidateGlob(model); model.empty() || !s.ok()) {
+          Add(Index(path + ".allowed_models", j),
+              model.empty() ? "must not be empty"
+                            : "invalid glob " + Quoted(model) + ": " + std::string(s.message()));
+        }
+      }
+      const v1::TenantCompression& c = tenant.compression();
+      if (c.has_rate()) Fraction(path + ".compression.rate", c.rate());
+      if (!c.policy().empty()) RouteName(path + ".compression.policy", c.policy());
+      if (c.has_rate() && !c.policy().empty()) {
+        Add(path + ".compression", "policy and rate are both set; set only one");
+      }
+      RateLimits(path + ".limits", tenant.limits());
+      for (int b = 0; b < tenant.budgets_size(); ++b) {
+        Budget(Index(path + ".budgets", b), tenant.budgets(b));
+      }
+    }
+    if (t.data_dir().empty()) Add("tenancy.data_dir", "must not be empty");
+    if (!t.admin_key_env().empty() && !IsEnvName(t.admin_key_env())) {
+      Add("tenancy.admin_key_env",
+          "expected the name of an environment variable (letters, digits and _), not a key "
+          "(value not shown)");
+    }
+    TimeZone("tenancy.time_zone", t.time_zone());
+    if (t.hold_lease_ms() == 0) Add("tenancy.hold_lease_ms", "must be at least 1");
+    if (t.default_output_tokens() == 0) Add("tenancy.default_output_tokens", "must be at least 1");
+    const v1::TenancyStore& store = t.store();
+    OneOf("tenancy.store.fail_mode", store.fail_mode(), {"open", "closed"});
+    if (store.kind() == v1::TenancyStore::REDIS_POSTGRES) {
+      if (store.redis_url().rfind("redis://", 0) != 0 &&
+          store.redis_url().rfind("rediss://", 0) != 0) {
+        Add("tenancy.store.redis_url",
+            "expected a redis:// or rediss:// URL for kind "
+            "redis_postgres");
+      }
+      if (!IsEnvName(store.postgres_url_env())) {
+        Add("tenancy.store.postgres_url_env",
+            "required for kind redis_postgres: the name of the environment variable holding the "
+            "PostgreSQL connection string");
+      }
+    }
+    for (ConfigError& e : ValidatePrices("tenancy.prices", t.prices())) {
+      errors_.push_back(std::move(e));
+    }
+  }
+
+  void RateLimits(const std::string& path, const v1::RateLimits& limits) {
+    constexpr uint64_t kMaxTokensPerMinute = 1'000'000'000'000'000;  // keeps GCRA in range
+    if (limits.tokens_per_minute() > kMaxTokensPerMinute) {
+      Add(path + ".tokens_per_minute",
+          absl::StrCat(limits.tokens_per_minute(), " is out of range (at most 1e15)"));
+    }
+  }
+
+  void Budget(const std::string& path, const v1::Budget& budget) {
+    if (budget.period().empty()) {
+      Add(path + ".period", "required; expected one of: day, week, month, total");
+    } else {
+      OneOf(path + ".period", budget.period(), {"day", "week", "month", "total"});
+    }
+    // Micro-dollars in an int64 stop near 9.2e12 USD.
+    if (!(budget.usd() > 0 && budget.usd() <= 1e12)) {
+      Add(path + ".usd", absl::StrCat(budget.usd(),
+                                      " is out of range; expected more than 0 "
+                                      "and at most 1e12"));
+    }
+    if (!budget.time_zone().empty()) TimeZone(path + ".time_zone", budget.time_zone());
+  }
+
+  void TimeZone(const std::string& path, const std::string& name) {
+    absl::TimeZone zone;
+    if (!absl::LoadTimeZone(name, &zone)) {
+      Add(path, "unknown time zone " + Quoted(name) +
+                    " (an IANA name such as \"Europe/Paris\" or \"UTC\"; is tzdata installed?)");
+    }
+  }
+
+  void RouteName(const std::string& path, const std::string& name) {
+    for (const std::string& route : all_routes_) {
+      if (route == name) return;
+    }
+    Add(path, "unknown route " + Quoted(name) + DidYouMean(name, all_routes_));
+  }
+
+  static bool IsTenantId(const std::string& id) {
+    return !id.empty() && id.size() <= 64 &&
+           id.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") == std::string::npos;
+  }
+
   // The regex is compiled as the compressor will compile it: PCRE2, UTF-8.
   void Regex(const std::string& path, const std::string& pattern) {
     int error_code = 0;
@@ -329,6 +498,7 @@ class Validator {
   const EnvLookup& env_;
   std::vector<ConfigError> errors_;
   std::vector<std::string> all_providers_;
+  std::vector<std::string> all_routes_;
   std::map<std::string, bool> provider_enabled_;
   std::map<std::string, std::string> provider_condition_;
 };
@@ -361,6 +531,7 @@ void FillDefaults(const std::set<std::string>& present, v1::Config& config) {
   if (unset("queue_capacity")) c.set_queue_capacity(256);
   if (unset("workers")) c.set_workers(2);
   if (!present.count("logging.level")) config.mutable_logging()->set_level("info");
+  if (config.has_tenancy()) FillTenancy(present, config.limits(), *config.mutable_tenancy());
 }
 
 std::vector<ConfigError> ValidateConfig(const v1::Config& config, const EnvLookup& env) {

@@ -1,0 +1,382 @@
+// The SQLite ledger: schema, the group-commit writer, counter rebuilds and usage queries.
+#include "tenancy/sqlite_store.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
+namespace terse::tenancy {
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+constexpr int64_t kQuarterHourUs = 15 * 60 * int64_t{1'000'000};
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS usage (
+  request_id TEXT PRIMARY KEY,
+  time_us INTEGER NOT NULL,
+  tenant_id TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  route TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  model TEXT NOT NULL,
+  original_prompt_tokens INTEGER NOT NULL,
+  sent_prompt_tokens INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  cached_tokens INTEGER NOT NULL,
+  cost_micros INTEGER NOT NULL,
+  savings_micros INTEGER NOT NULL,
+  latency_ms INTEGER NOT NULL,
+  http_status INTEGER NOT NULL,
+  compressed INTEGER NOT NULL,
+  shed INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage (tenant_id, time_us);
+CREATE INDEX IF NOT EXISTS usage_by_key ON usage (tenant_id, key_id, time_us);
+PRAGMA user_version = 1;
+)sql";
+
+absl::Status SqliteError(sqlite3* db, const char* what) {
+  return absl::InternalError(absl::StrCat("sqlite: ", what, ": ", sqlite3_errmsg(db)));
+}
+
+absl::Status Exec(sqlite3* db, const char* sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return absl::OkStatus();
+  absl::Status status = absl::InternalError(absl::StrCat("sqlite: ", error ? error : "error"));
+  sqlite3_free(error);
+  return status;
+}
+
+// A prepared statement, finalized on scope exit.
+class Statement {
+ public:
+  Statement(sqlite3* db, std::string_view sql) : db_(db) {
+    status_ = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr);
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  absl::Status status() const {
+    return status_ == SQLITE_OK ? absl::OkStatus() : SqliteError(db_, "prepare");
+  }
+  Statement& Bind(int i, std::string_view text) {
+    sqlite3_bind_text(stmt_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& Bind(int i, int64_t value) {
+    sqlite3_bind_int64(stmt_, i, value);
+    return *this;
+  }
+  // True for a row, false when done.
+  absl::StatusOr<bool> Step() {
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return SqliteError(db_, "step");
+  }
+  int64_t Int(int column) const { return sqlite3_column_int64(stmt_, column); }
+  std::string Text(int column) const {
+    const unsigned char* text = sqlite3_column_text(stmt_, column);
+    return text ? std::string(reinterpret_cast<const char*>(text)) : std::string();
+  }
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int status_;
+};
+
+absl::StatusOr<sqlite3*> OpenConnection(const std::string& path) {
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(
+      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status status = absl::InternalError(absl::StrCat(
+        "sqlite: cannot open ", path, ": ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+    sqlite3_close_v2(db);
+    return status;
+  }
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  return db;
+}
+
+}  // namespace
+
+void SqliteStore::DbCloser::operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
+  std::error_code ec;
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  // One process owns the file: two would each admit against their own counters.
+  const std::string lock_path = path + ".lock";
+  const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0) {
+    return absl::InternalError(absl::StrCat("cannot open ", lock_path, ": ", strerror(errno)));
+  }
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(lock_fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat(path,
+                     " is in use by another process; several gateways sharing budgets need the "
+                     "redis_postgres store"));
+  }
+  auto fail = [lock_fd](absl::Status status) {
+    ::close(lock_fd);
+    return status;
+  };
+  absl::StatusOr<sqlite3*> write_db = OpenConnection(path);
+  if (!write_db.ok()) return fail(write_db.status());
+  Db writer(*write_db);
+  {
+    // journal_mode answers with the mode in force, which must be wal.
+    Statement wal(writer.get(), "PRAGMA journal_mode=WAL");
+    absl::StatusOr<bool> row = wal.Step();
+    if (!row.ok()) return fail(row.status());
+    if (!*row || wal.Text(0) != "wal") {
+      return fail(absl::InternalError("sqlite: " + path + " cannot use WAL journaling"));
+    }
+  }
+  if (absl::Status s = Exec(writer.get(), "PRAGMA synchronous=FULL"); !s.ok()) return fail(s);
+  if (absl::Status s = Exec(writer.get(), kSchema); !s.ok()) return fail(s);
+  absl::StatusOr<sqlite3*> read_db = OpenConnection(path);
+  if (!read_db.ok()) return fail(read_db.status());
+  Db reader(*read_db);
+  if (absl::Status s = Exec(reader.get(), "PRAGMA query_only=1"); !s.ok()) return fail(s);
+  return std::unique_ptr<SqliteStore>(
+      new SqliteStore(std::move(writer), std::move(reader), lock_fd));
+}
+
+SqliteStore::SqliteStore(Db write_db, Db read_db, int lock_fd)
+    : write_db_(std::move(write_db)), read_db_(std::move(read_db)), lock_fd_(lock_fd) {
+  writer_ = std::thread([this] { WriterLoop(); });
+}
+
+SqliteStore::~SqliteStore() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  writer_.join();
+  {
+    absl::MutexLock db(&db_mu_);
+    write_db_.reset();
+  }
+  {
+    absl::MutexLock read(&read_mu_);
+    read_db_.reset();
+  }
+  ::close(lock_fd_);
+}
+
+void SqliteStore::WriterLoop() {
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(this, &SqliteStore::HasWork));
+      if (queue_.empty()) return;  // stopping, and everything is written
+    }
+    absl::MutexLock db(&db_mu_);
+    std::vector<Queued> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      batch.swap(queue_);
+    }
+    const absl::Status status = WriteRows(batch);
+    absl::MutexLock lock(&mu_);
+    for (Queued& q : batch) {
+      unwritten_ids_.erase(q.row.request_id);
+      if (!status.ok()) counters_.Unbook(q.row);
+      q.ticket->status = status;
+      q.ticket->done = true;
+    }
+  }
+}
+
+absl::Status SqliteStore::WriteRows(const std::vector<Queued>& batch) {
+  sqlite3* db = write_db_.get();
+  RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
+  Statement insert(db, R"sql(
+      INSERT OR IGNORE INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
+                                          ?14, ?15, ?16, ?17))sql");
+  absl::Status status = insert.status();
+  for (size_t i = 0; status.ok() && i < batch.size(); ++i) {
+    const UsageRow& r = batch[i].row;
+    insert.Bind(1, r.request_id).Bind(2, absl::ToUnixMicros(r.time)).Bind(3, r.tenant_id);
+    insert.Bind(4, r.key_id).Bind(5, r.route).Bind(6, r.provider).Bind(7, r.model);
+    insert.Bind(8, r.original_prompt_tokens).Bind(9, r.sent_prompt_tokens);
+    insert.Bind(10, r.completion_tokens).Bind(11, r.cached_tokens).Bind(12, r.cost);
+    insert.Bind(13, r.savings).Bind(14, r.latency_ms).Bind(15, int64_t{r.http_status});
+    insert.Bind(16, int64_t{r.compressed}).Bind(17, int64_t{r.shed});
+    status = insert.Step().status();
+    insert.Reset();
+  }
+  if (status.ok()) status = Exec(db, "COMMIT");
+  if (!status.ok()) Exec(db, "ROLLBACK").IgnoreError();  // fails harmlessly if none is open
+  return status;
+}
+
+std::shared_ptr<SqliteStore::Ticket> SqliteStore::Enqueue(UsageRow row) {
+  counters_.Book(row);
+  unwritten_ids_.insert(row.request_id);
+  auto ticket = std::make_shared<Ticket>();
+  queue_.push_back(Queued{std::move(row), ticket});
+  return ticket;
+}
+
+absl::StatusOr<bool> SqliteStore::RowExists(const std::string& request_id) {
+  absl::MutexLock read(&read_mu_);
+  Statement select(read_db_.get(), "SELECT 1 FROM usage WHERE request_id = ?1");
+  RETURN_IF_ERROR(select.status());
+  select.Bind(1, request_id);
+  return select.Step();
+}
+
+absl::StatusOr<bool> SqliteStore::Settle(const UsageRow& row) {
+  RETURN_IF_ERROR(ValidateRow(row));
+  std::shared_ptr<Ticket> ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    if (unwritten_ids_.contains(row.request_id)) return false;
+    if (counters_.HasHold(row.request_id)) ticket = Enqueue(row);  // the usual, first settle
+  }
+  if (ticket == nullptr) {
+    // No hold: a repeat, a settle after the hold expired, or one from before a restart. Only the
+    // ledger can tell, and only while no batch is in flight (db_mu_).
+    absl::MutexLock db(&db_mu_);
+    ASSIGN_OR_RETURN(const bool exists, RowExists(row.request_id));
+    absl::MutexLock lock(&mu_);
+    if (exists || unwritten_ids_.contains(row.request_id)) return false;
+    ticket = Enqueue(row);
+  }
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&ticket->done));
+  if (!ticket->status.ok()) return ticket->status;
+  return true;
+}
+
+absl::Status SqliteStore::InstallFromLedger(const std::vector<CounterKey>& keys) {
+  absl::MutexLock db(&db_mu_);
+  std::vector<Micros> sums;
+  {
+    absl::MutexLock read(&read_mu_);
+    for (const CounterKey& key : keys) {
+      Statement sum(read_db_.get(),
+                    key.key_id.empty()
+                        ? "SELECT COALESCE(SUM(cost_micros), 0) FROM usage WHERE tenant_id = ?1 "
+                          "AND time_us >= ?3 AND time_us < ?4"
+                        : "SELECT COALESCE(SUM(cost_micros), 0) FROM usage WHERE tenant_id = ?1 "
+                          "AND key_id = ?2 AND time_us >= ?3 AND time_us < ?4");
+      RETURN_IF_ERROR(sum.status());
+      sum.Bind(1, key.tenant_id).Bind(3, key.window.start_us).Bind(4, key.window.end_us);
+      if (!key.key_id.empty()) sum.Bind(2, key.key_id);
+      RETURN_IF_ERROR(sum.Step().status());
+      sums.push_back(sum.Int(0));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (counters_.Has(keys[i])) continue;
+    Micros settled = sums[i];
+    for (const Queued& q : queue_) {
+      if (keys[i].Counts(q.row)) settled += q.row.cost;
+    }
+    counters_.Install(keys[i], settled);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Decision> SqliteStore::Admit(const Admission& admission) {
+  // A counter installed here may be pruned by a concurrent ExpireHolds before it is used; a few
+  // rounds settle that race.
+  for (int round = 0; round < 4; ++round) {
+    std::vector<CounterKey> missing;
+    {
+      absl::MutexLock lock(&mu_);
+      missing = counters_.Missing(admission);
+      if (missing.empty()) return counters_.Admit(admission);
+    }
+    RETURN_IF_ERROR(InstallFromLedger(missing));
+  }
+  return absl::AbortedError("budget counters kept being pruned during admission; retry");
+}
+
+absl::StatusOr<int> SqliteStore::ExpireHolds(absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  return counters_.ExpireHolds(now, /*prune=*/true);
+}
+
+absl::StatusOr<Spend> SqliteStore::BudgetSpend(const Limit& budget, absl::Time now) {
+  const CounterKey key = BudgetCounterKey(budget, now);
+  RETURN_IF_ERROR(InstallFromLedger({key}));
+  absl::MutexLock lock(&mu_);
+  return counters_.SpendOf(key);
+}
+
+absl::StatusOr<std::vector<UsageBucket>> SqliteStore::Usage(const UsageQuery& query) {
+  std::string group = "''";
+  switch (query.group_by) {
+    case GroupBy::kNone:
+      break;
+    case GroupBy::kDay:
+      group = absl::StrCat("time_us / ", kQuarterHourUs);
+      break;
+    case GroupBy::kModel:
+      group = "model";
+      break;
+    case GroupBy::kRoute:
+      group = "route";
+      break;
+    case GroupBy::kKey:
+      group = "key_id";
+      break;
+  }
+  const std::string sql = absl::StrCat(
+      "SELECT ", group, ", COUNT(*), SUM(original_prompt_tokens), SUM(sent_prompt_tokens), ",
+      "SUM(completion_tokens), SUM(cached_tokens), SUM(cost_micros), SUM(savings_micros) ",
+      "FROM usage WHERE tenant_id = ?1 AND time_us >= ?2 AND time_us < ?3 GROUP BY 1");
+  std::map<std::string, UsageBucket> groups;
+  absl::MutexLock read(&read_mu_);
+  Statement select(read_db_.get(), sql);
+  RETURN_IF_ERROR(select.status());
+  select.Bind(1, query.tenant_id)
+      .Bind(2, absl::ToUnixMicros(query.from))
+      .Bind(3, absl::ToUnixMicros(query.to));
+  for (;;) {
+    ASSIGN_OR_RETURN(const bool more, select.Step());
+    if (!more) break;
+    UsageRow first;  // stands for the group's rows: only its grouped field is read
+    first.time = absl::FromUnixMicros(select.Int(0) * kQuarterHourUs);
+    first.model = first.route = first.key_id = select.Text(0);
+    UsageBucket& bucket = groups[GroupOf(first, query)];
+    bucket.group = GroupOf(first, query);
+    bucket.requests += select.Int(1);
+    bucket.original_prompt_tokens += select.Int(2);
+    bucket.sent_prompt_tokens += select.Int(3);
+    bucket.completion_tokens += select.Int(4);
+    bucket.cached_tokens += select.Int(5);
+    bucket.cost += select.Int(6);
+    bucket.savings += select.Int(7);
+  }
+  std::vector<UsageBucket> buckets;
+  for (auto& [name, bucket] : groups) buckets.push_back(std::move(bucket));
+  return buckets;
+}
+
+}  // namespace terse::tenancy
