@@ -1,17 +1,15 @@
 // Internals of the TorchScript LanguageModel that need no LibTorch type: the window plan for long
 // sequences (language_model.cc), the module's shape, the loader LanguageModel::Load calls, and
-// probes for tests and benchmarks. Only compressor/*.cc files include torch.
+// the way in for the probes (language_model_probes.h). Only compressor/*.cc files include torch.
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "compressor/batch_scheduler.h"
 #include "compressor/language_model.h"
 
 namespace terse::compressor {
@@ -61,22 +59,5 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> LoadTorchScriptModel(
 // The shared parts of the TorchScript backend behind `model` (torch_forward.h); null when
 // `model` is another backend.
 TorchBackend* TorchBackendOf(const LanguageModel& model);
-
-// Counters of `model`'s worker; zeros if `model` is not the TorchScript backend.
-InferenceStats StatsOf(const LanguageModel& model);
-
-// Runs `task` alone on `model`'s worker thread and returns when it has run; the queue waits
-// meanwhile (tests use it to let steps pile up, then release them as one batch). An exception
-// from `task` is returned as a status.
-absl::Status RunOnWorker(const LanguageModel& model, std::function<void()> task);
-
-// The architecture of `model`; an error if it is not the TorchScript backend.
-absl::StatusOr<ModelShape> ShapeOf(const LanguageModel& model);
-
-// FLOP/s of plain matrix products shaped like the linear layers and LM head of one forward pass
-// over `rows` tokens, run on `model`'s worker (same device, threads and settings as scoring):
-// the ceiling the scorer's own FLOP/s is compared with. `bf16` runs them in bfloat16.
-absl::StatusOr<double> MeasureMatmulFlops(const LanguageModel& model, int rows, int repeats,
-                                          bool bf16);
 
 }  // namespace terse::compressor

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "base/json.h"
+#include "compressor/language_model_probes.h"
 #include "compressor/lingua_text.h"
-#include "compressor/torch_language_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/compressor/compressor_testing.h"
