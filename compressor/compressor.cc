@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "compressor/compression_cache.h"
+#include "compressor/exception_status.h"
 #include "compressor/lingua_run.h"
 #include "compressor/lingua_text.h"
 #include "compressor/lm_tokenizer.h"
@@ -141,39 +142,42 @@ absl::StatusOr<CompressResult> Compressor::CompressText(std::string_view text,
 
 absl::StatusOr<CompressResult> Compressor::Compress(const Prompt& prompt,
                                                     const CompressOptions& options) {
-  const auto start = std::chrono::steady_clock::now();
-  const auto utf8 = [](const std::string& s, const std::string& what) -> absl::Status {
-    if (lingua::IsValidUtf8(s)) return absl::OkStatus();
-    return absl::InvalidArgumentError(what + " is not valid UTF-8");
-  };
-  RETURN_IF_ERROR(utf8(prompt.instruction, "the instruction"));
-  RETURN_IF_ERROR(utf8(prompt.question, "the question"));
-  for (size_t i = 0; i < prompt.context.size(); ++i) {
-    RETURN_IF_ERROR(utf8(prompt.context[i], absl::StrCat("context item ", i)));
-  }
-  RETURN_IF_ERROR(CheckOptions(prompt, options));
-
-  std::optional<CompressionCache::Key> key;
-  if (cache_ && options.use_cache) {
-    std::string material = absl::StrCat("terse-compress-v1|", lm_->digest(), "|",
-                                        tokenizer_->vocab_size(), "|", OptionsKey(options));
-    const auto add = [&](const std::string& s) { absl::StrAppend(&material, s.size(), ":", s); };
-    add(prompt.instruction);
-    absl::StrAppend(&material, "|", prompt.context.size(), "|");
-    for (const std::string& c : prompt.context) add(c);
-    add(prompt.question);
-    key = CompressionCache::MakeKey(material);
-    if (std::optional<CompressResult> hit = cache_->Lookup(*key)) {
-      hit->cache_hit = true;
-      hit->ms = Ms(start);
-      return *std::move(hit);
+  // Nothing the method, its helper threads or the model throw gets past here.
+  return CatchExceptions("compression failed", [&]() -> absl::StatusOr<CompressResult> {
+    const auto start = std::chrono::steady_clock::now();
+    const auto utf8 = [](const std::string& s, const std::string& what) -> absl::Status {
+      if (lingua::IsValidUtf8(s)) return absl::OkStatus();
+      return absl::InvalidArgumentError(what + " is not valid UTF-8");
+    };
+    RETURN_IF_ERROR(utf8(prompt.instruction, "the instruction"));
+    RETURN_IF_ERROR(utf8(prompt.question, "the question"));
+    for (size_t i = 0; i < prompt.context.size(); ++i) {
+      RETURN_IF_ERROR(utf8(prompt.context[i], absl::StrCat("context item ", i)));
     }
-  }
-  absl::StatusOr<CompressResult> result = CompressUncached(prompt, options);
-  if (!result.ok()) return result.status();
-  result->ms = Ms(start);
-  if (key.has_value()) cache_->Insert(*key, *result);
-  return result;
+    RETURN_IF_ERROR(CheckOptions(prompt, options));
+
+    std::optional<CompressionCache::Key> key;
+    if (cache_ && options.use_cache) {
+      std::string material = absl::StrCat("terse-compress-v1|", lm_->digest(), "|",
+                                          tokenizer_->vocab_size(), "|", OptionsKey(options));
+      const auto add = [&](const std::string& s) { absl::StrAppend(&material, s.size(), ":", s); };
+      add(prompt.instruction);
+      absl::StrAppend(&material, "|", prompt.context.size(), "|");
+      for (const std::string& c : prompt.context) add(c);
+      add(prompt.question);
+      key = CompressionCache::MakeKey(material);
+      if (std::optional<CompressResult> hit = cache_->Lookup(*key)) {
+        hit->cache_hit = true;
+        hit->ms = Ms(start);
+        return *std::move(hit);
+      }
+    }
+    absl::StatusOr<CompressResult> result = CompressUncached(prompt, options);
+    if (!result.ok()) return result.status();
+    result->ms = Ms(start);
+    if (key.has_value()) cache_->Insert(*key, *result);
+    return result;
+  });
 }
 
 absl::StatusOr<CompressResult> Compressor::CompressUncached(const Prompt& prompt,

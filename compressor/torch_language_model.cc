@@ -65,6 +65,22 @@ class TorchSession : public LanguageModel::Session {
   }
 
   absl::StatusOr<std::vector<float>> Score(std::span<const int32_t> tokens) override {
+    return CatchExceptions("language model scoring failed", [&] { return ScoreOrThrow(tokens); });
+  }
+
+  absl::Status Append(std::span<const int32_t> tokens) override {
+    return CatchExceptions("language model append failed", [&] { return AppendOrThrow(tokens); });
+  }
+
+  absl::Status AppendScored(const std::vector<bool>& keep) override {
+    return CatchExceptions("language model append failed",
+                           [&] { return AppendScoredOrThrow(keep); });
+  }
+
+  int past_length() const override { return past_length_; }
+
+ private:
+  absl::StatusOr<std::vector<float>> ScoreOrThrow(std::span<const int32_t> tokens) {
     if (absl::Status s = CheckTokens(tokens, shape().vocab_size); !s.ok()) return s;
     std::vector<float> scores;
     if (tokens.empty()) return scores;
@@ -86,7 +102,7 @@ class TorchSession : public LanguageModel::Session {
     return scores;
   }
 
-  absl::Status AppendScored(const std::vector<bool>& keep) override {
+  absl::Status AppendScoredOrThrow(const std::vector<bool>& keep) {
     if (!scored_.has_value()) {
       return absl::FailedPreconditionError(
           "AppendScored needs a Score since the past last changed");
@@ -100,7 +116,7 @@ class TorchSession : public LanguageModel::Session {
     for (size_t j = 0; j < keep.size(); ++j) {
       if (keep[j]) kept.push_back(scored_->tokens[j]);
     }
-    if (!scored_->reusable) return Append(kept);
+    if (!scored_->reusable) return AppendOrThrow(kept);
     if (kept.empty()) return absl::OkStatus();
     // The scoring pass cached the window's tokens [0, prefix) followed by the scored tokens.
     // The last kept token stays pending: its entry and the log-probs after it come with the next
@@ -131,7 +147,7 @@ class TorchSession : public LanguageModel::Session {
     return absl::OkStatus();
   }
 
-  absl::Status Append(std::span<const int32_t> tokens) override {
+  absl::Status AppendOrThrow(std::span<const int32_t> tokens) {
     if (absl::Status s = CheckTokens(tokens, shape().vocab_size); !s.ok()) return s;
     if (tokens.empty()) return absl::OkStatus();
     Window grown = window_;
@@ -141,9 +157,6 @@ class TorchSession : public LanguageModel::Session {
     return absl::OkStatus();
   }
 
-  int past_length() const override { return past_length_; }
-
- private:
   void SetWindow(Window window) {
     window_ = std::move(window);
     scored_.reset();
@@ -250,8 +263,10 @@ class TorchLanguageModel : public LanguageModel {
 
   absl::StatusOr<std::vector<std::vector<float>>> ScoreSequences(
       const std::vector<std::vector<int32_t>>& sequences) override {
-    std::vector<std::vector<int32_t>> empty(sequences.size());
-    return ScoreTails(sequences, empty, /*tails_only=*/false);
+    return CatchExceptions("language model scoring failed", [&] {
+      std::vector<std::vector<int32_t>> empty(sequences.size());
+      return ScoreTails(sequences, empty, /*tails_only=*/false);
+    });
   }
 
   absl::StatusOr<std::vector<std::vector<float>>> ScoreContinuations(
@@ -262,7 +277,8 @@ class TorchLanguageModel : public LanguageModel {
           absl::StrCat("ScoreContinuations needs one target per prefix, got ", prefixes.size(),
                        " prefixes and ", targets.size(), " targets"));
     }
-    return ScoreTails(prefixes, targets, /*tails_only=*/true);
+    return CatchExceptions("language model scoring failed",
+                           [&] { return ScoreTails(prefixes, targets, /*tails_only=*/true); });
   }
 
   std::unique_ptr<Session> NewSession() override {
@@ -277,7 +293,8 @@ class TorchLanguageModel : public LanguageModel {
   TorchBackend& backend() const { return *backend_; }
 
  private:
-  // Scores heads[i] + tails[i] after BOS; all of it, or only the tail when tails_only.
+  // Scores heads[i] + tails[i] after BOS; all of it, or only the tail when tails_only. May throw
+  // what LibTorch or the standard library throws.
   absl::StatusOr<std::vector<std::vector<float>>> ScoreTails(
       const std::vector<std::vector<int32_t>>& heads,
       const std::vector<std::vector<int32_t>>& tails, bool tails_only) {
@@ -385,6 +402,29 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& wanted) {
   return torch::Device(torch::kCUDA, 0);
 }
 
+// Reads the module's shape, starts its worker and checks it against the scoring contract. May
+// throw what LibTorch or the standard library throws.
+absl::StatusOr<std::unique_ptr<LanguageModel>> StartModel(torch::jit::Module module,
+                                                          torch::Device device,
+                                                          const LanguageModelOptions& options,
+                                                          std::string digest) {
+  absl::StatusOr<ModelShape> shape = ReadShape(module);
+  if (!shape.ok()) return shape.status();
+
+  auto backend = std::make_shared<TorchBackend>(std::move(module), *shape, device, options);
+  auto model = std::make_unique<TorchLanguageModel>(std::move(backend), std::move(digest));
+  // One short pass checks the module against the contract before anyone relies on it.
+  const int32_t probe[] = {shape->bos_id, shape->pad_id};
+  absl::StatusOr<std::vector<std::vector<float>>> scores =
+      model->ScoreSequences({std::vector<int32_t>(std::begin(probe), std::end(probe))});
+  if (!scores.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TorchScript model in ", options.model_dir,
+                     " does not follow the scoring contract: ", scores.status().message()));
+  }
+  return model;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> LoadTorchScriptModel(
@@ -401,21 +441,9 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> LoadTorchScriptModel(
                                                    options.model_dir,
                                                    "/model.pt: ", ExceptionMessage(e)));
   }
-  absl::StatusOr<ModelShape> shape = ReadShape(module);
-  if (!shape.ok()) return shape.status();
-
-  auto backend = std::make_shared<TorchBackend>(std::move(module), *shape, *device, options);
-  auto model = std::make_unique<TorchLanguageModel>(std::move(backend), std::move(digest));
-  // One short pass checks the module against the contract before anyone relies on it.
-  const int32_t probe[] = {shape->bos_id, shape->pad_id};
-  absl::StatusOr<std::vector<std::vector<float>>> scores =
-      model->ScoreSequences({std::vector<int32_t>(std::begin(probe), std::end(probe))});
-  if (!scores.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("TorchScript model in ", options.model_dir,
-                     " does not follow the scoring contract: ", scores.status().message()));
-  }
-  return model;
+  return CatchExceptions("cannot start the TorchScript model", [&] {
+    return StartModel(std::move(module), *device, options, std::move(digest));
+  });
 }
 
 TorchBackend* TorchBackendOf(const LanguageModel& model) {
