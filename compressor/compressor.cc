@@ -13,9 +13,9 @@
 #include "compressor/compression_cache.h"
 #include "compressor/exception_status.h"
 #include "compressor/lingua_run.h"
-#include "compressor/lingua_text.h"
 #include "compressor/lm_tokenizer.h"
 #include "compressor/target_tokenizer.h"
+#include "compressor/target_tokenizer_text.h"
 
 namespace terse::compressor {
 namespace {
@@ -146,7 +146,7 @@ absl::StatusOr<CompressResult> Compressor::Compress(const Prompt& prompt,
   return CatchExceptions("compression failed", [&]() -> absl::StatusOr<CompressResult> {
     const auto start = std::chrono::steady_clock::now();
     const auto utf8 = [](const std::string& s, const std::string& what) -> absl::Status {
-      if (lingua::IsValidUtf8(s)) return absl::OkStatus();
+      if (IsValidUtf8(s)) return absl::OkStatus();
       return absl::InvalidArgumentError(what + " is not valid UTF-8");
     };
     RETURN_IF_ERROR(utf8(prompt.instruction, "the instruction"));

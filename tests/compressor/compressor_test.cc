@@ -13,6 +13,7 @@
 #include "base/json.h"
 #include "compressor/language_model_probes.h"
 #include "compressor/lingua_text.h"
+#include "compressor/target_tokenizer_text.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/compressor/compressor_testing.h"
@@ -318,7 +319,7 @@ TEST_F(CompressorTest, NonEnglishAndEmoji) {
   }
   auto r = compressor_->CompressText(text, AtRate(0.4));
   ASSERT_THAT(r, IsOk());
-  EXPECT_TRUE(lingua::IsValidUtf8(r->prompt));
+  EXPECT_TRUE(IsValidUtf8(r->prompt));
   ExpectRate(*r, 0.4);
   ExpectWholeWords(text, r->prompt);  // emoji sequences are whole "words" too
 }
