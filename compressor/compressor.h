@@ -47,7 +47,7 @@ struct CompressOptions {
   // (instruction 0.85, question 0.9) are opt-ins; surplus item budget raises them.
   double instruction_rate = 1.0;
   double question_rate = 1.0;
-  int segment_tokens = 200;       // small-LM tokens per iterative segment (capped at context/2)
+  int segment_tokens = 200;       // small-LM tokens per iterative segment (8 to context/2)
   double context_budget_k = 2.0;  // coarse step keeps items until k x the item budget
   RankMethod rank = RankMethod::kPerplexity;  // kQuestion needs a question (else perplexity)
   Reorder reorder = Reorder::kOriginal;

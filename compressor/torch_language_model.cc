@@ -40,10 +40,9 @@ absl::Status CheckTokens(std::span<const int32_t> tokens, int vocab_size) {
 // at, so dropping entries from the middle would leave the kept tail at stale positions. When the
 // window is full it therefore keeps the sink tokens' entries (positions 0..3, unchanged) and
 // re-encodes the newest eighth of a context of tokens after them once. The tail is short because
-// a session slides every few segments (a segment needs room after the past): with a 512-token
-// context and 200-token segments keeping half, a quarter-context tail re-ran 32% of the tokens
-// scored and an eighth 11%, for a past that still spans 64 compressed tokens (a few hundred of
-// the original) after a slide.
+// a session slides every few segments (a segment needs room after the past), and every slide
+// re-runs the tail: an eighth keeps that cost small while the past still spans several segments
+// of the original.
 struct Window {
   std::vector<int64_t> tokens;      // BOS, then the past (its most recent part once slid)
   std::vector<torch::Tensor> past;  // cache of tokens[0, encoded)
