@@ -49,14 +49,14 @@ double MatmulFlopsPerSecond(const ModelShape& shape, const torch::Device& device
 }  // namespace
 
 InferenceStats StatsOf(const LanguageModel& model) {
-  const TorchBackend* backend = TorchBackendOf(model);
-  return backend == nullptr ? InferenceStats{} : backend->scheduler.stats();
+  TorchBackend* backend = TorchBackendOf(model);
+  return backend == nullptr ? InferenceStats{} : backend->scheduler().stats();
 }
 
 absl::Status RunOnWorker(const LanguageModel& model, std::function<void()> task) {
   TorchBackend* backend = TorchBackendOf(model);
   if (backend == nullptr) return absl::InvalidArgumentError("not a TorchScript language model");
-  return backend->scheduler.RunTask([&task] {
+  return backend->scheduler().RunTask([&task] {
     return CatchExceptions("language model task failed", [&task] {
       task();
       return absl::OkStatus();
@@ -67,17 +67,17 @@ absl::Status RunOnWorker(const LanguageModel& model, std::function<void()> task)
 absl::StatusOr<ModelShape> ShapeOf(const LanguageModel& model) {
   const TorchBackend* backend = TorchBackendOf(model);
   if (backend == nullptr) return absl::InvalidArgumentError("not a TorchScript language model");
-  return backend->forward.shape();
+  return backend->forward().shape();
 }
 
 absl::StatusOr<double> MeasureMatmulFlops(const LanguageModel& model, int rows, int repeats,
                                           bool bf16) {
   TorchBackend* backend = TorchBackendOf(model);
   if (backend == nullptr) return absl::InvalidArgumentError("not a TorchScript language model");
-  const ModelShape shape = backend->forward.shape();
-  const torch::Device device = backend->forward.device();
+  const ModelShape shape = backend->forward().shape();
+  const torch::Device device = backend->forward().device();
   double flops_per_second = 0;
-  absl::Status status = backend->scheduler.RunTask([&] {
+  absl::Status status = backend->scheduler().RunTask([&] {
     return CatchExceptions("language model task failed", [&] {
       flops_per_second = MatmulFlopsPerSecond(shape, device, rows, repeats, bf16);
       return absl::OkStatus();

@@ -174,16 +174,16 @@ void TorchForward::ExecuteOrThrow(std::span<TorchStep* const> batch) {
 
 TorchBackend::TorchBackend(torch::jit::Module module, const ModelShape& shape, torch::Device device,
                            const LanguageModelOptions& options)
-    : forward(std::move(module), shape, device,
-              options.threads > 0
-                  ? options.threads
-                  : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))),
-      scheduler(forward,
-                BatchSchedulerOptions{
-                    .max_batch_size = options.max_batch_size,
-                    .max_batch_wait = std::chrono::microseconds(options.max_batch_wait_us),
-                    .batch_token_budget = shape.max_context,
-                    .linear_cost = 6 * shape.d_model + shape.vocab_size / (2 * shape.n_layer),
-                }) {}
+    : forward_(std::move(module), shape, device,
+               options.threads > 0
+                   ? options.threads
+                   : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))),
+      scheduler_(forward_,
+                 BatchSchedulerOptions{
+                     .max_batch_size = options.max_batch_size,
+                     .max_batch_wait = std::chrono::microseconds(options.max_batch_wait_us),
+                     .batch_token_budget = shape.max_context,
+                     .linear_cost = 6 * shape.d_model + shape.vocab_size / (2 * shape.n_layer),
+                 }) {}
 
 }  // namespace terse::compressor

@@ -64,12 +64,18 @@ class TorchForward final : public BatchExecutor {
 };
 
 // What a model handle and its sessions share: the forward pass and the scheduler that feeds it.
-struct TorchBackend {
+// Thread-safe.
+class TorchBackend {
+ public:
   TorchBackend(torch::jit::Module module, const ModelShape& shape, torch::Device device,
                const LanguageModelOptions& options);
 
-  TorchForward forward;
-  BatchScheduler scheduler;  // after `forward`: its worker stops before the module goes
+  const TorchForward& forward() const { return forward_; }
+  BatchScheduler& scheduler() { return scheduler_; }
+
+ private:
+  TorchForward forward_;
+  BatchScheduler scheduler_;  // after forward_: its worker stops before the module goes
 };
 
 }  // namespace terse::compressor

@@ -133,7 +133,7 @@ class TorchSession : public LanguageModel::Session {
     grown.encoded = static_cast<int64_t>(index.size());
     try {
       const torch::Tensor rows = torch::tensor(index, torch::TensorOptions().dtype(torch::kInt64))
-                                     .to(backend_->forward.device());
+                                     .to(backend_->forward().device());
       grown.past.reserve(scored_->window.past.size());
       for (const torch::Tensor& t : scored_->window.past) {
         grown.past.push_back(t.index_select(2, rows));
@@ -241,10 +241,10 @@ class TorchSession : public LanguageModel::Session {
   // Runs one step through the scheduler, batched with other callers' steps.
   absl::Status RunStep(TorchStep& step) {
     BatchStep* const steps[] = {&step};
-    return backend_->scheduler.Run(steps)[0];
+    return backend_->scheduler().Run(steps)[0];
   }
 
-  const ModelShape& shape() const { return backend_->forward.shape(); }
+  const ModelShape& shape() const { return backend_->forward().shape(); }
 
   // Tokens after the sink that a slide keeps.
   int64_t SlideTail() const { return shape().max_context / 8; }
@@ -284,9 +284,9 @@ class TorchLanguageModel : public LanguageModel {
     return std::make_unique<TorchSession>(backend_);
   }
 
-  int max_context() const override { return backend_->forward.shape().max_context; }
-  int vocab_size() const override { return backend_->forward.shape().vocab_size; }
-  std::string device() const override { return backend_->forward.device().str(); }
+  int max_context() const override { return backend_->forward().shape().max_context; }
+  int vocab_size() const override { return backend_->forward().shape().vocab_size; }
+  std::string device() const override { return backend_->forward().device().str(); }
   const std::string& digest() const override { return digest_; }
 
   TorchBackend& backend() const { return *backend_; }
@@ -297,7 +297,7 @@ class TorchLanguageModel : public LanguageModel {
   absl::StatusOr<std::vector<std::vector<float>>> ScoreTails(
       const std::vector<std::vector<int32_t>>& heads,
       const std::vector<std::vector<int32_t>>& tails, bool tails_only) {
-    const ModelShape& shape = backend_->forward.shape();
+    const ModelShape& shape = backend_->forward().shape();
     std::vector<TorchStep> steps;
     std::vector<size_t> owner;  // steps[k] scores part of sequence owner[k]
     for (size_t i = 0; i < heads.size(); ++i) {
@@ -317,7 +317,7 @@ class TorchLanguageModel : public LanguageModel {
     std::vector<BatchStep*> queued;
     queued.reserve(steps.size());
     for (TorchStep& step : steps) queued.push_back(&step);
-    const std::vector<absl::Status> statuses = backend_->scheduler.Run(queued);
+    const std::vector<absl::Status> statuses = backend_->scheduler().Run(queued);
     for (size_t k = 0; k < steps.size(); ++k) {
       if (!statuses[k].ok()) return statuses[k];
       std::vector<float>& out = scores[owner[k]];

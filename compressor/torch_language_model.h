@@ -14,7 +14,7 @@
 
 namespace terse::compressor {
 
-struct TorchBackend;
+class TorchBackend;
 
 // Tokens at the start of a sequence (BOS included) that every window keeps when a sequence or a
 // session outgrows the context: they anchor the attention the way a document start does.
