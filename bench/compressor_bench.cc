@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "compressor/compressor.h"
+#include "compressor/language_model_probes.h"
 #include "compressor/lm_tokenizer.h"
 #include "compressor/target_tokenizer.h"
-#include "compressor/torch_language_model.h"
 #include "tests/support/prose.h"
 
 namespace terse::compressor {

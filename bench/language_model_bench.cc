@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "compressor/language_model.h"
+#include "compressor/language_model_probes.h"
 #include "compressor/torch_language_model.h"
 
 namespace terse::compressor {

@@ -17,6 +17,7 @@
 #include "absl/strings/str_replace.h"
 #include "base/errors.h"
 #include "base/status_macros.h"
+#include "compressor/exception_status.h"
 #include "compressor/lingua_text.h"
 #include "compressor/target_tokenizer.h"
 
@@ -45,6 +46,12 @@ struct Unit {
   std::string original;  // the text before the stable pass rewrote it
 };
 
+// The string member `key` of `object`, or "" when it is missing or not a string.
+std::string StringMember(const Json& object, const char* key) {
+  const auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 bool RoleAllowed(const ChatPolicy& policy, std::string role) {
   if (role == "developer") role = "system";
   return std::find(policy.roles.begin(), policy.roles.end(), role) != policy.roles.end();
@@ -60,7 +67,7 @@ void CollectTexts(const Json& message, size_t index, UnitKind kind, std::vector<
   if (!content->is_array()) return;
   for (size_t p = 0; p < content->size(); ++p) {
     const Json& part = (*content)[p];
-    if (part.is_object() && part.value("type", "") == "text" && part.contains("text") &&
+    if (part.is_object() && StringMember(part, "type") == "text" && part.contains("text") &&
         part["text"].is_string()) {
       units.push_back({index, p, kind, part["text"].get<std::string>()});
     }
@@ -230,8 +237,10 @@ absl::StatusOr<SplitMessage> SplitDocuments(const std::string& text,
   return split;
 }
 
-absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
-                                        const ChatPolicy& policy) {
+namespace {
+
+absl::StatusOr<ChatReport> CompressChatOrThrow(Compressor& compressor, Json& messages,
+                                               const ChatPolicy& policy) {
   const auto started = std::chrono::steady_clock::now();
   if (!messages.is_array()) return InvalidRequest("messages must be an array", "messages");
   ASSIGN_OR_RETURN(auto tokenizer, GetTargetTokenizer(policy.options.target_tokenizer));
@@ -242,13 +251,18 @@ absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
     if (!messages[i].is_object()) {
       return InvalidRequest(absl::StrCat("messages[", i, "] must be an object"), "messages");
     }
-    if (!last_user && messages[i].value("role", "") == "user") last_user = i;
+    if (const auto role = messages[i].find("role");
+        role != messages[i].end() && !role->is_string()) {
+      return InvalidRequest(absl::StrCat("messages[", i, "].role must be a string"),
+                            absl::StrCat("messages[", i, "].role"));
+    }
+    if (!last_user && StringMember(messages[i], "role") == "user") last_user = i;
   }
 
   std::vector<Unit> units;
   for (size_t i = 0; i < messages.size(); ++i) {
     const Json& message = messages[i];
-    const std::string role = message.value("role", "");
+    const std::string role = StringMember(message, "role");
     UnitKind kind = UnitKind::kFixed;
     const bool recent = last_user && i < *last_user && *last_user - i <= policy.keep_last_turns;
     if (role == "tool" || role == "function") {
@@ -438,8 +452,8 @@ absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
   return finish(report.applied ? "" : "nothing compressible under this policy");
 }
 
-absl::StatusOr<ChatReport> CompressCompletionPrompt(Compressor& compressor, Json& prompt,
-                                                    const ChatPolicy& policy) {
+absl::StatusOr<ChatReport> CompressCompletionPromptOrThrow(Compressor& compressor, Json& prompt,
+                                                           const ChatPolicy& policy) {
   // One message per prompt string, all "stable": the same machinery, one code path.
   Json messages = Json::array();
   if (prompt.is_string()) {
@@ -453,13 +467,28 @@ absl::StatusOr<ChatReport> CompressCompletionPrompt(Compressor& compressor, Json
   ChatPolicy plain = policy;
   plain.roles = {"system"};
   plain.keep_last_turns = 0;
-  ASSIGN_OR_RETURN(ChatReport report, CompressChat(compressor, messages, plain));
+  ASSIGN_OR_RETURN(ChatReport report, CompressChatOrThrow(compressor, messages, plain));
   if (prompt.is_string()) {
     prompt = messages[0]["content"];
   } else {
     for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = messages[i]["content"];
   }
   return report;
+}
+
+}  // namespace
+
+absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
+                                        const ChatPolicy& policy) {
+  return CatchExceptions("chat compression failed",
+                         [&] { return CompressChatOrThrow(compressor, messages, policy); });
+}
+
+absl::StatusOr<ChatReport> CompressCompletionPrompt(Compressor& compressor, Json& prompt,
+                                                    const ChatPolicy& policy) {
+  return CatchExceptions("prompt compression failed", [&] {
+    return CompressCompletionPromptOrThrow(compressor, prompt, policy);
+  });
 }
 
 }  // namespace terse::compressor

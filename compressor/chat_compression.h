@@ -64,11 +64,14 @@ struct ChatReport {
 // that differ only in the question, and providers' prompt caches keep working.
 //
 // Rewrites `messages` (an OpenAI messages array) in place. Errors: kInvalidArgument for messages
-// that are not an array of objects, invalid UTF-8, or bad options; compressor errors as is.
+// that are not an array of objects, a role that is not a string, invalid UTF-8, or bad options;
+// compressor errors as is; kInternal (kResourceExhausted when memory ran out) for anything thrown
+// inside, which never leaves.
 absl::StatusOr<ChatReport> CompressChat(Compressor& compressor, Json& messages,
                                         const ChatPolicy& policy);
 
 // The legacy completions `prompt` (a string or an array of strings), compressed as plain text.
+// Errors as CompressChat's.
 absl::StatusOr<ChatReport> CompressCompletionPrompt(Compressor& compressor, Json& prompt,
                                                     const ChatPolicy& policy);
 

@@ -1,3 +1,5 @@
+// `terse compress`: its flags, the prompt on stdin (plain text or the JSON form), and the result
+// printed as text, as JSON (--json) or as the original with the dropped text marked (--show).
 #include "compressor/compress_command.h"
 
 #include <unistd.h>

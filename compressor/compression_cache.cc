@@ -1,3 +1,5 @@
+// The LRU behind CompressionCache: entries in a list by recency and a hash index into it, under
+// one mutex.
 #include "compressor/compression_cache.h"
 
 #include <openssl/evp.h>

@@ -47,7 +47,7 @@ struct CompressOptions {
   // (instruction 0.85, question 0.9) are opt-ins; surplus item budget raises them.
   double instruction_rate = 1.0;
   double question_rate = 1.0;
-  int segment_tokens = 200;       // small-LM tokens per iterative segment (capped at context/2)
+  int segment_tokens = 200;       // small-LM tokens per iterative segment (8 to context/2)
   double context_budget_k = 2.0;  // coarse step keeps items until k x the item budget
   RankMethod rank = RankMethod::kPerplexity;  // kQuestion needs a question (else perplexity)
   Reorder reorder = Reorder::kOriginal;
@@ -121,8 +121,9 @@ class Compressor {
   // Errors: InvalidArgument for text that is not UTF-8, malformed terse markup or bad options
   // (rate outside (0, 1], both rate and target_tokens, a forced item out of range, unknown
   // tokenizer); NotFound when the target tokenizer's rank file is missing; model errors as the
-  // LanguageModel reports them. An empty prompt, a budget not below the prompt's size or a
-  // prompt under min_tokens is returned unchanged (tags removed) with `reason` set.
+  // LanguageModel reports them; Internal (ResourceExhausted when memory ran out) for anything
+  // thrown inside, which never leaves. An empty prompt, a budget not below the prompt's size or
+  // a prompt under min_tokens is returned unchanged (tags removed) with `reason` set.
   absl::StatusOr<CompressResult> Compress(const Prompt& prompt, const CompressOptions& options);
 
   // A prompt that is all context (one item): for plain text and for stable prefixes.

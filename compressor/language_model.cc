@@ -1,5 +1,6 @@
 // LanguageModel::Load: option checks, reading and fingerprinting the model file, and the window
-// plan for long sequences. The LibTorch side lives in torch_language_model.cc.
+// plan for long sequences. The backend itself is torch_language_model.cc, which runs its forward
+// passes (torch_forward.cc) through a BatchScheduler (batch_scheduler.cc).
 #include "compressor/language_model.h"
 
 #include <openssl/evp.h>

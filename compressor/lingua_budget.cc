@@ -1,9 +1,15 @@
+// The budget: the arithmetic of lingua_budget.h, apart from any model, and a Run's use of it
+// (lingua_run.h): the targets of its unit groups, and the correction that lands the exact count.
 #include "compressor/lingua_budget.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <numeric>
+#include <string>
+#include <unordered_map>
+
+#include "compressor/lingua_run.h"
 
 namespace terse::compressor::lingua {
 
@@ -221,6 +227,106 @@ size_t CorrectToTarget(std::span<const Adjustable> units, std::span<const double
   }
   *kept = std::move(best);
   return best_count;
+}
+
+// Targets of a part's groups, from the part's target in exact target tokens.
+void Run::SetGroups(Part& p, double part_target) {
+  const double scale = p.exact > 0 ? p.estimate / static_cast<double>(p.exact) : 1.0;
+  const double target = part_target * scale;
+  const size_t n = p.layout.units.size();
+  // Group per rate span present, then the default group.
+  std::unordered_map<int32_t, int> span_group;
+  double forced = 0;
+  for (size_t u = 0; u < n; ++u) {
+    if (!p.active[u]) continue;
+    const Unit& x = p.layout.units[u];
+    if (p.Forced(u)) {
+      forced += p.cost[u];
+      continue;
+    }
+    if (x.span >= 0 && !span_group.count(x.span)) {
+      span_group[x.span] = static_cast<int>(groups_.size());
+      groups_.emplace_back();
+    }
+  }
+  const int base = static_cast<int>(groups_.size());
+  groups_.emplace_back();
+  for (size_t u = 0; u < n; ++u) {
+    if (!p.active[u] || p.Forced(u)) continue;
+    const Unit& x = p.layout.units[u];
+    p.group[u] = x.span >= 0 ? span_group[x.span] : base;
+    groups_[p.group[u]].elastic += p.cost[u];
+  }
+  double spans_target = 0;
+  for (const auto& [span, g] : span_group) {
+    Group& grp = groups_[g];
+    grp.target = std::min(grp.elastic, p.marked.spans[span].rate * grp.elastic);
+    spans_target += grp.target;
+  }
+  Group& b = groups_[base];
+  b.target = budgeted_ ? std::clamp(target - forced - spans_target, 0.0, b.elastic) : b.elastic;
+  for (size_t g = base - span_group.size(); g <= static_cast<size_t>(base); ++g) {
+    groups_[g].remaining_target = groups_[g].target;
+    groups_[g].remaining_cost = groups_[g].elastic;
+  }
+}
+
+// Target tokens of the output with `flat` (the units of the output parts, in order) as the kept
+// set.
+size_t Run::CountOutput(const std::vector<bool>& flat) {
+  std::vector<std::string> texts;
+  size_t offset = 0;
+  for (size_t part : OutputParts()) {
+    const Part& p = parts_[part];
+    const size_t n = p.layout.units.size();
+    std::vector<bool> kept(n);
+    for (size_t u = 0; u < n; ++u) {
+      kept[u] = p.active[u] && flat[offset + u];
+    }
+    offset += n;
+    texts.push_back(Assemble(p.marked.text, p.layout.units, kept));
+  }
+  std::vector<std::string_view> views(texts.begin(), texts.end());
+  return target_.Count(Join(views));
+}
+
+// Lands the exact count (CorrectToTarget) by flipping scored units of the output: the items' own
+// units first, then those of the instruction, the question and rate spans, down to no less than
+// their group's target.
+void Run::Correct(size_t target) {
+  std::vector<bool> flat;
+  std::vector<Adjustable> adjustable;
+  std::vector<double> floor(groups_.size()), group_kept(groups_.size());
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    floor[g] = groups_[g].target;
+    group_kept[g] = groups_[g].kept;
+  }
+  for (size_t part : OutputParts()) {
+    const Part& p = parts_[part];
+    for (size_t u = 0; u < p.layout.units.size(); ++u) {
+      const bool kept = p.active[u] && p.kept[u];
+      // Units of groups kept whole were never scored; they stay as they are.
+      if (p.active[u] && !p.Forced(u) && p.group[u] >= 0 && p.scored[u]) {
+        Adjustable a;
+        a.unit = flat.size();
+        a.score = p.score[u];
+        a.cost = p.cost[u];
+        const bool item_default = p.kind == PartKind::kItem && p.layout.units[u].span < 0;
+        a.tier = item_default ? 0 : 1;
+        a.group = item_default ? -1 : p.group[u];
+        adjustable.push_back(a);
+      }
+      flat.push_back(kept);
+    }
+  }
+  const auto count = [&](const std::vector<bool>& k) { return CountOutput(k); };
+  CorrectToTarget(adjustable, floor, group_kept, target, count, &flat);
+  size_t offset = 0;
+  for (size_t part : OutputParts()) {
+    Part& p = parts_[part];
+    for (size_t u = 0; u < p.layout.units.size(); ++u) p.kept[u] = flat[offset + u];
+    offset += p.layout.units.size();
+  }
 }
 
 }  // namespace terse::compressor::lingua

@@ -1,5 +1,4 @@
-// terse's markup and LLMLingua's structured-prompt tags, parsed into markup-free text and spans;
-// and the UTF-8 check every input passes first.
+// terse's markup and LLMLingua's structured-prompt tags, parsed into markup-free text and spans.
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -69,41 +68,6 @@ absl::StatusOr<Open> ParseLlmlinguaTag(std::string_view tag) {
 }
 
 }  // namespace
-
-bool IsValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    if (b0 < 0x80) {
-      ++i;
-      continue;
-    }
-    int n;
-    char32_t min;
-    if ((b0 & 0xE0) == 0xC0) {
-      n = 2;
-      min = 0x80;
-    } else if ((b0 & 0xF0) == 0xE0) {
-      n = 3;
-      min = 0x800;
-    } else if ((b0 & 0xF8) == 0xF0) {
-      n = 4;
-      min = 0x10000;
-    } else {
-      return false;
-    }
-    if (i + n > s.size()) return false;
-    char32_t c = b0 & (0x7F >> n);
-    for (int k = 1; k < n; ++k) {
-      const auto b = static_cast<unsigned char>(s[i + k]);
-      if ((b & 0xC0) != 0x80) return false;
-      c = (c << 6) | (b & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
-    i += n;
-  }
-  return true;
-}
 
 absl::StatusOr<MarkedText> ParseMarkup(std::string_view in) {
   MarkedText out;

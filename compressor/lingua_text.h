@@ -14,8 +14,6 @@
 
 namespace terse::compressor::lingua {
 
-bool IsValidUtf8(std::string_view text);
-
 // A region of markup-free text that a tag marked: <terse:keep> (kept verbatim) or
 // <terse rate=R> (compressed at R whatever the global budget says).
 struct MarkupSpan {

@@ -113,6 +113,7 @@ absl::StatusOr<std::unique_ptr<LmTokenizer>> LmTokenizer::Load(const std::string
     return absl::DataLossError(absl::StrCat(path, " is not valid JSON"));
   }
   auto impl = std::make_unique<Impl>();
+  int declared_size = -1;
   try {
     if (doc.value("format", "") != "terse-unigram-v1") {
       return absl::UnimplementedError(absl::StrCat(path, ": format must be \"terse-unigram-v1\""));
@@ -129,6 +130,7 @@ absl::StatusOr<std::unique_ptr<LmTokenizer>> LmTokenizer::Load(const std::string
     impl->bos_id = doc.at("bos_id").get<int32_t>();
     impl->eos_id = doc.at("eos_id").get<int32_t>();
     impl->pad_id = doc.at("pad_id").get<int32_t>();
+    declared_size = doc.value("vocab_size", -1);
     for (const auto& p : doc.at("pieces")) {
       absl::StatusOr<PieceType> type = ParseType(p.at("type").get<std::string>());
       if (!type.ok()) return type.status();
@@ -139,7 +141,7 @@ absl::StatusOr<std::unique_ptr<LmTokenizer>> LmTokenizer::Load(const std::string
   }
   const auto n = static_cast<int32_t>(impl->pieces.size());
   if (n == 0 || impl->unk_id < 0 || impl->unk_id >= n ||
-      impl->pieces[impl->unk_id].type != PieceType::kUnknown || n != doc.value("vocab_size", -1)) {
+      impl->pieces[impl->unk_id].type != PieceType::kUnknown || n != declared_size) {
     return absl::DataLossError(absl::StrCat(path, ": inconsistent vocabulary"));
   }
   // SentencePiece starts its maximum at FLT_MIN (the smallest positive float), not -FLT_MAX;

@@ -1,6 +1,6 @@
 // The scoring model's tokenizer: a SentencePiece unigram encoder written for terse, reading the
 // vocabulary from <model_dir>/tokenizer.json (Debian's libsentencepiece cannot be linked next to
-// gRPC and LibTorch; see shared stack notes).
+// gRPC and LibTorch).
 #pragma once
 
 #include <cstdint>

@@ -1,10 +1,9 @@
-// Internals of the TorchScript LanguageModel shared by its two .cc files, its tests and its
-// benchmark: the window plan for long sequences, worker counters and a matmul probe. No LibTorch
-// type appears here; only compressor/*.cc files include torch.
+// Internals of the TorchScript LanguageModel that need no LibTorch type: the window plan for long
+// sequences (language_model.cc), the module's shape, the loader LanguageModel::Load calls, and
+// the way in for the probes (language_model_probes.h). Only compressor/*.cc files include torch.
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -14,6 +13,8 @@
 #include "compressor/language_model.h"
 
 namespace terse::compressor {
+
+class TorchBackend;
 
 // Tokens at the start of a sequence (BOS included) that every window keeps when a sequence or a
 // session outgrows the context: they anchor the attention the way a document start does.
@@ -37,20 +38,6 @@ struct ScoringWindow {
 std::vector<ScoringWindow> PlanWindows(std::span<const int32_t> tokens, size_t score_from,
                                        int bos_id, int max_context);
 
-// Counters of the inference worker, for tests and benchmarks.
-struct InferenceStats {
-  int64_t batches = 0;          // forward passes run
-  int64_t steps = 0;            // sequences (work items) run in them
-  int64_t max_batch_steps = 0;  // most sequences in one forward pass
-  int64_t tokens = 0;           // real tokens fed
-  int64_t padded_tokens = 0;    // tokens fed including right padding
-  int64_t queued = 0;           // steps waiting in the queue right now
-};
-
-// Runs `task` alone on `model`'s worker thread and returns when it has run; the queue waits
-// meanwhile (tests use it to let steps pile up, then release them as one batch).
-absl::Status RunOnWorker(const LanguageModel& model, std::function<void()> task);
-
 // Architecture read from the TorchScript module.
 struct ModelShape {
   int vocab_size = 0;
@@ -69,16 +56,8 @@ struct ModelShape {
 absl::StatusOr<std::unique_ptr<LanguageModel>> LoadTorchScriptModel(
     const LanguageModelOptions& options, const std::string& model_bytes, std::string digest);
 
-// Counters of `model`'s worker; zeros if `model` is not the TorchScript backend.
-InferenceStats StatsOf(const LanguageModel& model);
-
-// The architecture of `model`; an error if it is not the TorchScript backend.
-absl::StatusOr<ModelShape> ShapeOf(const LanguageModel& model);
-
-// FLOP/s of plain matrix products shaped like the linear layers and LM head of one forward pass
-// over `rows` tokens, run on `model`'s worker (same device, threads and settings as scoring):
-// the ceiling the scorer's own FLOP/s is compared with. `bf16` runs them in bfloat16.
-absl::StatusOr<double> MeasureMatmulFlops(const LanguageModel& model, int rows, int repeats,
-                                          bool bf16);
+// The shared parts of the TorchScript backend behind `model` (torch_forward.h); null when
+// `model` is another backend.
+TorchBackend* TorchBackendOf(const LanguageModel& model);
 
 }  // namespace terse::compressor

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <stdexcept>
+
 #include "compressor_testing.h"
 #include "tests/support/status_matchers.h"
 
@@ -247,6 +249,35 @@ TEST(CompressChatTest, CompletionPromptsStringAndArray) {
   Json bad = 42;
   EXPECT_THAT(CompressCompletionPrompt(*compressor, bad, Policy(0.5)),
               StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// Nothing thrown leaves CompressChat: a role that is not a string is a request error, a content
+// part whose type is not a string is not text (and stays as it is), and a model that throws is an
+// internal error.
+TEST(CompressChatTest, MalformedMessagesAndModelFailuresAreStatuses) {
+  auto compressor = TinyCompressor();
+  ASSERT_NE(compressor, nullptr);
+  Json messages = Chat("Who rebuilt the bridge?");
+  messages[2]["role"] = 7;
+  EXPECT_THAT(CompressChat(*compressor, messages, Policy(0.5)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("messages[2].role")));
+
+  messages = Chat("Who rebuilt the bridge?");
+  messages[4]["content"][1]["type"] = Json::array();
+  const Json odd_part = messages[4]["content"][1];
+  ASSERT_THAT(CompressChat(*compressor, messages, Policy(0.5)), IsOk());
+  EXPECT_EQ(messages[4]["content"][1], odd_part);
+
+  auto throwing = Compressor::Create(std::make_shared<testing::ThrowingLanguageModel>(
+                                         [] { throw std::runtime_error("the model broke"); }),
+                                     testing::TinyTokenizer(), 0);
+  ASSERT_THAT(throwing, IsOk());
+  messages = Chat("Who rebuilt the bridge?");
+  EXPECT_THAT(CompressChat(**throwing, messages, Policy(0.5)),
+              StatusIs(absl::StatusCode::kInternal, HasSubstr("the model broke")));
+  Json prompt = Prose(400, 9);
+  EXPECT_THAT(CompressCompletionPrompt(**throwing, prompt, Policy(0.5)),
+              StatusIs(absl::StatusCode::kInternal, HasSubstr("the model broke")));
 }
 
 }  // namespace

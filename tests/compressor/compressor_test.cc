@@ -3,13 +3,17 @@
 // LanguageModel where a rule needs scores that mean something.
 #include "compressor/compressor.h"
 
+#include <functional>
+#include <new>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "base/json.h"
+#include "compressor/language_model_probes.h"
 #include "compressor/lingua_text.h"
-#include "compressor/torch_language_model.h"
+#include "compressor/target_tokenizer_text.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/compressor/compressor_testing.h"
@@ -315,7 +319,7 @@ TEST_F(CompressorTest, NonEnglishAndEmoji) {
   }
   auto r = compressor_->CompressText(text, AtRate(0.4));
   ASSERT_THAT(r, IsOk());
-  EXPECT_TRUE(lingua::IsValidUtf8(r->prompt));
+  EXPECT_TRUE(IsValidUtf8(r->prompt));
   ExpectRate(*r, 0.4);
   ExpectWholeWords(text, r->prompt);  // emoji sequences are whole "words" too
 }
@@ -443,6 +447,35 @@ TEST_F(CompressorTest, ExplanationCoversTheOriginal) {
   ASSERT_THAT(clean, IsOk());
   EXPECT_EQ(all, clean->text);
   EXPECT_EQ(WordsOf(kept), WordsOf(r->prompt));
+}
+
+// Exceptions end inside the compressor: whatever the model (or an allocation) throws comes back
+// from Compress as a status, whichever step was running.
+TEST(CompressorExceptionTest, WhatTheModelThrowsComesBackAsAStatus) {
+  struct Case {
+    std::function<void()> raise;
+    absl::StatusCode code;
+  };
+  const Case cases[] = {
+      {[] { throw std::runtime_error("the model broke"); }, absl::StatusCode::kInternal},
+      {[] { throw std::bad_alloc(); }, absl::StatusCode::kResourceExhausted},
+  };
+  for (const Case& c : cases) {
+    auto compressor = Compressor::Create(std::make_shared<testing::ThrowingLanguageModel>(c.raise),
+                                         testing::TinyTokenizer(), 0);
+    ASSERT_THAT(compressor, IsOk());
+    // The fine step (sessions) ...
+    EXPECT_THAT((*compressor)->CompressText(Prose(600, 3), AtRate(0.3)),
+                StatusIs(c.code, HasSubstr("compression failed")));
+    // ... and the coarse step (ranking by the question).
+    Prompt prompt;
+    prompt.context = {Prose(300, 4), Prose(300, 5), Prose(300, 6)};
+    prompt.question = "Who rebuilt the bridge?";
+    CompressOptions options = AtRate(0.3);
+    options.rank = RankMethod::kQuestion;
+    EXPECT_THAT((*compressor)->Compress(prompt, options),
+                StatusIs(c.code, HasSubstr("compression failed")));
+  }
 }
 
 TEST(CompressorCacheTest, RepeatedInputsHitTheCache) {

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "compressor/compressor.h"
@@ -102,6 +104,43 @@ class FakeLanguageModel : public LanguageModel {
 
  private:
   std::string digest_ = "fake-lm";
+};
+
+// A model that breaks its contract: every scoring call throws what `raise` throws, as a runtime
+// bug or an allocation failure would. The compressor's API must still answer with a status.
+class ThrowingLanguageModel : public FakeLanguageModel {
+ public:
+  explicit ThrowingLanguageModel(std::function<void()> raise) : raise_(std::move(raise)) {}
+
+  class ThrowingSession : public FakeSession {
+   public:
+    explicit ThrowingSession(std::function<void()> raise) : raise_(std::move(raise)) {}
+    absl::StatusOr<std::vector<float>> Score(std::span<const int32_t> tokens) override {
+      raise_();
+      return FakeSession::Score(tokens);
+    }
+
+   private:
+    std::function<void()> raise_;
+  };
+
+  absl::StatusOr<std::vector<std::vector<float>>> ScoreSequences(
+      const std::vector<std::vector<int32_t>>& sequences) override {
+    raise_();
+    return FakeLanguageModel::ScoreSequences(sequences);
+  }
+  absl::StatusOr<std::vector<std::vector<float>>> ScoreContinuations(
+      const std::vector<std::vector<int32_t>>& prefixes,
+      const std::vector<std::vector<int32_t>>& targets) override {
+    raise_();
+    return FakeLanguageModel::ScoreContinuations(prefixes, targets);
+  }
+  std::unique_ptr<Session> NewSession() override {
+    return std::make_unique<ThrowingSession>(raise_);
+  }
+
+ private:
+  std::function<void()> raise_;
 };
 
 inline std::string TinyModelDir() { return "tests/fixtures/tiny-lm"; }

@@ -13,12 +13,14 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
 #include "base/json.h"
+#include "compressor/language_model_probes.h"
 #include "compressor/torch_language_model.h"
 #include "tests/support/status_matchers.h"
 
@@ -589,6 +591,28 @@ TEST(LanguageModelBatchingTest, ConcurrentCallersGetTheirOwnResults) {
   EXPECT_EQ(mismatches.load(), 0);
   const InferenceStats after = StatsOf(model);
   EXPECT_EQ(after.steps - before.steps, kThreads * kRounds * 3);
+}
+
+TEST_P(LanguageModelTest, ShapeAndMatmulCeilingOfTheModel) {
+  absl::StatusOr<ModelShape> shape = ShapeOf(*model_);
+  ASSERT_THAT(shape, IsOk());
+  EXPECT_EQ(shape->vocab_size, 512);
+  EXPECT_EQ(shape->max_context, 128);
+  EXPECT_EQ(shape->n_layer, 2);
+  // Keys and values per layer, plus the window's ids where the copy component needs them.
+  EXPECT_EQ(shape->past_tensors, GetParam() == "tiny-lm-copy" ? 5 : 4);
+  absl::StatusOr<double> flops = MeasureMatmulFlops(*model_, 16, /*repeats=*/1, /*bf16=*/false);
+  ASSERT_THAT(flops, IsOk());
+  EXPECT_GT(*flops, 0);
+}
+
+TEST(LanguageModelProbesTest, WhatATaskThrowsComesBackAsAStatus) {
+  auto model = LanguageModel::Load(TinyOptions());
+  ASSERT_THAT(model, IsOk());
+  EXPECT_THAT(RunOnWorker(**model, [] { throw std::runtime_error("the task broke"); }),
+              StatusIs(absl::StatusCode::kInternal, HasSubstr("the task broke")));
+  // The worker lives on.
+  EXPECT_THAT((*model)->ScoreSequences({RandomTokens(5, 90)}), IsOk());
 }
 
 TEST(LanguageModelPlanTest, WindowsScoreEveryTokenOnceWithinTheContext) {

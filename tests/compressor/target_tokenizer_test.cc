@@ -491,5 +491,16 @@ TEST_F(TargetTokenizerTest, IdenticalToNpmTiktokenOnCorpus) {
               cases, bytes);
 }
 
+TEST(Utf8Test, AcceptsValidRejectsMalformed) {
+  EXPECT_TRUE(IsValidUtf8(""));
+  EXPECT_TRUE(IsValidUtf8("plain ascii"));
+  EXPECT_TRUE(IsValidUtf8("caf\xC3\xA9 \xE4\xB8\xAD\xE6\x96\x87 \xF0\x9F\x98\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xFF"));
+  EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));          // overlong '/'
+  EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));      // surrogate
+  EXPECT_FALSE(IsValidUtf8("ab\xE4\xB8"));        // truncated
+  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));  // above U+10FFFF
+}
+
 }  // namespace
 }  // namespace terse::compressor

@@ -4,11 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "compressor/chat_compression.h"
 #include "compressor/compressor.h"
+#include "compressor/language_model.h"
+#include "compressor/lm_tokenizer.h"
 #include "config/config.h"
 #include "tests/support/status_matchers.h"
 
@@ -145,6 +149,59 @@ TEST(CompressorStepTest, BadOverridesAreRequestErrors) {
   body["terse"] = {{"rate", 3}};
   EXPECT_THAT(RunStep(*step, Route(true, 0.5, true), body),
               StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// A model whose every scoring call throws.
+class ThrowingModel : public compressor::LanguageModel {
+ public:
+  class ThrowingSession : public Session {
+   public:
+    absl::StatusOr<std::vector<float>> Score(std::span<const int32_t>) override { Throw(); }
+    absl::Status Append(std::span<const int32_t>) override { Throw(); }
+    absl::Status AppendScored(const std::vector<bool>&) override { Throw(); }
+    int past_length() const override { return 0; }
+  };
+  absl::StatusOr<std::vector<std::vector<float>>> ScoreSequences(
+      const std::vector<std::vector<int32_t>>&) override {
+    Throw();
+  }
+  absl::StatusOr<std::vector<std::vector<float>>> ScoreContinuations(
+      const std::vector<std::vector<int32_t>>&, const std::vector<std::vector<int32_t>>&) override {
+    Throw();
+  }
+  std::unique_ptr<Session> NewSession() override { return std::make_unique<ThrowingSession>(); }
+  int max_context() const override { return 128; }
+  int vocab_size() const override { return 512; }
+  std::string device() const override { return "cpu"; }
+  const std::string& digest() const override { return digest_; }
+
+ private:
+  [[noreturn]] static void Throw() { throw std::runtime_error("the model broke"); }
+  std::string digest_ = "throwing";
+};
+
+// The step needs no try/catch: what goes wrong inside the compressor arrives as a status, and
+// a body that is not an object is a request error.
+TEST(CompressorStepTest, CompressorFailuresArriveAsStatusesAndWorkersCarryOn) {
+  auto tokenizer = compressor::LmTokenizer::Load("tests/fixtures/tiny-lm");
+  ASSERT_THAT(tokenizer, IsOk());
+  auto compressor = compressor::Compressor::Create(std::make_shared<ThrowingModel>(),
+                                                   std::move(*tokenizer), /*cache_entries=*/0);
+  ASSERT_THAT(compressor, IsOk());
+  v1::CompressorSettings settings;
+  settings.set_workers(1);
+  auto step = CompressorStep::Create(std::move(*compressor), settings);
+  ASSERT_THAT(step, IsOk());
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_THAT(RunStep(**step, Route(true, 0.5), ChatBody()),
+                StatusIs(absl::StatusCode::kInternal, ::testing::HasSubstr("the model broke")));
+  }
+  EXPECT_THAT(RunStep(**step, Route(true, 0.5), Json::array({1, 2})),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  CallInfo completions;
+  completions.operation = Operation::kCompletions;
+  EXPECT_THAT(RunStep(**step, Route(true, 0.5), Json::array({1, 2}), completions),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("prompt")));
 }
 
 TEST(CompressorStepTest, FullQueueAndTimeoutEndCallsAtOnce) {
