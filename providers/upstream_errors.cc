@@ -10,7 +10,7 @@
 #include "base/ascii.h"
 #include "base/errors.h"
 #include "base/json.h"
-#include "providers/json_text.h"
+#include "json/codec.h"
 
 namespace terse::providers {
 namespace {
@@ -196,7 +196,7 @@ absl::Status UpstreamHttpError(int http_status, std::string_view message, std::s
 }
 
 absl::Status UpstreamErrorFromBody(int http_status, std::string_view body) {
-  const Json j = ParseJson(body).value_or(Json());
+  const Json j = json::ParseJson(body).value_or(Json());
   if (j.is_object() && j.contains("error") && j["error"].is_object()) {
     const Json& e = j["error"];
     std::string type = StringField(e, "type");

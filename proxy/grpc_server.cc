@@ -167,7 +167,7 @@ class UnaryState final : public CallState {
 
   void Bind(grpc::ServerUnaryReactor* reactor) { reactor_ = reactor; }
 
-  void Reply(const ResponseHead& head, providers::WireJson body) override {
+  void Reply(const ResponseHead& head, json::WireJson body) override {
     absl::StatusOr<Response> decoded = decode_(head, body.json());
     {
       absl::MutexLock lock(&mu_);
@@ -183,7 +183,7 @@ class UnaryState final : public CallState {
   void StartStream(const ResponseHead&) override {
     Finish(absl::InternalError("the pipeline streamed the answer to a unary call"));
   }
-  void Chunks(std::span<providers::WireJson>) override {}
+  void Chunks(std::span<json::WireJson>) override {}
   void EndStream(absl::Status status) override {
     Finish(status.ok() ? absl::InternalError("the pipeline streamed the answer to a unary call")
                        : status);
@@ -243,12 +243,12 @@ class StreamState final : public CallState {
     AddResponseHeaders(*ctx_, head);  // before the first Write, which sends them
   }
 
-  void Chunks(std::span<providers::WireJson> chunks) override {
-    for (const providers::WireJson& chunk : chunks) Push(ChatChunkFromJson(chunk.json()));
+  void Chunks(std::span<json::WireJson> chunks) override {
+    for (const json::WireJson& chunk : chunks) Push(ChatChunkFromJson(chunk.json()));
   }
 
   // A whole answer where a stream was asked for: sent as one chunk carrying the whole message.
-  void Reply(const ResponseHead& head, providers::WireJson wire) override {
+  void Reply(const ResponseHead& head, json::WireJson wire) override {
     StartStream(head);
     Json& body = wire.mutable_json();
     if (body.is_object() && body.contains("choices") && body["choices"].is_array()) {
@@ -416,7 +416,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
       state->Fail(body.status());
     } else {
       state->Attach(
-          pipeline_.Handle(std::move(info), providers::WireJson(*std::move(body)), state));
+          pipeline_.Handle(std::move(info), json::WireJson(*std::move(body)), state));
     }
     return reactor;
   }
@@ -452,7 +452,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
       state->Fail(body.status());
     } else {
       state->Attach(
-          pipeline_.Handle(std::move(info), providers::WireJson(*std::move(body)), state));
+          pipeline_.Handle(std::move(info), json::WireJson(*std::move(body)), state));
     }
     return reactor;
   }

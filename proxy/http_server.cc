@@ -46,8 +46,8 @@
 #include "absl/time/clock.h"
 #include "base/ascii.h"
 #include "base/errors.h"
-#include "providers/json_scan.h"
-#include "providers/json_text.h"
+#include "json/scan.h"
+#include "json/codec.h"
 #include "providers/upstream_errors.h"
 #include "proxy/event_loop.h"
 #include "proxy/log.h"
@@ -334,7 +334,7 @@ class Session : public std::enable_shared_from_this<Session>, public EventLoop::
   }
 
   // ---- Responder events, on the connection's thread. `seq` names the exchange they belong to.
-  void OnReply(uint64_t seq, const ResponseHead& head, const providers::WireJson& body) {
+  void OnReply(uint64_t seq, const ResponseHead& head, const json::WireJson& body) {
     if (!Current(seq)) return;
     const std::string& payload = body.text();
     std::string out = ResponseStart(200);
@@ -376,7 +376,7 @@ class Session : public std::enable_shared_from_this<Session>, public EventLoop::
       QueueEvent("data: [DONE]\n\n");
     } else {
       // After the 200 the only way to report a failure is in band; clients raise it as an error.
-      QueueEvent(absl::StrCat("data: ", providers::DumpJson(OpenAiErrorBody(status)), "\n\n"));
+      QueueEvent(absl::StrCat("data: ", json::DumpJson(OpenAiErrorBody(status)), "\n\n"));
     }
     MarkDone();
     Queue(exchange_->http11 ? std::string("0\r\n\r\n") : std::string());
@@ -814,13 +814,13 @@ class Session : public std::enable_shared_from_this<Session>, public EventLoop::
   }
 
   void SendJson(int status, const Json& body) {
-    SendText(status, "application/json", providers::DumpJson(body));
+    SendText(status, "application/json", json::DumpJson(body));
   }
 
   // An error response for a failure of the pipeline (already counted there).
   void SendError(const absl::Status& status) {
     ErrorDetail detail = DetailOf(status);
-    std::string body = providers::DumpJson(OpenAiErrorBody(status));
+    std::string body = json::DumpJson(OpenAiErrorBody(status));
     std::string out = ResponseStart(detail.http_status);
     absl::StrAppend(&out, "content-type: application/json\r\ncontent-length: ", body.size(),
                     "\r\n");
@@ -1038,22 +1038,22 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
   HttpResponder(std::shared_ptr<Session> session, uint64_t seq)
       : session_(std::move(session)), seq_(seq) {}
 
-  void Reply(const ResponseHead& head, providers::WireJson body) override {
+  void Reply(const ResponseHead& head, json::WireJson body) override {
     Gather([&](Batch& b) { b.reply.emplace(head, std::move(body)); });
   }
   void StartStream(const ResponseHead& head) override {
     Gather([&](Batch& b) { b.head = head; });
   }
-  void Chunks(std::span<providers::WireJson> chunks) override {
+  void Chunks(std::span<json::WireJson> chunks) override {
     constexpr std::string_view kData = "data: ", kEnd = "\n\n";
     size_t size = 0;
-    for (const providers::WireJson& chunk : chunks) {
+    for (const json::WireJson& chunk : chunks) {
       size += kData.size() + chunk.text().size() + kEnd.size();
     }
     Gather([&](Batch& b) {
       // Exactly once per batch: reserving at each later call would copy it each time.
       if (b.events.empty()) b.events.reserve(size);
-      for (const providers::WireJson& chunk : chunks) {
+      for (const json::WireJson& chunk : chunks) {
         b.events.append(kData).append(chunk.text()).append(kEnd);
       }
     });
@@ -1089,7 +1089,7 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
   // What the pipeline said since the last delivery: a reply or a failure alone, or a stream's
   // events in this order.
   struct Batch {
-    std::optional<std::pair<ResponseHead, providers::WireJson>> reply;  // Reply
+    std::optional<std::pair<ResponseHead, json::WireJson>> reply;  // Reply
     std::optional<absl::Status> fail;                                   // Fail
     std::optional<ResponseHead> head;                                   // StartStream
     std::string events;                                                 // Chunk: SSE events
@@ -1122,13 +1122,13 @@ class HttpResponder : public Responder, public std::enable_shared_from_this<Http
 };
 
 void Session::StartCall(ClientRequest req, Operation operation, Route route) {
-  std::optional<Json> parsed = providers::ParseJson(req.body());
+  std::optional<Json> parsed = json::ParseJson(req.body());
   if (!parsed.has_value()) {
-    if (providers::NestsTooDeep(req.body())) {
+    if (json::NestsTooDeep(req.body())) {
       return SendError(
           InvalidRequest(absl::StrCat("The JSON body of your request nests arrays and objects more "
                                       "than ",
-                                      providers::kMaxJsonDepth, " levels deep.")),
+                                      json::kMaxJsonDepth, " levels deep.")),
           OperationLabel(route));
     }
     return SendError(InvalidRequest("We could not parse the JSON body of your request. The "
@@ -1136,7 +1136,7 @@ void Session::StartCall(ClientRequest req, Operation operation, Route route) {
                      OperationLabel(route));
   }
   // The text goes along with its value: relayed as the client wrote it, but for terse's edits.
-  auto body = providers::WireJson::FromParsedText(std::move(req.body()), *std::move(parsed));
+  auto body = json::WireJson::FromParsedText(std::move(req.body()), *std::move(parsed));
   std::string_view deployment;
   Path(req, &deployment);
   if (!deployment.empty() && body.json().is_object()) {

@@ -19,7 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/errors.h"
-#include "providers/json_scan.h"
+#include "json/scan.h"
 #include "providers/provider.h"
 #include "providers/provider_set.h"
 #include "proxy/alignment_recorder.h"
@@ -332,14 +332,14 @@ uint64_t TokenCount(const Json& value) {
 // Whether `message` (a response or a chunk) has a top-level `usage` member. When it is an object,
 // its prompt and completion token counts go to `usage`: read off the text as received when there
 // is one (nothing is parsed), else off the value.
-bool ReadUsage(const providers::WireJson& message, Usage& usage) {
+bool ReadUsage(const json::WireJson& message, Usage& usage) {
   std::optional<std::string_view> text;
   if (message.FindMemberText("usage", &text)) {
     if (!text.has_value()) return false;
     if (text->empty() || text->front() != '{') return true;
     usage.prompt_tokens = 0;
     usage.completion_tokens = 0;
-    providers::ForEachMember(*text, [&](std::string_view key, std::string_view value) {
+    json::ForEachMember(*text, [&](std::string_view key, std::string_view value) {
       if (key == "prompt_tokens") usage.prompt_tokens = TokenCount(value);
       if (key == "completion_tokens") usage.completion_tokens = TokenCount(value);
     });
@@ -408,21 +408,21 @@ class CallState : public std::enable_shared_from_this<CallState> {
     pipeline_.in_flight.fetch_add(1, std::memory_order_relaxed);
   }
 
-  void Run(providers::WireJson body);
+  void Run(json::WireJson body);
   void Cancel();
 
   // Upstream sink events; the provider serializes them on its event-loop thread.
-  void OnResponse(providers::WireJson body);
-  void OnChunks(std::span<providers::WireJson> chunks);
+  void OnResponse(json::WireJson body);
+  void OnChunks(std::span<json::WireJson> chunks);
   void OnDone(absl::Status status);
 
  private:
   // Steps of the path, in order.
   absl::Status Admit();  // Quotas and rate limits (tenants issue); the in-flight cap for now.
-  void Compress(providers::WireJson body);
+  void Compress(json::WireJson body);
   // After compression (or its fallback): forwards, or for Operation::kCompress replies.
-  void Proceed(providers::WireJson body);
-  void Forward(providers::WireJson body);
+  void Proceed(json::WireJson body);
+  void Forward(json::WireJson body);
   // Usage and savings ledger (tenants issue): gets what the upstream reported and what
   // compression saved; nothing to book into yet.
   void Book(const Usage& usage, const v1::CompressionReport& compression);
@@ -459,7 +459,7 @@ class CallState : public std::enable_shared_from_this<CallState> {
   absl::Time forwarded_ = absl::InfinitePast();
   absl::Time first_byte_ = absl::InfinitePast();
   bool stream_started_ = false;
-  std::optional<providers::WireJson> response_;
+  std::optional<json::WireJson> response_;
   Usage usage_;
   // Only on routes that record alignment pairs: the prompt before compression (set by Compress
   // before the step runs) and the streamed answer so far.
@@ -477,10 +477,10 @@ class CallState : public std::enable_shared_from_this<CallState> {
 class Sink : public providers::ResponseSink {
  public:
   explicit Sink(std::shared_ptr<CallState> call) : call_(std::move(call)) {}
-  void OnResponse(providers::WireJson body) override {
+  void OnResponse(json::WireJson body) override {
     if (call_) call_->OnResponse(std::move(body));
   }
-  void OnChunks(std::span<providers::WireJson> chunks) override {
+  void OnChunks(std::span<json::WireJson> chunks) override {
     if (call_) call_->OnChunks(chunks);
   }
   void OnDone(absl::Status status) override {
@@ -501,7 +501,7 @@ class CallHandle : public PipelineCall {
   std::shared_ptr<CallState> call_;
 };
 
-void CallState::Run(providers::WireJson wire) {
+void CallState::Run(json::WireJson wire) {
   const Json& body = wire.json();
   if (absl::Status s = Validate(info_.operation, body); !s.ok()) return Finish(s);
   model_ = body["model"].get<std::string>();
@@ -534,7 +534,7 @@ absl::Status CallState::Admit() {
   return absl::OkStatus();
 }
 
-void CallState::Compress(providers::WireJson wire) {
+void CallState::Compress(json::WireJson wire) {
   const v1::Compression& policy = route_->compression();
   if (pipeline_.recorder != nullptr && !policy.record_alignment_pairs().empty()) {
     const Json& body = wire.json();
@@ -555,7 +555,7 @@ void CallState::Compress(providers::WireJson wire) {
   }
   // The request as the client wrote it: forwarded when compression fails (unless the route says
   // to fail), and otherwise given the compressed members, so that the others keep their text.
-  providers::WireJson original = wire;
+  json::WireJson original = wire;
   const bool forward_on_error = policy.on_error() != "fail";
   pipeline_.compression.Compress(
       *route_, info_, std::move(wire.mutable_json()),
@@ -588,15 +588,15 @@ void CallState::Compress(providers::WireJson wire) {
       });
 }
 
-void CallState::Proceed(providers::WireJson body) {
+void CallState::Proceed(json::WireJson body) {
   if (info_.operation != Operation::kCompress) return Forward(std::move(body));
   // The compress operation answers with the messages it would have forwarded.
-  response_ = providers::WireJson(
+  response_ = json::WireJson(
       Json{{"model", model_}, {"messages", body.json().value("messages", Json::array())}});
   Finish(absl::OkStatus());
 }
 
-void CallState::Forward(providers::WireJson body) {
+void CallState::Forward(json::WireJson body) {
   providers::Request request;
   switch (info_.operation) {
     case Operation::kCompletions:
@@ -664,17 +664,17 @@ void CallState::Cancel() {
   if (to_cancel != nullptr) to_cancel->Cancel();
 }
 
-void CallState::OnResponse(providers::WireJson body) {
+void CallState::OnResponse(json::WireJson body) {
   if (first_byte_ == absl::InfinitePast()) first_byte_ = absl::Now();
   ReadUsage(body, usage_);
   response_ = std::move(body);
 }
 
-void CallState::OnChunks(std::span<providers::WireJson> chunks) {
+void CallState::OnChunks(std::span<json::WireJson> chunks) {
   if (first_byte_ == absl::InfinitePast()) first_byte_ = absl::Now();
   // The chunks the client gets are moved to the front, in order.
   size_t kept = 0;
-  for (providers::WireJson& chunk : chunks) {
+  for (json::WireJson& chunk : chunks) {
     // Chunks without `usage` (most) go on as the text they arrived as, unparsed.
     if (ReadUsage(chunk, usage_) && !client_wants_usage_) {
       // The usage-only chunk exists because terse asked for it: the client never sees it.
@@ -828,7 +828,7 @@ Pipeline::~Pipeline() {
   }
 }
 
-std::unique_ptr<PipelineCall> Pipeline::Handle(CallInfo info, providers::WireJson body,
+std::unique_ptr<PipelineCall> Pipeline::Handle(CallInfo info, json::WireJson body,
                                                std::shared_ptr<Responder> responder) {
   auto call = std::make_shared<CallState>(*state_, std::move(info), std::move(responder));
   {

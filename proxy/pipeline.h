@@ -14,7 +14,7 @@
 #include "absl/time/time.h"
 #include "base/json.h"
 #include "config/config.h"
-#include "providers/wire_json.h"
+#include "json/wire_json.h"
 #include "terse/v1/config.pb.h"
 #include "terse/v1/gateway.pb.h"
 
@@ -54,10 +54,10 @@ struct ResponseHead {
 class Responder {
  public:
   virtual ~Responder() = default;
-  virtual void Reply(const ResponseHead& head, providers::WireJson body) = 0;
+  virtual void Reply(const ResponseHead& head, json::WireJson body) = 0;
   virtual void StartStream(const ResponseHead& head) = 0;
   // Stream chunks in order, those of one upstream read at once; the face may move from them.
-  virtual void Chunks(std::span<providers::WireJson> chunks) = 0;
+  virtual void Chunks(std::span<json::WireJson> chunks) = 0;
   virtual void EndStream(absl::Status status) = 0;
   virtual void Fail(absl::Status status) = 0;
 };
@@ -95,7 +95,7 @@ class Pipeline {
   // value (WireJson::FromParsedText), relayed as written but for the members terse sets; for gRPC
   // the value decoded from the proto. The responder hears the outcome; the returned handle
   // cancels the call (client gone).
-  std::unique_ptr<PipelineCall> Handle(CallInfo info, providers::WireJson body,
+  std::unique_ptr<PipelineCall> Handle(CallInfo info, json::WireJson body,
                                        std::shared_ptr<Responder> responder);
 
   // The body of GET /v1/models: one entry per route model that is not a glob.

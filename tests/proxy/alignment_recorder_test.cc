@@ -183,7 +183,7 @@ std::shared_ptr<RecordingResponder> RunToEnd(Pipeline& pipeline, Json body) {
   info.operation = Operation::kChatCompletions;
   info.request_id = "req_pairs";
   auto responder = std::make_shared<RecordingResponder>();
-  auto call = pipeline.Handle(std::move(info), providers::WireJson(std::move(body)), responder);
+  auto call = pipeline.Handle(std::move(info), json::WireJson(std::move(body)), responder);
   EXPECT_TRUE(responder->WaitDone());
   return responder;
 }

@@ -43,7 +43,7 @@ Started Start(Pipeline& pipeline, Json body, CallInfo info = Info()) {
   // As the HTTP face hands it over: the client's text with its value.
   std::string text = body.dump();
   run.call = pipeline.Handle(std::move(info),
-                             providers::WireJson::FromParsedText(std::move(text), std::move(body)),
+                             json::WireJson::FromParsedText(std::move(text), std::move(body)),
                              run.responder);
   return run;
 }

@@ -38,9 +38,9 @@ class RecordingResponder : public Responder {
     ResponseHead head;         // Reply / StartStream
   };
 
-  void Reply(const ResponseHead& head, providers::WireJson body) override;
+  void Reply(const ResponseHead& head, json::WireJson body) override;
   void StartStream(const ResponseHead& head) override;
-  void Chunks(std::span<providers::WireJson> chunks) override;
+  void Chunks(std::span<json::WireJson> chunks) override;
   void EndStream(absl::Status status) override;
   void Fail(absl::Status status) override;
 
