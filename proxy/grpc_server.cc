@@ -22,7 +22,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/errors.h"
-#include "providers/upstream_errors.h"
 #include "proxy/grpc_codec.h"
 #include "proxy/log.h"
 #include "terse/v1/gateway.grpc.pb.h"
@@ -110,8 +109,8 @@ grpc::Status FinishStatus(grpc::CallbackServerContext& ctx, const absl::Status& 
     ctx.AddTrailingMetadata("x-terse-error-type", detail.type);
     if (!detail.code.empty()) ctx.AddTrailingMetadata("x-terse-error-code", detail.code);
     if (!detail.retryable) ctx.AddTrailingMetadata("x-should-retry", "false");
-    if (std::optional<int64_t> ms = providers::RetryAfterMsOf(status)) {
-      ctx.AddTrailingMetadata("retry-after-ms", std::to_string(*ms));
+    if (detail.retry_after_ms.has_value()) {
+      ctx.AddTrailingMetadata("retry-after-ms", std::to_string(*detail.retry_after_ms));
     }
   }
   return ToGrpcStatus(status);

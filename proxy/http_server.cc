@@ -48,7 +48,6 @@
 #include "base/errors.h"
 #include "json/scan.h"
 #include "json/codec.h"
-#include "providers/upstream_errors.h"
 #include "proxy/event_loop.h"
 #include "proxy/log.h"
 
@@ -826,7 +825,7 @@ class Session : public std::enable_shared_from_this<Session>, public EventLoop::
                     "\r\n");
     if (!detail.retryable) out += "x-should-retry: false\r\n";
     // The upstream's own word on when to try again, for the client's SDK to honour.
-    if (std::optional<int64_t> ms = providers::RetryAfterMsOf(status)) {
+    if (const std::optional<int64_t> ms = detail.retry_after_ms) {
       absl::StrAppend(&out, "retry-after-ms: ", *ms, "\r\nretry-after: ", (*ms + 999) / 1000,
                       "\r\n");
     }
