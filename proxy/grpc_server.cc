@@ -423,7 +423,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
                                        const v1::ListModelsRequest* request,
                                        v1::ListModelsResponse* response) override {
-    ReadCallInfo(*ctx, Operation::kChatCompletions);  // echoes x-request-id
+    ReadCallInfo(*ctx, Operation::kListModels);  // echoes x-request-id
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
     absl::StatusOr<v1::ListModelsResponse> models = ListModelsFromJson(pipeline_.ListModels());
     if (models.ok()) *response = *std::move(models);

@@ -29,22 +29,6 @@
 namespace terse::proxy {
 namespace {
 
-std::string_view OperationName(Operation op) {
-  switch (op) {
-    case Operation::kChatCompletions:
-      return "chat_completions";
-    case Operation::kCompletions:
-      return "completions";
-    case Operation::kEmbeddings:
-      return "embeddings";
-    case Operation::kCompress:
-      return "compress";
-  }
-  return "unknown";
-}
-
-std::string_view FaceName(Face face) { return face == Face::kHttp ? "http" : "grpc"; }
-
 // Debian's abseil has its own string_view; StrCat takes only that one.
 absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
@@ -284,8 +268,9 @@ absl::Status Validate(Operation op, const Json& body) {
       return ValidateCompletions(body);
     case Operation::kEmbeddings:
       return ValidateEmbeddings(body);
+    default:
+      return absl::InternalError("the pipeline does not run this operation");
   }
-  return absl::InternalError("unknown operation");
 }
 
 bool BoolField(const Json& object, std::string_view name) {

@@ -15,6 +15,7 @@
 #include "base/json.h"
 #include "config/config.h"
 #include "json/wire_json.h"
+#include "proxy/operation.h"
 #include "terse/v1/config.pb.h"
 #include "terse/v1/gateway.pb.h"
 
@@ -25,9 +26,6 @@ class ProviderSet;
 namespace terse::proxy {
 
 class Metrics;
-
-enum class Face { kHttp, kGrpc };
-enum class Operation { kChatCompletions, kCompletions, kEmbeddings, kCompress };
 
 // What a face knows about one call besides its body.
 struct CallInfo {
