@@ -23,7 +23,7 @@
 #include "base/errors.h"
 #include "json/codec.h"
 #include "json/scan.h"
-#include "proxy/log.h"
+#include "proxy/access_log.h"
 
 namespace terse::proxy {
 namespace {
@@ -368,16 +368,12 @@ struct HttpServer::Api final : HttpHandler {
     const absl::Duration latency = absl::Now() - request.received;
     metrics.RecordRequest("", operation, detail.http_status, latency);
     metrics.RecordError("", operation, detail.type);
-    if (LogEnabled(LogLevel::kInfo)) {
-      LogJson(LogLevel::kInfo, Json{{"msg", "request"},
-                                    {"request_id", request.request_id},
-                                    {"face", "http"},
-                                    {"operation", operation},
-                                    {"status", detail.http_status},
-                                    {"latency_ms", absl::ToDoubleMilliseconds(latency)},
-                                    {"error_type", detail.type},
-                                    {"error", std::string(error.message())}});
-    }
+    LogAccess({.request_id = request.request_id,
+               .face = Face::kHttp,
+               .operation = operation,
+               .http_status = detail.http_status,
+               .latency = latency,
+               .status = error});
     SendError(exchange, error, allow);
   }
 
