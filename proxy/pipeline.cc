@@ -41,6 +41,19 @@ std::optional<std::string_view> HeaderOf(const CallInfo& info, std::string_view 
   return std::nullopt;
 }
 
+// The member of a request body that holds the prompt compression works on; empty for none.
+std::string_view PromptMember(Operation op) {
+  switch (op) {
+    case Operation::kChatCompletions:
+    case Operation::kCompress:
+      return "messages";
+    case Operation::kCompletions:
+      return "prompt";
+    default:
+      return "";
+  }
+}
+
 providers::Endpoint EndpointOf(Operation op) {
   switch (op) {
     case Operation::kCompletions:
@@ -229,33 +242,42 @@ absl::Status CallState::Admit() {
   return absl::OkStatus();
 }
 
-void CallState::Compress(json::WireJson wire) {
+void CallState::Compress(json::WireJson body) {
+  // The request's compression overrides are for terse alone: taken out here, whatever the route
+  // does with them, so that no upstream sees them.
+  std::optional<Json> overrides = body.Member("terse");
+  if (overrides.has_value()) body.EraseMember("terse");
   const v1::Compression& policy = route_->compression();
   if (pipeline_.recorder != nullptr && !policy.record_alignment_pairs().empty()) {
-    const Json& body = wire.json();
+    const Json& value = body.json();
     if (info_.operation == Operation::kChatCompletions) {
-      alignment_prompt_ = RenderAlignmentPrompt(body["messages"]);
+      alignment_prompt_ = RenderAlignmentPrompt(value["messages"]);
     } else if (info_.operation == Operation::kCompletions) {
-      auto prompt = body.find("prompt");
-      if (prompt != body.end() && prompt->is_string()) {
+      auto prompt = value.find("prompt");
+      if (prompt != value.end() && prompt->is_string()) {
         alignment_prompt_ = prompt->get<std::string>();
       }
     }
   }
-  // Nothing to ask the step when the route can never compress: skip the copy kept for fallback.
+  // Nothing to ask the step when the route can never compress.
   if (!policy.enabled() && !route_->allow_overrides() && info_.operation != Operation::kCompress) {
     head_.compression.set_applied(false);
     head_.compression.set_reason("compression is off for this route");
-    return Forward(std::move(wire));
+    return Forward(std::move(body));
   }
-  // The request as the client wrote it: forwarded when compression fails (unless the route says
-  // to fail), and otherwise given the compressed members, so that the others keep their text.
-  json::WireJson original = wire;
+  // The step gets a copy of the prompt; the body stays as the client wrote it, to be forwarded
+  // when compression fails (unless the route says to fail) and otherwise given the new prompt,
+  // so that its other members keep their text.
+  CompressionStep::Input input;
+  const std::string_view member = PromptMember(info_.operation);
+  if (!member.empty()) input.prompt = body.Member(member);
+  input.overrides = std::move(overrides);
+  input.model = upstream_model_;
   pipeline_.compression.Compress(
-      *route_, info_, std::move(wire.mutable_json()),
-      [self = shared_from_this(), original = std::move(original)](
+      *route_, info_, std::move(input),
+      [self = shared_from_this(), body = std::move(body)](
           absl::StatusOr<CompressionStep::Result> result) mutable {
-        self->OnCompressed(std::move(original), std::move(result));
+        self->OnCompressed(std::move(body), std::move(result));
       });
 }
 
@@ -284,7 +306,10 @@ void CallState::OnCompressed(json::WireJson body,
                                         report.compressed_tokens(),
                                         absl::Milliseconds(report.compress_ms()), report.cache_hit());
   }
-  body.SetMembers(std::move(result->body));
+  const std::string_view member = PromptMember(info_.operation);
+  if (result->prompt.has_value() && !member.empty()) {
+    body.SetMember(member, *std::move(result->prompt));  // unchanged: the text stays as it was
+  }
   Proceed(std::move(body));
 }
 
@@ -299,9 +324,8 @@ void CallState::Proceed(json::WireJson body) {
 void CallState::Forward(json::WireJson body) {
   providers::Request request;
   request.endpoint = EndpointOf(info_.operation);
-  // Edits of members, each spliced into the client's text: the rest reaches the upstream as the
+  // An edit of a member, spliced into the client's text: the rest reaches the upstream as the
   // client wrote it.
-  body.EraseMember("terse");                 // a request's compression override stays here
   body.SetMember("model", upstream_model_);  // keeps the field's position
   // terse needs the numbers for budgets even when the client did not ask for them.
   if (stream_) providers::AskForUsage(body);
@@ -528,10 +552,10 @@ Json Pipeline::ListModels() const {
   return Json{{"object", "list"}, {"data", std::move(data)}};
 }
 
-void PassThroughCompression::Compress(const v1::Route& route, const CallInfo& info, Json body,
+void PassThroughCompression::Compress(const v1::Route& route, const CallInfo& info, Input input,
                                       Done done) {
   Result result;
-  result.body = std::move(body);
+  result.prompt = std::move(input.prompt);
   result.report.set_applied(false);
   result.report.set_reason("compression is not available yet");
   std::move(done)(std::move(result));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -67,18 +68,29 @@ class PipelineCall {
   virtual void Cancel() = 0;
 };
 
-// The compression step. The identity until the compressor is wired in (issue 5).
+// The compression step: CompressorStep (compression_step.h), or PassThroughCompression when no
+// route compresses.
 class CompressionStep {
  public:
+  // What the step gets of a request: its prompt, and what the request asks of compression.
+  struct Input {
+    // `messages` of a chat (or compress) request, `prompt` of a completion; nullopt when the body
+    // has none (embeddings).
+    std::optional<Json> prompt;
+    // The body's `terse` object, when it has one: the pipeline takes it out of the body.
+    std::optional<Json> overrides;
+    // The model the upstream is asked for, whose tokenizer budgets count in.
+    std::string model;
+  };
   struct Result {
-    Json body;  // the request body with its prompt text shortened
+    std::optional<Json> prompt;  // the prompt shortened (or as it was); nullopt for none
     v1::CompressionReport report;
   };
   using Done = absl::AnyInvocable<void(absl::StatusOr<Result>) &&>;
   virtual ~CompressionStep() = default;
-  // Compresses the prompt of `body` under `route`'s policy off the I/O threads, then calls `done`
-  // (on any thread). An error here is handled by the route's `on_error`.
-  virtual void Compress(const v1::Route& route, const CallInfo& info, Json body, Done done) = 0;
+  // Compresses `input.prompt` under `route`'s policy off the I/O threads, then calls `done` (on
+  // any thread). An error here is handled by the route's `on_error`.
+  virtual void Compress(const v1::Route& route, const CallInfo& info, Input input, Done done) = 0;
 };
 
 // The request's path. Thread-safe; one instance serves both faces.
@@ -104,10 +116,11 @@ class Pipeline {
   std::unique_ptr<State> state_;
 };
 
-// Forwards the request unchanged: the compression step until issue 5 wires the compressor in.
+// Gives the prompt back unchanged, not applied: the step when no route compresses or lets a
+// request ask for it, so that no model is loaded.
 class PassThroughCompression : public CompressionStep {
  public:
-  void Compress(const v1::Route& route, const CallInfo& info, Json body, Done done) override;
+  void Compress(const v1::Route& route, const CallInfo& info, Input input, Done done) override;
 };
 
 }  // namespace terse::proxy

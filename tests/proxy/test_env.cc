@@ -103,13 +103,13 @@ std::vector<Json> RecordingResponder::chunks() const {
 
 // ---- ScriptedCompression
 
-void ScriptedCompression::Compress(const v1::Route& route, const CallInfo& info, Json body,
+void ScriptedCompression::Compress(const v1::Route& route, const CallInfo& info, Input input,
                                    Done done) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     calls_.push_back(info);
   }
-  std::move(done)(script_(route, info, std::move(body)));
+  std::move(done)(script_(route, info, std::move(input)));
 }
 
 std::vector<CallInfo> ScriptedCompression::calls() const {
