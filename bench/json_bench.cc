@@ -16,8 +16,8 @@
 #include "base/json.h"
 #include "benchmark/benchmark.h"
 #include "json/bytes.h"
-#include "json/scan.h"
 #include "json/codec.h"
+#include "json/scan.h"
 #include "json/wire_json.h"
 
 namespace terse::json {

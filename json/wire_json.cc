@@ -10,8 +10,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "json/scan.h"
 #include "json/codec.h"
+#include "json/scan.h"
 
 namespace terse::json {
 

@@ -7,8 +7,8 @@
 
 #include "absl/time/clock.h"
 #include "base/errors.h"
-#include "providers/adapters.h"
 #include "json/codec.h"
+#include "providers/adapters.h"
 #include "providers/upstream_errors.h"
 
 namespace terse::providers {
@@ -147,7 +147,8 @@ int64_t NowSeconds() { return absl::ToUnixSeconds(absl::Now()); }
 
 class AnthropicStreamTranslator : public StreamTranslator {
  public:
-  absl::Status OnEvent(SseEvent event, absl::FunctionRef<void(json::WireJson)> emit_chunk) override {
+  absl::Status OnEvent(SseEvent event,
+                       absl::FunctionRef<void(json::WireJson)> emit_chunk) override {
     if (done_) return absl::OkStatus();
     auto emit = [&](Json chunk) { emit_chunk(json::WireJson(std::move(chunk))); };
     std::optional<Json> parsed = json::ParseJson(event.data);

@@ -226,9 +226,9 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
     }
     sink_->OnResponse(
         json::WireJson(Json{{"object", "list"},
-                      {"data", std::move(data)},
-                      {"model", model_},
-                      {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}}));
+                            {"data", std::move(data)},
+                            {"model", model_},
+                            {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}}));
     Finish(absl::OkStatus());
   }
 

@@ -9,8 +9,8 @@
 
 #include "absl/time/clock.h"
 #include "base/errors.h"
-#include "json/scan.h"
 #include "json/codec.h"
+#include "json/scan.h"
 #include "providers/upstream_errors.h"
 
 namespace terse::providers {
@@ -175,7 +175,7 @@ class ExchangeHandler : public HttpHandler {
   bool finished_ = false;
   std::string buffer_;
   SseParser parser_;
-  std::vector<SseEvent> events_;  // those of the latest read; kept for its capacity
+  std::vector<SseEvent> events_;        // those of the latest read; kept for its capacity
   std::vector<json::WireJson> chunks_;  // translated, not yet passed on (see PassChunks)
 };
 
@@ -263,7 +263,8 @@ class OpenAiStreamTranslator : public StreamTranslator {
   }
 
   // The same checks on the parsed chunk, which goes on re-encoded.
-  absl::Status OnParsedEvent(const std::string& data, absl::FunctionRef<void(json::WireJson)> emit) {
+  absl::Status OnParsedEvent(const std::string& data,
+                             absl::FunctionRef<void(json::WireJson)> emit) {
     std::optional<Json> parsed = json::ParseJson(data);
     if (!parsed.has_value() || !parsed->is_object()) return InvalidEvent();
     Json& chunk = *parsed;

@@ -6,9 +6,9 @@
 #include <utility>
 
 #include "base/errors.h"
+#include "json/codec.h"
 #include "providers/adapters.h"
 #include "providers/exchange.h"
-#include "json/codec.h"
 #include "providers/upstream_errors.h"
 
 namespace terse::providers {

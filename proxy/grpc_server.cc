@@ -414,8 +414,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
     if (!body.ok()) {
       state->Fail(body.status());
     } else {
-      state->Attach(
-          pipeline_.Handle(std::move(info), json::WireJson(*std::move(body)), state));
+      state->Attach(pipeline_.Handle(std::move(info), json::WireJson(*std::move(body)), state));
     }
     return reactor;
   }
@@ -450,8 +449,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
     if (!body.ok()) {
       state->Fail(body.status());
     } else {
-      state->Attach(
-          pipeline_.Handle(std::move(info), json::WireJson(*std::move(body)), state));
+      state->Attach(pipeline_.Handle(std::move(info), json::WireJson(*std::move(body)), state));
     }
     return reactor;
   }

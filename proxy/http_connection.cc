@@ -112,8 +112,8 @@ void HttpConnection::Start() {
   const int one = 1;
   setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   if (absl::Status watched = io_.loop->Watch(fd_, this); !watched.ok()) {
-    LogJson(LogLevel::kWarn, Json{{"msg", "cannot watch a connection"},
-                                  {"error", std::string(watched.message())}});
+    LogJson(LogLevel::kWarn,
+            Json{{"msg", "cannot watch a connection"}, {"error", std::string(watched.message())}});
     return Close();
   }
   ReadHeader();

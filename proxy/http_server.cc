@@ -224,9 +224,9 @@ class HttpResponder final : public Responder,
     if (batch.fail.has_value()) return Failed(*batch.fail);
     exchange_.HoldWrites();
     if (batch.head.has_value()) {
-      exchange_.StartStream(200, "text/event-stream",
-                            "cache-control: no-cache\r\nx-accel-buffering: no\r\n" +
-                                HeadFields(*batch.head));
+      exchange_.StartStream(
+          200, "text/event-stream",
+          "cache-control: no-cache\r\nx-accel-buffering: no\r\n" + HeadFields(*batch.head));
     }
     if (!batch.events.empty()) exchange_.Stream(std::move(batch.events));
     if (batch.end.has_value()) Ended(*batch.end);
@@ -338,8 +338,9 @@ struct HttpServer::Api final : HttpHandler {
           json::NestsTooDeep(request.body)
               ? absl::StrCat("The JSON body of your request nests arrays and objects more than ",
                              json::kMaxJsonDepth, " levels deep.")
-              : std::string("We could not parse the JSON body of your request. The OpenAI API "
-                            "expects a JSON payload.");
+              : std::string(
+                    "We could not parse the JSON body of your request. The OpenAI API "
+                    "expects a JSON payload.");
       return Refuse(request, exchange, InvalidRequest(message), OperationName(operation));
     }
     // The text goes along with its value: relayed as the client wrote it, but for terse's edits.
@@ -356,8 +357,8 @@ struct HttpServer::Api final : HttpHandler {
     info.request_id = std::move(request.request_id);
     info.api_key = ApiKeyOf(request.headers);
     info.headers = std::move(request.headers);
-    std::unique_ptr<PipelineCall> call = pipeline.Handle(
-        std::move(info), std::move(body), std::make_shared<HttpResponder>(exchange));
+    std::unique_ptr<PipelineCall> call = pipeline.Handle(std::move(info), std::move(body),
+                                                         std::make_shared<HttpResponder>(exchange));
     exchange.OnAbandoned([call = std::move(call)] { call->Cancel(); });
   }
 

@@ -7,10 +7,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "providers/http_client.h"
 #include "proxy/http_transport.h"
 #include "proxy/metrics.h"
 #include "proxy/pipeline.h"
-#include "providers/http_client.h"
 #include "terse/v1/config.pb.h"
 
 namespace terse::proxy {

@@ -186,9 +186,8 @@ void HttpTransport::Impl::Shutdown(absl::Duration grace) {
     drained = mu.AwaitWithTimeout(absl::Condition(&none_left), grace);
   }
   if (!drained) {
-    ForEachConnection([](const std::shared_ptr<HttpConnection>& c) {
-      c->io().loop->Post([c] { c->Close(); });
-    });
+    ForEachConnection(
+        [](const std::shared_ptr<HttpConnection>& c) { c->io().loop->Post([c] { c->Close(); }); });
     absl::MutexLock lock(&mu);
     mu.AwaitWithTimeout(absl::Condition(&none_left), absl::Seconds(2));
   }
@@ -209,8 +208,8 @@ void HttpTransport::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
 
 absl::StatusOr<std::unique_ptr<HttpTransport>> HttpTransport::Start(
     const HttpTransportOptions& options, HttpHandler& handler, providers::HttpClient* engine) {
-  auto impl = std::make_shared<Impl>(handler, options.max_body_bytes,
-                                     std::max(1u, options.io_threads));
+  auto impl =
+      std::make_shared<Impl>(handler, options.max_body_bytes, std::max(1u, options.io_threads));
   absl::StatusOr<int> listening = Listen(options.host, options.port);
   if (!listening.ok()) return listening.status();
   impl->listen_fd = *listening;

@@ -30,8 +30,8 @@ struct HttpRequest {
   // member added) move none of it.
   static constexpr size_t kBodyEditRoom = 128;
 
-  std::string method;  // as sent: "POST"
-  std::string target;  // as sent, with its query
+  std::string method;                                        // as sent: "POST"
+  std::string target;                                        // as sent, with its query
   std::vector<std::pair<std::string, std::string>> headers;  // in order, names lower-cased
   std::string body;  // empty for a request refused before its body was read
   // The client's `x-request-id` when it is fit for logs and headers, else a new id; every

@@ -273,16 +273,14 @@ void CallState::Compress(json::WireJson body) {
   if (!member.empty()) input.prompt = body.Member(member);
   input.overrides = std::move(overrides);
   input.model = upstream_model_;
-  pipeline_.compression.Compress(
-      *route_, info_, std::move(input),
-      [self = shared_from_this(), body = std::move(body)](
-          absl::StatusOr<CompressionStep::Result> result) mutable {
-        self->OnCompressed(std::move(body), std::move(result));
-      });
+  pipeline_.compression.Compress(*route_, info_, std::move(input),
+                                 [self = shared_from_this(), body = std::move(body)](
+                                     absl::StatusOr<CompressionStep::Result> result) mutable {
+                                   self->OnCompressed(std::move(body), std::move(result));
+                                 });
 }
 
-void CallState::OnCompressed(json::WireJson body,
-                             absl::StatusOr<CompressionStep::Result> result) {
+void CallState::OnCompressed(json::WireJson body, absl::StatusOr<CompressionStep::Result> result) {
   if (IsCancelled()) return Finish(absl::CancelledError("cancelled"));
   if (!result.ok()) {
     // A bad override is the client's mistake, not a compressor failure: always an error.
@@ -302,9 +300,9 @@ void CallState::OnCompressed(json::WireJson body,
   const v1::CompressionReport& report = result->report;
   head_.compression = report;
   if (report.applied()) {
-    pipeline_.metrics.RecordCompression(RouteLabel(), report.original_tokens(),
-                                        report.compressed_tokens(),
-                                        absl::Milliseconds(report.compress_ms()), report.cache_hit());
+    pipeline_.metrics.RecordCompression(
+        RouteLabel(), report.original_tokens(), report.compressed_tokens(),
+        absl::Milliseconds(report.compress_ms()), report.cache_hit());
   }
   const std::string_view member = PromptMember(info_.operation);
   if (result->prompt.has_value() && !member.empty()) {
@@ -434,7 +432,9 @@ void CallState::Finish(absl::Status status) {
   metrics.RecordRequest(route, operation, detail.http_status, end - start_);
   if (!status.ok()) metrics.RecordError(route, operation, detail.type);
   if (answered) metrics.RecordUpstream(route, first_byte_ - forwarded_, end - forwarded_);
-  if (usage.has_value()) metrics.RecordTokens(route, usage->prompt_tokens, usage->completion_tokens);
+  if (usage.has_value()) {
+    metrics.RecordTokens(route, usage->prompt_tokens, usage->completion_tokens);
+  }
   Book(usage, head_.compression);
   if (status.ok()) RecordAlignmentPair();
   metrics.AddInFlight(-1);

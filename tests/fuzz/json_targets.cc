@@ -1,7 +1,5 @@
 // The properties of the JSON codec (json/): its verdicts and values against nlohmann's, and a
 // WireJson's edits against the same edits of the value.
-#include "tests/fuzz/fuzz_targets.h"
-
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -12,14 +10,14 @@
 #include "json/codec.h"
 #include "json/scan.h"
 #include "json/wire_json.h"
+#include "tests/fuzz/fuzz_targets.h"
 
 namespace terse::fuzz {
 
 std::string CheckJsonText(std::string_view text) {
   const bool valid = json::IsValidJson(text);
   size_t reported = 0;
-  if (json::IsValidJson(text, [&](std::string_view, std::string_view) { ++reported; }) !=
-      valid) {
+  if (json::IsValidJson(text, [&](std::string_view, std::string_view) { ++reported; }) != valid) {
     return "IsValidJson with on_member disagrees with IsValidJson";
   }
   const std::optional<Json> ours = json::ParseJson(text);

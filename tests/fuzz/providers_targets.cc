@@ -1,6 +1,4 @@
 // The properties of the providers' parsers: an upstream's HTTP/1.1 responses and SSE streams.
-#include "tests/fuzz/fuzz_targets.h"
-
 #include <algorithm>
 #include <cstdint>
 #include <optional>
@@ -15,6 +13,7 @@
 #include "providers/http1_response.h"
 #include "providers/http_client.h"
 #include "providers/sse.h"
+#include "tests/fuzz/fuzz_targets.h"
 
 namespace terse::fuzz {
 namespace {

@@ -130,7 +130,8 @@ TEST(EchoProviderTest, CompletionsAndEmbeddings) {
 
   Request embeddings;
   embeddings.endpoint = Endpoint::kEmbeddings;
-  embeddings.body = json::WireJson(Json{{"model", "echo-embed"}, {"input", Json::array({"a b c", "d"})}});
+  embeddings.body =
+      json::WireJson(Json{{"model", "echo-embed"}, {"input", Json::array({"a b c", "d"})}});
   sink = SendAndWait(*set, embeddings);
   ASSERT_THAT(sink->status(), IsOk());
   Json r = sink->response();

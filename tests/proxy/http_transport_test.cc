@@ -47,8 +47,7 @@ class TestHandler : public HttpHandler {
     }
     if (request.target == "/echo") {
       return exchange.Respond(200, "text/plain", "x-seen: yes\r\n",
-                              absl::StrCat(request.method, " ", request.target, " ",
-                                           request.body));
+                              absl::StrCat(request.method, " ", request.target, " ", request.body));
     }
     if (request.target == "/later") {
       std::lock_guard<std::mutex> lock(mu_);
@@ -73,8 +72,7 @@ class TestHandler : public HttpHandler {
       std::lock_guard<std::mutex> lock(mu_);
       refused_.push_back({error, request});
     }
-    exchange.Respond(DetailOf(error).http_status, "text/plain", "",
-                     std::string(error.message()));
+    exchange.Respond(DetailOf(error).http_status, "text/plain", "", std::string(error.message()));
   }
 
   ~TestHandler() {

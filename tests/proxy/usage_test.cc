@@ -46,11 +46,12 @@ TEST(UsageReaderTest, NoUsageMemberIsNoRecord) {
 // earlier one, and a usage member that is no object is reported but changes nothing.
 TEST(UsageReaderTest, AStreamsUsageChunkGivesTheRecord) {
   UsageReader reader;
-  for (const char* text : {R"({"choices": [{"delta": {"content": "a"}}]})",
-                           R"({"choices": [{"delta": {"content": "b"}}], "usage": null})",
-                           R"({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}})",
-                           R"({"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": 4}})",
-                           R"({"choices": [], "usage": "odd"})"}) {
+  for (const char* text :
+       {R"({"choices": [{"delta": {"content": "a"}}]})",
+        R"({"choices": [{"delta": {"content": "b"}}], "usage": null})",
+        R"({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}})",
+        R"({"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": 4}})",
+        R"({"choices": [], "usage": "odd"})"}) {
     reader.Read(json::WireJson::FromUncheckedText(text).value());
   }
   ASSERT_TRUE(reader.record().has_value());
