@@ -1,12 +1,17 @@
 // The error table of openai-wire.md, in one place.
 #include "base/errors.h"
 
+#include <algorithm>
+
 #include "absl/strings/cord.h"
 
 namespace terse {
 namespace {
 
 constexpr std::string_view kPayloadUrl = "type.terse.dev/ErrorDetail";
+constexpr std::string_view kRetryAfterUrl = "type.terse.dev/UpstreamRetryAfter";
+
+absl::string_view ToAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 std::string_view DefaultType(int http_status) {
   switch (http_status) {
@@ -72,6 +77,21 @@ absl::Status PayloadTooLarge(std::string_view message) {
   return MakeError(absl::StatusCode::kInvalidArgument, message, {.http_status = 413});
 }
 
+absl::Status WithRetryAfter(absl::Status status, absl::Duration delay) {
+  if (status.ok()) return status;
+  status.SetPayload(ToAbsl(kRetryAfterUrl),
+                    absl::Cord(absl::FormatDuration(std::max(delay, absl::ZeroDuration()))));
+  return status;
+}
+
+std::optional<absl::Duration> RetryAfterOf(const absl::Status& status) {
+  auto payload = status.GetPayload(ToAbsl(kRetryAfterUrl));
+  if (!payload) return std::nullopt;
+  absl::Duration delay;
+  if (!absl::ParseDuration(std::string(*payload), &delay)) return std::nullopt;
+  return delay;
+}
+
 ErrorDetail DetailOf(const absl::Status& status) {
   ErrorDetail detail;
   if (auto payload = status.GetPayload(absl::string_view(kPayloadUrl.data(), kPayloadUrl.size()))) {
@@ -87,6 +107,10 @@ ErrorDetail DetailOf(const absl::Status& status) {
   if (detail.http_status == 0) detail.http_status = HttpStatusOf(status.code());
   if (detail.type.empty()) detail.type = std::string(DefaultType(detail.http_status));
   if (detail.code.empty() && detail.http_status == 401) detail.code = "invalid_api_key";
+  if (std::optional<absl::Duration> delay = RetryAfterOf(status);
+      delay.has_value() && *delay < absl::Hours(24)) {
+    detail.retry_after_ms = std::max<int64_t>(0, absl::ToInt64Milliseconds(*delay));
+  }
   return detail;
 }
 

@@ -3,11 +3,13 @@
 // attached explicitly (an upstream 400 stays a 400 with the upstream's message).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "base/json.h"
 
 namespace terse {
@@ -18,6 +20,10 @@ struct ErrorDetail {
   std::string code;      // OpenAI error code; empty: null on the wire
   std::string param;     // the offending request field; empty: null on the wire
   bool retryable = true; // false adds `x-should-retry: false`
+  // The delay an upstream asked for before a retry, in whole milliseconds, for the client's SDK
+  // to honour (`retry-after-ms`/`retry-after` over HTTP, trailing metadata over gRPC); nullopt
+  // when none was asked for or it is a day or more (no client waits that long).
+  std::optional<int64_t> retry_after_ms;
 };
 
 // A status with an explicit detail attached (as a payload, so it survives copies).
@@ -31,7 +37,14 @@ absl::Status UpstreamTimedOut(std::string_view message);   // 504 upstream_error
 absl::Status Overloaded(std::string_view message);         // 503 server_error
 absl::Status PayloadTooLarge(std::string_view message);    // 413
 
-// The full detail of a status: the attached one, with blanks filled from the code.
+// `status` with the delay an upstream asked for before the next attempt attached (a payload
+// beside the detail: the code, message and detail stay as they are). OK stays OK.
+absl::Status WithRetryAfter(absl::Status status, absl::Duration delay);
+// The attached delay; nullopt when none was asked for.
+std::optional<absl::Duration> RetryAfterOf(const absl::Status& status);
+
+// The full detail of a status: the attached one, with blanks filled from the code, and the
+// retry delay.
 ErrorDetail DetailOf(const absl::Status& status);
 
 // HTTP status of a status code when nothing explicit is attached.

@@ -9,18 +9,18 @@
 // - the same request's way to the upstream once parsed, with the `stream_options` terse adds:
 //   spliced into the client's text (WireJson::SetMember), against the value edited and
 //   re-serialized (what terse did before).
-// Prints ns per text; the README has the ratios.
+// Prints ns per text; bench/RESULTS.md has the ratios.
 #include <string>
 #include <string_view>
 
 #include "base/json.h"
 #include "benchmark/benchmark.h"
-#include "providers/json_bytes.h"
-#include "providers/json_scan.h"
-#include "providers/json_text.h"
-#include "providers/wire_json.h"
+#include "json/bytes.h"
+#include "json/codec.h"
+#include "json/scan.h"
+#include "json/wire_json.h"
 
-namespace terse::providers {
+namespace terse::json {
 namespace {
 
 const std::string& Chunk() {
@@ -190,11 +190,11 @@ void SpecialBytesOfProse(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * prose.size()));
 }
 void BM_SpecialBitsSse2(benchmark::State& state) {
-  SpecialBytesOfProse<json_bytes::SpecialBitsSse2>(state);
+  SpecialBytesOfProse<bytes::SpecialBitsSse2>(state);
 }
 void BM_SpecialBitsAvx2(benchmark::State& state) {
-  if (!json_bytes::kCpuHasAvx2) return state.SkipWithError("this processor has no AVX2");
-  SpecialBytesOfProse<json_bytes::SpecialBitsAvx2>(state);
+  if (!bytes::kCpuHasAvx2) return state.SkipWithError("this processor has no AVX2");
+  SpecialBytesOfProse<bytes::SpecialBitsAvx2>(state);
 }
 
 BENCHMARK(BM_ChunkNlohmannAccept);
@@ -215,6 +215,6 @@ BENCHMARK(BM_SpecialBitsSse2);
 BENCHMARK(BM_SpecialBitsAvx2);
 
 }  // namespace
-}  // namespace terse::providers
+}  // namespace terse::json
 
 BENCHMARK_MAIN();

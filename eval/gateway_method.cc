@@ -17,8 +17,8 @@ namespace {
 // Collects one non-streaming answer; the promise is kept once, by OnDone.
 class WaitingSink : public providers::ResponseSink {
  public:
-  void OnResponse(providers::WireJson body) override { body_ = body.json(); }
-  void OnChunks(std::span<providers::WireJson>) override {}
+  void OnResponse(json::WireJson body) override { body_ = body.json(); }
+  void OnChunks(std::span<json::WireJson>) override {}
   void OnDone(absl::Status status) override {
     if (status.ok()) {
       done_.set_value(std::move(body_));
@@ -69,7 +69,7 @@ Method GatewayClient::AsMethod() {
   Impl* impl = impl_.get();
   return [impl](const Item& item, double rate) -> absl::StatusOr<CompressedPrompt> {
     providers::Request request;
-    request.body = providers::WireJson(
+    request.body = json::WireJson(
         Json{{"model", impl->options.model}, {"messages", ItemMessages(item)}, {"temperature", 0}});
     if (impl->options.compress) {
       request.headers.emplace_back("x-terse-rate", absl::StrFormat("%.6g", rate));

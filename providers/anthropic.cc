@@ -7,8 +7,8 @@
 
 #include "absl/time/clock.h"
 #include "base/errors.h"
+#include "json/codec.h"
 #include "providers/adapters.h"
-#include "providers/json_text.h"
 #include "providers/upstream_errors.h"
 
 namespace terse::providers {
@@ -147,10 +147,11 @@ int64_t NowSeconds() { return absl::ToUnixSeconds(absl::Now()); }
 
 class AnthropicStreamTranslator : public StreamTranslator {
  public:
-  absl::Status OnEvent(SseEvent event, absl::FunctionRef<void(WireJson)> emit_chunk) override {
+  absl::Status OnEvent(SseEvent event,
+                       absl::FunctionRef<void(json::WireJson)> emit_chunk) override {
     if (done_) return absl::OkStatus();
-    auto emit = [&](Json chunk) { emit_chunk(WireJson(std::move(chunk))); };
-    std::optional<Json> parsed = ParseJson(event.data);
+    auto emit = [&](Json chunk) { emit_chunk(json::WireJson(std::move(chunk))); };
+    std::optional<Json> parsed = json::ParseJson(event.data);
     if (!parsed.has_value() || !parsed->is_object()) {
       return UpstreamFailed("Anthropic sent an invalid stream event");
     }
@@ -228,7 +229,7 @@ class AnthropicStreamTranslator : public StreamTranslator {
     return absl::OkStatus();
   }
 
-  absl::Status OnEnd(absl::FunctionRef<void(WireJson)>) override {
+  absl::Status OnEnd(absl::FunctionRef<void(json::WireJson)>) override {
     if (done_) return absl::OkStatus();
     return UpstreamFailed("the Anthropic stream ended before message_stop");
   }
@@ -306,7 +307,7 @@ class AnthropicProvider : public Provider {
     http->headers.emplace_back("anthropic-version", settings_.api_version);
     http->headers.emplace_back("Content-Type", "application/json");
     http->headers.emplace_back("Accept", request.stream ? "text/event-stream" : "application/json");
-    http->body = DumpJson(*body);
+    http->body = json::DumpJson(*body);
     return StartExchange(
         client_, *std::move(http), request.stream,
         [](Json message) { return FromAnthropicResponse(message); },
@@ -356,7 +357,7 @@ absl::StatusOr<Json> ToAnthropicRequest(const Json& openai, bool stream) {
           const Json& f = call.contains("function") ? call["function"] : Json::object();
           std::string arguments = StringField(f, "arguments", "");
           std::optional<Json> input =
-              arguments.empty() ? std::optional<Json>(Json::object()) : ParseJson(arguments);
+              arguments.empty() ? std::optional<Json>(Json::object()) : json::ParseJson(arguments);
           if (!input.has_value()) {
             return InvalidRequest("tool call arguments are not JSON", param + ".tool_calls");
           }

@@ -152,7 +152,7 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
     if (request_.endpoint == Endpoint::kEmbeddings) return AnswerEmbeddings();
     if (!request_.stream) return AnswerWhole();
     if (chat()) {
-      std::vector<WireJson> chunks;
+      std::vector<json::WireJson> chunks;
       for (int i = 0; i < n_; ++i) {
         chunks.emplace_back(Chunk(i, {{"role", "assistant"}, {"content", ""}}, nullptr));
       }
@@ -163,7 +163,7 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
 
   void StreamPiece(size_t index) {
     if (index >= pieces_.size()) return EndStream();
-    std::vector<WireJson> chunks;
+    std::vector<json::WireJson> chunks;
     for (int i = 0; i < n_; ++i) {
       chunks.emplace_back(Chunk(i, {{"content", pieces_[index]}}, nullptr));
     }
@@ -173,7 +173,7 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
   }
 
   void EndStream() {
-    std::vector<WireJson> chunks;
+    std::vector<json::WireJson> chunks;
     for (int i = 0; i < n_; ++i) chunks.emplace_back(Chunk(i, Json::object(), "stop"));
     if (include_usage_) {
       Json usage_chunk = Base(chat() ? "chat.completion.chunk" : "text_completion");
@@ -201,7 +201,7 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
     }
     body["choices"] = std::move(choices);
     body["usage"] = Usage(prompt_tokens_, completion_tokens_ * n_);
-    sink_->OnResponse(WireJson(std::move(body)));
+    sink_->OnResponse(json::WireJson(std::move(body)));
     Finish(absl::OkStatus());
   }
 
@@ -225,10 +225,10 @@ class EchoCall : public std::enable_shared_from_this<EchoCall> {
           {{"object", "embedding"}, {"index", i}, {"embedding", PseudoEmbedding(inputs[i])}});
     }
     sink_->OnResponse(
-        WireJson(Json{{"object", "list"},
-                      {"data", std::move(data)},
-                      {"model", model_},
-                      {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}}));
+        json::WireJson(Json{{"object", "list"},
+                            {"data", std::move(data)},
+                            {"model", model_},
+                            {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}}));
     Finish(absl::OkStatus());
   }
 

@@ -9,8 +9,8 @@
 
 #include "absl/time/clock.h"
 #include "base/errors.h"
-#include "providers/json_scan.h"
-#include "providers/json_text.h"
+#include "json/codec.h"
+#include "json/scan.h"
 #include "providers/upstream_errors.h"
 
 namespace terse::providers {
@@ -95,7 +95,7 @@ class ExchangeHandler : public HttpHandler {
 
   // Where the translator's chunks go: chunks_, until PassChunks hands them over.
   auto Collect() {
-    return [this](WireJson chunk) { chunks_.push_back(std::move(chunk)); };
+    return [this](json::WireJson chunk) { chunks_.push_back(std::move(chunk)); };
   }
   // Translates `events` into chunks_, in order, up to the first error.
   absl::Status Translate(std::vector<SseEvent>& events) {
@@ -118,7 +118,7 @@ class ExchangeHandler : public HttpHandler {
     }
     if (!stream_ && !translate_response_) {
       // Already OpenAI's shape: checked, not parsed; the client gets the upstream's bytes.
-      std::optional<WireJson> body = WireJson::FromUncheckedText(std::move(buffer_));
+      std::optional<json::WireJson> body = json::WireJson::FromUncheckedText(std::move(buffer_));
       if (!body.has_value()) return End(InvalidJson());
       sink_->OnResponse(*std::move(body));
       return End(absl::OkStatus());
@@ -128,7 +128,7 @@ class ExchangeHandler : public HttpHandler {
       if (absl::Status s = Translate(last); !s.ok()) return End(std::move(s));
       return End(WithRecovery(translate_stream_->OnEnd(Collect()), Recovery::kRetry));
     }
-    std::optional<Json> parsed = ParseJson(buffer_);
+    std::optional<Json> parsed = json::ParseJson(buffer_);
     if (!parsed.has_value()) return End(InvalidJson());
     Json& body = *parsed;
     if (stream_) {
@@ -141,7 +141,7 @@ class ExchangeHandler : public HttpHandler {
     }
     absl::StatusOr<Json> translated = translate_response_(std::move(body));
     if (!translated.ok()) return End(translated.status());
-    sink_->OnResponse(WireJson(*std::move(translated)));
+    sink_->OnResponse(json::WireJson(*std::move(translated)));
     End(absl::OkStatus());
   }
 
@@ -175,8 +175,8 @@ class ExchangeHandler : public HttpHandler {
   bool finished_ = false;
   std::string buffer_;
   SseParser parser_;
-  std::vector<SseEvent> events_;  // those of the latest read; kept for its capacity
-  std::vector<WireJson> chunks_;  // translated, not yet passed on (see PassChunks)
+  std::vector<SseEvent> events_;        // those of the latest read; kept for its capacity
+  std::vector<json::WireJson> chunks_;  // translated, not yet passed on (see PassChunks)
 };
 
 class HttpProviderCall : public Call {
@@ -214,7 +214,7 @@ bool MayHoldAFinishReason(std::string_view choices) {
 
 class OpenAiStreamTranslator : public StreamTranslator {
  public:
-  absl::Status OnEvent(SseEvent event, absl::FunctionRef<void(WireJson)> emit) override {
+  absl::Status OnEvent(SseEvent event, absl::FunctionRef<void(json::WireJson)> emit) override {
     if (done_) return absl::OkStatus();
     if (event.data == "[DONE]") {
       done_ = true;
@@ -222,7 +222,7 @@ class OpenAiStreamTranslator : public StreamTranslator {
     }
     // Checked once, its top-level members noted on the way; what terse must know of the chunk
     // (that it is an object, whether it holds `error`, a finish_reason) is read off those.
-    std::optional<WireJson> chunk = WireJson::FromUncheckedText(std::move(event.data));
+    std::optional<json::WireJson> chunk = json::WireJson::FromUncheckedText(std::move(event.data));
     if (!chunk.has_value()) return InvalidEvent();
     const std::string& text = chunk->text();
     std::optional<std::string_view> error, choices;
@@ -238,8 +238,8 @@ class OpenAiStreamTranslator : public StreamTranslator {
     if (choices.has_value() && MayHoldAFinishReason(*choices)) {
       bool finished = false;
       bool escaped_key = false;
-      ForEachElement(*choices, [&](std::string_view choice) {
-        ForEachMember(choice, [&](std::string_view key, std::string_view value) {
+      json::ForEachElement(*choices, [&](std::string_view choice) {
+        json::ForEachMember(choice, [&](std::string_view key, std::string_view value) {
           if (key.find('\\') != std::string_view::npos) escaped_key = true;
           if (key == "finish_reason" && value != "null") finished = true;
         });
@@ -251,7 +251,7 @@ class OpenAiStreamTranslator : public StreamTranslator {
     return absl::OkStatus();
   }
 
-  absl::Status OnEnd(absl::FunctionRef<void(WireJson)>) override {
+  absl::Status OnEnd(absl::FunctionRef<void(json::WireJson)>) override {
     // Some OpenAI-compatible servers omit [DONE]; a finish_reason is then the proper end.
     if (done_ || saw_finish_) return absl::OkStatus();
     return UpstreamFailed("the upstream stream ended before it was complete");
@@ -263,8 +263,9 @@ class OpenAiStreamTranslator : public StreamTranslator {
   }
 
   // The same checks on the parsed chunk, which goes on re-encoded.
-  absl::Status OnParsedEvent(const std::string& data, absl::FunctionRef<void(WireJson)> emit) {
-    std::optional<Json> parsed = ParseJson(data);
+  absl::Status OnParsedEvent(const std::string& data,
+                             absl::FunctionRef<void(json::WireJson)> emit) {
+    std::optional<Json> parsed = json::ParseJson(data);
     if (!parsed.has_value() || !parsed->is_object()) return InvalidEvent();
     Json& chunk = *parsed;
     if (chunk.contains("error")) return UpstreamErrorFromBody(500, data);
@@ -276,7 +277,7 @@ class OpenAiStreamTranslator : public StreamTranslator {
         }
       }
     }
-    emit(WireJson(std::move(chunk)));
+    emit(json::WireJson(std::move(chunk)));
     return absl::OkStatus();
   }
 

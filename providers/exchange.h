@@ -28,9 +28,9 @@ class StreamTranslator {
  public:
   virtual ~StreamTranslator() = default;
   // Translates one event; `emit` takes each resulting chunk. An error ends the call with it.
-  virtual absl::Status OnEvent(SseEvent event, absl::FunctionRef<void(WireJson)> emit) = 0;
+  virtual absl::Status OnEvent(SseEvent event, absl::FunctionRef<void(json::WireJson)> emit) = 0;
   // At the end of the body: OK when the stream ended properly, else why not.
-  virtual absl::Status OnEnd(absl::FunctionRef<void(WireJson)> emit) = 0;
+  virtual absl::Status OnEnd(absl::FunctionRef<void(json::WireJson)> emit) = 0;
 };
 
 // The upstream's whole JSON answer in OpenAI's shape.

@@ -6,9 +6,9 @@
 #include <utility>
 
 #include "base/errors.h"
+#include "json/codec.h"
 #include "providers/adapters.h"
 #include "providers/exchange.h"
-#include "providers/json_text.h"
 #include "providers/upstream_errors.h"
 
 namespace terse::providers {
@@ -79,8 +79,8 @@ class OpenAiProvider : public Provider {
     }
     // The request's body is relayed as it is unless a field below must change; the pipeline
     // usually set them already, and every attempt then sends the text the call keeps, uncopied.
-    std::optional<WireJson> changed;
-    auto edit = [&]() -> WireJson& {
+    std::optional<json::WireJson> changed;
+    auto edit = [&]() -> json::WireJson& {
       if (!changed.has_value()) changed = request.body;
       return *changed;
     };
@@ -90,7 +90,7 @@ class OpenAiProvider : public Provider {
       edit().SetMember("stream", stream);
     }
     if (stream && !AsksForUsage(request_body)) AskForUsage(edit());
-    const WireJson& body = changed.has_value() ? *changed : request.body;
+    const json::WireJson& body = changed.has_value() ? *changed : request.body;
 
     if (settings_.kind == v1::Provider::AZURE_OPENAI) {
       std::string deployment = StringField(body.json(), "model");

@@ -13,7 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "base/json.h"
-#include "providers/wire_json.h"
+#include "json/wire_json.h"
 
 namespace terse::providers {
 
@@ -24,7 +24,7 @@ struct Request {
   Endpoint endpoint = Endpoint::kChatCompletions;
   // The OpenAI JSON body; `model` is what the upstream is asked for. An HTTP client's body keeps
   // the text it came in, with terse's edits spliced in, so that it is relayed as written.
-  WireJson body;
+  json::WireJson body;
   bool stream = false;                                       // mirrors body["stream"]
   std::vector<std::pair<std::string, std::string>> headers;  // extra headers for the upstream
   std::string request_id;
@@ -43,7 +43,7 @@ inline bool AsksForUsage(const Json& body) {
 
 // Makes a request body (an object) ask for it, its other stream options kept: terse books the
 // usage of every call, streamed or not.
-inline void AskForUsage(WireJson& body) {
+inline void AskForUsage(json::WireJson& body) {
   if (AsksForUsage(body.json())) return;
   std::optional<Json> options = body.Member("stream_options");
   if (!options.has_value() || !options->is_object()) options = Json::object();
@@ -58,12 +58,12 @@ class ResponseSink {
   virtual ~ResponseSink() = default;
   // Non-streaming: the whole response body (OpenAI shape, `usage` included). An OpenAI-shaped
   // upstream's body keeps its text as received (and its parsed value).
-  virtual void OnResponse(WireJson body) = 0;
+  virtual void OnResponse(json::WireJson body) = 0;
   // Streaming: the OpenAI chunk objects that one upstream read completed, in order (the usage
   // chunk has `choices: []`); the sink may move from them. An OpenAI-shaped upstream's chunk is its
   // event's JSON text as received, unparsed, on one line. One call per read, not per chunk: a
   // read often holds the whole answer, and each layer on the way is passed once.
-  virtual void OnChunks(std::span<WireJson> chunks) = 0;
+  virtual void OnChunks(std::span<json::WireJson> chunks) = 0;
   // The end. OK after a clean end; otherwise an error of base/errors.h (upstream 4xx keep their
   // status and message, 5xx and network failures are UpstreamFailed, timeouts UpstreamTimedOut,
   // cancellation kCancelled).

@@ -72,10 +72,10 @@ class ProviderSet::FallbackCall : public Call, public std::enable_shared_from_th
    public:
     AttemptSink(std::shared_ptr<FallbackCall> call, uint64_t attempt)
         : call_(std::move(call)), attempt_(attempt) {}
-    void OnResponse(WireJson body) override {
+    void OnResponse(json::WireJson body) override {
       if (call_->Forwarding(attempt_)) call_->sink_->OnResponse(std::move(body));
     }
-    void OnChunks(std::span<WireJson> chunks) override {
+    void OnChunks(std::span<json::WireJson> chunks) override {
       if (call_->Forwarding(attempt_)) call_->sink_->OnChunks(chunks);
     }
     void OnDone(absl::Status status) override { call_->AttemptDone(attempt_, std::move(status)); }

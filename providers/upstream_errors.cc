@@ -1,5 +1,5 @@
-// The recovery mark and the retry delay travel as status payloads, so they survive copies and do
-// not change the status's code, message or wire detail.
+// The recovery mark travels as a status payload, so it survives copies and does not change the
+// status's code, message or wire detail.
 #include "providers/upstream_errors.h"
 
 #include <algorithm>
@@ -10,13 +10,12 @@
 #include "base/ascii.h"
 #include "base/errors.h"
 #include "base/json.h"
-#include "providers/json_text.h"
+#include "json/codec.h"
 
 namespace terse::providers {
 namespace {
 
 constexpr std::string_view kRecoveryUrl = "type.terse.dev/UpstreamRecovery";
-constexpr std::string_view kRetryAfterUrl = "type.terse.dev/UpstreamRetryAfter";
 
 absl::string_view ToAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
@@ -95,27 +94,6 @@ std::optional<absl::Time> ParseHttpDate(std::string_view s) {
 }
 
 }  // namespace
-
-absl::Status WithRetryAfter(absl::Status status, absl::Duration delay) {
-  if (status.ok()) return status;
-  status.SetPayload(ToAbsl(kRetryAfterUrl),
-                    absl::Cord(absl::FormatDuration(std::max(delay, absl::ZeroDuration()))));
-  return status;
-}
-
-std::optional<absl::Duration> RetryAfterOf(const absl::Status& status) {
-  auto payload = status.GetPayload(ToAbsl(kRetryAfterUrl));
-  if (!payload) return std::nullopt;
-  absl::Duration delay;
-  if (!absl::ParseDuration(std::string(*payload), &delay)) return std::nullopt;
-  return delay;
-}
-
-std::optional<int64_t> RetryAfterMsOf(const absl::Status& status) {
-  std::optional<absl::Duration> delay = RetryAfterOf(status);
-  if (!delay.has_value() || *delay >= absl::Hours(24)) return std::nullopt;
-  return std::max<int64_t>(0, absl::ToInt64Milliseconds(*delay));
-}
 
 std::optional<absl::Duration> ParseRetryAfter(std::string_view retry_after_ms,
                                               std::string_view retry_after, absl::Time now) {
@@ -196,7 +174,7 @@ absl::Status UpstreamHttpError(int http_status, std::string_view message, std::s
 }
 
 absl::Status UpstreamErrorFromBody(int http_status, std::string_view body) {
-  const Json j = ParseJson(body).value_or(Json());
+  const Json j = json::ParseJson(body).value_or(Json());
   if (j.is_object() && j.contains("error") && j["error"].is_object()) {
     const Json& e = j["error"];
     std::string type = StringField(e, "type");

@@ -1,7 +1,7 @@
 // Failures of upstream calls as statuses of base/errors.h, each marked with what may help: a
-// retry on the same provider, a fallback to the next one, or nothing, and with the delay the
-// upstream asked for before a retry. The marks are set where the failure is understood (the HTTP
-// engine, the adapters) and read by ProviderSet.
+// retry on the same provider, a fallback to the next one, or nothing; the delay the upstream asked
+// for before a retry travels beside it (base/errors.h, WithRetryAfter). The marks are set where
+// the failure is understood (the HTTP engine, the adapters) and read by ProviderSet.
 #pragma once
 
 #include <cstdint>
@@ -37,15 +37,6 @@ absl::Status ConnectionFailed(std::string_view detail);
 absl::Status WithRecovery(absl::Status status, Recovery recovery);
 // kNone for statuses without a mark.
 Recovery RecoveryOf(const absl::Status& status);
-
-// `status` with the delay the upstream asked for before the next attempt attached (a payload, as
-// the recovery mark: the code, message and wire detail stay as they are). OK stays OK.
-absl::Status WithRetryAfter(absl::Status status, absl::Duration delay);
-// The attached delay; nullopt when the upstream asked for none.
-std::optional<absl::Duration> RetryAfterOf(const absl::Status& status);
-// The attached delay in whole milliseconds, for a face to pass on to its client
-// (`retry-after-ms`); nullopt when there is none or it is a day or more (no client waits that).
-std::optional<int64_t> RetryAfterMsOf(const absl::Status& status);
 
 // The delay asked for by an upstream answer's headers (their values; "" when absent):
 // `retry-after-ms` (OpenAI's: milliseconds, fraction allowed) when it is valid, else

@@ -17,7 +17,7 @@
 #include <utility>
 
 #include "compressor/chat_compression.h"
-#include "providers/json_text.h"
+#include "json/codec.h"
 #include "proxy/log.h"
 
 namespace terse::proxy {
@@ -126,7 +126,7 @@ struct AlignmentRecorder::State {
   }
 
   void Append(const std::string& path, const Json& pair) {
-    std::string line = providers::DumpJson(pair);
+    std::string line = json::DumpJson(pair);
     line += '\n';
     auto it = files.find(path);
     if (it == files.end()) {

@@ -29,7 +29,7 @@ using Clock = std::chrono::steady_clock;
 struct Job {
   Operation operation = Operation::kChatCompletions;
   compressor::ChatPolicy policy;
-  Json body;
+  std::optional<Json> prompt;
   Clock::time_point enqueued;
   Clock::time_point deadline;
   CompressionStep::Done done;
@@ -67,7 +67,7 @@ struct Override {
   bool any() const { return enabled || rate || target_tokens; }
 };
 
-absl::StatusOr<Override> ReadOverride(const CallInfo& info, Json& body) {
+absl::StatusOr<Override> ReadOverride(const CallInfo& info, std::optional<Json> terse) {
   Override o;
   if (std::string_view v = Header(info, "x-terse-compress"); !v.empty()) {
     const std::string value = absl::AsciiStrToLower(std::string(v));
@@ -82,13 +82,9 @@ absl::StatusOr<Override> ReadOverride(const CallInfo& info, Json& body) {
   if (std::string_view v = Header(info, "x-terse-rate"); !v.empty()) {
     ASSIGN_OR_RETURN(o.rate, ParseRate(v, "x-terse-rate"));
   }
-  if (!body.is_object()) return o;
-  auto it = body.find("terse");
-  if (it == body.end()) return o;
-  Json terse = std::move(*it);
-  body.erase(it);  // never forwarded, whatever the route allows
-  if (!terse.is_object()) return InvalidRequest("terse must be an object", "terse");
-  for (auto& [key, value] : terse.items()) {
+  if (!terse.has_value()) return o;
+  if (!terse->is_object()) return InvalidRequest("terse must be an object", "terse");
+  for (auto& [key, value] : terse->items()) {
     if (key == "compress" && value.is_boolean()) {
       o.enabled = value.get<bool>();
     } else if (key == "rate" && value.is_number()) {
@@ -104,7 +100,7 @@ absl::StatusOr<Override> ReadOverride(const CallInfo& info, Json& body) {
 }
 
 absl::StatusOr<compressor::ChatPolicy> PolicyFor(const v1::Route& route, const Override& o,
-                                                 const Json& body) {
+                                                 const std::string& model) {
   const v1::Compression& c = route.compression();
   compressor::ChatPolicy p;
   compressor::CompressOptions& options = p.options;
@@ -138,8 +134,6 @@ absl::StatusOr<compressor::ChatPolicy> PolicyFor(const v1::Route& route, const O
   if (!c.target_tokenizer().empty()) {
     options.target_tokenizer = c.target_tokenizer();
   } else {
-    std::string model = route.upstream_model();
-    if (model.empty() && body.is_object()) model = body.value("model", "");
     options.target_tokenizer = std::string(compressor::TargetTokenizer::EncodingForModel(model));
   }
   return p;
@@ -188,25 +182,21 @@ struct CompressorStep::State {
     }
   }
 
-  // The compressor reports every failure as a status; only find() reaches into the body, since
-  // operator[] throws on a body that is not an object.
+  // The compressor reports every failure as a status: nothing here throws.
   absl::StatusOr<Result> Run(Job& job) {
     absl::StatusOr<compressor::ChatReport> report;
-    Json& body = job.body;
+    std::optional<Json>& prompt = job.prompt;
     if (job.operation == Operation::kCompletions) {
-      auto prompt = body.find("prompt");
-      if (prompt == body.end()) return InvalidRequest("prompt is required", "prompt");
+      if (!prompt.has_value()) return InvalidRequest("prompt is required", "prompt");
       report = compressor::CompressCompletionPrompt(*compressor, *prompt, job.policy);
     } else {
-      Json none;
-      auto messages = body.find("messages");
-      report = compressor::CompressChat(*compressor, messages != body.end() ? *messages : none,
-                                        job.policy);
+      if (!prompt.has_value()) prompt.emplace();  // no messages: CompressChat says so
+      report = compressor::CompressChat(*compressor, *prompt, job.policy);
     }
     if (!report.ok()) return report.status();
     const double wall_ms =
         std::chrono::duration<double, std::milli>(Clock::now() - job.enqueued).count();
-    return Result{std::move(body), ToReport(*report, wall_ms)};
+    return Result{std::move(prompt), ToReport(*report, wall_ms)};
   }
 
   void Watch() {
@@ -261,15 +251,15 @@ CompressorStep::~CompressorStep() {
   for (auto& job : pending) job->Answer(absl::CancelledError("terse is shutting down"));
 }
 
-void CompressorStep::Compress(const v1::Route& route, const CallInfo& info, Json body,
+void CompressorStep::Compress(const v1::Route& route, const CallInfo& info, Input input,
                               Done done) {
-  absl::StatusOr<Override> requested = ReadOverride(info, body);
+  absl::StatusOr<Override> requested = ReadOverride(info, std::move(input.overrides));
   if (!requested.ok()) return std::move(done)(requested.status());
   const Override o = route.allow_overrides() ? *requested : Override{};
   const bool enabled = o.enabled.value_or(route.compression().enabled());
   const bool compress_op = info.operation == Operation::kCompress;
   if ((!enabled && !compress_op) || info.operation == Operation::kEmbeddings) {
-    Result result{std::move(body), {}};
+    Result result{std::move(input.prompt), {}};
     result.report.set_applied(false);
     result.report.set_reason(info.operation == Operation::kEmbeddings
                                  ? "embeddings are not compressed"
@@ -277,13 +267,13 @@ void CompressorStep::Compress(const v1::Route& route, const CallInfo& info, Json
                                               : "compression is off for this route"));
     return std::move(done)(std::move(result));
   }
-  absl::StatusOr<compressor::ChatPolicy> policy = PolicyFor(route, o, body);
+  absl::StatusOr<compressor::ChatPolicy> policy = PolicyFor(route, o, input.model);
   if (!policy.ok()) return std::move(done)(policy.status());
 
   auto job = std::make_shared<Job>();
   job->operation = info.operation;
   job->policy = *std::move(policy);
-  job->body = std::move(body);
+  job->prompt = std::move(input.prompt);
   job->enqueued = Clock::now();
   const uint32_t timeout_ms =
       route.compression().timeout_ms() > 0 ? route.compression().timeout_ms() : 2000;

@@ -20,15 +20,15 @@ namespace terse::proxy {
 // Request errors (a bad override) are kInvalidArgument and always fail the request.
 //
 // Overrides: header `x-terse-compress: off|on`, header `x-terse-rate: R`, or a body object
-// `"terse": {"compress": bool, "rate": R, "target_tokens": N}`. The body object is always removed
-// before forwarding; overrides are honoured only when the route has `allow_overrides`.
+// `"terse": {"compress": bool, "rate": R, "target_tokens": N}` (Input::overrides); they are
+// honoured only when the route has `allow_overrides`.
 class CompressorStep : public CompressionStep {
  public:
   static absl::StatusOr<std::unique_ptr<CompressorStep>> Create(
       std::shared_ptr<compressor::Compressor> compressor, const v1::CompressorSettings& settings);
   ~CompressorStep() override;  // finishes queued work with kCancelled, joins the workers
 
-  void Compress(const v1::Route& route, const CallInfo& info, Json body, Done done) override;
+  void Compress(const v1::Route& route, const CallInfo& info, Input input, Done done) override;
 
  private:
   struct State;

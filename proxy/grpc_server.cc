@@ -22,7 +22,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/errors.h"
-#include "providers/upstream_errors.h"
 #include "proxy/grpc_codec.h"
 #include "proxy/log.h"
 #include "terse/v1/gateway.grpc.pb.h"
@@ -110,8 +109,8 @@ grpc::Status FinishStatus(grpc::CallbackServerContext& ctx, const absl::Status& 
     ctx.AddTrailingMetadata("x-terse-error-type", detail.type);
     if (!detail.code.empty()) ctx.AddTrailingMetadata("x-terse-error-code", detail.code);
     if (!detail.retryable) ctx.AddTrailingMetadata("x-should-retry", "false");
-    if (std::optional<int64_t> ms = providers::RetryAfterMsOf(status)) {
-      ctx.AddTrailingMetadata("retry-after-ms", std::to_string(*ms));
+    if (detail.retry_after_ms.has_value()) {
+      ctx.AddTrailingMetadata("retry-after-ms", std::to_string(*detail.retry_after_ms));
     }
   }
   return ToGrpcStatus(status);
@@ -167,7 +166,7 @@ class UnaryState final : public CallState {
 
   void Bind(grpc::ServerUnaryReactor* reactor) { reactor_ = reactor; }
 
-  void Reply(const ResponseHead& head, providers::WireJson body) override {
+  void Reply(const ResponseHead& head, json::WireJson body) override {
     absl::StatusOr<Response> decoded = decode_(head, body.json());
     {
       absl::MutexLock lock(&mu_);
@@ -183,7 +182,7 @@ class UnaryState final : public CallState {
   void StartStream(const ResponseHead&) override {
     Finish(absl::InternalError("the pipeline streamed the answer to a unary call"));
   }
-  void Chunks(std::span<providers::WireJson>) override {}
+  void Chunks(std::span<json::WireJson>) override {}
   void EndStream(absl::Status status) override {
     Finish(status.ok() ? absl::InternalError("the pipeline streamed the answer to a unary call")
                        : status);
@@ -243,12 +242,12 @@ class StreamState final : public CallState {
     AddResponseHeaders(*ctx_, head);  // before the first Write, which sends them
   }
 
-  void Chunks(std::span<providers::WireJson> chunks) override {
-    for (const providers::WireJson& chunk : chunks) Push(ChatChunkFromJson(chunk.json()));
+  void Chunks(std::span<json::WireJson> chunks) override {
+    for (const json::WireJson& chunk : chunks) Push(ChatChunkFromJson(chunk.json()));
   }
 
   // A whole answer where a stream was asked for: sent as one chunk carrying the whole message.
-  void Reply(const ResponseHead& head, providers::WireJson wire) override {
+  void Reply(const ResponseHead& head, json::WireJson wire) override {
     StartStream(head);
     Json& body = wire.mutable_json();
     if (body.is_object() && body.contains("choices") && body["choices"].is_array()) {
@@ -415,8 +414,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
     if (!body.ok()) {
       state->Fail(body.status());
     } else {
-      state->Attach(
-          pipeline_.Handle(std::move(info), providers::WireJson(*std::move(body)), state));
+      state->Attach(pipeline_.Handle(std::move(info), json::WireJson(*std::move(body)), state));
     }
     return reactor;
   }
@@ -424,7 +422,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
                                        const v1::ListModelsRequest* request,
                                        v1::ListModelsResponse* response) override {
-    ReadCallInfo(*ctx, Operation::kChatCompletions);  // echoes x-request-id
+    ReadCallInfo(*ctx, Operation::kListModels);  // echoes x-request-id
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
     absl::StatusOr<v1::ListModelsResponse> models = ListModelsFromJson(pipeline_.ListModels());
     if (models.ok()) *response = *std::move(models);
@@ -451,8 +449,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
     if (!body.ok()) {
       state->Fail(body.status());
     } else {
-      state->Attach(
-          pipeline_.Handle(std::move(info), providers::WireJson(*std::move(body)), state));
+      state->Attach(pipeline_.Handle(std::move(info), json::WireJson(*std::move(body)), state));
     }
     return reactor;
   }

@@ -1,21 +1,24 @@
-// The HTTP face: OpenAI-compatible JSON over HTTP/1.1 (keep-alive, SSE streaming) onto the
-// Pipeline. Asynchronous on a few I/O threads, so thousands of open streams need no more threads.
+// The HTTP face: the OpenAI API (its routes, Azure's paths, keys, SSE framing, the error table on
+// the wire) onto the Pipeline, served by terse's HTTP/1.1 transport (http_transport.h):
+// asynchronous on a few I/O threads, so thousands of open streams need no more threads.
 #pragma once
 
 #include <memory>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "providers/http_client.h"
+#include "proxy/http_transport.h"
 #include "proxy/metrics.h"
 #include "proxy/pipeline.h"
-#include "providers/http_client.h"
 #include "terse/v1/config.pb.h"
 
 namespace terse::proxy {
 
-// Routes: POST /v1/chat/completions, /v1/completions, /v1/embeddings; GET /v1/models, /healthz,
-// /readyz, /metrics (the /v1 prefix is optional). Anything else gets an OpenAI-shaped 404, or 405
-// for a known path with the wrong method. Every response carries `x-request-id`.
+// Routes: POST /v1/chat/completions, /v1/completions, /v1/embeddings, /terse/compress; GET
+// /v1/models, /healthz, /readyz, /metrics (the /v1 prefix is optional; Azure OpenAI's
+// `/openai/deployments/{name}/...` paths name the model). Anything else gets an OpenAI-shaped
+// 404, or 405 for a known path with the wrong method. Every response carries `x-request-id`.
 class HttpServer {
  public:
   // Binds listeners.http (port 0: an ephemeral port) and starts IoThreads(config) threads. I/O
@@ -43,11 +46,13 @@ class HttpServer {
   void Shutdown(absl::Duration grace);
   void Shutdown() { Shutdown(absl::Seconds(10)); }
 
-  struct Impl;
+  struct Api;
 
  private:
-  explicit HttpServer(std::shared_ptr<Impl> impl);
-  std::shared_ptr<Impl> impl_;
+  HttpServer(std::unique_ptr<Api> api, std::unique_ptr<HttpTransport> transport);
+  // The transport calls the API until it is shut down, so it is destroyed first.
+  std::unique_ptr<Api> api_;
+  std::unique_ptr<HttpTransport> transport_;
 };
 
 }  // namespace terse::proxy

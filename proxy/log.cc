@@ -11,7 +11,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "providers/json_text.h"
+#include "json/codec.h"
 
 namespace terse::proxy {
 namespace {
@@ -56,7 +56,7 @@ void LogJson(LogLevel level, Json fields, bool always) {
     for (auto it = fields.begin(); it != fields.end(); ++it) line[it.key()] = std::move(it.value());
   }
   // Replace invalid UTF-8 rather than throwing: a log line must never take the process down.
-  std::string text = providers::DumpJson(line);
+  std::string text = json::DumpJson(line);
   text += '\n';
   const char* p = text.data();
   size_t left = text.size();

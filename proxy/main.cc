@@ -31,18 +31,11 @@
 
 // jemalloc's start-up options, read when terse is linked with it (CMakeLists.txt) and unused with
 // glibc's malloc; MALLOC_CONF still overrides them. Each thread keeps freed blocks of up to
-// 256 KiB for reuse, where jemalloc's default stops at 32 KiB: a long prompt's body, its parsed
-// text and its upstream copy are each a little longer than the prompt, and past 32 KiB every one
-// went to the shared arena and back (bench/gateway with PROMPT_BYTES=32768: 6% less CPU per
-// request, malloc's share 9% -> 6%).
-//
-// And a free run of pages up to 65,536 times a block's size may be split for it, where jemalloc
-// splits only runs up to 64 times its size by default: freed runs that had merged into runs of
-// many MiB lay unused until purged, and each long body took pages new to the process, a page
-// fault per 4 KiB (12-17 us each on the benchmark's VM). At 128 connections and 32 KiB prompts
-// that was 0.3-2 faults and 4-40 us per request, and the unused runs grew by ~90 MB/s when not
-// purged (bench/gateway PROFILE=faults: 0.03 faults per request with this, 39 us per request
-// against 48).
+// 256 KiB for reuse (jemalloc's default stops at 32 KiB), so that a long prompt's body, its parsed
+// text and its upstream copy do not each go to the shared arena and back; and a free run of pages
+// up to 65,536 times a block's size may be split for it (the default: 64 times), so that long
+// bodies reuse freed runs instead of faulting in new pages. The measurements are in
+// bench/RESULTS.md ("Process settings").
 extern "C" {
 const char* malloc_conf = "tcache_max:262144,lg_extent_max_active_fit:16";
 }
@@ -331,8 +324,8 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   // libgomp reads OMP_WAIT_POLICY once, as it loads, before main. Its default lets LibTorch's
-  // idle threads spin, which on a loaded machine (I/O threads, other processes) made scoring
-  // 10-20x slower here; so unless the operator chose a policy, run again with PASSIVE.
+  // idle threads spin, which starves the I/O threads and slows scoring on a loaded machine
+  // (bench/RESULTS.md); so unless the operator chose a policy, run again with PASSIVE.
   if (std::getenv("OMP_WAIT_POLICY") == nullptr && setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0) {
     // The binary's real path, not /proc/self/exe: the process is named after the file it runs,
     // and ps, top, pgrep and profilers should see "terse", not "exe".
@@ -344,8 +337,8 @@ int main(int argc, char** argv) {
     }
   }
   // Debian builds abseil without NDEBUG, which leaves Mutex deadlock detection on: every lock then
-  // also updates a process-wide lock graph under a global lock (a few percent of a pass-through
-  // request's CPU, and contention between the I/O threads). The tests keep checking lock order.
+  // also updates a process-wide lock graph under a global lock, which the I/O threads contend for
+  // (bench/RESULTS.md). The tests keep checking lock order.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   return terse::proxy::Main(argc, argv);
 }

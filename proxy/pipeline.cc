@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <charconv>
-#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <set>
@@ -19,274 +17,17 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/errors.h"
-#include "providers/json_scan.h"
 #include "providers/provider.h"
 #include "providers/provider_set.h"
+#include "proxy/access_log.h"
 #include "proxy/alignment_recorder.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
+#include "proxy/openai_validation.h"
+#include "proxy/usage.h"
 
 namespace terse::proxy {
 namespace {
-
-std::string_view OperationName(Operation op) {
-  switch (op) {
-    case Operation::kChatCompletions:
-      return "chat_completions";
-    case Operation::kCompletions:
-      return "completions";
-    case Operation::kEmbeddings:
-      return "embeddings";
-    case Operation::kCompress:
-      return "compress";
-  }
-  return "unknown";
-}
-
-std::string_view FaceName(Face face) { return face == Face::kHttp ? "http" : "grpc"; }
-
-// Debian's abseil has its own string_view; StrCat takes only that one.
-absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
-// ---- Validation: the checks OpenAI itself makes on types, with its wording and `param` paths.
-
-std::string_view TypeName(const Json& v) {
-  switch (v.type()) {
-    case Json::value_t::null:
-      return "null";
-    case Json::value_t::boolean:
-      return "a boolean";
-    case Json::value_t::string:
-      return "a string";
-    case Json::value_t::number_integer:
-    case Json::value_t::number_unsigned:
-      return "an integer";
-    case Json::value_t::number_float:
-      return "a decimal";
-    case Json::value_t::array:
-      return "an array";
-    case Json::value_t::object:
-      return "an object";
-    default:
-      return "an unsupported value";
-  }
-}
-
-absl::Status WrongType(std::string_view param, std::string_view expected, const Json& got) {
-  return InvalidRequest(absl::StrCat("Invalid type for '", Av(param), "': expected ", Av(expected),
-                                     ", but got ", Av(TypeName(got)), " instead."),
-                        param);
-}
-
-absl::Status Missing(std::string_view param) {
-  return InvalidRequest(absl::StrCat("Missing required parameter: '", Av(param), "'."), param);
-}
-
-enum class Kind { kString, kBool, kNumber, kInteger, kObject, kArray, kStringOrArray };
-
-bool HasKind(const Json& v, Kind kind) {
-  switch (kind) {
-    case Kind::kString:
-      return v.is_string();
-    case Kind::kBool:
-      return v.is_boolean();
-    case Kind::kNumber:
-      return v.is_number();
-    case Kind::kInteger:
-      return v.is_number_integer();
-    case Kind::kObject:
-      return v.is_object();
-    case Kind::kArray:
-      return v.is_array();
-    case Kind::kStringOrArray:
-      return v.is_string() || v.is_array();
-  }
-  return false;
-}
-
-std::string_view KindName(Kind kind) {
-  switch (kind) {
-    case Kind::kString:
-      return "a string";
-    case Kind::kBool:
-      return "a boolean";
-    case Kind::kNumber:
-      return "a number";
-    case Kind::kInteger:
-      return "an integer";
-    case Kind::kObject:
-      return "an object";
-    case Kind::kArray:
-      return "an array";
-    case Kind::kStringOrArray:
-      return "one of a string or array";
-  }
-  return "";
-}
-
-struct FieldRule {
-  std::string_view name;
-  Kind kind;
-};
-
-// Optional fields: absent or null is fine, anything else must have the kind.
-absl::Status CheckOptional(const Json& body, std::initializer_list<FieldRule> rules) {
-  for (const FieldRule& rule : rules) {
-    auto it = body.find(rule.name);
-    if (it == body.end() || it->is_null()) continue;
-    if (!HasKind(*it, rule.kind)) return WrongType(rule.name, KindName(rule.kind), *it);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckModel(const Json& body) {
-  auto it = body.find("model");
-  if (it == body.end() || it->is_null()) return Missing("model");
-  if (!it->is_string()) return WrongType("model", "a string", *it);
-  if (it->get_ref<const std::string&>().empty()) {
-    return InvalidRequest("Invalid value for 'model': it must not be empty.", "model");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckStreamFields(const Json& body) {
-  if (absl::Status s =
-          CheckOptional(body, {{"stream", Kind::kBool}, {"stream_options", Kind::kObject}});
-      !s.ok()) {
-    return s;
-  }
-  auto options = body.find("stream_options");
-  if (options != body.end() && options->is_object()) {
-    auto usage = options->find("include_usage");
-    if (usage != options->end() && !usage->is_null() && !usage->is_boolean()) {
-      return WrongType("stream_options.include_usage", "a boolean", *usage);
-    }
-  }
-  return absl::OkStatus();
-}
-
-constexpr std::string_view kRoles[] = {"system",    "developer", "user",
-                                       "assistant", "tool",      "function"};
-
-absl::Status CheckMessage(const Json& message, size_t index) {
-  // The parameter an error names, spelled out only for an error.
-  auto at = [index](std::string_view rest = "") {
-    return absl::StrCat("messages[", index, "]", Av(rest));
-  };
-  if (!message.is_object()) return WrongType(at(), "an object", message);
-  auto role = message.find("role");
-  if (role == message.end() || role->is_null()) return Missing(at(".role"));
-  if (!role->is_string()) return WrongType(at(".role"), "a string", *role);
-  const std::string& role_name = role->get_ref<const std::string&>();
-  if (std::find(std::begin(kRoles), std::end(kRoles), role_name) == std::end(kRoles)) {
-    return InvalidRequest(
-        absl::StrCat("Invalid value: '", role_name,
-                     "'. Supported values are: 'system', 'developer', 'user', 'assistant', "
-                     "'tool', and 'function'."),
-        at(".role"));
-  }
-  auto content = message.find("content");
-  // An assistant turn may carry only tool calls; a legacy function result may be null.
-  const bool content_optional = role_name == "assistant" || role_name == "function";
-  if (content == message.end() || content->is_null()) {
-    if (content_optional) return absl::OkStatus();
-    return Missing(at(".content"));
-  }
-  if (content->is_string()) return absl::OkStatus();
-  if (!content->is_array()) {
-    return WrongType(at(".content"), "one of a string or array of objects", *content);
-  }
-  for (size_t i = 0; i < content->size(); ++i) {
-    const Json& part = (*content)[i];
-    auto part_at = [&](std::string_view rest = "") {
-      return at(absl::StrCat(".content[", i, "]", Av(rest)));
-    };
-    if (!part.is_object()) return WrongType(part_at(), "an object", part);
-    auto type = part.find("type");
-    if (type == part.end() || type->is_null()) return Missing(part_at(".type"));
-    if (!type->is_string()) return WrongType(part_at(".type"), "a string", *type);
-    if (*type == "text") {
-      auto text = part.find("text");
-      if (text == part.end() || text->is_null()) return Missing(part_at(".text"));
-      if (!text->is_string()) return WrongType(part_at(".text"), "a string", *text);
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ValidateChat(const Json& body) {
-  if (absl::Status s = CheckModel(body); !s.ok()) return s;
-  auto messages = body.find("messages");
-  if (messages == body.end() || messages->is_null()) return Missing("messages");
-  if (!messages->is_array()) return WrongType("messages", "an array", *messages);
-  if (messages->empty()) {
-    return InvalidRequest(
-        "Invalid 'messages': empty array. Expected an array with minimum "
-        "length 1, but got an empty array instead.",
-        "messages");
-  }
-  for (size_t i = 0; i < messages->size(); ++i) {
-    if (absl::Status s = CheckMessage((*messages)[i], i); !s.ok()) return s;
-  }
-  if (absl::Status s = CheckStreamFields(body); !s.ok()) return s;
-  return CheckOptional(body, {{"temperature", Kind::kNumber},
-                              {"top_p", Kind::kNumber},
-                              {"frequency_penalty", Kind::kNumber},
-                              {"presence_penalty", Kind::kNumber},
-                              {"max_tokens", Kind::kInteger},
-                              {"max_completion_tokens", Kind::kInteger},
-                              {"n", Kind::kInteger},
-                              {"seed", Kind::kInteger},
-                              {"stop", Kind::kStringOrArray},
-                              {"tools", Kind::kArray},
-                              {"functions", Kind::kArray},
-                              {"response_format", Kind::kObject},
-                              {"logit_bias", Kind::kObject},
-                              {"metadata", Kind::kObject},
-                              {"user", Kind::kString}});
-}
-
-absl::Status ValidateCompletions(const Json& body) {
-  if (absl::Status s = CheckModel(body); !s.ok()) return s;
-  if (absl::Status s = CheckStreamFields(body); !s.ok()) return s;
-  return CheckOptional(body, {{"prompt", Kind::kStringOrArray},
-                              {"temperature", Kind::kNumber},
-                              {"top_p", Kind::kNumber},
-                              {"max_tokens", Kind::kInteger},
-                              {"n", Kind::kInteger},
-                              {"seed", Kind::kInteger},
-                              {"stop", Kind::kStringOrArray},
-                              {"user", Kind::kString}});
-}
-
-absl::Status ValidateEmbeddings(const Json& body) {
-  if (absl::Status s = CheckModel(body); !s.ok()) return s;
-  auto input = body.find("input");
-  if (input == body.end() || input->is_null()) return Missing("input");
-  if (!input->is_string() && !input->is_array()) {
-    return WrongType("input", "one of a string or array", *input);
-  }
-  return CheckOptional(body, {{"encoding_format", Kind::kString},
-                              {"dimensions", Kind::kInteger},
-                              {"user", Kind::kString}});
-}
-
-absl::Status Validate(Operation op, const Json& body) {
-  if (!body.is_object()) {
-    return InvalidRequest(
-        absl::StrCat("The request body must be a JSON object, not ", Av(TypeName(body)), "."));
-  }
-  switch (op) {
-    case Operation::kChatCompletions:
-    case Operation::kCompress:
-      return ValidateChat(body);
-    case Operation::kCompletions:
-      return ValidateCompletions(body);
-    case Operation::kEmbeddings:
-      return ValidateEmbeddings(body);
-  }
-  return absl::InternalError("unknown operation");
-}
 
 bool BoolField(const Json& object, std::string_view name) {
   auto it = object.find(name);
@@ -300,63 +41,28 @@ std::optional<std::string_view> HeaderOf(const CallInfo& info, std::string_view 
   return std::nullopt;
 }
 
-double Milliseconds(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
-
-struct Usage {
-  uint64_t prompt_tokens = 0;
-  uint64_t completion_tokens = 0;
-  bool seen = false;
-};
-
-// A token count as an upstream wrote it: a non-negative integer, or a number with a fraction
-// (some servers write 20.0). Anything else counts as 0: an odd upstream cannot break the books.
-uint64_t TokenCount(double value) {
-  return std::isfinite(value) && value >= 0 && value < 1.8e19 ? static_cast<uint64_t>(value) : 0;
-}
-uint64_t TokenCount(std::string_view text) {
-  const char* end = text.data() + text.size();
-  uint64_t count = 0;
-  auto [at, error] = std::from_chars(text.data(), end, count);
-  if (error == std::errc() && at == end) return count;
-  double value = 0;
-  auto [at_double, error_double] = std::from_chars(text.data(), end, value);
-  return error_double == std::errc() && at_double == end ? TokenCount(value) : 0;
-}
-uint64_t TokenCount(const Json& value) {
-  if (value.is_number_unsigned()) return value.get<uint64_t>();
-  if (value.is_number_integer()) return 0;  // negative
-  if (value.is_number_float()) return TokenCount(value.get<double>());
-  return 0;
-}
-
-// Whether `message` (a response or a chunk) has a top-level `usage` member. When it is an object,
-// its prompt and completion token counts go to `usage`: read off the text as received when there
-// is one (nothing is parsed), else off the value.
-bool ReadUsage(const providers::WireJson& message, Usage& usage) {
-  std::optional<std::string_view> text;
-  if (message.FindMemberText("usage", &text)) {
-    if (!text.has_value()) return false;
-    if (text->empty() || text->front() != '{') return true;
-    usage.prompt_tokens = 0;
-    usage.completion_tokens = 0;
-    providers::ForEachMember(*text, [&](std::string_view key, std::string_view value) {
-      if (key == "prompt_tokens") usage.prompt_tokens = TokenCount(value);
-      if (key == "completion_tokens") usage.completion_tokens = TokenCount(value);
-    });
-    usage.seen = true;
-    return true;
+// The member of a request body that holds the prompt compression works on; empty for none.
+std::string_view PromptMember(Operation op) {
+  switch (op) {
+    case Operation::kChatCompletions:
+    case Operation::kCompress:
+      return "messages";
+    case Operation::kCompletions:
+      return "prompt";
+    default:
+      return "";
   }
-  std::optional<Json> member = message.Member("usage");
-  if (!member.has_value()) return false;
-  if (!member->is_object()) return true;
-  auto count = [&](const char* key) {
-    auto it = member->find(key);
-    return it == member->end() ? uint64_t{0} : TokenCount(*it);
-  };
-  usage.prompt_tokens = count("prompt_tokens");
-  usage.completion_tokens = count("completion_tokens");
-  usage.seen = true;
-  return true;
+}
+
+providers::Endpoint EndpointOf(Operation op) {
+  switch (op) {
+    case Operation::kCompletions:
+      return providers::Endpoint::kCompletions;
+    case Operation::kEmbeddings:
+      return providers::Endpoint::kEmbeddings;
+    default:
+      return providers::Endpoint::kChatCompletions;
+  }
 }
 
 class CallState;
@@ -408,28 +114,30 @@ class CallState : public std::enable_shared_from_this<CallState> {
     pipeline_.in_flight.fetch_add(1, std::memory_order_relaxed);
   }
 
-  void Run(providers::WireJson body);
+  void Run(json::WireJson body);
   void Cancel();
 
   // Upstream sink events; the provider serializes them on its event-loop thread.
-  void OnResponse(providers::WireJson body);
-  void OnChunks(std::span<providers::WireJson> chunks);
+  void OnResponse(json::WireJson body);
+  void OnChunks(std::span<json::WireJson> chunks);
   void OnDone(absl::Status status);
 
  private:
   // Steps of the path, in order.
   absl::Status Admit();  // Quotas and rate limits (tenants issue); the in-flight cap for now.
-  void Compress(providers::WireJson body);
+  void Compress(json::WireJson body);
+  void OnCompressed(json::WireJson body, absl::StatusOr<CompressionStep::Result> result);
   // After compression (or its fallback): forwards, or for Operation::kCompress replies.
-  void Proceed(providers::WireJson body);
-  void Forward(providers::WireJson body);
+  void Proceed(json::WireJson body);
+  void Forward(json::WireJson body);
+  // Ends the call once: metrics, booking, access log, then the terminal responder call.
+  void Finish(absl::Status status);
   // Usage and savings ledger (tenants issue): gets what the upstream reported and what
   // compression saved; nothing to book into yet.
-  void Book(const Usage& usage, const v1::CompressionReport& compression);
+  void Book(const std::optional<UsageRecord>& usage, const v1::CompressionReport& compression);
   // Queues the original prompt and the answer for the route's alignment pairs file, if it has one.
   void RecordAlignmentPair();
-  // Ends the call once: the terminal responder call, metrics, booking, access log.
-  void Finish(absl::Status status);
+
   bool IsCancelled() {
     absl::MutexLock lock(&mu_);
     return cancelled_;
@@ -459,8 +167,8 @@ class CallState : public std::enable_shared_from_this<CallState> {
   absl::Time forwarded_ = absl::InfinitePast();
   absl::Time first_byte_ = absl::InfinitePast();
   bool stream_started_ = false;
-  std::optional<providers::WireJson> response_;
-  Usage usage_;
+  std::optional<json::WireJson> response_;
+  UsageReader usage_;
   // Only on routes that record alignment pairs: the prompt before compression (set by Compress
   // before the step runs) and the streamed answer so far.
   std::optional<std::string> alignment_prompt_;
@@ -477,10 +185,10 @@ class CallState : public std::enable_shared_from_this<CallState> {
 class Sink : public providers::ResponseSink {
  public:
   explicit Sink(std::shared_ptr<CallState> call) : call_(std::move(call)) {}
-  void OnResponse(providers::WireJson body) override {
+  void OnResponse(json::WireJson body) override {
     if (call_) call_->OnResponse(std::move(body));
   }
-  void OnChunks(std::span<providers::WireJson> chunks) override {
+  void OnChunks(std::span<json::WireJson> chunks) override {
     if (call_) call_->OnChunks(chunks);
   }
   void OnDone(absl::Status status) override {
@@ -501,9 +209,9 @@ class CallHandle : public PipelineCall {
   std::shared_ptr<CallState> call_;
 };
 
-void CallState::Run(providers::WireJson wire) {
+void CallState::Run(json::WireJson wire) {
   const Json& body = wire.json();
-  if (absl::Status s = Validate(info_.operation, body); !s.ok()) return Finish(s);
+  if (absl::Status s = ValidateOpenAiRequest(info_.operation, body); !s.ok()) return Finish(s);
   model_ = body["model"].get<std::string>();
   route_ = config_->MatchRoute(model_);
   if (route_ == nullptr) return Finish(ModelNotFound(model_));
@@ -534,84 +242,88 @@ absl::Status CallState::Admit() {
   return absl::OkStatus();
 }
 
-void CallState::Compress(providers::WireJson wire) {
+void CallState::Compress(json::WireJson body) {
+  // The request's compression overrides are for terse alone: taken out here, whatever the route
+  // does with them, so that no upstream sees them.
+  std::optional<Json> overrides = body.Member("terse");
+  if (overrides.has_value()) body.EraseMember("terse");
   const v1::Compression& policy = route_->compression();
   if (pipeline_.recorder != nullptr && !policy.record_alignment_pairs().empty()) {
-    const Json& body = wire.json();
+    const Json& value = body.json();
     if (info_.operation == Operation::kChatCompletions) {
-      alignment_prompt_ = RenderAlignmentPrompt(body["messages"]);
+      alignment_prompt_ = RenderAlignmentPrompt(value["messages"]);
     } else if (info_.operation == Operation::kCompletions) {
-      auto prompt = body.find("prompt");
-      if (prompt != body.end() && prompt->is_string()) {
+      auto prompt = value.find("prompt");
+      if (prompt != value.end() && prompt->is_string()) {
         alignment_prompt_ = prompt->get<std::string>();
       }
     }
   }
-  // Nothing to ask the step when the route can never compress: skip the copy kept for fallback.
+  // Nothing to ask the step when the route can never compress.
   if (!policy.enabled() && !route_->allow_overrides() && info_.operation != Operation::kCompress) {
     head_.compression.set_applied(false);
     head_.compression.set_reason("compression is off for this route");
-    return Forward(std::move(wire));
+    return Forward(std::move(body));
   }
-  // The request as the client wrote it: forwarded when compression fails (unless the route says
-  // to fail), and otherwise given the compressed members, so that the others keep their text.
-  providers::WireJson original = wire;
-  const bool forward_on_error = policy.on_error() != "fail";
-  pipeline_.compression.Compress(
-      *route_, info_, std::move(wire.mutable_json()),
-      [self = shared_from_this(), original = std::move(original),
-       forward_on_error](absl::StatusOr<CompressionStep::Result> result) mutable {
-        if (self->IsCancelled()) return self->Finish(absl::CancelledError("cancelled"));
-        if (!result.ok()) {
-          // A bad override is the client's mistake, not a compressor failure: always an error.
-          if (!forward_on_error || result.status().code() == absl::StatusCode::kInvalidArgument) {
-            return self->Finish(result.status());
-          }
-          self->pipeline_.metrics.RecordCompressionFallback(self->RouteLabel());
-          LogJson(LogLevel::kWarn, Json{{"msg", "compression failed; forwarding uncompressed"},
-                                        {"request_id", self->info_.request_id},
-                                        {"route", self->RouteLabel()},
-                                        {"error", std::string(result.status().message())}});
-          self->head_.compression.set_applied(false);
-          self->head_.compression.set_reason(std::string(result.status().message()));
-          return self->Proceed(std::move(original));
-        }
-        self->head_.compression = result->report;
-        if (result->report.applied()) {
-          self->pipeline_.metrics.RecordCompression(
-              self->RouteLabel(), result->report.original_tokens(),
-              result->report.compressed_tokens(), absl::Milliseconds(result->report.compress_ms()),
-              result->report.cache_hit());
-        }
-        original.SetMembers(std::move(result->body));
-        self->Proceed(std::move(original));
-      });
+  // The step gets a copy of the prompt; the body stays as the client wrote it, to be forwarded
+  // when compression fails (unless the route says to fail) and otherwise given the new prompt,
+  // so that its other members keep their text.
+  CompressionStep::Input input;
+  const std::string_view member = PromptMember(info_.operation);
+  if (!member.empty()) input.prompt = body.Member(member);
+  input.overrides = std::move(overrides);
+  input.model = upstream_model_;
+  pipeline_.compression.Compress(*route_, info_, std::move(input),
+                                 [self = shared_from_this(), body = std::move(body)](
+                                     absl::StatusOr<CompressionStep::Result> result) mutable {
+                                   self->OnCompressed(std::move(body), std::move(result));
+                                 });
 }
 
-void CallState::Proceed(providers::WireJson body) {
+void CallState::OnCompressed(json::WireJson body, absl::StatusOr<CompressionStep::Result> result) {
+  if (IsCancelled()) return Finish(absl::CancelledError("cancelled"));
+  if (!result.ok()) {
+    // A bad override is the client's mistake, not a compressor failure: always an error.
+    if (route_->compression().on_error() == "fail" ||
+        result.status().code() == absl::StatusCode::kInvalidArgument) {
+      return Finish(result.status());
+    }
+    pipeline_.metrics.RecordCompressionFallback(RouteLabel());
+    LogJson(LogLevel::kWarn, Json{{"msg", "compression failed; forwarding uncompressed"},
+                                  {"request_id", info_.request_id},
+                                  {"route", RouteLabel()},
+                                  {"error", std::string(result.status().message())}});
+    head_.compression.set_applied(false);
+    head_.compression.set_reason(std::string(result.status().message()));
+    return Proceed(std::move(body));
+  }
+  const v1::CompressionReport& report = result->report;
+  head_.compression = report;
+  if (report.applied()) {
+    pipeline_.metrics.RecordCompression(
+        RouteLabel(), report.original_tokens(), report.compressed_tokens(),
+        absl::Milliseconds(report.compress_ms()), report.cache_hit());
+  }
+  const std::string_view member = PromptMember(info_.operation);
+  if (result->prompt.has_value() && !member.empty()) {
+    body.SetMember(member, *std::move(result->prompt));  // unchanged: the text stays as it was
+  }
+  Proceed(std::move(body));
+}
+
+void CallState::Proceed(json::WireJson body) {
   if (info_.operation != Operation::kCompress) return Forward(std::move(body));
   // The compress operation answers with the messages it would have forwarded.
-  response_ = providers::WireJson(
+  response_ = json::WireJson(
       Json{{"model", model_}, {"messages", body.json().value("messages", Json::array())}});
   Finish(absl::OkStatus());
 }
 
-void CallState::Forward(providers::WireJson body) {
+void CallState::Forward(json::WireJson body) {
   providers::Request request;
-  switch (info_.operation) {
-    case Operation::kCompletions:
-      request.endpoint = providers::Endpoint::kCompletions;
-      break;
-    case Operation::kEmbeddings:
-      request.endpoint = providers::Endpoint::kEmbeddings;
-      break;
-    default:
-      request.endpoint = providers::Endpoint::kChatCompletions;
-      break;
-  }
-  // Edits of members, each spliced into the client's text: the rest reaches the upstream as the
+  request.endpoint = EndpointOf(info_.operation);
+  // An edit of a member, spliced into the client's text: the rest reaches the upstream as the
   // client wrote it.
-  body.EraseMember("terse");                 // a request's compression override stays here
   body.SetMember("model", upstream_model_);  // keeps the field's position
   // terse needs the numbers for budgets even when the client did not ask for them.
   if (stream_) providers::AskForUsage(body);
@@ -664,19 +376,19 @@ void CallState::Cancel() {
   if (to_cancel != nullptr) to_cancel->Cancel();
 }
 
-void CallState::OnResponse(providers::WireJson body) {
+void CallState::OnResponse(json::WireJson body) {
   if (first_byte_ == absl::InfinitePast()) first_byte_ = absl::Now();
-  ReadUsage(body, usage_);
+  usage_.Read(body);
   response_ = std::move(body);
 }
 
-void CallState::OnChunks(std::span<providers::WireJson> chunks) {
+void CallState::OnChunks(std::span<json::WireJson> chunks) {
   if (first_byte_ == absl::InfinitePast()) first_byte_ = absl::Now();
   // The chunks the client gets are moved to the front, in order.
   size_t kept = 0;
-  for (providers::WireJson& chunk : chunks) {
+  for (json::WireJson& chunk : chunks) {
     // Chunks without `usage` (most) go on as the text they arrived as, unparsed.
-    if (ReadUsage(chunk, usage_) && !client_wants_usage_) {
+    if (usage_.Read(chunk) && !client_wants_usage_) {
       // The usage-only chunk exists because terse asked for it: the client never sees it.
       std::optional<Json> choices = chunk.Member("choices");
       if (choices.has_value() && choices->is_array() && choices->empty()) continue;
@@ -701,22 +413,6 @@ void CallState::OnDone(absl::Status status) {
   Finish(std::move(status));
 }
 
-void CallState::Book(const Usage& usage, const v1::CompressionReport& compression) {}
-
-void CallState::RecordAlignmentPair() {
-  if (!alignment_prompt_.has_value() || alignment_prompt_->empty()) return;
-  std::string answer = stream_                 ? std::move(alignment_answer_)
-                       : response_.has_value() ? AlignmentAnswerText(response_->json())
-                                               : "";
-  if (answer.empty()) return;  // a tool call or an empty answer teaches nothing
-  pipeline_.recorder->Record(route_->compression().record_alignment_pairs(),
-                             Json{{"prompt", std::move(*alignment_prompt_)},
-                                  {"response", std::move(answer)},
-                                  {"model", upstream_model_},
-                                  {"route", RouteLabel()},
-                                  {"ts", absl::ToUnixMillis(absl::Now()) / 1000.0}});
-}
-
 void CallState::Finish(absl::Status status) {
   {
     absl::MutexLock lock(&mu_);
@@ -725,59 +421,40 @@ void CallState::Finish(absl::Status status) {
     if (cancelled_ && status.ok() && stream_) status = absl::CancelledError("cancelled");
   }
   const absl::Time end = absl::Now();
-  int http_status = 200;
-  ErrorDetail detail;
-  if (!status.ok()) {
-    detail = DetailOf(status);
-    http_status = detail.http_status;
-  }
-
+  const ErrorDetail detail = status.ok() ? ErrorDetail{.http_status = 200} : DetailOf(status);
   const std::string route = RouteLabel();
   const std::string_view operation = OperationName(info_.operation);
-  Metrics& metrics = pipeline_.metrics;
-  metrics.RecordRequest(route, operation, http_status, end - start_);
-  if (!status.ok()) metrics.RecordError(route, operation, detail.type);
   const bool forwarded = forwarded_ != absl::InfinitePast();
-  if (forwarded && first_byte_ != absl::InfinitePast()) {
-    metrics.RecordUpstream(route, first_byte_ - forwarded_, end - forwarded_);
+  const bool answered = forwarded && first_byte_ != absl::InfinitePast();
+  const std::optional<UsageRecord>& usage = usage_.record();
+
+  Metrics& metrics = pipeline_.metrics;
+  metrics.RecordRequest(route, operation, detail.http_status, end - start_);
+  if (!status.ok()) metrics.RecordError(route, operation, detail.type);
+  if (answered) metrics.RecordUpstream(route, first_byte_ - forwarded_, end - forwarded_);
+  if (usage.has_value()) {
+    metrics.RecordTokens(route, usage->prompt_tokens, usage->completion_tokens);
   }
-  if (usage_.seen) metrics.RecordTokens(route, usage_.prompt_tokens, usage_.completion_tokens);
-  Book(usage_, head_.compression);
+  Book(usage, head_.compression);
   if (status.ok()) RecordAlignmentPair();
   metrics.AddInFlight(-1);
   pipeline_.in_flight.fetch_sub(1, std::memory_order_relaxed);
 
-  if (LogEnabled(LogLevel::kInfo)) {
-    Json line = {{"msg", "request"},
-                 {"request_id", info_.request_id},
-                 {"face", FaceName(info_.face)},
-                 {"operation", operation},
-                 {"route", route},
-                 {"model", model_},
-                 {"upstream_model", upstream_model_},
-                 {"stream", stream_},
-                 {"status", http_status},
-                 {"latency_ms", Milliseconds(end - start_)}};
-    if (forwarded) {
-      line["upstream_ms"] = Milliseconds(end - forwarded_);
-      if (first_byte_ != absl::InfinitePast()) {
-        line["first_byte_ms"] = Milliseconds(first_byte_ - forwarded_);
-      }
-    }
-    if (usage_.seen) {
-      line["prompt_tokens"] = usage_.prompt_tokens;
-      line["completion_tokens"] = usage_.completion_tokens;
-    }
-    if (head_.compression.applied()) {
-      line["original_tokens"] = head_.compression.original_tokens();
-      line["compressed_tokens"] = head_.compression.compressed_tokens();
-    }
-    if (!status.ok()) {
-      line["error_type"] = detail.type;
-      line["error"] = std::string(status.message());
-    }
-    LogJson(LogLevel::kInfo, std::move(line));
-  }
+  LogAccess({.request_id = info_.request_id,
+             .face = info_.face,
+             .operation = operation,
+             .http_status = detail.http_status,
+             .latency = end - start_,
+             .status = status,
+             .call = AccessLogEntry::Call{
+                 .route = route,
+                 .model = model_,
+                 .upstream_model = upstream_model_,
+                 .stream = stream_,
+                 .upstream = forwarded ? std::optional(end - forwarded_) : std::nullopt,
+                 .first_byte = answered ? std::optional(first_byte_ - forwarded_) : std::nullopt,
+                 .usage = usage,
+                 .compression = &head_.compression}});
 
   // The terminal responder call, after the bookkeeping so that whoever hears the answer also
   // finds it counted.
@@ -797,6 +474,23 @@ void CallState::Finish(absl::Status status) {
   // The last touch of the pipeline's parts: after this the pipeline may be destroyed.
   absl::MutexLock lock(&pipeline_.mu);
   pipeline_.live.erase(this);
+}
+
+void CallState::Book(const std::optional<UsageRecord>& usage,
+                     const v1::CompressionReport& compression) {}
+
+void CallState::RecordAlignmentPair() {
+  if (!alignment_prompt_.has_value() || alignment_prompt_->empty()) return;
+  std::string answer = stream_                 ? std::move(alignment_answer_)
+                       : response_.has_value() ? AlignmentAnswerText(response_->json())
+                                               : "";
+  if (answer.empty()) return;  // a tool call or an empty answer teaches nothing
+  pipeline_.recorder->Record(route_->compression().record_alignment_pairs(),
+                             Json{{"prompt", std::move(*alignment_prompt_)},
+                                  {"response", std::move(answer)},
+                                  {"model", upstream_model_},
+                                  {"route", RouteLabel()},
+                                  {"ts", absl::ToUnixMillis(absl::Now()) / 1000.0}});
 }
 
 }  // namespace
@@ -828,7 +522,7 @@ Pipeline::~Pipeline() {
   }
 }
 
-std::unique_ptr<PipelineCall> Pipeline::Handle(CallInfo info, providers::WireJson body,
+std::unique_ptr<PipelineCall> Pipeline::Handle(CallInfo info, json::WireJson body,
                                                std::shared_ptr<Responder> responder) {
   auto call = std::make_shared<CallState>(*state_, std::move(info), std::move(responder));
   {
@@ -858,10 +552,10 @@ Json Pipeline::ListModels() const {
   return Json{{"object", "list"}, {"data", std::move(data)}};
 }
 
-void PassThroughCompression::Compress(const v1::Route& route, const CallInfo& info, Json body,
+void PassThroughCompression::Compress(const v1::Route& route, const CallInfo& info, Input input,
                                       Done done) {
   Result result;
-  result.body = std::move(body);
+  result.prompt = std::move(input.prompt);
   result.report.set_applied(false);
   result.report.set_reason("compression is not available yet");
   std::move(done)(std::move(result));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -14,7 +15,8 @@
 #include "absl/time/time.h"
 #include "base/json.h"
 #include "config/config.h"
-#include "providers/wire_json.h"
+#include "json/wire_json.h"
+#include "proxy/operation.h"
 #include "terse/v1/config.pb.h"
 #include "terse/v1/gateway.pb.h"
 
@@ -25,9 +27,6 @@ class ProviderSet;
 namespace terse::proxy {
 
 class Metrics;
-
-enum class Face { kHttp, kGrpc };
-enum class Operation { kChatCompletions, kCompletions, kEmbeddings, kCompress };
 
 // What a face knows about one call besides its body.
 struct CallInfo {
@@ -54,10 +53,10 @@ struct ResponseHead {
 class Responder {
  public:
   virtual ~Responder() = default;
-  virtual void Reply(const ResponseHead& head, providers::WireJson body) = 0;
+  virtual void Reply(const ResponseHead& head, json::WireJson body) = 0;
   virtual void StartStream(const ResponseHead& head) = 0;
   // Stream chunks in order, those of one upstream read at once; the face may move from them.
-  virtual void Chunks(std::span<providers::WireJson> chunks) = 0;
+  virtual void Chunks(std::span<json::WireJson> chunks) = 0;
   virtual void EndStream(absl::Status status) = 0;
   virtual void Fail(absl::Status status) = 0;
 };
@@ -69,18 +68,29 @@ class PipelineCall {
   virtual void Cancel() = 0;
 };
 
-// The compression step. The identity until the compressor is wired in (issue 5).
+// The compression step: CompressorStep (compression_step.h), or PassThroughCompression when no
+// route compresses.
 class CompressionStep {
  public:
+  // What the step gets of a request: its prompt, and what the request asks of compression.
+  struct Input {
+    // `messages` of a chat (or compress) request, `prompt` of a completion; nullopt when the body
+    // has none (embeddings).
+    std::optional<Json> prompt;
+    // The body's `terse` object, when it has one: the pipeline takes it out of the body.
+    std::optional<Json> overrides;
+    // The model the upstream is asked for, whose tokenizer budgets count in.
+    std::string model;
+  };
   struct Result {
-    Json body;  // the request body with its prompt text shortened
+    std::optional<Json> prompt;  // the prompt shortened (or as it was); nullopt for none
     v1::CompressionReport report;
   };
   using Done = absl::AnyInvocable<void(absl::StatusOr<Result>) &&>;
   virtual ~CompressionStep() = default;
-  // Compresses the prompt of `body` under `route`'s policy off the I/O threads, then calls `done`
-  // (on any thread). An error here is handled by the route's `on_error`.
-  virtual void Compress(const v1::Route& route, const CallInfo& info, Json body, Done done) = 0;
+  // Compresses `input.prompt` under `route`'s policy off the I/O threads, then calls `done` (on
+  // any thread). An error here is handled by the route's `on_error`.
+  virtual void Compress(const v1::Route& route, const CallInfo& info, Input input, Done done) = 0;
 };
 
 // The request's path. Thread-safe; one instance serves both faces.
@@ -95,7 +105,7 @@ class Pipeline {
   // value (WireJson::FromParsedText), relayed as written but for the members terse sets; for gRPC
   // the value decoded from the proto. The responder hears the outcome; the returned handle
   // cancels the call (client gone).
-  std::unique_ptr<PipelineCall> Handle(CallInfo info, providers::WireJson body,
+  std::unique_ptr<PipelineCall> Handle(CallInfo info, json::WireJson body,
                                        std::shared_ptr<Responder> responder);
 
   // The body of GET /v1/models: one entry per route model that is not a glob.
@@ -106,10 +116,11 @@ class Pipeline {
   std::unique_ptr<State> state_;
 };
 
-// Forwards the request unchanged: the compression step until issue 5 wires the compressor in.
+// Gives the prompt back unchanged, not applied: the step when no route compresses or lets a
+// request ask for it, so that no model is loaded.
 class PassThroughCompression : public CompressionStep {
  public:
-  void Compress(const v1::Route& route, const CallInfo& info, Json body, Done done) override;
+  void Compress(const v1::Route& route, const CallInfo& info, Input input, Done done) override;
 };
 
 }  // namespace terse::proxy

@@ -1,5 +1,6 @@
 #include "base/errors.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 namespace terse {
@@ -30,6 +31,25 @@ TEST(ErrorsTest, OpenAiBodyHasNullsForMissingParamAndCode) {
   EXPECT_EQ(body["error"]["type"], "server_error");
   EXPECT_TRUE(body["error"]["param"].is_null());
   EXPECT_TRUE(body["error"]["code"].is_null());
+}
+
+// What a face passes on to its client: whole milliseconds, nothing for no delay or a day or more.
+TEST(ErrorsTest, RetryAfterReachesTheDetailInWholeMillisecondsBelowADay) {
+  using ::testing::Optional;
+  const absl::Status status = MakeError(absl::StatusCode::kResourceExhausted, "slow down",
+                                        {.http_status = 429, .type = "rate_limit_error"});
+  EXPECT_EQ(DetailOf(status).retry_after_ms, std::nullopt);
+  EXPECT_EQ(RetryAfterOf(status), std::nullopt);
+  EXPECT_THAT(DetailOf(WithRetryAfter(status, absl::Microseconds(2500500))).retry_after_ms,
+              Optional(2500));
+  EXPECT_THAT(DetailOf(WithRetryAfter(status, absl::ZeroDuration())).retry_after_ms, Optional(0));
+  EXPECT_EQ(DetailOf(WithRetryAfter(status, absl::Hours(24))).retry_after_ms, std::nullopt);
+  EXPECT_EQ(DetailOf(WithRetryAfter(status, absl::InfiniteDuration())).retry_after_ms,
+            std::nullopt);
+  // The delay leaves the rest of the detail as it was.
+  const ErrorDetail detail = DetailOf(WithRetryAfter(status, absl::Seconds(1)));
+  EXPECT_EQ(detail.http_status, 429);
+  EXPECT_EQ(detail.type, "rate_limit_error");
 }
 
 }  // namespace

@@ -49,7 +49,7 @@ class AdaptersTest : public ::testing::Test {
     request.endpoint = Endpoint::kChatCompletions;
     request.stream = stream;
     if (stream) body["stream"] = true;
-    request.body = WireJson(std::move(body));
+    request.body = json::WireJson(std::move(body));
     return request;
   }
 
@@ -295,7 +295,8 @@ TEST_F(AdaptersTest, OpenAiCompletionsAndEmbeddings) {
   auto set = MakeSet(v1::Provider::OPENAI);
   Request completion;
   completion.endpoint = Endpoint::kCompletions;
-  completion.body = WireJson(Json{{"model", "gpt-3.5-turbo-instruct"}, {"prompt", "say this"}});
+  completion.body =
+      json::WireJson(Json{{"model", "gpt-3.5-turbo-instruct"}, {"prompt", "say this"}});
   auto sink = Run(*set, completion);
   ASSERT_THAT(sink->status(), IsOk());
   EXPECT_EQ(upstream_.last_request().path, "/v1/completions");
@@ -310,8 +311,8 @@ TEST_F(AdaptersTest, OpenAiCompletionsAndEmbeddings) {
 
   Request embeddings;
   embeddings.endpoint = Endpoint::kEmbeddings;
-  embeddings.body =
-      WireJson(Json{{"model", "text-embedding-3-small"}, {"input", Json::array({"a b", "c"})}});
+  embeddings.body = json::WireJson(
+      Json{{"model", "text-embedding-3-small"}, {"input", Json::array({"a b", "c"})}});
   sink = Run(*set, embeddings);
   ASSERT_THAT(sink->status(), IsOk());
   EXPECT_EQ(upstream_.last_request().path, "/v1/embeddings");
@@ -432,7 +433,7 @@ TEST_F(AdaptersTest, AnthropicRefusesEndpointsItDoesNotHave) {
   auto set = MakeSet(v1::Provider::ANTHROPIC);
   Request embeddings;
   embeddings.endpoint = Endpoint::kEmbeddings;
-  embeddings.body = WireJson(Json{{"model", "m"}, {"input", "x"}});
+  embeddings.body = json::WireJson(Json{{"model", "m"}, {"input", "x"}});
   auto sink = Run(*set, embeddings);
   EXPECT_THAT(sink->status(), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_EQ(upstream_.request_count(), 0u);

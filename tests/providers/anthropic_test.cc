@@ -152,7 +152,7 @@ absl::StatusOr<std::vector<Json>> Translate(const std::vector<std::pair<std::str
                                             bool expect_end_ok = true) {
   auto translator = NewAnthropicStreamTranslator();
   std::vector<Json> chunks;
-  auto emit = [&](WireJson chunk) { chunks.push_back(chunk.json()); };
+  auto emit = [&](json::WireJson chunk) { chunks.push_back(chunk.json()); };
   for (const auto& [type, data] : events) {
     absl::Status s = translator->OnEvent({type, data.dump(), ""}, emit);
     if (!s.ok()) return s;

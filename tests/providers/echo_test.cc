@@ -29,7 +29,7 @@ std::unique_ptr<ProviderSet> EchoSet(uint32_t delay_ms = 0) {
 Request Chat(bool stream) {
   Request request;
   request.stream = stream;
-  request.body = WireJson(Json{
+  request.body = json::WireJson(Json{
       {"model", "echo-1"},
       {"messages",
        Json::array({{{"role", "system"}, {"content", "Be brief."}},
@@ -115,7 +115,7 @@ TEST(EchoProviderTest, CompletionsAndEmbeddings) {
   auto set = EchoSet();
   Request completion;
   completion.endpoint = Endpoint::kCompletions;
-  completion.body = WireJson(Json{{"model", "echo-1"}, {"prompt", "complete me"}});
+  completion.body = json::WireJson(Json{{"model", "echo-1"}, {"prompt", "complete me"}});
   auto sink = SendAndWait(*set, completion);
   ASSERT_THAT(sink->status(), IsOk());
   EXPECT_EQ(sink->response()["object"], "text_completion");
@@ -130,7 +130,8 @@ TEST(EchoProviderTest, CompletionsAndEmbeddings) {
 
   Request embeddings;
   embeddings.endpoint = Endpoint::kEmbeddings;
-  embeddings.body = WireJson(Json{{"model", "echo-embed"}, {"input", Json::array({"a b c", "d"})}});
+  embeddings.body =
+      json::WireJson(Json{{"model", "echo-embed"}, {"input", Json::array({"a b c", "d"})}});
   sink = SendAndWait(*set, embeddings);
   ASSERT_THAT(sink->status(), IsOk());
   Json r = sink->response();

@@ -63,8 +63,8 @@ v1::Provider* AddProvider(v1::Config& config, const std::string& name, const std
 Request Chat(const std::string& text, bool stream) {
   Request request;
   request.stream = stream;
-  request.body = WireJson(Json{{"model", "gpt-test"},
-                               {"messages", Json::array({{{"role", "user"}, {"content", text}}})}});
+  request.body = json::WireJson(Json{
+      {"model", "gpt-test"}, {"messages", Json::array({{{"role", "user"}, {"content", text}}})}});
   if (stream) request.body.SetMember("stream", true);
   return request;
 }

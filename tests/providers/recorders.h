@@ -101,7 +101,7 @@ class RecordingHttpHandler : public HttpHandler {
 // Records one provider call.
 class RecordingSink : public ResponseSink {
  public:
-  void OnResponse(WireJson body) override {
+  void OnResponse(json::WireJson body) override {
     std::lock_guard<std::mutex> lock(mu_);
     threads_.insert(std::this_thread::get_id());
     response_relayed_as_received_ = body.has_text();
@@ -110,10 +110,10 @@ class RecordingSink : public ResponseSink {
     ++responses_;
     cv_.notify_all();
   }
-  void OnChunks(std::span<WireJson> chunks) override {
+  void OnChunks(std::span<json::WireJson> chunks) override {
     std::lock_guard<std::mutex> lock(mu_);
     threads_.insert(std::this_thread::get_id());
-    for (const WireJson& chunk : chunks) {
+    for (const json::WireJson& chunk : chunks) {
       chunks_relayed_as_received_.push_back(chunk.has_text());  // before text() makes one
       chunk_texts_.push_back(chunk.text());
       chunks_.push_back(chunk.json());

@@ -79,16 +79,5 @@ TEST(RetryAfterPayloadTest, TravelsWithTheStatusAndLeavesItAsItWas) {
   EXPECT_TRUE(WithRetryAfter(absl::OkStatus(), absl::Seconds(1)).ok());
 }
 
-// What a face passes on to its client: whole milliseconds, nothing for no delay or a day or more.
-TEST(RetryAfterPayloadTest, ClientsGetWholeMillisecondsBelowADay) {
-  absl::Status status = UpstreamHttpError(429, "slow down", "rate_limit_error", "", "");
-  EXPECT_EQ(RetryAfterMsOf(status), std::nullopt);
-  EXPECT_THAT(RetryAfterMsOf(WithRetryAfter(status, absl::Microseconds(2500500))),
-              Optional(2500));
-  EXPECT_THAT(RetryAfterMsOf(WithRetryAfter(status, absl::ZeroDuration())), Optional(0));
-  EXPECT_EQ(RetryAfterMsOf(WithRetryAfter(status, absl::Hours(24))), std::nullopt);
-  EXPECT_EQ(RetryAfterMsOf(WithRetryAfter(status, absl::InfiniteDuration())), std::nullopt);
-}
-
 }  // namespace
 }  // namespace terse::providers

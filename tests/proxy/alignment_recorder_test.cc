@@ -183,7 +183,7 @@ std::shared_ptr<RecordingResponder> RunToEnd(Pipeline& pipeline, Json body) {
   info.operation = Operation::kChatCompletions;
   info.request_id = "req_pairs";
   auto responder = std::make_shared<RecordingResponder>();
-  auto call = pipeline.Handle(std::move(info), providers::WireJson(std::move(body)), responder);
+  auto call = pipeline.Handle(std::move(info), json::WireJson(std::move(body)), responder);
   EXPECT_TRUE(responder->WaitDone());
   return responder;
 }
@@ -192,10 +192,12 @@ TEST(AlignmentRecorderPipelineTest, RecordsTheOriginalPromptAndTheAnswerOfSucces
   TempDir dir;
   const std::string pairs = dir.File("pairs.jsonl");
   // The "compressor" cuts every message to one word, so the upstream sees a different prompt.
-  ScriptedCompression step([](const v1::Route&, const CallInfo&, Json body) {
-    for (Json& m : body["messages"]) m["content"] = "short";
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, CompressionStep::Input input) {
+    if (input.prompt.has_value()) {
+      for (Json& m : *input.prompt) m["content"] = "short";
+    }
     CompressionStep::Result result;
-    result.body = std::move(body);
+    result.prompt = std::move(input.prompt);
     result.report.set_applied(true);
     return absl::StatusOr<CompressionStep::Result>(std::move(result));
   });

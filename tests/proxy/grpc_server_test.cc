@@ -44,7 +44,7 @@ constexpr char kScriptedRoute[] = R"(
 // forwarded unchanged with a fixed report, so tests see the report travel to the client.
 struct StepLog {
   std::mutex mu;
-  std::vector<Json> bodies;
+  std::vector<CompressionStep::Input> inputs;
 };
 
 v1::CompressionReport FixedReport() {
@@ -85,12 +85,12 @@ class GrpcServerTest : public ::testing::Test {
  protected:
   GrpcServerTest()
       : step_([this](const v1::Route&, const CallInfo&,
-                     Json body) -> absl::StatusOr<CompressionStep::Result> {
+                     CompressionStep::Input input) -> absl::StatusOr<CompressionStep::Result> {
           {
             std::lock_guard<std::mutex> lock(log_.mu);
-            log_.bodies.push_back(body);
+            log_.inputs.push_back(input);
           }
-          return CompressionStep::Result{std::move(body), FixedReport()};
+          return CompressionStep::Result{std::move(input.prompt), FixedReport()};
         }),
         gateway_(Gateway::Options{
             .extra_routes = kScriptedRoute, .compression = &step_, .start_http = false}) {}
@@ -193,8 +193,8 @@ TEST_F(GrpcServerTest, CallInfoCarriesKeyDeadlineHeadersAndOverride) {
   EXPECT_THAT(info.headers, Not(Contains(Key("authorization"))));  // the key travels only once
   {
     std::lock_guard<std::mutex> lock(log_.mu);
-    ASSERT_EQ(log_.bodies.size(), 1u);
-    EXPECT_EQ(log_.bodies[0]["terse"], Json::parse(R"({"rate": 0.4})"));
+    ASSERT_EQ(log_.inputs.size(), 1u);
+    EXPECT_EQ(log_.inputs[0].overrides, Json::parse(R"({"rate": 0.4})"));
   }
   EXPECT_TRUE(response.compression().applied());
   EXPECT_EQ(response.compression().original_tokens(), 10u);

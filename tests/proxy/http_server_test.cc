@@ -734,9 +734,9 @@ Gateway::Options SqueezedRoute(CompressionStep* step) {
 }
 
 TEST(HttpServerAuthTest, KeysAndCompressionHeaders) {
-  ScriptedCompression step([](const v1::Route&, const CallInfo&, Json body) {
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, CompressionStep::Input input) {
     CompressionStep::Result result;
-    result.body = std::move(body);
+    result.prompt = std::move(input.prompt);
     result.report.set_applied(true);
     result.report.set_original_tokens(1000);
     result.report.set_compressed_tokens(420);
@@ -772,11 +772,10 @@ TEST(HttpServerAuthTest, KeysAndCompressionHeaders) {
 // Compression changes the prompt: only `messages` is rewritten, the client's other members reach
 // the upstream as written.
 TEST(HttpServerCompressionTest, ACompressedRequestKeepsTheTextOfWhatCompressionLeft) {
-  ScriptedCompression step([](const v1::Route&, const CallInfo&, Json body) {
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, CompressionStep::Input input) {
     CompressionStep::Result result;
-    body["messages"][0]["content"] = "short";
-    body.erase("terse");
-    result.body = std::move(body);
+    (*input.prompt)[0]["content"] = "short";
+    result.prompt = std::move(input.prompt);
     result.report.set_applied(true);
     return absl::StatusOr<CompressionStep::Result>(std::move(result));
   });
@@ -794,7 +793,7 @@ TEST(HttpServerCompressionTest, ACompressedRequestKeepsTheTextOfWhatCompressionL
 }
 
 TEST(HttpServerErrorTest, NotRetryableErrorsSayXShouldRetryFalse) {
-  ScriptedCompression step([](const v1::Route&, const CallInfo&, Json) {
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, CompressionStep::Input) {
     return absl::StatusOr<CompressionStep::Result>(
         MakeError(absl::StatusCode::kResourceExhausted, "budget spent",
                   {.http_status = 429, .code = "insufficient_quota", .retryable = false}));

@@ -43,7 +43,7 @@ Started Start(Pipeline& pipeline, Json body, CallInfo info = Info()) {
   // As the HTTP face hands it over: the client's text with its value.
   std::string text = body.dump();
   run.call = pipeline.Handle(std::move(info),
-                             providers::WireJson::FromParsedText(std::move(text), std::move(body)),
+                             json::WireJson::FromParsedText(std::move(text), std::move(body)),
                              run.responder);
   return run;
 }
@@ -444,10 +444,10 @@ TEST_F(PipelineTest, ListModelsHasTheNonGlobModelsAndUpstreamNames) {
 }
 
 TEST(PipelineCompressionTest, ReportReachesTheHeadAndMetrics) {
-  ScriptedCompression step([](const v1::Route&, const CallInfo&, Json body) {
-    body["messages"][0]["content"] = "short";
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, CompressionStep::Input input) {
+    (*input.prompt)[0]["content"] = "short";
     CompressionStep::Result result;
-    result.body = std::move(body);
+    result.prompt = std::move(input.prompt);
     result.report.set_applied(true);
     result.report.set_original_tokens(100);
     result.report.set_compressed_tokens(40);
@@ -474,8 +474,39 @@ TEST(PipelineCompressionTest, ReportReachesTheHeadAndMetrics) {
   EXPECT_EQ(step.calls()[0].request_id, "req_test");
 }
 
+// The request's `terse` object is for terse alone: the step gets it as the overrides, and no
+// upstream sees it, whether the route compresses or not.
+TEST(PipelineCompressionTest, TheTerseObjectReachesTheStepAndNoUpstream) {
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, CompressionStep::Input input) {
+    EXPECT_EQ(input.overrides, Json::parse(R"({"rate": 0.3})"));
+    EXPECT_EQ(input.model, "squeeze");
+    CompressionStep::Result result;
+    result.prompt = std::move(input.prompt);
+    result.report.set_applied(false);
+    return absl::StatusOr<CompressionStep::Result>(std::move(result));
+  });
+  Gateway gw(Gateway::Options{.extra_routes = R"(
+  - name: squeezed
+    model: squeeze
+    provider: fake
+    compression: {enabled: true, rate: 0.4}
+)",
+                              .compression = &step,
+                              .start_http = false});
+  for (const char* model : {"squeeze", "gpt-4o"}) {  // a compressing route, one that never does
+    Json body = Chat(model, "hello");
+    body["terse"] = {{"rate", 0.3}};
+    auto r = RunToEnd(*gw.pipeline, body);
+    ASSERT_EQ(r->terminal().kind, Kind::kReply) << r->terminal().status;
+    const Json sent = gw.upstream.last_request().JsonBody();
+    EXPECT_FALSE(sent.contains("terse")) << model;
+    EXPECT_EQ(sent["messages"], body["messages"]) << model;
+  }
+  EXPECT_EQ(step.calls().size(), 1u) << "a route that never compresses does not ask the step";
+}
+
 TEST(PipelineCompressionTest, FailureForwardsUncompressedOrFailsAsConfigured) {
-  ScriptedCompression step([](const v1::Route&, const CallInfo&, Json) {
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, CompressionStep::Input) {
     return absl::StatusOr<CompressionStep::Result>(
         MakeError(absl::StatusCode::kResourceExhausted, "compressor queue full",
                   {.http_status = 503, .retryable = false}));
@@ -506,9 +537,9 @@ TEST(PipelineCompressionTest, FailureForwardsUncompressedOrFailsAsConfigured) {
 }
 
 TEST(PipelineCompressionTest, CompressOperationRepliesWithoutCallingTheUpstream) {
-  ScriptedCompression step([](const v1::Route&, const CallInfo&, Json body) {
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, CompressionStep::Input input) {
     CompressionStep::Result result;
-    result.body = std::move(body);
+    result.prompt = std::move(input.prompt);
     result.report.set_applied(false);
     return absl::StatusOr<CompressionStep::Result>(std::move(result));
   });
@@ -520,7 +551,7 @@ TEST(PipelineCompressionTest, CompressOperationRepliesWithoutCallingTheUpstream)
 }
 
 TEST(PipelineCompressionTest, CompressOperationFallsBackToTheOriginalMessages) {
-  ScriptedCompression step([](const v1::Route&, const CallInfo&, Json) {
+  ScriptedCompression step([](const v1::Route&, const CallInfo&, CompressionStep::Input) {
     return absl::StatusOr<CompressionStep::Result>(
         absl::DeadlineExceededError("compression took longer than the route's timeout"));
   });
@@ -554,17 +585,18 @@ TEST(PipelineAdmissionTest, MaxInFlightTurnsAwayTheCallOverTheCapWith503) {
   EXPECT_EQ(third->terminal().kind, Kind::kReply) << third->terminal().status;
 }
 
-TEST(PassThroughCompressionTest, ReturnsTheBodyUnchangedAndNotApplied) {
+TEST(PassThroughCompressionTest, ReturnsThePromptUnchangedAndNotApplied) {
   PassThroughCompression step;
   v1::Route route;
-  Json body = Chat("m", "text");
+  const Json messages = Chat("m", "text")["messages"];
   bool called = false;
-  step.Compress(route, CallInfo{}, body, [&](absl::StatusOr<CompressionStep::Result> result) {
-    called = true;
-    ASSERT_TRUE(result.ok());
-    EXPECT_EQ(result->body, body);
-    EXPECT_FALSE(result->report.applied());
-  });
+  step.Compress(route, CallInfo{}, {.prompt = messages, .overrides = Json{{"rate", 0.5}}},
+                [&](absl::StatusOr<CompressionStep::Result> result) {
+                  called = true;
+                  ASSERT_TRUE(result.ok());
+                  EXPECT_EQ(result->prompt, messages);
+                  EXPECT_FALSE(result->report.applied());
+                });
   EXPECT_TRUE(called);
 }
 

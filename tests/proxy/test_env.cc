@@ -26,15 +26,15 @@ void RecordingResponder::Add(Event e) {
   changed_.notify_all();
 }
 
-void RecordingResponder::Reply(const ResponseHead& head, providers::WireJson body) {
+void RecordingResponder::Reply(const ResponseHead& head, json::WireJson body) {
   const bool as_received = body.has_text();
   Add({Kind::kReply, body.json(), body.text(), as_received, absl::OkStatus(), head});
 }
 void RecordingResponder::StartStream(const ResponseHead& head) {
   Add({Kind::kStartStream, Json(), "", false, absl::OkStatus(), head});
 }
-void RecordingResponder::Chunks(std::span<providers::WireJson> chunks) {
-  for (const providers::WireJson& chunk : chunks) {
+void RecordingResponder::Chunks(std::span<json::WireJson> chunks) {
+  for (const json::WireJson& chunk : chunks) {
     const bool as_received = chunk.has_text();
     Add({Kind::kChunk, chunk.json(), chunk.text(), as_received, absl::OkStatus(), {}});
   }
@@ -103,13 +103,13 @@ std::vector<Json> RecordingResponder::chunks() const {
 
 // ---- ScriptedCompression
 
-void ScriptedCompression::Compress(const v1::Route& route, const CallInfo& info, Json body,
+void ScriptedCompression::Compress(const v1::Route& route, const CallInfo& info, Input input,
                                    Done done) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     calls_.push_back(info);
   }
-  std::move(done)(script_(route, info, std::move(body)));
+  std::move(done)(script_(route, info, std::move(input)));
 }
 
 std::vector<CallInfo> ScriptedCompression::calls() const {

@@ -38,9 +38,9 @@ class RecordingResponder : public Responder {
     ResponseHead head;         // Reply / StartStream
   };
 
-  void Reply(const ResponseHead& head, providers::WireJson body) override;
+  void Reply(const ResponseHead& head, json::WireJson body) override;
   void StartStream(const ResponseHead& head) override;
-  void Chunks(std::span<providers::WireJson> chunks) override;
+  void Chunks(std::span<json::WireJson> chunks) override;
   void EndStream(absl::Status status) override;
   void Fail(absl::Status status) override;
 
@@ -64,9 +64,9 @@ class RecordingResponder : public Responder {
 // A compression step whose outcome the test decides; records what it was given.
 class ScriptedCompression : public CompressionStep {
  public:
-  using Script = std::function<absl::StatusOr<Result>(const v1::Route&, const CallInfo&, Json)>;
+  using Script = std::function<absl::StatusOr<Result>(const v1::Route&, const CallInfo&, Input)>;
   explicit ScriptedCompression(Script script) : script_(std::move(script)) {}
-  void Compress(const v1::Route& route, const CallInfo& info, Json body, Done done) override;
+  void Compress(const v1::Route& route, const CallInfo& info, Input input, Done done) override;
   std::vector<CallInfo> calls() const;
 
  private:

@@ -1,6 +1,6 @@
 // ParseJson and DumpJson against nlohmann's parser and serializer: on every text and value here,
 // including random ones, the two must give the same value and the same bytes.
-#include "providers/json_text.h"
+#include "json/codec.h"
 
 #include <cmath>
 #include <cstdint>
@@ -11,11 +11,11 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "providers/json_bytes.h"
-#include "providers/json_scan.h"
-#include "tests/providers/random_edit.h"
+#include "json/bytes.h"
+#include "json/scan.h"
+#include "tests/json/random_edit.h"
 
-namespace terse::providers {
+namespace terse::json {
 namespace {
 
 std::string NlohmannDump(const Json& value) {
@@ -65,16 +65,16 @@ TEST(JsonBytesTest, EveryWidthOfTheSpecialByteMaskAgrees) {
       std::memset(text, 'a', sizeof text);
       text[round % 64] = kinds[static_cast<size_t>(round / 64)];
     }
-    const uint64_t want = json_bytes::SpecialBitsBytewise(text);
+    const uint64_t want = bytes::SpecialBitsBytewise(text);
 #ifdef __SSE2__
-    ASSERT_EQ(json_bytes::SpecialBitsSse2(text), want) << round;
+    ASSERT_EQ(bytes::SpecialBitsSse2(text), want) << round;
 #endif
 #ifdef TERSE_JSON_AVX2
-    if (json_bytes::kCpuHasAvx2) {
-      ASSERT_EQ(json_bytes::SpecialBitsAvx2(text), want) << round;
+    if (bytes::kCpuHasAvx2) {
+      ASSERT_EQ(bytes::SpecialBitsAvx2(text), want) << round;
     }
 #endif
-    ASSERT_EQ(json_bytes::SpecialBits(text), want) << round;
+    ASSERT_EQ(bytes::SpecialBits(text), want) << round;
   }
 }
 
@@ -343,4 +343,4 @@ TEST(JsonTextTest, ParsesRandomAndMutatedTextsAsTheParserDoes) {
 }
 
 }  // namespace
-}  // namespace terse::providers
+}  // namespace terse::json

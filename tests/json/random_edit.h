@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace terse::providers {
+namespace terse::json {
 
 // One random edit of non-empty `text`: a byte replaced by, or preceded by, one of `alphabet`, or
 // erased.
@@ -26,4 +26,4 @@ inline void RandomEdit(std::string& text, std::mt19937& rng, std::string_view al
   }
 }
 
-}  // namespace terse::providers
+}  // namespace terse::json

@@ -1,4 +1,4 @@
-// A validating scanner that accepts exactly what nlohmann's parser accepts (tests/providers
+// A validating scanner that accepts exactly what nlohmann's parser accepts (tests/json
 // compare the two on many texts), iterative so that deep nesting cannot overflow the stack.
 //
 // The gateway runs it on every chunk it relays, texts of a few hundred bytes, so it is built for
@@ -7,7 +7,7 @@
 // way are always inlined (called, they would take the state by reference, and the compiler would
 // keep it in memory: twice as slow). Whitespace is looked for only where a token is not found, and
 // strings end where a bit mask of the text's special bytes says (see SpecialBytes).
-#include "providers/json_scan.h"
+#include "json/scan.h"
 
 #include <bit>
 #include <cmath>
@@ -18,20 +18,20 @@
 #include <string>
 #include <vector>
 
-#include "providers/json_bytes.h"
+#include "json/bytes.h"
 
-namespace terse::providers {
+namespace terse::json {
 namespace {
 
-using json_bytes::AtToken;
-using json_bytes::Escape;
-using json_bytes::IsDigit;
-using json_bytes::IsWs;
-using json_bytes::Number;
-using json_bytes::SkipWs;
-using json_bytes::SpecialBytes;
-using json_bytes::Utf8;
-using json_bytes::Word;
+using bytes::AtToken;
+using bytes::Escape;
+using bytes::IsDigit;
+using bytes::IsWs;
+using bytes::Number;
+using bytes::SkipWs;
+using bytes::SpecialBytes;
+using bytes::Utf8;
+using bytes::Word;
 
 using OnMember = absl::FunctionRef<void(std::string_view key, std::string_view value)>;
 
@@ -277,4 +277,4 @@ bool ForEachElement(std::string_view s, absl::FunctionRef<void(std::string_view 
   return true;
 }
 
-}  // namespace terse::providers
+}  // namespace terse::json

@@ -1,5 +1,5 @@
 // Lazy conversions between the two forms of a WireJson.
-#include "providers/wire_json.h"
+#include "json/wire_json.h"
 
 #include <algorithm>
 #include <cstring>
@@ -10,10 +10,10 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "providers/json_scan.h"
-#include "providers/json_text.h"
+#include "json/codec.h"
+#include "json/scan.h"
 
-namespace terse::providers {
+namespace terse::json {
 
 const std::string& WireJson::text() const {
   if (const std::string* text = Text()) return *text;
@@ -249,4 +249,4 @@ std::optional<Json> WireJson::Member(std::string_view key) const {
   return *it;
 }
 
-}  // namespace terse::providers
+}  // namespace terse::json

@@ -1,4 +1,4 @@
-// The byte-level steps that the JSON scanner (json_scan.cc) and the JSON codec (json_text.cc)
+// The byte-level steps that the JSON scanner (scan.cc) and the JSON codec (codec.cc)
 // share: whitespace, the mask of a string's special bytes, hex digits, UTF-8 sequences, escapes,
 // numbers and literal words. For those two files only.
 #pragma once
@@ -20,7 +20,7 @@
 #include <immintrin.h>
 #endif
 
-namespace terse::providers::json_bytes {
+namespace terse::json::bytes {
 
 inline bool IsWs(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
@@ -300,4 +300,4 @@ inline bool IsDigit(char c) { return c >= '0' && c <= '9'; }
   return p + word.size();
 }
 
-}  // namespace terse::providers::json_bytes
+}  // namespace terse::json::bytes

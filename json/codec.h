@@ -9,7 +9,7 @@
 
 #include "base/json.h"
 
-namespace terse::providers {
+namespace terse::json {
 
 // The value Json::parse builds from `text` (the same types for numbers, and for a key written
 // twice the last value in the first one's place), or nullopt when IsValidJson refuses the text:
@@ -21,4 +21,4 @@ std::optional<Json> ParseJson(std::string_view text);
 void AppendJson(const Json& value, std::string& out);
 std::string DumpJson(const Json& value);
 
-}  // namespace terse::providers
+}  // namespace terse::json

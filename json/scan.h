@@ -8,7 +8,7 @@
 
 #include "absl/functional/function_ref.h"
 
-namespace terse::providers {
+namespace terse::json {
 
 // How deep arrays and objects may nest in the JSON terse reads. Json::parse has no limit, but
 // much of what handles a parsed value recurses (nlohmann's serializer, the proto conversion of
@@ -43,4 +43,4 @@ bool ForEachMember(std::string_view object,
 // The same for the elements of a top-level array. False when the text is not an array.
 bool ForEachElement(std::string_view array, absl::FunctionRef<void(std::string_view value)> fn);
 
-}  // namespace terse::providers
+}  // namespace terse::json

@@ -1,9 +1,9 @@
-// The parser checks the text as it builds its value, with the scanner's own steps (json_bytes.h;
-// the scanner, json_scan.cc, accepts what nlohmann's parser accepts). The serializer writes what
+// The parser checks the text as it builds its value, with the scanner's own steps (bytes.h;
+// the scanner, scan.cc, accepts what nlohmann's parser accepts). The serializer writes what
 // nlohmann's writes; a string holding invalid UTF-8, whose replacement rules are nlohmann's own,
 // hands the whole value to nlohmann. Both recurse: the parser refuses text nested deeper than
 // kMaxJsonDepth, and values terse builds itself are shallow.
-#include "providers/json_text.h"
+#include "json/codec.h"
 
 #include <algorithm>
 #include <charconv>
@@ -15,10 +15,10 @@
 #include <string_view>
 
 #include "absl/container/flat_hash_set.h"
-#include "providers/json_bytes.h"
-#include "providers/json_scan.h"
+#include "json/bytes.h"
+#include "json/scan.h"
 
-namespace terse::providers {
+namespace terse::json {
 namespace {
 
 // ---- Parsing: the text is checked as its value is built, one pass over it.
@@ -87,12 +87,12 @@ class Builder {
   // JSON or nests deeper than kMaxJsonDepth.
   bool Document(Json& out) {
     if (!Value(out, 0)) return false;
-    p_ = json_bytes::SkipWs(p_, end_);
+    p_ = bytes::SkipWs(p_, end_);
     return p_ == end_;
   }
 
  private:
-  bool AtToken() { return json_bytes::AtToken(p_, end_); }
+  bool AtToken() { return bytes::AtToken(p_, end_); }
 
   // The value at the next token, inside `depth` open containers.
   bool Value(Json& out, size_t depth) {
@@ -120,7 +120,7 @@ class Builder {
   }
 
   bool Word(std::string_view word) {
-    p_ = json_bytes::Word(p_, end_, word);
+    p_ = bytes::Word(p_, end_, word);
     return p_ != nullptr;
   }
 
@@ -175,7 +175,7 @@ class Builder {
   // double when it has a fraction or an exponent or does not fit 64 bits.
   bool Number(Json& out) {
     const char* const start = p_;
-    p_ = json_bytes::Number(p_, end_);
+    p_ = bytes::Number(p_, end_);
     if (p_ == nullptr) return false;
     const bool integral =
         std::find_if(start, p_, [](char c) { return c == '.' || c == 'e' || c == 'E'; }) == p_;
@@ -196,7 +196,7 @@ class Builder {
     }
     double d = 0;
     if (std::from_chars(start, p_, d).ec != std::errc()) {
-      // Out of range: json_bytes::Number let only an underflow through, which strtod rounds as
+      // Out of range: bytes::Number let only an underflow through, which strtod rounds as
       // the parser does (to zero or a subnormal).
       d = std::strtod(std::string(start, p_).c_str(), nullptr);
     }
@@ -241,9 +241,9 @@ class Builder {
         out += '\t';
         break;
       case 'u': {
-        uint32_t cp = json_bytes::Hex4(p + 2, p + 6);
+        uint32_t cp = bytes::Hex4(p + 2, p + 6);
         if (cp >= 0xD800 && cp <= 0xDBFF) {  // a high surrogate: its low half follows
-          cp = 0x10000 + ((cp - 0xD800) << 10) + (json_bytes::Hex4(p + 8, p + 12) - 0xDC00);
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (bytes::Hex4(p + 8, p + 12) - 0xDC00);
         }
         AppendUtf8(cp, out);
         break;
@@ -257,7 +257,7 @@ class Builder {
   // Where the string that `p` is in ends, at most `end_`: its closing quote, found without the
   // checks ReadString makes on the way (from a backslash: the escape is skipped).
   const char* Close(const char* p) const {
-    json_bytes::SpecialBytes special(p, end_);
+    bytes::SpecialBytes special(p, end_);
     while (true) {
       p = special.Next(p);
       if (p == end_ || *p == '"') return p;
@@ -283,7 +283,7 @@ class Builder {
         return true;
       }
       if (c == '\\') {
-        const char* const escape_end = json_bytes::Escape(p, end_);
+        const char* const escape_end = bytes::Escape(p, end_);
         if (escape_end == nullptr) return false;
         // The string is copied in more than one run: room for all of it at once (decoding only
         // shortens it), or a long prompt's text would be copied again at each doubling.
@@ -294,7 +294,7 @@ class Builder {
       } else if (c < 0x20) {
         return false;
       } else {
-        p = json_bytes::Utf8(p, end_);
+        p = bytes::Utf8(p, end_);
         if (p == nullptr) return false;
       }
     }
@@ -302,7 +302,7 @@ class Builder {
 
   const char* p_;  // null once a check failed
   const char* const end_;
-  json_bytes::SpecialBytes special_;  // asked only for positions past all it was asked before
+  bytes::SpecialBytes special_;  // asked only for positions past all it was asked before
 };
 
 // ---- Serializing.
@@ -311,7 +311,7 @@ class Builder {
 bool AppendString(const std::string& s, std::string& out) {
   const char* p = s.data();
   const char* const end = p + s.size();
-  json_bytes::SpecialBytes special(p, end);
+  bytes::SpecialBytes special(p, end);
   out += '"';
   while (p != end) {
     // Printable ASCII other than '"' and '\\' goes as it is.
@@ -321,7 +321,7 @@ bool AppendString(const std::string& s, std::string& out) {
     if (p == end) break;
     const unsigned char c = static_cast<unsigned char>(*p);
     if (c >= 0x80) {
-      const char* next = json_bytes::Utf8(p, end);
+      const char* next = bytes::Utf8(p, end);
       if (next == nullptr) return false;
       out.append(p, static_cast<size_t>(next - p));
       p = next;
@@ -457,4 +457,4 @@ std::string DumpJson(const Json& value) {
   return out;
 }
 
-}  // namespace terse::providers
+}  // namespace terse::json

@@ -12,7 +12,7 @@
 
 #include "base/json.h"
 
-namespace terse::providers {
+namespace terse::json {
 
 // Not thread-safe (it parses and serializes lazily, even through const accessors); it moves along
 // one call's path.
@@ -105,4 +105,4 @@ class WireJson {
   bool escaped_key_ = false;  // a noted key is spelled with escapes: only the parser can read it
 };
 
-}  // namespace terse::providers
+}  // namespace terse::json
