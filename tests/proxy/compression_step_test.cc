@@ -87,14 +87,19 @@ CompressionStep::Input InputOf(const Json& body) {
   return input;
 }
 
-Outcome RunStep(CompressorStep& step, const v1::Route& route, const Json& body,
-                CallInfo info = {}) {
+Outcome RunInput(CompressorStep& step, const v1::Route& route, CompressionStep::Input input,
+                 CallInfo info = {}) {
   std::promise<Outcome> promise;
   auto future = promise.get_future();
-  step.Compress(route, info, InputOf(body),
+  step.Compress(route, info, std::move(input),
                 [&promise](Outcome outcome) mutable { promise.set_value(std::move(outcome)); });
   EXPECT_EQ(future.wait_for(std::chrono::seconds(60)), std::future_status::ready);
   return future.get();
+}
+
+Outcome RunStep(CompressorStep& step, const v1::Route& route, const Json& body,
+                CallInfo info = {}) {
+  return RunInput(step, route, InputOf(body), std::move(info));
 }
 
 TEST(CompressorStepTest, CompressesOnTheRouteRate) {
@@ -205,11 +210,13 @@ TEST(CompressorStepTest, CompressorFailuresArriveAsStatusesAndWorkersCarryOn) {
     EXPECT_THAT(RunStep(**step, Route(true, 0.5), ChatBody()),
                 StatusIs(absl::StatusCode::kInternal, ::testing::HasSubstr("the model broke")));
   }
-  EXPECT_THAT(RunStep(**step, Route(true, 0.5), Json::array({1, 2})),
+  CompressionStep::Input malformed;  // messages that are not message objects
+  malformed.prompt = Json::array({1, 2});
+  EXPECT_THAT(RunInput(**step, Route(true, 0.5), malformed),
               StatusIs(absl::StatusCode::kInvalidArgument));
   CallInfo completions;
   completions.operation = Operation::kCompletions;
-  EXPECT_THAT(RunStep(**step, Route(true, 0.5), Json::array({1, 2}), completions),
+  EXPECT_THAT(RunInput(**step, Route(true, 0.5), CompressionStep::Input{}, completions),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("prompt")));
 }
 
