@@ -40,26 +40,18 @@ Counters::RateKey Counters::RateKeyOf(const Limit& limit) {
   return RateKey{limit.tenant_id, limit.key_id, limit.kind, limit.amount, limit.shadow};
 }
 
-absl::StatusOr<Decision> Counters::Admit(const Admission& a) {
-  ExpireHolds(a.now, /*prune=*/false);
-  if (holds_.contains(a.request_id)) {
-    return absl::AlreadyExistsError("request " + a.request_id + " already holds an admission");
-  }
+Verdict Decide(const Admission& a, const std::vector<LimitState>& before) {
   const size_t n = a.limits.size();
-  Decision decision;
-  std::vector<CounterKey> budget_keys(n);
-  std::vector<GcraStep> steps(n);
+  Verdict verdict;
+  Decision& decision = verdict.decision;
+  std::vector<GcraStep>& steps = verdict.steps;
+  steps.resize(n);
   int budget_refusal = -1, too_large = -1, rate_refusal = -1;
   for (size_t i = 0; i < n; ++i) {
     const Limit& limit = a.limits[i];
     const int index = static_cast<int>(i);
     if (limit.kind == Limit::Kind::kBudget) {
-      budget_keys[i] = BudgetCounterKey(limit, a.now);
-      auto it = counters_.find(budget_keys[i]);
-      if (it == counters_.end()) {
-        return absl::InternalError("budget counter not installed for " + limit.name);
-      }
-      if (it->second.settled + it->second.held + a.estimate <= limit.amount) continue;
+      if (before[i].used + a.estimate <= limit.amount) continue;
       if (limit.shadow) {
         decision.shadow_exceeded.push_back(index);
       } else if (budget_refusal < 0) {
@@ -68,8 +60,7 @@ absl::StatusOr<Decision> Counters::Admit(const Admission& a) {
       continue;
     }
     const int64_t cost = limit.kind == Limit::Kind::kRequestsPerMinute ? 1 : a.tokens;
-    auto it = rates_.find(RateKeyOf(limit));
-    steps[i] = GcraTry(it == rates_.end() ? 0 : it->second, limit.amount, cost, a.now);
+    steps[i] = GcraTry(before[i].tat, limit.amount, cost, a.now);
     if (steps[i].allowed) continue;
     if (limit.shadow) {
       decision.shadow_exceeded.push_back(index);
@@ -94,51 +85,71 @@ absl::StatusOr<Decision> Counters::Admit(const Admission& a) {
   if (decision.outcome != Decision::Outcome::kRateLimited) {
     decision.retry_after = absl::ZeroDuration();
   }
-
   const bool admitted = decision.admitted();
-  Hold hold;
-  if (admitted) {
-    hold.time_us = absl::ToUnixMicros(a.now);
-    hold.deadline_us = absl::ToUnixMicros(a.now + a.lease);
-    hold.estimate = a.estimate;
-    for (size_t i = 0; i < n; ++i) {
-      const Limit& limit = a.limits[i];
-      if (limit.kind == Limit::Kind::kBudget) {
-        if (std::find(hold.budgets.begin(), hold.budgets.end(), budget_keys[i]) !=
-            hold.budgets.end()) {
-          continue;  // two budgets on one window share its counter: hold once
-        }
-        counters_[budget_keys[i]].held += a.estimate;
-        hold.budgets.push_back(budget_keys[i]);
-      } else if (steps[i].allowed) {
-        // A shadow rate counts only what a real one would have let through, so it reports
-        // exactly the requests it would refuse.
-        RateKey key = RateKeyOf(limit);
-        rates_[key] = steps[i].new_tat;
-        if (limit.kind == Limit::Kind::kTokensPerMinute && a.tokens > 0) {
-          hold.tokens.emplace_back(std::move(key), a.tokens);
-        }
-      }
-    }
-    decision.hold_deadline = a.now + a.lease;
-  }
+  if (admitted) decision.hold_deadline = a.now + a.lease;
+  // What is left after this decision: an admission holds its estimate once per counter and moves
+  // every rate that let it through (a shadow rate counts only what a real one would have).
   decision.remaining.resize(n);
   for (size_t i = 0; i < n; ++i) {
     const Limit& limit = a.limits[i];
     if (limit.kind == Limit::Kind::kBudget) {
-      const Counter& c = counters_[budget_keys[i]];
-      decision.remaining[i] = limit.amount - c.settled - c.held;
+      decision.remaining[i] = limit.amount - before[i].used - (admitted ? a.estimate : 0);
     } else {
-      auto it = rates_.find(RateKeyOf(limit));
-      decision.remaining[i] =
-          GcraRemaining(it == rates_.end() ? 0 : it->second, limit.amount, a.now);
+      const ScaledTime tat = admitted && steps[i].allowed ? steps[i].new_tat : before[i].tat;
+      decision.remaining[i] = GcraRemaining(tat, limit.amount, a.now);
     }
   }
-  if (admitted) {
-    deadlines_.emplace(hold.deadline_us, a.request_id);
-    holds_.emplace(a.request_id, std::move(hold));
+  return verdict;
+}
+
+absl::StatusOr<Decision> Counters::Admit(const Admission& a) {
+  ExpireHolds(a.now, /*prune=*/false);
+  if (holds_.contains(a.request_id)) {
+    return absl::AlreadyExistsError("request " + a.request_id + " already holds an admission");
   }
-  return decision;
+  const size_t n = a.limits.size();
+  std::vector<CounterKey> budget_keys(n);
+  std::vector<LimitState> before(n);
+  for (size_t i = 0; i < n; ++i) {
+    const Limit& limit = a.limits[i];
+    if (limit.kind == Limit::Kind::kBudget) {
+      budget_keys[i] = BudgetCounterKey(limit, a.now);
+      auto it = counters_.find(budget_keys[i]);
+      if (it == counters_.end()) {
+        return absl::InternalError("budget counter not installed for " + limit.name);
+      }
+      before[i].used = it->second.settled + it->second.held;
+    } else if (auto it = rates_.find(RateKeyOf(limit)); it != rates_.end()) {
+      before[i].tat = it->second;
+    }
+  }
+  Verdict verdict = Decide(a, before);
+  if (!verdict.decision.admitted()) return std::move(verdict.decision);
+
+  Hold hold;
+  hold.time_us = absl::ToUnixMicros(a.now);
+  hold.deadline_us = absl::ToUnixMicros(a.now + a.lease);
+  hold.estimate = a.estimate;
+  for (size_t i = 0; i < n; ++i) {
+    const Limit& limit = a.limits[i];
+    if (limit.kind == Limit::Kind::kBudget) {
+      if (std::find(hold.budgets.begin(), hold.budgets.end(), budget_keys[i]) !=
+          hold.budgets.end()) {
+        continue;  // two budgets on one window share its counter: hold once
+      }
+      counters_[budget_keys[i]].held += a.estimate;
+      hold.budgets.push_back(budget_keys[i]);
+    } else if (verdict.steps[i].allowed) {
+      RateKey key = RateKeyOf(limit);
+      rates_[key] = verdict.steps[i].new_tat;
+      if (limit.kind == Limit::Kind::kTokensPerMinute && a.tokens > 0) {
+        hold.tokens.emplace_back(std::move(key), a.tokens);
+      }
+    }
+  }
+  deadlines_.emplace(hold.deadline_us, a.request_id);
+  holds_.emplace(a.request_id, std::move(hold));
+  return std::move(verdict.decision);
 }
 
 std::map<CounterKey, Counters::Counter>::iterator Counters::FirstOfTenant(

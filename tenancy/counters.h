@@ -43,6 +43,21 @@ struct CounterKey {
 // The counter a budget is checked against at `now`.
 CounterKey BudgetCounterKey(const Limit& budget, absl::Time now);
 
+// A limit's state just before an admission, as a store read it.
+struct LimitState {
+  Micros used = 0;     // budgets: settled + held in the window's counter
+  ScaledTime tat = 0;  // rates: the theoretical arrival time; 0 for a fresh rate
+};
+
+struct Verdict {
+  Decision decision;            // complete: outcome, refusal, shadows, remaining, hold deadline
+  std::vector<GcraStep> steps;  // per limit; rates only: the step to store when admitted
+};
+
+// Store::Admit's decision on states read before it (`before[i]` for `admission.limits[i]`), so
+// every store decides alike. Budgets sharing a counter must share its state.
+Verdict Decide(const Admission& admission, const std::vector<LimitState>& before);
+
 // Not thread-safe: the owning store serializes every call.
 class Counters {
  public:
