@@ -1,6 +1,6 @@
 // The store seam: where holds, counters and the usage ledger live. Implementations: in memory
-// (InMemoryStore), embedded SQLite (SqliteStore); later Redis counters and leases (a Lua script
-// per operation) with a PostgreSQL ledger, for replicas sharing budgets.
+// (InMemoryStore), embedded SQLite (SqliteStore), and for replicas sharing budgets Redis counters
+// and holds (a Lua script per operation) with a PostgreSQL ledger (RedisPostgresStore).
 //
 // Stores hold no policy: every Admit carries the limits that apply (the Tenancy layer builds
 // them from the config), so a config reload needs nothing from the store.

@@ -2,12 +2,14 @@
 #include "tenancy/tenancy.h"
 
 #include <fnmatch.h>
+#include <stdlib.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/errors.h"
 #include "tenancy/keys.h"
 #include "tenancy/memory_store.h"
+#include "tenancy/redis_postgres_store.h"
 #include "tenancy/sqlite_store.h"
 
 namespace terse::tenancy {
@@ -215,19 +217,36 @@ absl::StatusOr<bool> Tenancy::Settle(const Principal& who, const RequestInfo& re
 }
 
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(const v1::Tenancy& config) {
+  const std::string dir = config.data_dir().empty() ? "data" : config.data_dir();
   switch (config.store().kind()) {
     case v1::TenancyStore::MEMORY:
       return std::make_unique<InMemoryStore>();
     case v1::TenancyStore::KIND_UNSPECIFIED:
     case v1::TenancyStore::SQLITE: {
-      const std::string dir = config.data_dir().empty() ? "data" : config.data_dir();
       absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(dir + "/tenancy.db");
       if (!store.ok()) return store.status();
       return std::unique_ptr<Store>(std::move(*store));
     }
+    case v1::TenancyStore::REDIS_POSTGRES: {
+      const v1::TenancyStore& s = config.store();
+      const char* dsn = getenv(s.postgres_url_env().c_str());
+      if (dsn == nullptr || *dsn == '\0') {
+        return absl::FailedPreconditionError(
+            absl::StrCat("tenancy.store.postgres_url_env: the environment variable ",
+                         s.postgres_url_env(), " is not set"));
+      }
+      RedisPostgresOptions options;
+      options.redis_url = s.redis_url();
+      options.postgres_url = dsn;
+      options.spool_path = dir + "/tenancy-spool.jsonl";
+      options.fail_open = s.fail_mode() == "open";
+      absl::StatusOr<std::unique_ptr<RedisPostgresStore>> store =
+          RedisPostgresStore::Open(std::move(options));
+      if (!store.ok()) return store.status();
+      return std::unique_ptr<Store>(std::move(*store));
+    }
     default:
-      return absl::UnimplementedError(
-          "tenancy.store.kind redis_postgres is not available in this build");
+      return absl::InvalidArgumentError("unknown tenancy.store.kind");
   }
 }
 

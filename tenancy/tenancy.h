@@ -114,8 +114,10 @@ class Tenancy {
   absl::Duration lease_;
 };
 
-// The store `config.store` names: the SQLite one in `<data_dir>/tenancy.db`, or an in-memory
-// one; kUnimplemented for redis_postgres, which is yet to come.
+// The store `config.store` names: the SQLite one in `<data_dir>/tenancy.db`, an in-memory one,
+// or the replicas' Redis and PostgreSQL one (its spool in `<data_dir>/tenancy-spool.jsonl`, the
+// connection string in the environment variable `postgres_url_env`: kFailedPrecondition when it
+// is unset).
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(const v1::Tenancy& config);
 
 // The error a refusal answers with (OK for an admission): kResourceExhausted, HTTP 429, with

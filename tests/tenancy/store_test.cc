@@ -13,8 +13,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "tenancy/memory_store.h"
+#include "tenancy/redis_postgres_store.h"
 #include "tenancy/sqlite_store.h"
 #include "tests/support/status_matchers.h"
+#include "tests/tenancy/replica_servers.h"
 #include "tests/tenancy/tenancy_testing.h"
 
 namespace terse::tenancy {
@@ -34,7 +36,7 @@ using Outcome = Decision::Outcome;
 constexpr Limit::Kind kRpm = Limit::Kind::kRequestsPerMinute;
 constexpr Limit::Kind kTpm = Limit::Kind::kTokensPerMinute;
 
-enum class StoreKind { kMemory, kSqlite };
+enum class StoreKind { kMemory, kSqlite, kRedisPostgres };
 
 class StoreTest : public ::testing::TestWithParam<StoreKind> {
  protected:
@@ -43,6 +45,15 @@ class StoreTest : public ::testing::TestWithParam<StoreKind> {
   void Open() {
     if (GetParam() == StoreKind::kMemory) {
       store_ = std::make_unique<InMemoryStore>();
+      return;
+    }
+    if (GetParam() == StoreKind::kRedisPostgres) {
+      testing::ReplicaServers* servers = testing::SharedReplicaServers();
+      ASSERT_NE(servers, nullptr);
+      absl::StatusOr<std::unique_ptr<RedisPostgresStore>> store =
+          RedisPostgresStore::Open(testing::ReplicaOptions(*servers, dir_.path() + "/spool.jsonl"));
+      ASSERT_THAT(store, IsOk());
+      store_ = std::move(*store);
       return;
     }
     absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(dir_.path() + "/t.db");
@@ -445,9 +456,18 @@ TEST_P(StoreTest, MalformedRowsAreRefused) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, StoreTest,
-                         ::testing::Values(StoreKind::kMemory, StoreKind::kSqlite),
+                         ::testing::Values(StoreKind::kMemory, StoreKind::kSqlite,
+                                           StoreKind::kRedisPostgres),
                          [](const ::testing::TestParamInfo<StoreKind>& info) {
-                           return info.param == StoreKind::kMemory ? "Memory" : "Sqlite";
+                           switch (info.param) {
+                             case StoreKind::kMemory:
+                               return "Memory";
+                             case StoreKind::kSqlite:
+                               return "Sqlite";
+                             case StoreKind::kRedisPostgres:
+                               return "RedisPostgres";
+                           }
+                           return "";
                          });
 
 }  // namespace

@@ -274,8 +274,18 @@ TEST(OpenStoreTest, MakesTheConfiguredStore) {
   EXPECT_TRUE(std::filesystem::exists(dir.path() + "/data/tenancy.db"));
   config.mutable_store()->set_kind(v1::TenancyStore::MEMORY);
   EXPECT_THAT(OpenStore(config), IsOk());
+  // The replica store needs its connection string from the environment; it opens without
+  // reaching either server.
   config.mutable_store()->set_kind(v1::TenancyStore::REDIS_POSTGRES);
-  EXPECT_THAT(OpenStore(config), StatusIs(absl::StatusCode::kUnimplemented));
+  config.mutable_store()->set_redis_url("redis://127.0.0.1:1/0");
+  config.mutable_store()->set_postgres_url_env("TERSE_TEST_UNSET_PG_DSN");
+  unsetenv("TERSE_TEST_UNSET_PG_DSN");
+  EXPECT_THAT(OpenStore(config), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                          HasSubstr("TERSE_TEST_UNSET_PG_DSN")));
+  setenv("TERSE_TEST_UNSET_PG_DSN", "host=127.0.0.1 port=1", 1);
+  EXPECT_THAT(OpenStore(config), IsOk());
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/data/tenancy-spool.jsonl"));
+  unsetenv("TERSE_TEST_UNSET_PG_DSN");
 }
 
 }  // namespace
