@@ -18,7 +18,8 @@
 namespace terse::tenancy {
 namespace {
 
-constexpr int64_t kMaxAmount = int64_t{1} << 52;
+// Rates' remainders add up in Lua's doubles: below 2^52 they stay exact (config allows 1e15).
+constexpr int64_t kMaxRate = int64_t{1} << 52;
 constexpr int kRounds = 4;  // installs that a concurrent prune can undo before Admit gives up
 
 // Ids become parts of keys and of space- and '|'-separated values.
@@ -187,7 +188,7 @@ absl::StatusOr<RedisPostgresStore::AdmitCall> RedisPostgresStore::Prepare(
     if (limit.tenant_id != a.tenant_id || !ValidId(limit.key_id)) {
       return absl::InvalidArgumentError("limit " + limit.name + " is not of tenant " + a.tenant_id);
     }
-    if (limit.amount <= 0 || limit.amount >= kMaxAmount) {
+    if (limit.amount <= 0 || (limit.kind != Limit::Kind::kBudget && limit.amount >= kMaxRate)) {
       return absl::InvalidArgumentError("limit " + limit.name + " has an amount out of range");
     }
     if (limit.kind == Limit::Kind::kBudget) {

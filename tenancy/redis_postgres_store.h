@@ -19,7 +19,7 @@
 // returns kUnavailable (HTTP 503).
 //
 // Limits of one admission must belong to its tenant; tenant and key ids must not contain
-// spaces, '|', '{' or '}'. Amounts stay below 2^52 (Lua's doubles keep them exact).
+// spaces, '|', '{' or '}'; rates stay below 2^52 a minute (Lua's doubles keep them exact).
 #pragma once
 
 #include <atomic>

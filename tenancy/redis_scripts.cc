@@ -1,6 +1,6 @@
-// The scripts' Lua. Numbers: micros and seconds stay below 2^53, so Lua's doubles hold them
-// exactly; amounts that are summed go through HINCRBY (64-bit integers), and values written back
-// are formatted with %d, never with Lua's own number formatting (%.14g).
+// The scripts' Lua. Lua's numbers are doubles: times (micros, seconds) stay below 2^53 and are
+// exact; budget amounts are compared as two-part integers (big), sums go through HINCRBY (64-bit
+// integers), and values written back are formatted with %d, never with Lua's own %.14g.
 #include "tenancy/redis_scripts.h"
 
 #include <string>
@@ -70,6 +70,26 @@ local function add_to_counters(key, t, cost)  -- cost: an integer string
   end
 end
 
+-- Integers beyond 2^53 (budgets go to 1e18 micros) as {hi, lo}: hi * 1e9 + lo, 0 <= lo < 1e9.
+local function big(x)
+  local negative = string.sub(x, 1, 1) == '-'
+  if negative then x = string.sub(x, 2) end
+  local n = #x
+  local hi = n > 9 and tonumber(string.sub(x, 1, n - 9)) or 0
+  local lo = tonumber(string.sub(x, math.max(1, n - 8)))
+  if negative then
+    hi, lo = -hi, -lo
+    if lo < 0 then lo = lo + 1e9 hi = hi - 1 end
+  end
+  return {hi, lo}
+end
+local function big_add(a, b)
+  local hi, lo = a[1] + b[1], a[2] + b[2]
+  if lo >= 1e9 then lo = lo - 1e9 hi = hi + 1 end
+  return {hi, lo}
+end
+local function big_le(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] <= b[2]) end
+
 -- Instants and durations as {s, ns, rem}: 0 <= ns < 1e9, 0 <= rem < per_minute.
 local function t3(s)
   local f = fields(s, ' ')
@@ -108,14 +128,15 @@ local tats = {}
 for i = 1, nr do tats[i] = redis.call('GET', KEYS[1 + nb + i]) end
 local now = {tonumber(ARGV[3]), tonumber(ARGV[4]), 0}
 local full_at = {now[1] + 60, now[2], 0}  -- a rate admits while its new state is within a minute
-local estimate = tonumber(ARGV[6])
+local estimate = big(ARGV[6])
 local admitted, new = true, {}
 for l = 1, nl do
   local b = 10 + nb + 7 * (l - 1)
   local idx, amount = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local ok
   if ARGV[b + 1] == 'b' then
-    ok = tonumber(state[idx][1]) + tonumber(state[idx][2]) + estimate <= amount
+    local used = big_add(big(state[idx][1]), big(state[idx][2]))
+    ok = big_le(big_add(used, estimate), big(ARGV[b + 3]))
   elseif ARGV[b + 6] == '1' then
     ok = false
   else

@@ -113,6 +113,16 @@ TEST_P(StoreTest, ABudgetAdmitsWhatFitsAndRefusesTheRestForGood) {
   Expect(Outcome::kAdmitted, testing::Admit("r4", {budget}, 100, t0_));
 }
 
+TEST_P(StoreTest, BudgetsAreExactToTheMicroUpToATrillionDollars) {
+  const Micros trillion_usd = 1'000'000'000'000 * kMicrosPerUsd;  // the config's largest budget
+  const Limit budget = Budget("acme", "", trillion_usd, Period::kTotal);
+  Expect(Outcome::kAdmitted, testing::Admit("r1", {budget}, trillion_usd - 1, t0_));
+  Decision last = Expect(Outcome::kAdmitted, testing::Admit("r2", {budget}, 1, t0_));
+  EXPECT_THAT(last.remaining, ElementsAre(0));
+  Expect(Outcome::kBudgetExhausted, testing::Admit("r3", {budget}, 1, t0_));
+  EXPECT_EQ(SpendOf(budget, t0_).held, trillion_usd);
+}
+
 TEST_P(StoreTest, SettlementReplacesTheEstimateByTheCost) {
   const Limit budget = Budget("acme", "", 1000, Period::kDay);
   Decision d = Expect(Outcome::kAdmitted, testing::Admit("r1", {budget}, 600, t0_));
