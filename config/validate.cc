@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -391,10 +392,12 @@ class Validator {
     const v1::TenancyStore& store = t.store();
     OneOf("tenancy.store.fail_mode", store.fail_mode(), {"open", "closed"});
     if (store.kind() == v1::TenancyStore::REDIS_POSTGRES) {
-      if (store.redis_url().rfind("redis://", 0) != 0 &&
-          store.redis_url().rfind("rediss://", 0) != 0) {
+      if (store.redis_url().rfind("rediss://", 0) == 0) {
+        Add("tenancy.store.redis_url", "rediss:// (TLS) is not available in this build");
+      } else if (store.redis_url().rfind("redis://", 0) != 0 ||
+                 store.redis_url().size() == strlen("redis://")) {
         Add("tenancy.store.redis_url",
-            "expected a redis:// or rediss:// URL for kind "
+            "expected a redis://host[:port][/db] URL for kind "
             "redis_postgres");
       }
       if (!IsEnvName(store.postgres_url_env())) {

@@ -8,7 +8,9 @@ debs=(
   build-essential cmake ninja-build pkg-config ccache git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libcurl4-openssl-dev libssl-dev libboost-dev nlohmann-json3-dev libyaml-cpp-dev libjemalloc-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev libhiredis-dev redis-server
+  libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev
+  # The replica store's clients; its tests start their own servers on loopback.
+  libhiredis-dev libpq-dev redis-server postgresql-15
   libtorch-dev python3-torch libopenblas0-openmp libpcre2-dev
   sentencepiece python3-sentencepiece python3-grpcio
   nodejs npm nginx-light wrk curl ca-certificates

@@ -159,7 +159,8 @@ tenancy:
           "tenancy.time_zone: unknown time zone \"Mars/Olympus\" (an IANA name such as "
           "\"Europe/Paris\" or \"UTC\"; is tzdata installed?)",
           "tenancy.hold_lease_ms: must be at least 1",
-          "tenancy.store.redis_url: expected a redis:// or rediss:// URL for kind redis_postgres",
+          "tenancy.store.redis_url: expected a redis://host[:port][/db] URL for kind "
+          "redis_postgres",
           "tenancy.store.postgres_url_env: required for kind redis_postgres: the name of the "
           "environment variable holding the PostgreSQL connection string",
           "tenancy.store.fail_mode: unknown value \"ajar\"; expected one of: open, closed",
@@ -195,6 +196,18 @@ tenancy:
           "tenancy.tenants[0].keys[1])",
           "tenancy.tenants[2].id: duplicate tenant id \"beta\" (also tenancy.tenants[1])",
           "tenancy.tenants[3].id: required"));
+}
+
+TEST(TenancyConfigTest, TheRedisUrlHasAHostAndNoTls) {
+  for (const char* url : {"redis://", "rediss://cache:6380/0"}) {
+    EXPECT_THAT(Problems(std::string(kRoutes) + R"(
+tenancy:
+  store: {kind: redis_postgres, redis_url: ")" +
+                         url + R"(", postgres_url_env: PG_DSN}
+)"),
+                ElementsAre(HasSubstr("tenancy.store.redis_url: ")))
+        << url;
+  }
 }
 
 TEST(TenancyConfigTest, AKeyPastedAsAHashIsNeverEchoed) {
