@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark of terse, one after the other, each printing its own figures (`make bench`):
 # the gateway's pass-through overhead (sharing the cores with the load, then on a core of its
-# own; `SHIELD=1 make bench`, as root, keeps the machine's other tasks off that core), target-token counting, the scoring LM, the compressor, and compression through the
+# own; `SHIELD=1 make bench`, as root, keeps the machine's other tasks off that core), target-token counting, the tenancy stores, the scoring LM, the compressor, and compression through the
 # gateway when those are present. A benchmark that fails is reported and the others still run;
 # the exit code says whether all of them passed.
 set -uo pipefail
@@ -38,7 +38,7 @@ if [[ -x $BUILD_DIR/proxy/terse ]]; then
 else
   skip gateway "no $BUILD_DIR/proxy/terse"
 fi
-for bench in json_bench target_tokenizer_bench language_model_bench compressor_bench; do
+for bench in json_bench target_tokenizer_bench tenancy_store_bench language_model_bench compressor_bench; do
   if [[ -x $BUILD_DIR/bench/$bench ]]; then
     run "$bench" "$BUILD_DIR/bench/$bench"
   else
