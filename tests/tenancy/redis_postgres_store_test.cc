@@ -261,6 +261,82 @@ TEST_F(RedisPostgresStoreTest, PostgresDownRowsWaitInTheSpoolAndReplayOnce) {
   EXPECT_EQ(*store->ReplaySpool(), 0);
 }
 
+// Rows spooled by one replica are counted in Redis but not in the ledger yet; a counter another
+// replica builds meanwhile must count them, and the replay must not count them again.
+TEST_F(RedisPostgresStoreTest, ACounterBuiltWhileRowsWaitCountsThemOnce) {
+  absl::StatusOr<testing::ReplicaServers> servers = testing::StartReplicaServers();
+  ASSERT_THAT(servers, IsOk());
+  const RedisPostgresOptions options_a =
+      testing::ReplicaOptions(*servers, dir_.path() + "/a.jsonl");
+  std::unique_ptr<RedisPostgresStore> a = MustOpen(options_a);
+  std::unique_ptr<RedisPostgresStore> b =
+      MustOpen(testing::ReplicaOptions(*servers, dir_.path() + "/b.jsonl"));
+  ASSERT_TRUE(a && b);
+  const Limit day = Budget("acme", "", 100'000, Period::kDay);
+  const Limit week = Budget("acme", "", 100'000, Period::kWeek);  // built after the outage
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(MustAdmit(*a, testing::Admit(absl::StrCat("r", i), {day}, 1000, t0_)).admitted());
+  }
+  ASSERT_TRUE(MustSettle(*a, Row("r0", "acme", "k", t0_, 100)));
+  ASSERT_THAT(servers->postgres->Stop(), IsOk());
+  for (int i = 1; i < 5; ++i)
+    ASSERT_TRUE(MustSettle(*a, Row(absl::StrCat("r", i), "acme", "k", t0_, 10)));
+  a.reset();  // its rows wait in its spool file; nobody replays them yet
+  ASSERT_THAT(servers->postgres->Resume(), IsOk());
+
+  EXPECT_EQ(SpendOf(*b, week).settled, 140);  // 100 from the ledger, 40 pending
+  EXPECT_EQ(SpendOf(*b, day).settled, 140);
+  EXPECT_EQ(Total(*b).requests, 1);
+  a = MustOpen(options_a);
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(Eventually([&] { return a->SpooledRows() == 0; }));
+  EXPECT_EQ(Total(*b).requests, 5);
+  EXPECT_EQ(SpendOf(*b, week).settled, 140);
+  EXPECT_EQ(SpendOf(*a, day).settled, 140);
+  EXPECT_EQ(*servers->redis->Command({"HLEN", "terse:{acme}:pending"}), "0");
+  // A month counter built now comes from the ledger alone.
+  EXPECT_EQ(SpendOf(*a, Budget("acme", "", 100'000, Period::kMonth)).settled, 140);
+}
+
+// A commit that succeeded although the store saw it fail (the connection dropped on COMMIT):
+// the row is in the ledger and counted in Redis, and waits in the spool too. Its replay finds its
+// own token in the ledger and keeps it counted once.
+TEST_F(RedisPostgresStoreTest, AReplayRecognizesItsOwnCommit) {
+  testing::ReplicaServers* servers = testing::SharedReplicaServers();
+  ASSERT_NE(servers, nullptr);
+  const Limit day = Budget("acme", "", 100'000, Period::kDay);
+  std::unique_ptr<RedisPostgresStore> b =
+      MustOpen(testing::ReplicaOptions(*servers, dir_.path() + "/b.jsonl"));
+  ASSERT_NE(b, nullptr);
+  ASSERT_EQ(SpendOf(*b, day).settled, 0);  // the table and the counter exist
+  // The state the failed-looking settle left behind, made by hand.
+  const std::string path = dir_.path() + "/a.jsonl";
+  {
+    absl::StatusOr<std::unique_ptr<Spool>> spool = Spool::Open(path);
+    ASSERT_THAT(spool, IsOk());
+    ASSERT_THAT((*spool)->Add(Row("lost", "acme", "k", t0_, 70), "tok-lost"), IsOk());
+  }
+  const std::string time_us = absl::StrCat(absl::ToUnixMicros(t0_));
+  ASSERT_THAT(servers->postgres->Sql(absl::StrCat(
+                  "INSERT INTO terse_usage VALUES ('lost', ", time_us,
+                  ", 'acme', 'k', 'default', 'openai', 'gpt-4o', 0, 0, 0, 0, 70, 0, 0, 200, false, "
+                  "false, 'tok-lost')")),
+              IsOk());
+  const Window w = WindowAt(Period::kDay, absl::UTCTimeZone(), t0_);
+  const std::string counter = absl::StrCat("terse:{acme}:b:|", w.start_us, "|", w.end_us);
+  ASSERT_THAT(servers->redis->Command({"HINCRBY", counter, "settled", "70"}), IsOk());
+  ASSERT_THAT(servers->redis->Command({"HSET", "terse:{acme}:pending", "lost",
+                                       absl::StrCat("tok-lost|", time_us, "|k|70")}),
+              IsOk());
+
+  std::unique_ptr<RedisPostgresStore> a = MustOpen(testing::ReplicaOptions(*servers, path));
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(Eventually([&] { return a->SpooledRows() == 0; }));
+  EXPECT_EQ(SpendOf(*a, day).settled, 70);
+  EXPECT_EQ(Total(*a).requests, 1);
+  EXPECT_EQ(*servers->redis->Command({"HLEN", "terse:{acme}:pending"}), "0");
+}
+
 TEST_F(RedisPostgresStoreTest, RedisRestartedEmptyRebuildsCountersFromTheLedger) {
   absl::StatusOr<testing::ReplicaServers> servers = testing::StartReplicaServers();
   ASSERT_THAT(servers, IsOk());
