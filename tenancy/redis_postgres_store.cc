@@ -71,6 +71,12 @@ std::string NewToken() {
 // Epoch keys get the time they were made: only their presence matters.
 std::string Stamp() { return absl::StrCat(absl::ToUnixMicros(absl::Now())); }
 
+// Failures that waiting fixes; a row meeting one goes to the spool. Others are returned: the
+// spool would only replay them into the same error.
+bool Transient(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnavailable;
+}
+
 absl::Status Malformed(const char* script) {
   return absl::InternalError(absl::StrCat("redis: unexpected reply from the ", script, " script"));
 }
@@ -377,18 +383,25 @@ absl::StatusOr<bool> RedisPostgresStore::Settle(const UsageRow& row) {
   }
   const std::string token = NewToken();
   absl::StatusOr<HoldInfo> hold = ReadHold(r);
-  if (!hold.ok()) return SpoolRow(r, token, nullptr, hold.status());
+  if (!hold.ok()) {
+    if (!Transient(hold.status())) return hold.status();
+    return SpoolRow(r, token, nullptr, hold.status());
+  }
   if (!hold->text.empty()) r.time = hold->time;  // the row takes its admission's time
 
   std::optional<PostgresLedger::Transaction> tx;
   {
     absl::StatusOr<PostgresLedger::Transaction> begun =
         ledger_->Begin(r.tenant_id, PostgresLedger::Lock::kShared);
-    if (!begun.ok()) return SpoolRow(r, token, &*hold, begun.status());
+    if (!begun.ok()) {
+      if (!Transient(begun.status())) return begun.status();
+      return SpoolRow(r, token, &*hold, begun.status());
+    }
     tx.emplace(std::move(*begun));
   }
   absl::StatusOr<PostgresLedger::Transaction::Inserted> inserted = tx->Insert(r, token);
   if (!inserted.ok()) {
+    if (!Transient(inserted.status())) return inserted.status();
     tx.reset();
     return SpoolRow(r, token, &*hold, inserted.status());
   }
@@ -396,9 +409,11 @@ absl::StatusOr<bool> RedisPostgresStore::Settle(const UsageRow& row) {
   // Booked in Redis inside the transaction: no counter is installed between the two.
   if (absl::Status booked = Book(r, token, *hold); !booked.ok()) {
     tx.reset();  // rolled back; the script may have run, which the row's token will tell
+    if (!Transient(booked)) return booked;
     return SpoolRow(r, token, nullptr, booked);
   }
   if (absl::Status committed = tx->Commit(); !committed.ok()) {
+    // Transient or not, the commit may have happened: the spool's replay finds out.
     return SpoolRow(r, token, nullptr, committed);
   }
   // The ledger has it: no longer pending. A mark left behind is cleared by the next install.
@@ -419,24 +434,35 @@ absl::StatusOr<bool> RedisPostgresStore::SpoolRow(const UsageRow& row, const std
   return true;
 }
 
+absl::Status RedisPostgresStore::ReplayRow(const Spool::Entry& entry) {
+  const UsageRow& row = entry.row;
+  ASSIGN_OR_RETURN(PostgresLedger::Transaction tx,
+                   ledger_->Begin(row.tenant_id, PostgresLedger::Lock::kShared));
+  ASSIGN_OR_RETURN(const auto inserted, tx.Insert(row, entry.token, /*want_token=*/true));
+  const bool ours = !inserted.inserted && inserted.existing_token == entry.token;
+  ASSIGN_OR_RETURN(
+      const RedisValue created,
+      redis_->Eval(
+          redis_scripts::Replay(), {Prefix(row.tenant_id) + "epoch"},
+          {row.request_id, Stamp(), absl::StrCat(absl::ToUnixMicros(row.time)), row.key_id,
+           absl::StrCat(row.cost), entry.token, inserted.inserted ? "1" : "0", ours ? "1" : "0"}));
+  Register(row.tenant_id, Int(created) != 0);
+  RETURN_IF_ERROR(tx.Commit());
+  return spool_->Remove(row.request_id);
+}
+
 absl::StatusOr<int> RedisPostgresStore::ReplaySpool() {
   absl::MutexLock lock(&replay_mu_);
   int replayed = 0;
   for (const Spool::Entry& entry : spool_->Entries()) {
-    const UsageRow& row = entry.row;
-    ASSIGN_OR_RETURN(PostgresLedger::Transaction tx,
-                     ledger_->Begin(row.tenant_id, PostgresLedger::Lock::kShared));
-    ASSIGN_OR_RETURN(const auto inserted, tx.Insert(row, entry.token, /*want_token=*/true));
-    const bool ours = !inserted.inserted && inserted.existing_token == entry.token;
-    ASSIGN_OR_RETURN(
-        const RedisValue created,
-        redis_->Eval(redis_scripts::Replay(), {Prefix(row.tenant_id) + "epoch"},
-                     {row.request_id, Stamp(), absl::StrCat(absl::ToUnixMicros(row.time)),
-                      row.key_id, absl::StrCat(row.cost), entry.token,
-                      inserted.inserted ? "1" : "0", ours ? "1" : "0"}));
-    Register(row.tenant_id, Int(created) != 0);
-    RETURN_IF_ERROR(tx.Commit());
-    RETURN_IF_ERROR(spool_->Remove(row.request_id));
+    absl::Status status = ReplayRow(entry);
+    if (Transient(status)) return status;  // the rest waits for the next round
+    if (!status.ok()) {
+      // This row stays in the spool, and in the log; the others go on.
+      Log(absl::StrCat("tenancy store: spooled row ", entry.row.request_id,
+                       " cannot be written: ", status.message()));
+      continue;
+    }
     ++replayed;
   }
   if (replayed > 0 && spool_->size() == 0) {

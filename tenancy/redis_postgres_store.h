@@ -65,7 +65,8 @@ class RedisPostgresStore final : public Store {
   absl::StatusOr<Decision> Admit(const Admission& admission) override;
   // True once the row is committed to PostgreSQL or fsync'd to the spool. While PostgreSQL is
   // unreachable, a row booked before the outage cannot be told from a new one: its repeat
-  // returns true, and the replay drops it (and its cost from the counters).
+  // returns true, and the replay drops it (and its cost from the counters). A row PostgreSQL
+  // refuses for itself (not for being away) is an error, and nothing is booked.
   absl::StatusOr<bool> Settle(const UsageRow& row) override;
   absl::StatusOr<int> ExpireHolds(absl::Time now) override;
   absl::StatusOr<Spend> BudgetSpend(const Limit& budget, absl::Time now) override;
@@ -73,7 +74,8 @@ class RedisPostgresStore final : public Store {
   absl::StatusOr<std::vector<UsageBucket>> Usage(const UsageQuery& query) override;
 
   // Writes spooled rows to PostgreSQL now; how many. The replayer calls it every
-  // retry_interval while rows wait. An error stops it at the row that failed.
+  // retry_interval while rows wait. kUnavailable stops it at the row that met it; a row that
+  // fails otherwise stays in the spool, logged, and the others go on.
   absl::StatusOr<int> ReplaySpool();
   size_t SpooledRows() const { return spool_->size(); }
 
@@ -89,6 +91,7 @@ class RedisPostgresStore final : public Store {
   absl::Status Install(const std::string& tenant_id, const std::vector<CounterKey>& keys);
   absl::StatusOr<HoldInfo> ReadHold(const UsageRow& row);
   absl::Status Book(const UsageRow& row, const std::string& token, const HoldInfo& hold);
+  absl::Status ReplayRow(const Spool::Entry& entry);
   absl::StatusOr<bool> SpoolRow(const UsageRow& row, const std::string& token, const HoldInfo* hold,
                                 const absl::Status& why);
   // After a script reports that a tenant started afresh, or on its first use here.

@@ -416,6 +416,19 @@ TEST_F(RedisPostgresStoreTest, ATornSpoolLineIsCutOffAndTheRestReplays) {
   EXPECT_EQ(SpendOf(*store, Budget("acme", "", 1000, Period::kDay)).settled, 70);
 }
 
+TEST_F(RedisPostgresStoreTest, ARowPostgresRefusesIsAnErrorNotASpooledRow) {
+  testing::ReplicaServers* servers = testing::SharedReplicaServers();
+  ASSERT_NE(servers, nullptr);
+  std::unique_ptr<RedisPostgresStore> store =
+      MustOpen(testing::ReplicaOptions(*servers, dir_.path() + "/spool.jsonl"));
+  ASSERT_NE(store, nullptr);
+  UsageRow row = Row("bad", "acme", "k", t0_, 10);
+  row.model = "gpt-\xff";  // not UTF-8
+  EXPECT_THAT(store->Settle(row), StatusIs(absl::StatusCode::kInternal));
+  EXPECT_EQ(store->SpooledRows(), 0u);
+  EXPECT_EQ(SpendOf(*store, Budget("acme", "", 1000, Period::kDay)).settled, 0);
+}
+
 TEST_F(RedisPostgresStoreTest, KeysOfOneTenantShareOneHashTag) {
   testing::ReplicaServers* servers = testing::SharedReplicaServers();
   ASSERT_NE(servers, nullptr);
