@@ -312,9 +312,12 @@ struct HttpServer::Api final : HttpHandler {
       case Operation::kReady:
         if (stopping.load()) return SendJson(exchange, 503, Json{{"status", "shutting down"}});
         return SendJson(exchange, 200, Json{{"status", "ready"}});
+      // With tenancy on, these need a key too (the pipeline's calls check their own).
       case Operation::kListModels:
+        if (!KeyAccepted(request, exchange, entry->operation)) return;
         return SendJson(exchange, 200, pipeline.ListModels());
       case Operation::kMetrics:
+        if (!KeyAccepted(request, exchange, entry->operation)) return;
         return exchange.Respond(200, "text/plain; version=0.0.4; charset=utf-8", "",
                                 metrics.RenderPrometheus());
       case Operation::kChatCompletions:
@@ -323,6 +326,13 @@ struct HttpServer::Api final : HttpHandler {
       case Operation::kCompress:
         return StartCall(request, exchange, entry->operation);
     }
+  }
+
+  // False, having refused the request, unless its key is accepted (always without tenancy).
+  bool KeyAccepted(const HttpRequest& request, const HttpExchange& exchange, Operation operation) {
+    absl::Status key = pipeline.CheckKey(ApiKeyOf(request.headers));
+    if (!key.ok()) Refuse(request, exchange, key, OperationName(operation));
+    return key.ok();
   }
 
   void OnRefused(const absl::Status& error, const HttpRequest& request,
