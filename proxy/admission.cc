@@ -237,6 +237,66 @@ absl::Status Tenants::CheckKey(std::string_view api_key) const {
   return who.status();
 }
 
+void Tenants::Usage(UsageRequest request,
+                    absl::AnyInvocable<void(absl::StatusOr<Json>) &&> done) const {
+  std::shared_ptr<const tenancy::Tenancy> policy = state_->Current();
+  std::optional<tenancy::Principal> who;
+  if (state_->admin_key.empty() || !SameSecret(request.api_key, state_->admin_key)) {
+    absl::StatusOr<tenancy::Principal> tenant = policy->Authenticate(request.api_key);
+    if (!tenant.ok()) return std::move(done)(tenant.status());
+    if (!request.tenant.empty() && request.tenant != tenant->tenant_id()) {
+      return std::move(done)(MakeError(absl::StatusCode::kPermissionDenied,
+                                       "A tenant's key reads its own tenant's usage only.",
+                                       {.http_status = 403}));
+    }
+    request.tenant = tenant->tenant_id();
+    who = *tenant;
+  } else if (request.tenant.empty()) {
+    return std::move(done)(
+        InvalidRequest("The admin key reads a tenant's usage: add ?tenant=ID.", "tenant"));
+  }
+  state_->Enqueue([state = state_.get(), policy = std::move(policy), who,
+                   request = std::move(request), done = std::move(done)]() mutable {
+    tenancy::UsageQuery query{.tenant_id = request.tenant,
+                              .from = request.from,
+                              .to = request.to,
+                              .group_by = request.group_by};
+    absl::StatusOr<std::vector<tenancy::UsageBucket>> buckets = state->store->Usage(query);
+    if (!buckets.ok()) return std::move(done)(buckets.status());
+    Json data = Json::array();
+    for (const tenancy::UsageBucket& b : *buckets) {
+      data.push_back({{"group", b.group},
+                      {"requests", b.requests},
+                      {"original_prompt_tokens", b.original_prompt_tokens},
+                      {"sent_prompt_tokens", b.sent_prompt_tokens},
+                      {"completion_tokens", b.completion_tokens},
+                      {"cached_tokens", b.cached_tokens},
+                      {"cost_usd", FormatUsd(b.cost)},
+                      {"savings_usd", FormatUsd(b.savings)}});
+    }
+    Json body = {{"object", "terse.usage"}, {"tenant", request.tenant}, {"data", std::move(data)}};
+    if (who.has_value()) {
+      Json budgets = Json::array();
+      const absl::Time now = absl::Now();
+      for (const Limit& limit : policy->LimitsOf(*who)) {
+        if (limit.kind != Limit::Kind::kBudget) continue;
+        absl::StatusOr<tenancy::Spend> spend = state->store->BudgetSpend(limit, now);
+        if (!spend.ok()) return std::move(done)(spend.status());
+        budgets.push_back(
+            {{"name", limit.name},
+             {"period", tenancy::PeriodName(limit.period)},
+             {"shadow", limit.shadow},
+             {"limit_usd", FormatUsd(limit.amount)},
+             {"spent_usd", FormatUsd(spend->settled)},
+             {"held_usd", FormatUsd(spend->held)},
+             {"remaining_usd", FormatUsd(limit.amount - spend->settled - spend->held)}});
+      }
+      body["budgets"] = std::move(budgets);
+    }
+    std::move(done)(std::move(body));
+  });
+}
+
 tenancy::Store& Tenants::store() const { return *state_->store; }
 
 // ---- TenantCall

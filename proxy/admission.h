@@ -47,6 +47,20 @@ class Tenants {
   // face answers itself (/metrics, /v1/models) ask. Errors as tenancy::Tenancy::Authenticate.
   absl::Status CheckKey(std::string_view api_key) const;
 
+  // What GET /v1/terse/usage asks: the ledger's rows in [from, to), grouped.
+  struct UsageRequest {
+    std::string api_key;
+    std::string tenant;  // with the admin key: whose; with a tenant's key: empty or its own
+    absl::Time from = absl::InfinitePast();
+    absl::Time to = absl::InfiniteFuture();
+    tenancy::GroupBy group_by = tenancy::GroupBy::kNone;
+  };
+  // The usage of the caller's tenant (the admin key's: `tenant`'s), and with a tenant's key the
+  // budgets that apply to it, read off the calling thread; `done` then gets the JSON body, on
+  // another thread. Errors: the key's, 400 for the admin key without a tenant, 403 for another
+  // tenant's usage, the store's.
+  void Usage(UsageRequest request, absl::AnyInvocable<void(absl::StatusOr<Json>) &&> done) const;
+
   tenancy::Store& store() const;
 
   struct State;

@@ -513,8 +513,9 @@ void CallState::Complete(absl::Status status, absl::Time end) {
   // asked for one, and in gRPC's trailers.
   if (tenant_.admitted()) {
     std::vector<std::pair<std::string, std::string>> settled = tenant_.SettledFields();
-    if (!stream_ && status.ok())
+    if (!stream_ && status.ok()) {
       head_.headers.insert(head_.headers.end(), settled.begin(), settled.end());
+    }
     if (usage_chunk_.has_value() && status.ok()) {
       usage_chunk_->SetMember("terse", tenant_.SettledJson());
       if (!stream_started_) responder_->StartStream(head_);
@@ -603,6 +604,16 @@ std::unique_ptr<PipelineCall> Pipeline::Handle(CallInfo info, json::WireJson bod
 absl::Status Pipeline::CheckKey(std::string_view api_key) const {
   if (state_->tenants == nullptr) return absl::OkStatus();
   return state_->tenants->CheckKey(api_key);
+}
+
+void Pipeline::Usage(Tenants::UsageRequest request,
+                     absl::AnyInvocable<void(absl::StatusOr<Json>) &&> done) const {
+  if (state_->tenants == nullptr) {
+    return std::move(done)(MakeError(absl::StatusCode::kNotFound,
+                                     "Usage is kept only when tenancy is configured.",
+                                     {.http_status = 404}));
+  }
+  state_->tenants->Usage(std::move(request), std::move(done));
 }
 
 Json Pipeline::ListModels() const {

@@ -18,6 +18,7 @@
 #include "base/json.h"
 #include "config/config.h"
 #include "json/wire_json.h"
+#include "proxy/admission.h"
 #include "proxy/operation.h"
 #include "terse/v1/config.pb.h"
 #include "terse/v1/gateway.pb.h"
@@ -29,7 +30,6 @@ class ProviderSet;
 namespace terse::proxy {
 
 class Metrics;
-class Tenants;
 
 // What a face knows about one call besides its body.
 struct CallInfo {
@@ -122,6 +122,9 @@ class Pipeline {
   // For what a face answers itself (/metrics, models): OK without tenancy, else for a live
   // tenant key or the admin key; errors as a call's authentication.
   absl::Status CheckKey(std::string_view api_key) const;
+  // GET /v1/terse/usage (admission.h, Tenants::Usage); 404 without tenancy.
+  void Usage(Tenants::UsageRequest request,
+             absl::AnyInvocable<void(absl::StatusOr<Json>) &&> done) const;
 
  private:
   struct State;

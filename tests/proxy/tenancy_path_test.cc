@@ -279,6 +279,34 @@ TEST(TenancyPathTest, AnAdmittedReplyCarriesLimitsAndItsBookedCost) {
   EXPECT_THAT(metrics, ::testing::Not(HasSubstr(gateway.key.text)));
 }
 
+TEST(TenancyPathTest, UsageReadsTheLedgerWithSavingsAndBudgets) {
+  TenantGateway gateway;
+  gateway.upstream.SetDefaultReply(FakeReply{.body = CostlyAnswer()});
+  ASSERT_EQ(gateway.Post("/v1/chat/completions", Chat("gpt-x"), gateway.key.text)->status, 200);
+
+  auto own = gateway.Get("/v1/terse/usage?group_by=model&from=2020-01-01", gateway.key.text);
+  ASSERT_TRUE(own.has_value());
+  ASSERT_EQ(own->status, 200) << own->body;
+  const Json body = own->JsonBody();
+  EXPECT_EQ(body["tenant"], "acme");
+  ASSERT_EQ(body["data"].size(), 1u);
+  EXPECT_EQ(body["data"][0]["group"], "gpt-x");
+  EXPECT_EQ(body["data"][0]["requests"], 1);
+  EXPECT_EQ(body["data"][0]["cost_usd"], "0.100000");
+  EXPECT_EQ(body["data"][0]["savings_usd"], "0.000000");
+  ASSERT_EQ(body["budgets"].size(), 1u);
+  EXPECT_EQ(body["budgets"][0]["remaining_usd"], "0.900000");
+
+  EXPECT_EQ(gateway.Get("/v1/terse/usage", "")->status, 401);
+  EXPECT_EQ(gateway.Get("/v1/terse/usage?tenant=globex", gateway.key.text)->status, 403);
+  EXPECT_EQ(gateway.Get("/v1/terse/usage", kAdminKey)->status, 400);
+  EXPECT_EQ(gateway.Get("/v1/terse/usage?group_by=week", gateway.key.text)->status, 400);
+  auto admin = gateway.Get("/v1/terse/usage?tenant=acme&to=2999-01-01T00%3A00%3A00Z", kAdminKey);
+  ASSERT_TRUE(admin.has_value());
+  ASSERT_EQ(admin->status, 200) << admin->body;
+  EXPECT_EQ(admin->JsonBody()["data"][0]["requests"], 1);
+}
+
 // The echo provider's usage is booked like any upstream's.
 TEST(TenancyPathTest, EchoUsageIsBooked) {
   TenantGateway gateway;
