@@ -77,7 +77,7 @@ constexpr Subcommand kSubcommands[] = {
      "compress a prompt from stdin as a route would (--help for every flag)", RunCompress},
     {"eval", "eval [--families LIST] [--items N] [--rates LIST] [--json FILE] [--svg FILE]",
      "measure what compression keeps, per task family and rate (--help for every flag)", RunEval},
-    {"keygen", "keygen [--tenant ID] [--name LABEL]",
+    {"keygen", "keygen [--tenant ID] [--name LABEL] [--env]",
      "make a tenant API key: prints the key once, and the config entry with its hash", RunKeygen},
     {"version", "version", "print the version", RunVersion},
     {"help", "help", "print this help", RunHelp},
@@ -118,15 +118,19 @@ int RunEval(const Args& args) {
 }
 
 // The key is shown here once; the config keeps only its hash. Only the public id appears
-// anywhere else.
+// anywhere else. `--env` prints shell exports instead (TERSE_KEY, TERSE_KEY_ID, TERSE_KEY_HASH),
+// for config/examples/tenants.yaml.
 int RunKeygen(const Args& args) {
   std::string tenant = "TENANT", name;
+  bool env = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const bool has_value = i + 1 < args.size();
     if (args[i] == "--tenant" && has_value) {
       tenant = std::string(args[++i]);
     } else if (args[i] == "--name" && has_value) {
       name = std::string(args[++i]);
+    } else if (args[i] == "--env") {
+      env = true;
     } else {
       std::fprintf(stderr, "terse keygen: unknown or incomplete flag %s\n",
                    std::string(args[i]).c_str());
@@ -137,6 +141,11 @@ int RunKeygen(const Args& args) {
   if (!key.ok()) {
     std::fprintf(stderr, "terse keygen: %s\n", std::string(key.status().message()).c_str());
     return kExitFailure;
+  }
+  if (env) {
+    std::printf("export TERSE_KEY='%s' TERSE_KEY_ID='%s' TERSE_KEY_HASH='%s'\n", key->text.c_str(),
+                key->id.c_str(), key->hash.c_str());
+    return kExitOk;
   }
   std::printf(
       "key (give it to its owner; it is not stored and cannot be shown again):\n  %s\n\n"
