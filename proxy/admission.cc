@@ -24,9 +24,10 @@ namespace {
 using tenancy::Limit;
 using tenancy::Micros;
 
-// Settlements wait on the store (SQLite: a group commit's fsync); this many wait at once, and
-// share one commit.
-constexpr int kSettleThreads = 32;
+// Settlements that wait on the store (SQLite: until their row's group commit is durable); this
+// many wait at once and share a commit. More waiters make the SQLite store's mutex slower for
+// everyone (its waiters share it), so more threads do not mean more settlements.
+constexpr int kSettleThreads = 16;
 
 // Each message's framing in OpenAI's chat format, and the reply's priming (the tokens OpenAI
 // bills beyond the text).
@@ -51,8 +52,12 @@ int64_t IntMember(const Json& body, const char* name) {
 // ---- Tenants
 
 struct Tenants::State {
-  State(Metrics& metrics, std::unique_ptr<tenancy::Store> store, std::string admin_key)
-      : metrics(metrics), store(std::move(store)), admin_key(std::move(admin_key)) {}
+  State(Metrics& metrics, std::unique_ptr<tenancy::Store> store, bool settle_inline,
+        std::string admin_key)
+      : metrics(metrics),
+        store(std::move(store)),
+        settle_inline(settle_inline),
+        admin_key(std::move(admin_key)) {}
 
   // Counts `text` in the tokens `model` is billed in; about 4 bytes a token when no rank file
   // can be loaded (logged once).
@@ -121,6 +126,7 @@ struct Tenants::State {
     return current;
   }
 
+  // Runs `job` on a settlement thread.
   void Enqueue(absl::AnyInvocable<void() &&> job) {
     absl::MutexLock lock(&mu);
     queue.push_back(std::move(job));
@@ -168,6 +174,8 @@ struct Tenants::State {
   // Constant after construction.
   Metrics& metrics;
   const std::unique_ptr<tenancy::Store> store;
+  // The store's Settle never waits (in memory): settle on the caller's thread, no hop.
+  const bool settle_inline;
   const std::string admin_key;  // empty: none
   Encoding cl100k_base;
   Encoding o200k_base;
@@ -190,7 +198,9 @@ absl::StatusOr<std::unique_ptr<Tenants>> Tenants::Open(const v1::Config& config,
   if (!section.admin_key_env().empty()) {
     if (const char* value = std::getenv(section.admin_key_env().c_str())) admin_key = value;
   }
-  auto state = std::make_unique<State>(metrics, *std::move(store), std::move(admin_key));
+  auto state = std::make_unique<State>(metrics, *std::move(store),
+                                       section.store().kind() == v1::TenancyStore::MEMORY,
+                                       std::move(admin_key));
   absl::StatusOr<std::unique_ptr<tenancy::Tenancy>> policy =
       tenancy::Tenancy::Create(section, *state->store);
   if (!policy.ok()) return policy.status();
@@ -455,7 +465,7 @@ void TenantCall::Settle(const CallEnd& end, absl::AnyInvocable<void() &&> then) 
     savings_ = tenancy::Savings(*price, outcome.original_prompt_tokens, outcome.sent_prompt_tokens,
                                 outcome.cache_lost_tokens);
   }
-  state_->Enqueue([this, outcome, then = std::move(then)]() mutable {
+  auto book = [this, outcome, then = std::move(then)]() mutable {
     absl::StatusOr<bool> booked = tenancy_->Settle(*principal_, request_, admitted_at_, outcome);
     const std::string& tenant = principal_->tenant_id();
     if (!booked.ok()) {
@@ -478,7 +488,9 @@ void TenantCall::Settle(const CallEnd& end, absl::AnyInvocable<void() &&> then) 
       if (budget_remaining_.has_value()) *budget_remaining_ += change;
     }
     std::move(then)();
-  });
+  };
+  if (state_->settle_inline) return book();
+  state_->Enqueue(std::move(book));
 }
 
 HeaderFields TenantCall::SettledFields() const {

@@ -108,8 +108,8 @@ class TenantCall {
                      bool stream, HeaderFields& headers);
   bool admitted() const { return admitted_.has_value(); }
 
-  // Books what the call used off the calling thread, then runs `then` on a settlement thread;
-  // runs `then` at once when nothing was admitted.
+  // Books what the call used, then runs `then`: on a settlement thread when the store's Settle
+  // waits for a disk (SQLite), else on this one; at once when nothing was admitted.
   void Settle(const CallEnd& end, absl::AnyInvocable<void() &&> then);
   // After Settle: x-terse-cost-usd, x-terse-savings-usd and x-terse-budget-remaining-usd (the
   // budget left after this call's booking); empty unless admitted.
