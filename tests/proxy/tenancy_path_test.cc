@@ -52,6 +52,7 @@ Json CostlyAnswer() {
 
 struct Settings {
   std::string limits = "{requests_per_minute: 1000, tokens_per_minute: 10000000}";
+  std::string tenancy_extra;               // more of the tenancy block
   std::string tenant_extra;                // more of tenant acme's block
   CompressionStep* compression = nullptr;  // default: the pass-through
 };
@@ -88,6 +89,8 @@ tenancy:
   prices:
     openai_compatible/*: {litellm_provider: openai_compatible, input_cost_per_token: 0, output_cost_per_token: 0.001}
     echo/*: {litellm_provider: echo, input_cost_per_token: 0.000001, output_cost_per_token: 0.000002}
+)",
+                                          settings.tenancy_extra, R"(
   tenants:
     - id: acme
       allowed_routes: [chat, echo]
@@ -189,9 +192,8 @@ tenancy:
 
 // Without max_tokens admission would reserve 1024 completion tokens: more than the budget.
 Json Chat(const std::string& model, const std::string& text = "hello there") {
-  return Json{{"model", model},
-              {"max_tokens", 100},
-              {"messages", {{{"role", "user"}, {"content", text}}}}};
+  return Json{
+      {"model", model}, {"max_tokens", 100}, {"messages", {{{"role", "user"}, {"content", text}}}}};
 }
 
 TEST(TenancyPathTest, KeysAreCheckedBeforeAnythingElse) {
@@ -466,6 +468,45 @@ TEST(TenancyPathTest, AClientThatLeavesMidStreamIsSettledAndReleasesItsHold) {
   EXPECT_GT(ledger.sent_prompt_tokens, 0);  // the prompt sent, as the upstream may bill it
   EXPECT_EQ(ledger.completion_tokens, 0);
   EXPECT_EQ(gateway.BudgetSpend().held, 0);
+}
+
+// A call admitted and never settled (its process would have died): its hold goes when its
+// lease ends.
+TEST(TenancyPathTest, AnUnsettledHoldExpires) {
+  TenantGateway gateway(Settings{.tenancy_extra = "  hold_lease_ms: 200\n"});
+  {
+    TenantCall call(gateway.tenants.get());
+    ASSERT_THAT(call.Authenticate(gateway.key.text), IsOk());
+    tenancy::RequestInfo request{
+        .route = "chat", .provider = "openai_compatible", .model = "gpt-x"};
+    HeaderFields headers;
+    ASSERT_THAT(call.Admit(Operation::kChatCompletions, Chat("gpt-x"), v1::CompressionReport(),
+                           request, /*stream=*/false, headers),
+                IsOk());
+    EXPECT_EQ(gateway.BudgetSpend().held, 100'000);
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (gateway.BudgetSpend().held != 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(gateway.BudgetSpend().held, 0);
+  EXPECT_EQ(gateway.Ledger().requests, 0);
+}
+
+// A reload builds a new policy over the same store: a key revoked by it is refused from then on,
+// and what was booked stays booked.
+TEST(TenancyPathTest, AReloadKeepsTheStore) {
+  TenantGateway gateway;
+  gateway.upstream.SetDefaultReply(FakeReply{.body = CostlyAnswer()});
+  ASSERT_EQ(gateway.Post("/v1/chat/completions", Chat("gpt-x"), gateway.key.text)->status, 200);
+  v1::Config revoked = gateway.config->proto();
+  revoked.mutable_tenancy()->mutable_tenants(0)->mutable_keys(0)->set_revoked(true);
+  ASSERT_THAT(gateway.tenants->Reload(revoked), IsOk());
+  EXPECT_EQ(gateway.Post("/v1/chat/completions", Chat("gpt-x"), gateway.key.text)->status, 401);
+  EXPECT_EQ(gateway.BudgetSpend().settled, 100'000);
+  v1::Config off = revoked;
+  off.clear_tenancy();
+  EXPECT_FALSE(gateway.tenants->Reload(off).ok());
 }
 
 std::unique_ptr<grpc::ClientContext> GrpcContext(const std::string& key) {
