@@ -180,6 +180,21 @@ absl::StatusOr<Tenants::UsageRequest> ParseUsageRequest(const HttpRequest& reque
   return usage;
 }
 
+// A request answered by the face itself with `error`: counted and logged. Thread-safe.
+void CountRefusal(Metrics& metrics, std::string_view request_id, absl::Time received,
+                  const absl::Status& error, std::string_view operation) {
+  const ErrorDetail detail = DetailOf(error);
+  const absl::Duration latency = absl::Now() - received;
+  metrics.RecordRequest("", operation, detail.http_status, latency);
+  metrics.RecordError("", operation, detail.type);
+  LogAccess({.request_id = request_id,
+             .face = Face::kHttp,
+             .operation = operation,
+             .http_status = detail.http_status,
+             .latency = latency,
+             .status = error});
+}
+
 // A JSON answer made on another thread, delivered on the connection's.
 class JsonDelivery final : public HttpDelivery {
  public:
@@ -411,9 +426,16 @@ struct HttpServer::Api final : HttpHandler {
       case Operation::kUsage: {
         absl::StatusOr<Tenants::UsageRequest> usage = ParseUsageRequest(request);
         if (!usage.ok()) return Refuse(request, exchange, usage.status(), "other");
-        return pipeline.Usage(*std::move(usage), [exchange](absl::StatusOr<Json> body) {
-          exchange.Schedule(std::make_shared<JsonDelivery>(exchange, std::move(body)));
-        });
+        // A refusal is counted and logged as the face's others are, from whichever thread (the
+        // metrics outlive the server; this Api may not).
+        return pipeline.Usage(
+            *std::move(usage), [&metrics = metrics, exchange, request_id = request.request_id,
+                                received = request.received](absl::StatusOr<Json> body) {
+              if (!body.ok()) {
+                CountRefusal(metrics, request_id, received, body.status(), "other");
+              }
+              exchange.Schedule(std::make_shared<JsonDelivery>(exchange, std::move(body)));
+            });
       }
       case Operation::kChatCompletions:
       case Operation::kCompletions:
@@ -470,16 +492,7 @@ struct HttpServer::Api final : HttpHandler {
   // An error the face answers itself (the request never reached the pipeline): counted here.
   void Refuse(const HttpRequest& request, const HttpExchange& exchange, const absl::Status& error,
               std::string_view operation, std::string_view allow = {}) {
-    const ErrorDetail detail = DetailOf(error);
-    const absl::Duration latency = absl::Now() - request.received;
-    metrics.RecordRequest("", operation, detail.http_status, latency);
-    metrics.RecordError("", operation, detail.type);
-    LogAccess({.request_id = request.request_id,
-               .face = Face::kHttp,
-               .operation = operation,
-               .http_status = detail.http_status,
-               .latency = latency,
-               .status = error});
+    CountRefusal(metrics, request.request_id, request.received, error, operation);
     SendError(exchange, error, allow);
   }
 
