@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every benchmark of terse, one after the other, each printing its own figures (`make bench`):
 # the gateway's pass-through overhead (sharing the cores with the load, then on a core of its
-# own; `SHIELD=1 make bench`, as root, keeps the machine's other tasks off that core), target-token counting, the tenancy stores, the scoring LM, the compressor, and compression through the
+# own, and what tenancy adds to it; `SHIELD=1 make bench`, as root, keeps the machine's other
+# tasks off that core), target-token counting, the tenancy stores, the scoring LM, the compressor,
+# and compression through the
 # gateway when those are present. A benchmark that fails is reported and the others still run;
 # the exit code says whether all of them passed.
 set -uo pipefail
@@ -35,6 +37,7 @@ if [[ -x $BUILD_DIR/proxy/terse ]]; then
   if (($(nproc) >= 2)); then
     run "gateway, pinned" env TERSE="$BUILD_DIR/proxy/terse" PIN=1 bash bench/gateway/run.sh
   fi
+  run "tenancy off/on" env TERSE="$BUILD_DIR/proxy/terse" bash bench/tenancy/run.sh
 else
   skip gateway "no $BUILD_DIR/proxy/terse"
 fi

@@ -27,6 +27,11 @@ void LogAccess(const AccessLogEntry& entry) {
     line["model"] = call->model;
     line["upstream_model"] = call->upstream_model;
     line["stream"] = call->stream;
+    if (!call->tenant.empty()) {
+      line["tenant"] = call->tenant;
+      line["key"] = call->key;
+    }
+    if (!call->ledger_id.empty()) line["ledger_id"] = call->ledger_id;
   }
   line["status"] = entry.http_status;
   line["latency_ms"] = Milliseconds(entry.latency);

@@ -34,6 +34,10 @@ struct AccessLogEntry {
     std::optional<absl::Duration> first_byte;
     std::optional<UsageRecord> usage;
     const v1::CompressionReport* compression = nullptr;  // its counts when it was applied
+    // A tenant's call: the tenant's and key's public ids, and its usage ledger row's id.
+    std::string_view tenant;
+    std::string_view key;
+    std::string_view ledger_id;
   };
   std::optional<Call> call;
 };

@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -100,10 +101,17 @@ void AddResponseHeaders(grpc::CallbackServerContext& ctx, const ResponseHead& he
   }
 }
 
-// The gRPC status of a finished call. An error also carries the error table's OpenAI `type` and
-// `code` and whether a retry can help, as trailing metadata (the status code alone cannot tell a
-// rate limit from a spent budget). Must run before Finish.
-grpc::Status FinishStatus(grpc::CallbackServerContext& ctx, const absl::Status& status) {
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+// The gRPC status of a finished call, with `trailers` (a tenant's booked cost) as trailing
+// metadata. An error also carries the error table's OpenAI `type` and `code` and whether a retry
+// can help (the status code alone cannot tell a rate limit from a spent budget). Must run before
+// Finish.
+grpc::Status FinishStatus(grpc::CallbackServerContext& ctx, const absl::Status& status,
+                          const Fields& trailers = {}) {
+  for (const auto& [name, value] : trailers) {
+    if (IsValidResponseMetadata(name, value)) ctx.AddTrailingMetadata(name, value);
+  }
   if (!status.ok()) {
     ErrorDetail detail = DetailOf(status);
     ctx.AddTrailingMetadata("x-terse-error-type", detail.type);
@@ -125,6 +133,10 @@ class CallState : public Responder {
   }
   // From OnCancel: the client is gone or the deadline passed.
   virtual void ClientCancelled() = 0;
+  void Trailers(Fields fields) override {
+    absl::MutexLock lock(&mu_);
+    trailers_ = std::move(fields);
+  }
   // From OnDone: drops the pipeline call, which may hold this responder (breaks the cycle).
   void Detach() {
     std::unique_ptr<PipelineCall> call;
@@ -146,6 +158,7 @@ class CallState : public Responder {
   }
 
   absl::Mutex mu_;
+  Fields trailers_ ABSL_GUARDED_BY(mu_);  // set before the terminal call
 
  private:
   // Set after Pipeline::Handle returns; dropped by Detach.
@@ -168,6 +181,7 @@ class UnaryState final : public CallState {
 
   void Reply(const ResponseHead& head, json::WireJson body) override {
     absl::StatusOr<Response> decoded = decode_(head, body.json());
+    Fields trailers;
     {
       absl::MutexLock lock(&mu_);
       if (finished_) return;
@@ -176,8 +190,9 @@ class UnaryState final : public CallState {
         *response_ = *std::move(decoded);
         AddResponseHeaders(*ctx_, head);
       }
+      trailers = std::move(trailers_);
     }
-    reactor_->Finish(FinishStatus(*ctx_, decoded.status()));
+    reactor_->Finish(FinishStatus(*ctx_, decoded.status(), trailers));
   }
   void StartStream(const ResponseHead&) override {
     Finish(absl::InternalError("the pipeline streamed the answer to a unary call"));
@@ -196,12 +211,14 @@ class UnaryState final : public CallState {
 
  private:
   void Finish(const absl::Status& status) {
+    Fields trailers;
     {
       absl::MutexLock lock(&mu_);
       if (finished_) return;
       finished_ = true;
+      trailers = std::move(trailers_);
     }
-    reactor_->Finish(FinishStatus(*ctx_, status));
+    reactor_->Finish(FinishStatus(*ctx_, status, trailers));
   }
 
   // Constant after Bind; valid until Finish.
@@ -339,6 +356,7 @@ class StreamState final : public CallState {
     }
     if (ended_) {
       finished_ = true;
+      finish_trailers_ = std::move(trailers_);
       return Action::kFinish;
     }
     return Action::kNone;
@@ -350,7 +368,7 @@ class StreamState final : public CallState {
     if (action == Action::kWrite) {
       reactor_->StartWrite(&in_flight_);
     } else if (action == Action::kFinish) {
-      reactor_->Finish(FinishStatus(*ctx_, end_status_));
+      reactor_->Finish(FinishStatus(*ctx_, end_status_, finish_trailers_));
     }
   }
 
@@ -365,6 +383,7 @@ class StreamState final : public CallState {
   bool report_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;     // no more chunks will be accepted
   absl::Status end_status_;                     // set once with ended_; read by the finisher
+  Fields finish_trailers_;                      // set once with finished_; read by the finisher
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Finish called
 };
 
@@ -422,8 +441,12 @@ class GatewayService final : public v1::Gateway::CallbackService {
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
                                        const v1::ListModelsRequest* request,
                                        v1::ListModelsResponse* response) override {
-    ReadCallInfo(*ctx, Operation::kListModels);  // echoes x-request-id
+    CallInfo info = ReadCallInfo(*ctx, Operation::kListModels);  // echoes x-request-id
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    if (absl::Status key = pipeline_.CheckKey(info.api_key); !key.ok()) {
+      reactor->Finish(FinishStatus(*ctx, key));
+      return reactor;
+    }
     absl::StatusOr<v1::ListModelsResponse> models = ListModelsFromJson(pipeline_.ListModels());
     if (models.ok()) *response = *std::move(models);
     reactor->Finish(FinishStatus(*ctx, models.status()));

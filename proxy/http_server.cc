@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <optional>
 #include <span>
@@ -50,6 +51,7 @@ constexpr RouteEntry kRoutes[] = {
     {"/readyz", "GET", Operation::kReady},
     {"/metrics", "GET", Operation::kMetrics},
     {"/terse/compress", "POST", Operation::kCompress},
+    {"/terse/usage", "GET", Operation::kUsage},
 };
 
 // The path terse routes on: the target without its query and the optional /v1 prefix. Azure
@@ -109,6 +111,102 @@ std::string ApiKeyOf(const std::vector<std::pair<std::string, std::string>>& hea
   return key;
 }
 
+// The query of a target, `a=1&b=x%3Ay`, with its values percent-decoded.
+std::vector<std::pair<std::string, std::string>> QueryOf(std::string_view target) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const size_t q = target.find('?');
+  if (q == std::string_view::npos) return out;
+  auto decode = [](std::string_view s) {
+    std::string d;
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+          std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+        d += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+        i += 2;
+      } else {
+        d += s[i] == '+' ? ' ' : s[i];
+      }
+    }
+    return d;
+  };
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    std::string_view pair = rest.substr(0, rest.find('&'));
+    rest.remove_prefix(std::min(rest.size(), pair.size() + 1));
+    const size_t eq = pair.find('=');
+    out.emplace_back(decode(pair.substr(0, eq)),
+                     eq == std::string_view::npos ? "" : decode(pair.substr(eq + 1)));
+  }
+  return out;
+}
+
+// `YYYY-MM-DD` (a UTC day: its start, or with `day_end` the next day's) or RFC 3339.
+absl::StatusOr<absl::Time> ParseUsageTime(const std::string& text, bool day_end,
+                                          std::string_view param) {
+  absl::Time t;
+  std::string error;
+  if (absl::ParseTime("%Y-%m-%d", text, &t, &error)) return day_end ? t + absl::Hours(24) : t;
+  if (absl::ParseTime(absl::RFC3339_full, text, &t, &error)) return t;
+  return InvalidRequest(absl::StrCat(Av(param), " must be YYYY-MM-DD or RFC 3339"), param);
+}
+
+absl::StatusOr<Tenants::UsageRequest> ParseUsageRequest(const HttpRequest& request) {
+  Tenants::UsageRequest usage;
+  usage.api_key = ApiKeyOf(request.headers);
+  for (const auto& [name, value] : QueryOf(request.target)) {
+    if (name == "tenant") {
+      usage.tenant = value;
+    } else if (name == "from" || name == "to") {
+      absl::StatusOr<absl::Time> t = ParseUsageTime(value, name == "to", name);
+      if (!t.ok()) return t.status();
+      (name == "from" ? usage.from : usage.to) = *t;
+    } else if (name == "group_by") {
+      using tenancy::GroupBy;
+      if (value == "day") {
+        usage.group_by = GroupBy::kDay;
+      } else if (value == "model") {
+        usage.group_by = GroupBy::kModel;
+      } else if (value == "route") {
+        usage.group_by = GroupBy::kRoute;
+      } else if (value == "key") {
+        usage.group_by = GroupBy::kKey;
+      } else if (value != "none") {
+        return InvalidRequest("group_by must be none, day, model, route or key", "group_by");
+      }
+    } else {
+      return InvalidRequest(absl::StrCat("unknown parameter ", name), name);
+    }
+  }
+  return usage;
+}
+
+// A request answered by the face itself with `error`: counted and logged. Thread-safe.
+void CountRefusal(Metrics& metrics, std::string_view request_id, absl::Time received,
+                  const absl::Status& error, std::string_view operation) {
+  const ErrorDetail detail = DetailOf(error);
+  const absl::Duration latency = absl::Now() - received;
+  metrics.RecordRequest("", operation, detail.http_status, latency);
+  metrics.RecordError("", operation, detail.type);
+  LogAccess({.request_id = request_id,
+             .face = Face::kHttp,
+             .operation = operation,
+             .http_status = detail.http_status,
+             .latency = latency,
+             .status = error});
+}
+
+// A JSON answer made on another thread, delivered on the connection's.
+class JsonDelivery final : public HttpDelivery {
+ public:
+  JsonDelivery(HttpExchange exchange, absl::StatusOr<Json> body)
+      : exchange_(std::move(exchange)), body_(std::move(body)) {}
+  void Deliver() override;
+
+ private:
+  const HttpExchange exchange_;
+  const absl::StatusOr<Json> body_;
+};
+
 // ---- Response heads.
 
 // Header values that came from elsewhere must not be able to split the response.
@@ -163,6 +261,11 @@ void SendError(const HttpExchange& exchange, const absl::Status& status,
 
 void SendJson(const HttpExchange& exchange, int status, const Json& body) {
   exchange.Respond(status, "application/json", "", json::DumpJson(body));
+}
+
+void JsonDelivery::Deliver() {
+  if (!body_.ok()) return SendError(exchange_, body_.status());
+  SendJson(exchange_, 200, *body_);
 }
 
 // ---- The pipeline's answer.
@@ -312,17 +415,41 @@ struct HttpServer::Api final : HttpHandler {
       case Operation::kReady:
         if (stopping.load()) return SendJson(exchange, 503, Json{{"status", "shutting down"}});
         return SendJson(exchange, 200, Json{{"status", "ready"}});
+      // With tenancy on, these need a key too (the pipeline's calls check their own).
       case Operation::kListModels:
+        if (!KeyAccepted(request, exchange, entry->operation)) return;
         return SendJson(exchange, 200, pipeline.ListModels());
       case Operation::kMetrics:
+        if (!KeyAccepted(request, exchange, entry->operation)) return;
         return exchange.Respond(200, "text/plain; version=0.0.4; charset=utf-8", "",
                                 metrics.RenderPrometheus());
+      case Operation::kUsage: {
+        absl::StatusOr<Tenants::UsageRequest> usage = ParseUsageRequest(request);
+        if (!usage.ok()) return Refuse(request, exchange, usage.status(), "other");
+        // A refusal is counted and logged as the face's others are, from whichever thread (the
+        // metrics outlive the server; this Api may not).
+        return pipeline.Usage(
+            *std::move(usage), [&metrics = metrics, exchange, request_id = request.request_id,
+                                received = request.received](absl::StatusOr<Json> body) {
+              if (!body.ok()) {
+                CountRefusal(metrics, request_id, received, body.status(), "other");
+              }
+              exchange.Schedule(std::make_shared<JsonDelivery>(exchange, std::move(body)));
+            });
+      }
       case Operation::kChatCompletions:
       case Operation::kCompletions:
       case Operation::kEmbeddings:
       case Operation::kCompress:
         return StartCall(request, exchange, entry->operation);
     }
+  }
+
+  // False, having refused the request, unless its key is accepted (always without tenancy).
+  bool KeyAccepted(const HttpRequest& request, const HttpExchange& exchange, Operation operation) {
+    absl::Status key = pipeline.CheckKey(ApiKeyOf(request.headers));
+    if (!key.ok()) Refuse(request, exchange, key, OperationName(operation));
+    return key.ok();
   }
 
   void OnRefused(const absl::Status& error, const HttpRequest& request,
@@ -365,16 +492,7 @@ struct HttpServer::Api final : HttpHandler {
   // An error the face answers itself (the request never reached the pipeline): counted here.
   void Refuse(const HttpRequest& request, const HttpExchange& exchange, const absl::Status& error,
               std::string_view operation, std::string_view allow = {}) {
-    const ErrorDetail detail = DetailOf(error);
-    const absl::Duration latency = absl::Now() - request.received;
-    metrics.RecordRequest("", operation, detail.http_status, latency);
-    metrics.RecordError("", operation, detail.type);
-    LogAccess({.request_id = request.request_id,
-               .face = Face::kHttp,
-               .operation = operation,
-               .http_status = detail.http_status,
-               .latency = latency,
-               .status = error});
+    CountRefusal(metrics, request.request_id, request.received, error, operation);
     SendError(exchange, error, allow);
   }
 

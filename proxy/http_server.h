@@ -16,7 +16,7 @@
 namespace terse::proxy {
 
 // Routes: POST /v1/chat/completions, /v1/completions, /v1/embeddings, /terse/compress; GET
-// /v1/models, /healthz, /readyz, /metrics (the /v1 prefix is optional; Azure OpenAI's
+// /v1/models, /healthz, /readyz, /metrics, /terse/usage (the /v1 prefix is optional; Azure OpenAI's
 // `/openai/deployments/{name}/...` paths name the model). Anything else gets an OpenAI-shaped
 // 404, or 405 for a known path with the wrong method. Every response carries `x-request-id`.
 class HttpServer {

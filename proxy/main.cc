@@ -22,12 +22,14 @@
 #include "config/config.h"
 #include "eval/eval_command.h"
 #include "providers/provider_set.h"
+#include "proxy/admission.h"
 #include "proxy/compression_step.h"
 #include "proxy/grpc_server.h"
 #include "proxy/http_server.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/pipeline.h"
+#include "tenancy/keys.h"
 
 // jemalloc's start-up options, read when terse is linked with it (CMakeLists.txt) and unused with
 // glibc's malloc; MALLOC_CONF still overrides them. Each thread keeps freed blocks of up to
@@ -64,6 +66,7 @@ int RunVersion(const Args& args);
 int RunHelp(const Args& args);
 int RunCompress(const Args& args);
 int RunEval(const Args& args);
+int RunKeygen(const Args& args);
 
 // The subcommands. To add one (e.g. `compress`), declare its Run function and add a row here.
 constexpr Subcommand kSubcommands[] = {
@@ -74,6 +77,8 @@ constexpr Subcommand kSubcommands[] = {
      "compress a prompt from stdin as a route would (--help for every flag)", RunCompress},
     {"eval", "eval [--families LIST] [--items N] [--rates LIST] [--json FILE] [--svg FILE]",
      "measure what compression keeps, per task family and rate (--help for every flag)", RunEval},
+    {"keygen", "keygen [--tenant ID] [--name LABEL] [--env]",
+     "make a tenant API key: prints the key once, and the config entry with its hash", RunKeygen},
     {"version", "version", "print the version", RunVersion},
     {"help", "help", "print this help", RunHelp},
 };
@@ -112,12 +117,56 @@ int RunEval(const Args& args) {
   return eval::RunEvalCommand(argv, std::cout, std::cerr);
 }
 
-// The compression step the config asks for: the compressor when any route compresses or lets
-// requests ask for it, else the pass-through (no model loaded, faster start).
+// The key is shown here once; the config keeps only its hash. Only the public id appears
+// anywhere else. `--env` prints shell exports instead (TERSE_KEY, TERSE_KEY_ID, TERSE_KEY_HASH),
+// for config/examples/tenants.yaml.
+int RunKeygen(const Args& args) {
+  std::string tenant = "TENANT", name;
+  bool env = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const bool has_value = i + 1 < args.size();
+    if (args[i] == "--tenant" && has_value) {
+      tenant = std::string(args[++i]);
+    } else if (args[i] == "--name" && has_value) {
+      name = std::string(args[++i]);
+    } else if (args[i] == "--env") {
+      env = true;
+    } else {
+      std::fprintf(stderr, "terse keygen: unknown or incomplete flag %s\n",
+                   std::string(args[i]).c_str());
+      return kExitUsage;
+    }
+  }
+  absl::StatusOr<tenancy::GeneratedKey> key = tenancy::GenerateKey();
+  if (!key.ok()) {
+    std::fprintf(stderr, "terse keygen: %s\n", std::string(key.status().message()).c_str());
+    return kExitFailure;
+  }
+  if (env) {
+    std::printf("export TERSE_KEY='%s' TERSE_KEY_ID='%s' TERSE_KEY_HASH='%s'\n", key->text.c_str(),
+                key->id.c_str(), key->hash.c_str());
+    return kExitOk;
+  }
+  std::printf(
+      "key (give it to its owner; it is not stored and cannot be shown again):\n  %s\n\n"
+      "config entry, under tenancy.tenants[id: %s].keys:\n"
+      "  - {id: %s, hash: \"%s\"%s%s%s}\n",
+      key->text.c_str(), tenant.c_str(), key->id.c_str(), key->hash.c_str(),
+      name.empty() ? "" : ", name: \"", name.c_str(), name.empty() ? "" : "\"");
+  return kExitOk;
+}
+
+// The compression step the config asks for: the compressor when any route (or a tenant's
+// override) compresses or lets requests ask for it, else the pass-through (no model loaded,
+// faster start).
 absl::StatusOr<std::unique_ptr<CompressionStep>> MakeCompressionStep(const v1::Config& config) {
   bool needed = false;
   for (const v1::Route& route : config.routes()) {
     needed = needed || route.compression().enabled() || route.allow_overrides();
+  }
+  for (const v1::Tenant& tenant : config.tenancy().tenants()) {
+    const v1::TenantCompression& own = tenant.compression();
+    needed = needed || (own.has_enabled() && own.enabled()) || !own.policy().empty();
   }
   if (!needed) return std::make_unique<PassThroughCompression>();
   const v1::CompressorSettings& settings = config.compressor();
@@ -252,6 +301,15 @@ int RunServe(const Args& args) {
     return kExitFailure;
   }
   Metrics metrics;
+  // Before the pipeline, which may wait on its settlements as it goes.
+  absl::StatusOr<std::unique_ptr<Tenants>> tenants = Tenants::Open(config->proto(), metrics);
+  if (!tenants.ok()) {
+    LogJson(
+        LogLevel::kError,
+        Json{{"msg", "cannot set up tenancy"}, {"error", std::string(tenants.status().message())}},
+        /*always=*/true);
+    return kExitFailure;
+  }
   absl::StatusOr<std::unique_ptr<CompressionStep>> compression =
       MakeCompressionStep(config->proto());
   if (!compression.ok()) {
@@ -261,7 +319,7 @@ int RunServe(const Args& args) {
             /*always=*/true);
     return kExitFailure;
   }
-  Pipeline pipeline(config, **providers, **compression, metrics);
+  Pipeline pipeline(config, **providers, **compression, metrics, tenants->get());
 
   absl::StatusOr<std::unique_ptr<HttpServer>> http =
       HttpServer::Start(config->proto(), pipeline, metrics, &(*providers)->engine());

@@ -1,6 +1,7 @@
 // The gateway's metrics and their Prometheus text rendering.
 #include "proxy/metrics.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 
@@ -133,6 +134,21 @@ void RenderHistograms(std::string& out, std::string_view name, std::string_view 
 
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
+// Micro-dollars as USD.
+template <typename Value>
+void RenderUsd(std::string& out, std::string_view name, std::string_view type,
+               std::string_view help, const std::vector<std::string_view>& label_names,
+               const Family<std::atomic<Value>>& family) {
+  AppendHeader(out, name, type, help);
+  family.ForEach([&](const LabelValues& labels, const std::atomic<Value>& micros) {
+    out.append(name);
+    AppendLabels(out, label_names, labels);
+    absl::StrAppend(&out, " ",
+                    FormatDouble(static_cast<double>(micros.load(std::memory_order_relaxed)) / 1e6),
+                    "\n");
+  });
+}
+
 }  // namespace
 
 Histogram::Histogram(std::vector<double> bounds)
@@ -209,6 +225,25 @@ void Metrics::RecordCompressionFallback(std::string_view route) {
   compression_fallbacks_.Get({route}).fetch_add(1, std::memory_order_relaxed);
 }
 
+void Metrics::RecordTenantSettled(std::string_view tenant, int64_t cost_micros,
+                                  int64_t savings_micros, bool shed) {
+  const LabelView labels = {tenant};
+  tenant_spend_micros_.Get(labels).fetch_add(
+      static_cast<uint64_t>(std::max<int64_t>(0, cost_micros)), std::memory_order_relaxed);
+  tenant_savings_micros_.Get(labels).fetch_add(
+      static_cast<uint64_t>(std::max<int64_t>(0, savings_micros)), std::memory_order_relaxed);
+  if (shed) tenant_shed_.Get(labels).fetch_add(1, std::memory_order_relaxed);
+}
+
+void Metrics::RecordTenantRefusal(std::string_view tenant, std::string_view reason) {
+  tenant_refusals_.Get({tenant, reason}).fetch_add(1, std::memory_order_relaxed);
+}
+
+void Metrics::SetTenantBudgetRemaining(std::string_view tenant, std::string_view key,
+                                       std::string_view period, int64_t micros) {
+  tenant_budget_left_.Get({tenant, key, period}).store(micros, std::memory_order_relaxed);
+}
+
 std::string Metrics::RenderPrometheus() const {
   std::string out;
   out.reserve(8192);
@@ -270,6 +305,20 @@ std::string Metrics::RenderPrometheus() const {
   AppendHeader(out, "terse_compression_rate", "histogram",
                "Achieved rate: compressed tokens over original tokens.");
   AppendHistogram(out, "terse_compression_rate", {}, {}, compression_rate_);
+  RenderUsd(out, "terse_tenant_spend_usd_total", "counter",
+            "What the tenant's settled requests cost, at the price table's prices.", {"tenant"},
+            tenant_spend_micros_);
+  RenderUsd(out, "terse_tenant_savings_usd_total", "counter",
+            "What compression saved the tenant's settled requests.", {"tenant"},
+            tenant_savings_micros_);
+  RenderUsd(out, "terse_tenant_budget_remaining_usd", "gauge",
+            "What a budget of the tenant (key \"\": the whole tenant's) has left, as last seen.",
+            {"tenant", "key", "period"}, tenant_budget_left_);
+  RenderCounters(out, "terse_tenant_refusals_total", "Admissions refused, by tenant and reason.",
+                 {"tenant", "reason"}, tenant_refusals_);
+  RenderCounters(out, "terse_tenant_shed_total",
+                 "Settled requests of the tenant whose compression was skipped.", {"tenant"},
+                 tenant_shed_);
   return out;
 }
 

@@ -139,6 +139,18 @@ class Metrics {
   // A compression that failed or timed out, after which the request went out uncompressed.
   void RecordCompressionFallback(std::string_view route);
 
+  // Tenancy, by the tenant's public id. A settled request: its cost and compression's savings in
+  // micro-dollars (a negative saving counts as 0), and whether its compression was shed.
+  void RecordTenantSettled(std::string_view tenant, int64_t cost_micros, int64_t savings_micros,
+                           bool shed);
+  // A refused admission, by reason: forbidden, rate_limited, budget_exhausted, too_large,
+  // unpriced, store_error.
+  void RecordTenantRefusal(std::string_view tenant, std::string_view reason);
+  // What a budget (of the tenant, or of one key: `key` non-empty) has left as last seen, in
+  // micro-dollars; negative when a shadow budget is overspent.
+  void SetTenantBudgetRemaining(std::string_view tenant, std::string_view key,
+                                std::string_view period, int64_t micros);
+
   // The whole registry in the Prometheus text exposition format (version 0.0.4).
   std::string RenderPrometheus() const;
 
@@ -170,6 +182,12 @@ class Metrics {
   Family<Counter> compression_fallbacks_;     // route
   Histogram compression_seconds_;
   Histogram compression_rate_;  // compressed / original tokens
+
+  Family<Counter> tenant_spend_micros_;              // tenant
+  Family<Counter> tenant_savings_micros_;            // tenant
+  Family<Counter> tenant_shed_;                      // tenant
+  Family<Counter> tenant_refusals_;                  // tenant, reason
+  Family<std::atomic<int64_t>> tenant_budget_left_;  // tenant, key, period
 };
 
 }  // namespace terse::proxy

@@ -17,6 +17,7 @@ std::string_view OperationName(Operation operation) {
     case Operation::kHealth:
     case Operation::kReady:
     case Operation::kMetrics:
+    case Operation::kUsage:
       return "other";
   }
   return "other";

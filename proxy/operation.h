@@ -19,6 +19,7 @@ enum class Operation {
   kHealth,
   kReady,
   kMetrics,
+  kUsage,  // a tenant's usage ledger
 };
 
 // The label of an operation in metrics and logs: "chat_completions", "completions",

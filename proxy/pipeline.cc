@@ -1,6 +1,7 @@
-// The request's path: validate -> route -> admit -> compress -> forward -> relay -> book -> log.
-// Every call ends with exactly one terminal responder call (Reply, EndStream or Fail), also when
-// the face cancelled it, so a face can always release what it holds for the call.
+// The request's path: authenticate -> validate -> route -> authorize -> compress -> admit ->
+// forward -> relay -> settle -> log. Every call ends with exactly one terminal responder call
+// (Reply, EndStream or Fail), also when the face cancelled it, so a face can always release what
+// it holds for the call.
 #include "proxy/pipeline.h"
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include "providers/provider.h"
 #include "providers/provider_set.h"
 #include "proxy/access_log.h"
+#include "proxy/admission.h"
 #include "proxy/alignment_recorder.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
@@ -70,11 +72,12 @@ class CallState;
 // What every call shares: the parts the pipeline was built from, and the calls in flight.
 struct PipelineParts {
   PipelineParts(std::shared_ptr<const config::Config> config, providers::ProviderSet& providers,
-                CompressionStep& compression, Metrics& metrics)
+                CompressionStep& compression, Metrics& metrics, Tenants* tenants)
       : config(std::move(config)),
         providers(providers),
         compression(compression),
-        metrics(metrics) {
+        metrics(metrics),
+        tenants(tenants) {
     for (const v1::Route& route : this->config->proto().routes()) {
       if (!route.compression().record_alignment_pairs().empty()) {
         recorder = std::make_unique<AlignmentRecorder>();
@@ -88,6 +91,7 @@ struct PipelineParts {
   providers::ProviderSet& providers;
   CompressionStep& compression;
   Metrics& metrics;
+  Tenants* const tenants;  // null: no tenancy
   const int64_t created_unix = absl::ToUnixSeconds(absl::Now());
   // Null unless a route records alignment pairs; destroyed after the last call, writing the rest.
   std::unique_ptr<AlignmentRecorder> recorder;
@@ -109,7 +113,8 @@ class CallState : public std::enable_shared_from_this<CallState> {
         config_(pipeline.config),
         info_(std::move(info)),
         responder_(std::move(responder)),
-        start_(absl::Now()) {
+        start_(absl::Now()),
+        tenant_(pipeline.tenants) {
     pipeline_.metrics.AddInFlight(1);
     pipeline_.in_flight.fetch_add(1, std::memory_order_relaxed);
   }
@@ -129,12 +134,12 @@ class CallState : public std::enable_shared_from_this<CallState> {
   void OnCompressed(json::WireJson body, absl::StatusOr<CompressionStep::Result> result);
   // After compression (or its fallback): forwards, or for Operation::kCompress replies.
   void Proceed(json::WireJson body);
+  // Admits the call against its tenant's limits, then forwards it.
   void Forward(json::WireJson body);
-  // Ends the call once: metrics, booking, access log, then the terminal responder call.
+  // Ends the call once: settles what a tenant's call used (off this thread), then Complete.
   void Finish(absl::Status status);
-  // Usage and savings ledger (tenants issue): gets what the upstream reported and what
-  // compression saved; nothing to book into yet.
-  void Book(const std::optional<UsageRecord>& usage, const v1::CompressionReport& compression);
+  // Metrics, access log, then the terminal responder call.
+  void Complete(absl::Status status, absl::Time end);
   // Queues the original prompt and the answer for the route's alignment pairs file, if it has one.
   void RecordAlignmentPair();
 
@@ -154,8 +159,12 @@ class CallState : public std::enable_shared_from_this<CallState> {
   const std::shared_ptr<Responder> responder_;
   const absl::Time start_;
 
+  // Each step touches it in turn: Run, then Compress, Forward, and Finish.
+  TenantCall tenant_;
+
   // Set by Run before anything runs concurrently, then read-only.
-  const v1::Route* route_ = nullptr;  // points into config_
+  const v1::Route* route_ = nullptr;              // points into config_
+  const v1::Route* compression_route_ = nullptr;  // route_, or the tenant's copy of it
   std::string model_;
   std::string upstream_model_;
   bool stream_ = false;
@@ -169,6 +178,9 @@ class CallState : public std::enable_shared_from_this<CallState> {
   bool stream_started_ = false;
   std::optional<json::WireJson> response_;
   UsageReader usage_;
+  // A tenant's stream: the usage chunk, sent after settlement with the booked cost in it.
+  std::optional<json::WireJson> usage_chunk_;
+  bool shed_ = false;  // compression failed and the prompt went out as it was
   // Only on routes that record alignment pairs: the prompt before compression (set by Compress
   // before the step runs) and the streamed answer so far.
   std::optional<std::string> alignment_prompt_;
@@ -210,11 +222,14 @@ class CallHandle : public PipelineCall {
 };
 
 void CallState::Run(json::WireJson wire) {
+  if (absl::Status s = tenant_.Authenticate(info_.api_key); !s.ok()) return Finish(s);
   const Json& body = wire.json();
   if (absl::Status s = ValidateOpenAiRequest(info_.operation, body); !s.ok()) return Finish(s);
   model_ = body["model"].get<std::string>();
   route_ = config_->MatchRoute(model_);
   if (route_ == nullptr) return Finish(ModelNotFound(model_));
+  if (absl::Status s = tenant_.Authorize(RouteLabel(), model_); !s.ok()) return Finish(s);
+  compression_route_ = &tenant_.CompressionRoute(*config_, *route_);
   upstream_model_ = route_->upstream_model().empty() ? model_ : route_->upstream_model();
   if (info_.operation == Operation::kChatCompletions ||
       info_.operation == Operation::kCompletions) {
@@ -232,8 +247,8 @@ void CallState::Run(json::WireJson wire) {
 }
 
 absl::Status CallState::Admit() {
-  // Tenant quotas and rate limits join here (tenants issue). For now only the process-wide cap
-  // on concurrent calls, which counts this call too.
+  // The process-wide cap on concurrent calls, which counts this call too. A tenant's limits
+  // are checked once the prompt's size after compression is known (Forward).
   const uint32_t max_in_flight = config_->proto().limits().max_in_flight();
   if (max_in_flight > 0 &&
       pipeline_.in_flight.load(std::memory_order_relaxed) > static_cast<int64_t>(max_in_flight)) {
@@ -247,7 +262,7 @@ void CallState::Compress(json::WireJson body) {
   // does with them, so that no upstream sees them.
   std::optional<Json> overrides = body.Member("terse");
   if (overrides.has_value()) body.EraseMember("terse");
-  const v1::Compression& policy = route_->compression();
+  const v1::Compression& policy = compression_route_->compression();
   if (pipeline_.recorder != nullptr && !policy.record_alignment_pairs().empty()) {
     const Json& value = body.json();
     if (info_.operation == Operation::kChatCompletions) {
@@ -260,7 +275,8 @@ void CallState::Compress(json::WireJson body) {
     }
   }
   // Nothing to ask the step when the route can never compress.
-  if (!policy.enabled() && !route_->allow_overrides() && info_.operation != Operation::kCompress) {
+  if (!policy.enabled() && !compression_route_->allow_overrides() &&
+      info_.operation != Operation::kCompress) {
     head_.compression.set_applied(false);
     head_.compression.set_reason("compression is off for this route");
     return Forward(std::move(body));
@@ -273,7 +289,7 @@ void CallState::Compress(json::WireJson body) {
   if (!member.empty()) input.prompt = body.Member(member);
   input.overrides = std::move(overrides);
   input.model = upstream_model_;
-  pipeline_.compression.Compress(*route_, info_, std::move(input),
+  pipeline_.compression.Compress(*compression_route_, info_, std::move(input),
                                  [self = shared_from_this(), body = std::move(body)](
                                      absl::StatusOr<CompressionStep::Result> result) mutable {
                                    self->OnCompressed(std::move(body), std::move(result));
@@ -284,7 +300,7 @@ void CallState::OnCompressed(json::WireJson body, absl::StatusOr<CompressionStep
   if (IsCancelled()) return Finish(absl::CancelledError("cancelled"));
   if (!result.ok()) {
     // A bad override is the client's mistake, not a compressor failure: always an error.
-    if (route_->compression().on_error() == "fail" ||
+    if (compression_route_->compression().on_error() == "fail" ||
         result.status().code() == absl::StatusCode::kInvalidArgument) {
       return Finish(result.status());
     }
@@ -295,6 +311,7 @@ void CallState::OnCompressed(json::WireJson body, absl::StatusOr<CompressionStep
                                   {"error", std::string(result.status().message())}});
     head_.compression.set_applied(false);
     head_.compression.set_reason(std::string(result.status().message()));
+    shed_ = true;
     return Proceed(std::move(body));
   }
   const v1::CompressionReport& report = result->report;
@@ -320,6 +337,17 @@ void CallState::Proceed(json::WireJson body) {
 }
 
 void CallState::Forward(json::WireJson body) {
+  tenancy::RequestInfo admission;
+  admission.route = RouteLabel();
+  if (const v1::Provider* provider = config_->FindProvider(route_->provider())) {
+    admission.provider = std::string(tenancy::ProviderName(provider->kind()));
+  }
+  admission.model = upstream_model_;
+  if (absl::Status s = tenant_.Admit(info_.operation, body.json(), head_.compression,
+                                     std::move(admission), stream_, head_.headers);
+      !s.ok()) {
+    return Finish(s);
+  }
   providers::Request request;
   request.endpoint = EndpointOf(info_.operation);
   // An edit of a member, spliced into the client's text: the rest reaches the upstream as the
@@ -388,11 +416,18 @@ void CallState::OnChunks(std::span<json::WireJson> chunks) {
   size_t kept = 0;
   for (json::WireJson& chunk : chunks) {
     // Chunks without `usage` (most) go on as the text they arrived as, unparsed.
-    if (usage_.Read(chunk) && !client_wants_usage_) {
-      // The usage-only chunk exists because terse asked for it: the client never sees it.
+    if (usage_.Read(chunk)) {
+      // The usage-only chunk exists because terse asked for it: the client never sees it, unless
+      // it asked too; then a tenant's gets the booked cost once settled.
       std::optional<Json> choices = chunk.Member("choices");
-      if (choices.has_value() && choices->is_array() && choices->empty()) continue;
-      chunk.EraseMember("usage");
+      const bool usage_only = choices.has_value() && choices->is_array() && choices->empty();
+      if (!client_wants_usage_) {
+        if (usage_only) continue;
+        chunk.EraseMember("usage");
+      } else if (usage_only && tenant_.admitted()) {
+        usage_chunk_ = std::move(chunk);
+        continue;
+      }
     }
     if (alignment_prompt_.has_value()) alignment_answer_ += AlignmentAnswerText(chunk.json());
     if (&chunk != &chunks[kept]) chunks[kept] = std::move(chunk);
@@ -421,6 +456,22 @@ void CallState::Finish(absl::Status status) {
     if (cancelled_ && status.ok() && stream_) status = absl::CancelledError("cancelled");
   }
   const absl::Time end = absl::Now();
+  const bool forwarded = forwarded_ != absl::InfinitePast();
+  CallEnd call_end{
+      .usage = usage_.record(),
+      // Answered, or cut off once sent: the upstream may have billed the prompt.
+      .maybe_billed = forwarded && (first_byte_ != absl::InfinitePast() ||
+                                    status.code() == absl::StatusCode::kCancelled ||
+                                    status.code() == absl::StatusCode::kDeadlineExceeded),
+      .http_status = status.ok() ? 200 : DetailOf(status).http_status,
+      .latency = end - start_,
+      .shed = shed_};
+  tenant_.Settle(call_end, [self = shared_from_this(), status = std::move(status), end]() mutable {
+    self->Complete(std::move(status), end);
+  });
+}
+
+void CallState::Complete(absl::Status status, absl::Time end) {
   const ErrorDetail detail = status.ok() ? ErrorDetail{.http_status = 200} : DetailOf(status);
   const std::string route = RouteLabel();
   const std::string_view operation = OperationName(info_.operation);
@@ -435,7 +486,6 @@ void CallState::Finish(absl::Status status) {
   if (usage.has_value()) {
     metrics.RecordTokens(route, usage->prompt_tokens, usage->completion_tokens);
   }
-  Book(usage, head_.compression);
   if (status.ok()) RecordAlignmentPair();
   metrics.AddInFlight(-1);
   pipeline_.in_flight.fetch_sub(1, std::memory_order_relaxed);
@@ -454,7 +504,26 @@ void CallState::Finish(absl::Status status) {
                  .upstream = forwarded ? std::optional(end - forwarded_) : std::nullopt,
                  .first_byte = answered ? std::optional(first_byte_ - forwarded_) : std::nullopt,
                  .usage = usage,
-                 .compression = &head_.compression}});
+                 .compression = &head_.compression,
+                 .tenant = tenant_.tenant_id(),
+                 .key = tenant_.key_id(),
+                 .ledger_id = tenant_.admitted() ? tenant_.ledger_id() : ""}});
+
+  // A tenant's booked cost: in a whole reply's head, in the usage chunk of a stream whose client
+  // asked for one, and in gRPC's trailers.
+  if (tenant_.admitted()) {
+    std::vector<std::pair<std::string, std::string>> settled = tenant_.SettledFields();
+    if (!stream_ && status.ok()) {
+      head_.headers.insert(head_.headers.end(), settled.begin(), settled.end());
+    }
+    if (usage_chunk_.has_value() && status.ok()) {
+      usage_chunk_->SetMember("terse", tenant_.SettledJson());
+      if (!stream_started_) responder_->StartStream(head_);
+      stream_started_ = true;
+      responder_->Chunks(std::span<json::WireJson>(&*usage_chunk_, 1));
+    }
+    responder_->Trailers(std::move(settled));
+  }
 
   // The terminal responder call, after the bookkeeping so that whoever hears the answer also
   // finds it counted.
@@ -475,9 +544,6 @@ void CallState::Finish(absl::Status status) {
   absl::MutexLock lock(&pipeline_.mu);
   pipeline_.live.erase(this);
 }
-
-void CallState::Book(const std::optional<UsageRecord>& usage,
-                     const v1::CompressionReport& compression) {}
 
 void CallState::RecordAlignmentPair() {
   if (!alignment_prompt_.has_value() || alignment_prompt_->empty()) return;
@@ -500,8 +566,9 @@ struct Pipeline::State : PipelineParts {
 };
 
 Pipeline::Pipeline(std::shared_ptr<const config::Config> config, providers::ProviderSet& providers,
-                   CompressionStep& compression, Metrics& metrics)
-    : state_(std::make_unique<State>(std::move(config), providers, compression, metrics)) {}
+                   CompressionStep& compression, Metrics& metrics, Tenants* tenants)
+    : state_(std::make_unique<State>(std::move(config), providers, compression, metrics, tenants)) {
+}
 
 Pipeline::~Pipeline() {
   std::vector<std::shared_ptr<CallState>> live;
@@ -532,6 +599,21 @@ std::unique_ptr<PipelineCall> Pipeline::Handle(CallInfo info, json::WireJson bod
   auto handle = std::make_unique<CallHandle>(call);
   call->Run(std::move(body));
   return handle;
+}
+
+absl::Status Pipeline::CheckKey(std::string_view api_key) const {
+  if (state_->tenants == nullptr) return absl::OkStatus();
+  return state_->tenants->CheckKey(api_key);
+}
+
+void Pipeline::Usage(Tenants::UsageRequest request,
+                     absl::AnyInvocable<void(absl::StatusOr<Json>) &&> done) const {
+  if (state_->tenants == nullptr) {
+    return std::move(done)(MakeError(absl::StatusCode::kNotFound,
+                                     "Usage is kept only when tenancy is configured.",
+                                     {.http_status = 404}));
+  }
+  state_->tenants->Usage(std::move(request), std::move(done));
 }
 
 Json Pipeline::ListModels() const {

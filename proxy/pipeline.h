@@ -1,11 +1,13 @@
 // The request's path, the same for the HTTP and the gRPC face: decode -> authenticate -> route
-// -> admit -> compress -> forward -> stream back -> book. Neither face has logic of its own.
+// -> authorize -> compress -> admit -> forward -> stream back -> settle. Neither face has logic
+// of its own.
 #pragma once
 
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -16,6 +18,7 @@
 #include "base/json.h"
 #include "config/config.h"
 #include "json/wire_json.h"
+#include "proxy/admission.h"
 #include "proxy/operation.h"
 #include "terse/v1/config.pb.h"
 #include "terse/v1/gateway.pb.h"
@@ -48,6 +51,7 @@ struct ResponseHead {
 //   Reply                          (a whole JSON response)
 //   StartStream, Chunks..., EndStream  (EndStream with an error becomes an error event)
 //   Fail                           (nothing sent yet: an error response / gRPC status)
+// each maybe preceded by Trailers just before the terminal call.
 // Bodies and chunks of OpenAI-shaped upstreams arrive as their text as received: the HTTP face
 // relays that text, the gRPC face parses it (WireJson::json).
 class Responder {
@@ -59,6 +63,9 @@ class Responder {
   virtual void Chunks(std::span<json::WireJson> chunks) = 0;
   virtual void EndStream(absl::Status status) = 0;
   virtual void Fail(absl::Status status) = 0;
+  // What is known only at the end (a tenant's booked cost): gRPC sends it as trailing metadata.
+  // The HTTP face has no use for it: a whole reply's head carries it already.
+  virtual void Trailers(std::vector<std::pair<std::string, std::string>> fields) {}
 };
 
 // A call in progress; the face cancels it when its client goes away.
@@ -96,9 +103,10 @@ class CompressionStep {
 // The request's path. Thread-safe; one instance serves both faces.
 class Pipeline {
  public:
-  // `providers`, `compression` and `metrics` must outlive the pipeline.
+  // `providers`, `compression`, `metrics` and `tenants` must outlive the pipeline. `tenants`
+  // null: no tenancy, every request is admitted and nothing is booked.
   Pipeline(std::shared_ptr<const config::Config> config, providers::ProviderSet& providers,
-           CompressionStep& compression, Metrics& metrics);
+           CompressionStep& compression, Metrics& metrics, Tenants* tenants = nullptr);
   ~Pipeline();
 
   // Runs one call. `body` is the OpenAI JSON request: over HTTP the client's text with its parsed
@@ -110,6 +118,13 @@ class Pipeline {
 
   // The body of GET /v1/models: one entry per route model that is not a glob.
   Json ListModels() const;
+
+  // For what a face answers itself (/metrics, models): OK without tenancy, else for a live
+  // tenant key or the admin key; errors as a call's authentication.
+  absl::Status CheckKey(std::string_view api_key) const;
+  // GET /v1/terse/usage (admission.h, Tenants::Usage); 404 without tenancy.
+  void Usage(Tenants::UsageRequest request,
+             absl::AnyInvocable<void(absl::StatusOr<Json>) &&> done) const;
 
  private:
   struct State;

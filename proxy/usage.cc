@@ -1,6 +1,7 @@
 // Token counts read off OpenAI-shaped answers, from their text when it is at hand.
 #include "proxy/usage.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <string_view>
@@ -28,7 +29,10 @@ uint64_t TokenCount(std::string_view text) {
 }
 uint64_t TokenCount(const Json& value) {
   if (value.is_number_unsigned()) return value.get<uint64_t>();
-  if (value.is_number_integer()) return 0;  // negative
+  // nlohmann keeps an int built in C++ (the echo provider's counts) as a signed integer.
+  if (value.is_number_integer()) {
+    return static_cast<uint64_t>(std::max<int64_t>(0, value.get<int64_t>()));
+  }
   if (value.is_number_float()) return TokenCount(value.get<double>());
   return 0;
 }
@@ -44,6 +48,11 @@ bool UsageReader::Read(const json::WireJson& message) {
     json::ForEachMember(*text, [&](std::string_view key, std::string_view value) {
       if (key == "prompt_tokens") record.prompt_tokens = TokenCount(value);
       if (key == "completion_tokens") record.completion_tokens = TokenCount(value);
+      if (key == "prompt_tokens_details" && !value.empty() && value.front() == '{') {
+        json::ForEachMember(value, [&](std::string_view detail, std::string_view count) {
+          if (detail == "cached_tokens") record.cached_tokens = TokenCount(count);
+        });
+      }
     });
     record_ = record;
     return true;
@@ -57,6 +66,11 @@ bool UsageReader::Read(const json::WireJson& message) {
   };
   record_ = UsageRecord{.prompt_tokens = count("prompt_tokens"),
                         .completion_tokens = count("completion_tokens")};
+  auto details = member->find("prompt_tokens_details");
+  if (details != member->end() && details->is_object()) {
+    auto cached = details->find("cached_tokens");
+    if (cached != details->end()) record_->cached_tokens = TokenCount(*cached);
+  }
   return true;
 }
 

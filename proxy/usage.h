@@ -13,6 +13,8 @@ namespace terse::proxy {
 struct UsageRecord {
   uint64_t prompt_tokens = 0;
   uint64_t completion_tokens = 0;
+  uint64_t cached_tokens = 0;  // prompt_tokens_details.cached_tokens: read from the cache
+  friend bool operator==(const UsageRecord&, const UsageRecord&) = default;
 };
 
 // Reads the usage of one call from what the upstream sent: a whole response, or a stream's

@@ -806,6 +806,23 @@ TEST(ConfigFileTest, EveryExampleLoads) {
   }
 }
 
+// The tenants example takes its key from the environment, as `terse keygen --env` exports it.
+TEST(ConfigFileTest, TheTenantsExampleLoadsWithAKeyFromTheEnvironment) {
+  ScopedEnv id("TERSE_KEY_ID", "abcdef012345");
+  ScopedEnv hash("TERSE_KEY_HASH",
+                 "sha256$0123456789abcdef0123456789abcdef$"
+                 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+  ScopedEnv dir("TERSE_DATA_DIR", std::nullopt);
+  auto loaded = LoadConfigFile(SourceDir() + "/config/examples/tenants.yaml");
+  ASSERT_THAT(loaded, IsOk());
+  const v1::Tenancy& tenancy = (*loaded)->proto().tenancy();
+  EXPECT_EQ(tenancy.data_dir(), "/tmp/terse-data");
+  ASSERT_EQ(tenancy.tenants_size(), 1);
+  EXPECT_EQ(tenancy.tenants(0).keys(0).id(), "abcdef012345");
+  EXPECT_EQ(tenancy.tenants(0).keys(0).hash(), std::getenv("TERSE_KEY_HASH"));
+  EXPECT_GT(tenancy.prices().at("echo/*").input_cost_per_token(), 0);
+}
+
 TEST(ConfigFileTest, ExamplesMatchTheirModels) {
   ScopedEnv vllm("VLLM_URL", std::nullopt);
   auto loaded = LoadConfigFile(SourceDir() + "/config/examples/openai_compatible.yaml");

@@ -92,5 +92,27 @@ TEST(UsageReaderTest, OddCountsReadAsZero) {
   }
 }
 
+// A value built in C++ keeps its ints signed (the echo provider's usage): still counts.
+TEST(UsageReaderTest, SignedIntegersInAValueCount) {
+  UsageReader reader;
+  EXPECT_TRUE(reader.Read(json::WireJson(
+      Json{{"usage", {{"prompt_tokens", int{2}}, {"completion_tokens", int64_t{3}}}}})));
+  ASSERT_TRUE(reader.record().has_value());
+  EXPECT_EQ(reader.record()->prompt_tokens, 2u);
+  EXPECT_EQ(reader.record()->completion_tokens, 3u);
+}
+
+TEST(UsageReaderTest, CachedPromptTokensAreRead) {
+  for (const json::WireJson& response :
+       BothForms(R"({"usage": {"prompt_tokens": 40, "completion_tokens": 2,)"
+                 R"( "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 32}}})")) {
+    UsageReader reader;
+    EXPECT_TRUE(reader.Read(response));
+    ASSERT_TRUE(reader.record().has_value());
+    EXPECT_EQ(reader.record()->prompt_tokens, 40u);
+    EXPECT_EQ(reader.record()->cached_tokens, 32u);
+  }
+}
+
 }  // namespace
 }  // namespace terse::proxy
