@@ -141,7 +141,7 @@ ChatPolicy RecommendedChatPolicy() {
   policy.question_aware = true;
   policy.options.reorder = Reorder::kRank;
   policy.options.dynamic_ratio = 0.3;
-  policy.options.context_budget_k = 1.0;
+  policy.options.context_budget_k = 2.5;
   return policy;
 }
 

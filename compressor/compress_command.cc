@@ -37,7 +37,7 @@ and prints the compressed prompt.
   --dynamic-ratio D    spread item rates +-D over their ranks (default 0: off)
   --context-budget-k K the coarse step keeps items until K x their budget (default 2)
                        (--question-aware: the recipe terse eval chose, reorder rank,
-                       dynamic ratio 0.3, K 1, unless these flags say otherwise)
+                       dynamic ratio 0.3, K 2.5, unless these flags say otherwise)
   --segment-tokens N   scoring-model tokens per segment (default 200)
   --question-rate R    compress the question too (the paper's 0.9; default 1: verbatim)
   --instruction-rate R compress the instruction too (the paper's 0.85; default 1: verbatim)

@@ -112,12 +112,28 @@ BudgetPlan PlanBudget(const BudgetInput& in) {
       used += in.item_tokens[i];
     }
   }
+  // What the kept items will need once the fine step has cut them by up to k: their fixed
+  // tokens stay whole.
+  const auto fixed = [&](size_t i) {
+    return i < in.item_fixed_tokens.size() ? std::min(in.item_fixed_tokens[i], in.item_tokens[i])
+                                           : 0.0;
+  };
+  double weighed = 0;
+  double fixed_kept = 0;
   for (size_t i : by_score) {
-    if (plan.kept[i]) continue;
-    if (budget > 0 && used < in.k * budget) {
-      plan.kept[i] = true;
-      used += in.item_tokens[i];
+    if (plan.kept[i]) {
+      weighed += in.item_tokens[i] + (in.k - 1) * fixed(i);
+      fixed_kept += fixed(i);
     }
+  }
+  // An item whose uncuttable tokens no longer fit the budget is passed over for smaller ones.
+  for (size_t i : by_score) {
+    if (plan.kept[i] || budget <= 0 || weighed >= in.k * budget) continue;
+    if (fixed(i) > 0 && fixed_kept + fixed(i) > budget && weighed > 0) continue;
+    plan.kept[i] = true;
+    used += in.item_tokens[i];
+    weighed += in.item_tokens[i] + (in.k - 1) * fixed(i);
+    fixed_kept += fixed(i);
   }
   for (size_t i : by_score) {
     if (plan.kept[i]) selected.push_back(i);
@@ -140,15 +156,22 @@ BudgetPlan PlanBudget(const BudgetInput& in) {
   }
 
   // Per-item targets, optionally spread over ranks.
-  std::vector<double> costs;
+  // Each item's fixed tokens are its floor; the rest of the budget is spread over what the
+  // fine step can cut.
+  std::vector<double> elastic_costs;
+  double fixed_total = 0;
   const size_t m = selected.size();
-  for (size_t r = 0; r < m; ++r) costs.push_back(in.item_tokens[selected[r]]);
+  for (size_t r = 0; r < m; ++r) {
+    fixed_total += fixed(selected[r]);
+    elastic_costs.push_back(in.item_tokens[selected[r]] - fixed(selected[r]));
+  }
   const std::vector<double> weights = RankWeights(m, in.dynamic_ratio);
-  const std::vector<double> targets = SpreadBudget(costs, weights, budget);
+  const std::vector<double> targets =
+      SpreadBudget(elastic_costs, weights, std::max(0.0, budget - fixed_total));
   plan.item_budget = 0;
   for (size_t r = 0; r < m; ++r) {
-    plan.item_target[selected[r]] = targets[r];
-    plan.item_budget += targets[r];
+    plan.item_target[selected[r]] = fixed(selected[r]) + targets[r];
+    plan.item_budget += plan.item_target[selected[r]];
   }
   plan.order = ReorderItems(selected, in.reorder);
   return plan;

@@ -21,6 +21,7 @@ struct BudgetInput {
   double question_rate = 1.0;
   double separator_tokens = 1;  // cost of one join between two parts
   std::vector<double> item_tokens;
+  std::vector<double> item_fixed_tokens;  // of item_tokens, what the fine step cannot drop
   std::vector<double> item_scores;  // higher = kept first; ties go to the lower index
   std::vector<bool> item_forced;    // kept whatever the budget
   double k = 2;                     // keep items until k times the item budget is used
@@ -40,7 +41,9 @@ struct BudgetPlan {
 
 // Instruction and question get their own rates first; the rest (minus separators) is the item
 // budget. Items are kept in rank order while less than k times the budget is used (forced items
-// first), so the fine step always has at least the budget to choose from. When the kept items
+// first), so the fine step always has at least the budget to choose from; an item's fixed tokens
+// count k times, since the fine step cannot cut them, and an item whose fixed tokens would take
+// the kept ones past the budget is passed over (all-JSON items fill the budget, not k times it). When the kept items
 // hold less than the budget, the surplus flows back to instruction and question (up to whole).
 // With dynamic_ratio d the rank-r item of n gets rate proportional to 1 + d(1 - 2r/(n-1)),
 // normalised so the item targets add up to the budget (no item above its own size).

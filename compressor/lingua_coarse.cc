@@ -100,7 +100,13 @@ BudgetInput Run::CoarseBudgetInput(const std::vector<size_t>& items, size_t targ
   in.dynamic_ratio = o_.dynamic_ratio;
   in.reorder = o_.reorder;
   for (size_t part : items) {
-    in.item_tokens.push_back(static_cast<double>(parts_[part].exact));
+    const Part& p = parts_[part];
+    in.item_tokens.push_back(static_cast<double>(p.exact));
+    double fixed = 0;
+    for (size_t u = 0; u < p.layout.units.size(); ++u) {
+      if (p.Forced(u)) fixed += p.cost[u];
+    }
+    in.item_fixed_tokens.push_back(fixed);
     in.item_forced.push_back(forced_item[parts_[part].item]);
   }
   return in;

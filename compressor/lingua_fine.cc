@@ -147,7 +147,7 @@ class PartPass {
       const size_t t = pending_[k];
       const int32_t u = p_.token_unit[t];
       if (u < 0) continue;
-      const double share = si[k] / p_.token_units[t];
+      const double share = si[k] * p_.token_scale[t] / p_.token_units[t];
       for (int32_t j = u; j < u + p_.token_units[t]; ++j) unit_si_[j] += share;
     }
     std::unordered_map<int, std::vector<size_t>> by_group;

@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/json.h"
 #include "base/status_macros.h"
@@ -50,6 +51,10 @@ bool IsBlank(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
   });
+}
+
+double DigitScale(int32_t vocab_size) {
+  return vocab_size > 10 ? std::log(static_cast<double>(vocab_size)) / std::log(10.0) : 1.0;
 }
 
 std::string Join(const std::vector<std::string_view>& parts) {
@@ -131,6 +136,21 @@ absl::Status Run::BuildPart(PartKind kind, size_t item, std::string_view text) {
   p.layout = SplitUnits(p.marked, structure);
   RETURN_IF_ERROR(EncodePiecewise(p));
   MapTokensToUnits(p);
+  const float digit_scale = static_cast<float>(DigitScale(tok_.vocab_size()));
+  p.token_scale.resize(p.tokens.size());
+  const auto text_of = [&](size_t t) {
+    const LmToken& k = p.tokens[t];
+    return std::string_view(p.marked.text).substr(k.begin, k.end - k.begin);
+  };
+  const auto digits = [](std::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), absl::ascii_isdigit);
+  };
+  // The lone space piece the tokenizer splits off before a digit run belongs to the number.
+  for (size_t t = 0; t < p.tokens.size(); ++t) {
+    const bool number = digits(text_of(t)) ||
+                        (text_of(t) == " " && t + 1 < p.tokens.size() && digits(text_of(t + 1)));
+    p.token_scale[t] = number ? digit_scale : 1.0f;
+  }
 
   const size_t n = p.layout.units.size();
   p.cost.resize(n);

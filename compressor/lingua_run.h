@@ -35,6 +35,12 @@ inline double Quantize(double x) { return std::round(x / kScoreQuantum) * kScore
 // True when `s` holds nothing but ASCII whitespace.
 bool IsBlank(std::string_view s);
 
+// The weight of a digit piece's surprisal against other pieces': ln(vocab_size) / ln(10). A
+// digit's surprisal is bounded by ln 10 where a word piece's reaches ln V, so in raw nats a digit
+// the model could not guess at all weighs less than a guessable word; scaled, both weigh as
+// "unpredictable among the alternatives of their kind", and numbers keep their rank as values.
+double DigitScale(int32_t vocab_size);
+
 // The non-empty strings of `parts`, joined with kJoin.
 std::string Join(const std::vector<std::string_view>& parts);
 
@@ -51,6 +57,7 @@ struct Part {
   std::vector<int32_t> token_unit;   // first unit a token touches; -1: whitespace only
   std::vector<int32_t> token_units;  // how many units it touches
   std::vector<int32_t> unit_tokens;  // per unit: tokens whose first unit it is
+  std::vector<float> token_scale;    // per token: its surprisal's weight (DigitScale for digits)
   std::vector<double> cost;          // per unit, estimated target tokens
   std::vector<double> score;         // per unit; higher = more worth keeping
   std::vector<bool> scored;          // per unit

@@ -87,7 +87,7 @@ void FillCompression(const std::set<std::string>& present, const std::string& pa
     c.clear_roles();
     for (const char* role : {"system", "user", "assistant"}) c.add_roles(role);
   }
-  if (unset("context_budget_k")) c.set_context_budget_k(1.0);
+  if (unset("context_budget_k")) c.set_context_budget_k(2.5);
 }
 
 void FillTenancy(const std::set<std::string>& present, const v1::Limits& limits, v1::Tenancy& t) {

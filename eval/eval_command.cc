@@ -55,7 +55,7 @@ must allow overrides, as make run's config does):
   --llm-answers        the upstream is a real LLM: score its replies (exact match: the reply
                        contains the answer) against the uncompressed prompt's replies
 The recipe (defaults: a route's defaults, the recipe this harness chose: question-aware,
-reorder rank, dynamic ratio 0.3, context budget k 1):
+reorder rank, dynamic ratio 0.3, context budget k 2.5):
   --name NAME          label of the recipe in the output (default terse)
   --question-aware     rank context items by the question
   --no-question-aware  rank them by their own perplexity

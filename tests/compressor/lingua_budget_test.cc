@@ -4,6 +4,7 @@
 #include <numeric>
 #include <vector>
 
+#include "compressor/lingua_run.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -108,6 +109,32 @@ TEST(PlanBudgetTest, SeparatorsAreCharged) {
   const BudgetPlan plan = PlanBudget(in);
   // Five parts (instruction, three items, question): four joins.
   EXPECT_NEAR(plan.item_budget, 146, 1e-9);
+}
+
+TEST(PlanBudgetTest, FixedTokensCountKTimesAndFloorTheirItemsTarget) {
+  BudgetInput in = TenItems();
+  in.item_fixed_tokens.assign(10, 100);  // every item all JSON: the fine step cannot cut it
+  in.item_tokens[7] = in.item_fixed_tokens[7] = 40;
+  in.total_target = 85 + 18 + 150;
+  // k = 2 would keep 300 tokens of cuttable text; of uncuttable, what fits the budget's 150:
+  // the best item, then not the second (200 > 150), but the smaller third.
+  EXPECT_THAT(PlanBudget(in).order, ElementsAre(7, 9));
+  in.item_tokens[7] = 100;
+  // Half fixed: an item weighs 150 and its target never falls below its fixed 50.
+  in.item_fixed_tokens.assign(10, 50);
+  in.dynamic_ratio = 0.3;
+  const BudgetPlan plan = PlanBudget(in);
+  EXPECT_THAT(plan.order, ElementsAre(8, 9));
+  EXPECT_NEAR(plan.item_budget, 150, 1e-9);
+  EXPECT_GE(plan.item_target[8], 50);
+  EXPECT_NEAR(plan.item_target[9] - 50, 1.3 / 0.7 * (plan.item_target[8] - 50), 1e-9);
+}
+
+TEST(DigitScaleTest, ADigitPieceWeighsAsMuchAsAWordPieceOfTheSameRelativeSurprise) {
+  // Guessing blindly among 8000 pieces costs ln 8000 nats; among ten digits, ln 10.
+  EXPECT_NEAR(DigitScale(8000) * std::log(10.0), std::log(8000.0), 1e-9);
+  EXPECT_NEAR(DigitScale(8000), 3.903, 1e-3);
+  EXPECT_EQ(DigitScale(4), 1.0);  // vocabularies too small to hold the digits: no scaling
 }
 
 TEST(KeepBestTest, HighestScoresWithinTheShare) {

@@ -117,7 +117,7 @@ TEST(ConfigLoadTest, MinimalConfigGetsEveryDefault) {
   EXPECT_EQ(z.reorder(), "rank");
   EXPECT_DOUBLE_EQ(z.dynamic_ratio(), 0.3);
   ASSERT_TRUE(z.has_context_budget_k());
-  EXPECT_EQ(z.context_budget_k(), 1.0);
+  EXPECT_EQ(z.context_budget_k(), 2.5);
 }
 
 TEST(ConfigLoadTest, ProviderDefaultsDependOnKind) {
