@@ -11,26 +11,24 @@
 #include <utility>
 
 #include "base/json.h"
+#include "base/utf8.h"
 #include "compressor/whole_units.h"
 
 namespace terse::compressor::lingua {
 namespace {
 
-// Decodes the code point at `i` of valid UTF-8; sets *len to its byte length.
+// Decodes the code point at `i`; sets *len to its byte length (an ill-formed subpart reads as
+// one U+FFFD, though callers validate first).
 char32_t DecodeAt(std::string_view s, size_t i, size_t* len) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  if (b0 < 0x80) {
-    *len = 1;
-    return b0;
-  }
-  int n = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
-  if (i + n > s.size()) {  // defensive: callers validate first
-    *len = 1;
+  const int n = Utf8SequenceAt(s, i);
+  if (n < 0) {
+    *len = static_cast<size_t>(-n);
     return 0xFFFD;
   }
-  char32_t c = b0 & (0x7F >> n);
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  char32_t c = n == 1 ? b0 : b0 & (0x7F >> n);
   for (int k = 1; k < n; ++k) c = (c << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-  *len = n;
+  *len = static_cast<size_t>(n);
   return c;
 }
 

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/json.h"
+#include "base/utf8.h"
 
 namespace terse::compressor {
 namespace {
@@ -36,31 +37,10 @@ absl::StatusOr<PieceType> ParseType(const std::string& s) {
   return absl::DataLossError(absl::StrCat("tokenizer.json: unknown piece type \"", s, "\""));
 }
 
-// Length of the UTF-8 character at text[pos], or 0 when the bytes there are ill-formed
-// (overlong forms, surrogates and code points above U+10FFFF included).
+// Length of the UTF-8 character at text[pos], or 0 when the bytes there are ill-formed.
 size_t Utf8CharLen(std::string_view text, size_t pos) {
-  const auto b = [&](size_t i) { return static_cast<uint8_t>(text[i]); };
-  const uint8_t c = b(pos);
-  const size_t left = text.size() - pos;
-  if (c < 0x80) return 1;
-  if (c < 0xC2) return 0;
-  const auto cont = [&](size_t i) { return i < left && (b(pos + i) & 0xC0) == 0x80; };
-  if (c < 0xE0) return cont(1) ? 2 : 0;
-  if (c < 0xF0) {
-    if (!cont(1) || !cont(2)) return 0;
-    const uint8_t c1 = b(pos + 1);
-    if (c == 0xE0 && c1 < 0xA0) return 0;   // overlong
-    if (c == 0xED && c1 >= 0xA0) return 0;  // surrogate
-    return 3;
-  }
-  if (c < 0xF5) {
-    if (!cont(1) || !cont(2) || !cont(3)) return 0;
-    const uint8_t c1 = b(pos + 1);
-    if (c == 0xF0 && c1 < 0x90) return 0;   // overlong
-    if (c == 0xF4 && c1 >= 0x90) return 0;  // above U+10FFFF
-    return 4;
-  }
-  return 0;
+  const int n = Utf8SequenceAt(text, pos);
+  return n > 0 ? static_cast<size_t>(n) : 0;
 }
 
 }  // namespace

@@ -10,40 +10,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "base/utf8.h"
 
 namespace terse::compressor {
 namespace {
-
-// Length of the well-formed UTF-8 sequence at text[i], or, when it is ill-formed, -(length of
-// its maximal ill-formed subpart) (at least 1), following the Unicode table of well-formed
-// byte sequences (Unicode 15, table 3-7).
-int SequenceAt(std::string_view text, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<uint8_t>(text[k]); };
-  const uint8_t lead = b(i);
-  if (lead < 0x80) return 1;
-  int length;
-  uint8_t lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    length = 2;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    length = 3;
-    if (lead == 0xE0) lo = 0xA0;
-    if (lead == 0xED) hi = 0x9F;
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    length = 4;
-    if (lead == 0xF0) lo = 0x90;
-    if (lead == 0xF4) hi = 0x8F;
-  } else {
-    return -1;
-  }
-  for (int k = 1; k < length; ++k) {
-    if (i + k >= text.size()) return -k;
-    const uint8_t c = b(i + k);
-    const bool ok = k == 1 ? (c >= lo && c <= hi) : (c >= 0x80 && c <= 0xBF);
-    if (!ok) return -k;
-  }
-  return length;
-}
 
 // Code points each general category has in Unicode 16.0 (the tables of the regex crate inside
 // npm tiktoken) beyond PCRE2 10.42's Unicode 14.0 tables. No code point left a category between
@@ -149,7 +119,7 @@ bool IsValidUtf8(std::string_view text) {
         continue;
       }
     }
-    const int n = SequenceAt(text, i);
+    const int n = Utf8SequenceAt(text, i);
     if (n < 0) return false;
     i += static_cast<size_t>(n);
   }
@@ -161,7 +131,7 @@ std::string ReplaceInvalidUtf8(std::string_view text) {
   out.reserve(text.size() + 8);
   size_t i = 0;
   while (i < text.size()) {
-    const int n = SequenceAt(text, i);
+    const int n = Utf8SequenceAt(text, i);
     if (n > 0) {
       out.append(text.substr(i, static_cast<size_t>(n)));
       i += static_cast<size_t>(n);

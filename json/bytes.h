@@ -20,6 +20,8 @@
 #include <immintrin.h>
 #endif
 
+#include "base/utf8.h"
+
 namespace terse::json::bytes {
 
 inline bool IsWs(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -183,41 +185,10 @@ inline int Hex4(const char* p, const char* end) {
   return v;
 }
 
-// One multi-byte UTF-8 sequence (RFC 3629: no overlong forms, no surrogates, up to U+10FFFF):
-// past it, or null.
+// One multi-byte UTF-8 sequence (base/utf8.h): past it, or null (also for an ASCII byte).
 inline const char* Utf8(const char* p, const char* end) {
-  auto byte = [&](ptrdiff_t i) -> int {
-    return i < end - p ? static_cast<unsigned char>(p[i]) : -1;
-  };
-  auto in = [](int b, int lo, int hi) { return b >= lo && b <= hi; };
-  const int b0 = byte(0);
-  int len;
-  bool ok;
-  if (in(b0, 0xC2, 0xDF)) {
-    len = 2;
-    ok = in(byte(1), 0x80, 0xBF);
-  } else if (b0 == 0xE0) {
-    len = 3;
-    ok = in(byte(1), 0xA0, 0xBF) && in(byte(2), 0x80, 0xBF);
-  } else if (in(b0, 0xE1, 0xEC) || in(b0, 0xEE, 0xEF)) {
-    len = 3;
-    ok = in(byte(1), 0x80, 0xBF) && in(byte(2), 0x80, 0xBF);
-  } else if (b0 == 0xED) {
-    len = 3;
-    ok = in(byte(1), 0x80, 0x9F) && in(byte(2), 0x80, 0xBF);
-  } else if (b0 == 0xF0) {
-    len = 4;
-    ok = in(byte(1), 0x90, 0xBF) && in(byte(2), 0x80, 0xBF) && in(byte(3), 0x80, 0xBF);
-  } else if (in(b0, 0xF1, 0xF3)) {
-    len = 4;
-    ok = in(byte(1), 0x80, 0xBF) && in(byte(2), 0x80, 0xBF) && in(byte(3), 0x80, 0xBF);
-  } else if (b0 == 0xF4) {
-    len = 4;
-    ok = in(byte(1), 0x80, 0x8F) && in(byte(2), 0x80, 0xBF) && in(byte(3), 0x80, 0xBF);
-  } else {
-    return nullptr;
-  }
-  return ok ? p + len : nullptr;
+  const int n = Utf8SequenceAt(std::string_view(p, static_cast<size_t>(end - p)), 0);
+  return n > 1 ? p + n : nullptr;
 }
 
 inline bool IsDigit(char c) { return c >= '0' && c <= '9'; }
