@@ -103,6 +103,7 @@ void FillTenancy(const std::set<std::string>& present, const v1::Limits& limits,
   if (unset("time_zone")) t.set_time_zone("UTC");
   if (unset("store.kind")) t.mutable_store()->set_kind(v1::TenancyStore::SQLITE);
   if (unset("store.fail_mode")) t.mutable_store()->set_fail_mode("closed");
+  if (unset("durability")) t.set_durability("process");
 }
 
 // Collects problems; every check appends and carries on.
@@ -391,6 +392,7 @@ class Validator {
     if (t.default_output_tokens() == 0) Add("tenancy.default_output_tokens", "must be at least 1");
     const v1::TenancyStore& store = t.store();
     OneOf("tenancy.store.fail_mode", store.fail_mode(), {"open", "closed"});
+    OneOf("tenancy.durability", t.durability(), {"process", "power"});
     if (store.kind() == v1::TenancyStore::REDIS_POSTGRES) {
       if (store.redis_url().rfind("rediss://", 0) == 0) {
         Add("tenancy.store.redis_url", "rediss:// (TLS) is not available in this build");

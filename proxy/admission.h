@@ -30,8 +30,8 @@ class Metrics;
 using HeaderFields = std::vector<std::pair<std::string, std::string>>;
 
 // The process's tenancy: its store, the policy of the current config, the threads that settle
-// (a store's Settle may wait for a disk write, which no I/O thread may do) and a timer that
-// releases the holds of requests that never settled. Thread-safe.
+// where the store's Settle blocks (no I/O thread may wait on the network or a disk) and read
+// usage, and a timer that releases the holds of requests that never settled. Thread-safe.
 class Tenants {
  public:
   // Null when `config` has no tenancy section: terse stays open. `metrics` must outlive the
@@ -108,8 +108,9 @@ class TenantCall {
                      bool stream, HeaderFields& headers);
   bool admitted() const { return admitted_.has_value(); }
 
-  // Books what the call used, then runs `then`: on a settlement thread when the store's Settle
-  // waits for a disk (SQLite), else on this one; at once when nothing was admitted.
+  // Books what the call used, then runs `then`: at once when nothing was admitted or the store
+  // books in memory; else once the row is durable, on the store's writer thread (SQLite) or a
+  // settlement thread (Redis and PostgreSQL). `then` must not block.
   void Settle(const CallEnd& end, absl::AnyInvocable<void() &&> then);
   // After Settle: x-terse-cost-usd, x-terse-savings-usd and x-terse-budget-remaining-usd (the
   // budget left after this call's booking); empty unless admitted.

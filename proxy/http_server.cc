@@ -210,13 +210,13 @@ class JsonDelivery final : public HttpDelivery {
 // ---- Response heads.
 
 // Header values that came from elsewhere must not be able to split the response.
-std::string CleanHeaderValue(std::string_view v) {
-  std::string out;
-  out.reserve(v.size());
-  for (char c : v) {
-    if (c != '\r' && c != '\n') out += c;
+// Appends `v` without its CR and LF bytes.
+void AppendHeaderValue(std::string& out, std::string_view v) {
+  for (size_t cut; (cut = v.find_first_of("\r\n")) != std::string_view::npos;) {
+    out.append(v.substr(0, cut));
+    v.remove_prefix(cut + 1);
   }
-  return out;
+  out.append(v);
 }
 
 std::string FormatNumber(double v, const char* format) {
@@ -238,7 +238,10 @@ std::string HeadFields(const ResponseHead& head) {
                     "x-terse-cache: ", report.cache_hit() ? "hit" : "miss", "\r\n");
   }
   for (const auto& [name, value] : head.headers) {
-    absl::StrAppend(&out, CleanHeaderValue(name), ": ", CleanHeaderValue(value), "\r\n");
+    AppendHeaderValue(out, name);
+    out.append(": ");
+    AppendHeaderValue(out, value);
+    out.append("\r\n");
   }
   return out;
 }

@@ -75,9 +75,12 @@ Digest SaltedDigest(std::string_view salt, std::string_view secret) {
   std::string input;
   input.reserve(salt.size() + secret.size());
   input.append(salt).append(secret);
+  // Fetched once: EVP_sha256() makes each EVP_Digest look the implementation up again.
+  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   Digest digest{};
   unsigned int length = 0;
-  EVP_Digest(input.data(), input.size(), digest.data(), &length, EVP_sha256(), nullptr);
+  EVP_Digest(input.data(), input.size(), digest.data(), &length,
+             sha256 != nullptr ? sha256 : EVP_sha256(), nullptr);
   OPENSSL_cleanse(input.data(), input.size());
   return digest;
 }

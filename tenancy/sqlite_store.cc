@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -102,6 +103,24 @@ class Statement {
   int status_;
 };
 
+constexpr char kInsertSql[] = R"sql(
+    INSERT OR IGNORE INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
+                                        ?14, ?15, ?16, ?17))sql";
+constexpr char kExistsSql[] = "SELECT 1 FROM usage WHERE request_id = ?1";
+
+absl::StatusOr<sqlite3_stmt*> Prepare(sqlite3* db, std::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                         &stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db, "prepare");
+  }
+  return stmt;
+}
+
+void BindText(sqlite3_stmt* stmt, int i, std::string_view text) {
+  sqlite3_bind_text(stmt, i, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
+}
+
 absl::StatusOr<sqlite3*> OpenConnection(const std::string& path) {
   sqlite3* db = nullptr;
   const int rc = sqlite3_open_v2(
@@ -119,8 +138,10 @@ absl::StatusOr<sqlite3*> OpenConnection(const std::string& path) {
 }  // namespace
 
 void SqliteStore::DbCloser::operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+void SqliteStore::StmtFinalizer::operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
 
-absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
+                                                               Durability durability) {
   std::error_code ec;
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
@@ -153,18 +174,33 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
       return fail(absl::InternalError("sqlite: " + path + " cannot use WAL journaling"));
     }
   }
-  if (absl::Status s = Exec(writer.get(), "PRAGMA synchronous=FULL"); !s.ok()) return fail(s);
+  // In WAL mode NORMAL syncs only at checkpoints: a commit is in the OS's hands when it returns,
+  // which a killed process cannot lose; FULL also fsyncs the WAL at each commit.
+  const char* synchronous =
+      durability == Durability::kPower ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL";
+  if (absl::Status s = Exec(writer.get(), synchronous); !s.ok()) return fail(s);
   if (absl::Status s = Exec(writer.get(), kSchema); !s.ok()) return fail(s);
+  absl::StatusOr<sqlite3_stmt*> insert = Prepare(writer.get(), kInsertSql);
+  if (!insert.ok()) return fail(insert.status());
+  Stmt insert_stmt(*insert);
   absl::StatusOr<sqlite3*> read_db = OpenConnection(path);
   if (!read_db.ok()) return fail(read_db.status());
   Db reader(*read_db);
   if (absl::Status s = Exec(reader.get(), "PRAGMA query_only=1"); !s.ok()) return fail(s);
-  return std::unique_ptr<SqliteStore>(
-      new SqliteStore(std::move(writer), std::move(reader), lock_fd));
+  absl::StatusOr<sqlite3_stmt*> exists = Prepare(reader.get(), kExistsSql);
+  if (!exists.ok()) return fail(exists.status());
+  Stmt exists_stmt(*exists);
+  return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(writer), std::move(reader),
+                                                      std::move(insert_stmt),
+                                                      std::move(exists_stmt), lock_fd));
 }
 
-SqliteStore::SqliteStore(Db write_db, Db read_db, int lock_fd)
-    : write_db_(std::move(write_db)), read_db_(std::move(read_db)), lock_fd_(lock_fd) {
+SqliteStore::SqliteStore(Db write_db, Db read_db, Stmt insert, Stmt exists, int lock_fd)
+    : write_db_(std::move(write_db)),
+      insert_(std::move(insert)),
+      read_db_(std::move(read_db)),
+      exists_(std::move(exists)),
+      lock_fd_(lock_fd) {
   writer_ = std::thread([this] { WriterLoop(); });
 }
 
@@ -176,10 +212,12 @@ SqliteStore::~SqliteStore() {
   writer_.join();
   {
     absl::MutexLock db(&db_mu_);
+    insert_.reset();
     write_db_.reset();
   }
   {
     absl::MutexLock read(&read_mu_);
+    exists_.reset();
     read_db_.reset();
   }
   ::close(lock_fd_);
@@ -190,85 +228,131 @@ void SqliteStore::WriterLoop() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(this, &SqliteStore::HasWork));
-      if (queue_.empty()) return;  // stopping, and everything is written
     }
+    if (!WriteOnce()) return;  // stopping, and everything is written
+  }
+}
+
+bool SqliteStore::WriteOnce() {
+  std::vector<std::pair<SettleDone, absl::StatusOr<bool>>> answers;
+  {
     absl::MutexLock db(&db_mu_);
-    std::vector<Queued> batch;
+    std::vector<Queued> batch, unchecked;
     {
       absl::MutexLock lock(&mu_);
+      if (queue_.empty() && unchecked_.empty()) return false;
       batch.swap(queue_);
+      unchecked.swap(unchecked_);
     }
-    const absl::Status status = WriteRows(batch);
+    // No batch is in flight (db_mu_): the ledger and unwritten_ids_ together know every row.
+    for (Queued& q : unchecked) {
+      absl::StatusOr<bool> exists = RowExists(q.row.request_id);
+      absl::MutexLock lock(&mu_);
+      if (!exists.ok()) {
+        answers.emplace_back(std::move(q.done), exists.status());
+      } else if (*exists || unwritten_ids_.contains(q.row.request_id)) {
+        answers.emplace_back(std::move(q.done), false);
+      } else {
+        counters_.Book(q.row);
+        unwritten_ids_.insert(q.row.request_id);
+        batch.push_back(std::move(q));
+      }
+    }
+    const absl::Status status = batch.empty() ? absl::OkStatus() : WriteRows(batch);
     absl::MutexLock lock(&mu_);
     for (Queued& q : batch) {
       unwritten_ids_.erase(q.row.request_id);
       if (!status.ok()) counters_.Unbook(q.row);
-      q.ticket->status = status;
-      q.ticket->done = true;
+      answers.emplace_back(std::move(q.done),
+                           status.ok() ? absl::StatusOr<bool>(true) : absl::StatusOr<bool>(status));
     }
   }
+  for (auto& [done, result] : answers) std::move(done)(std::move(result));
+  return true;
 }
 
 absl::Status SqliteStore::WriteRows(const std::vector<Queued>& batch) {
   sqlite3* db = write_db_.get();
+  sqlite3_stmt* insert = insert_.get();
   RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
-  Statement insert(db, R"sql(
-      INSERT OR IGNORE INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
-                                          ?14, ?15, ?16, ?17))sql");
-  absl::Status status = insert.status();
+  absl::Status status;
   for (size_t i = 0; status.ok() && i < batch.size(); ++i) {
     const UsageRow& r = batch[i].row;
-    insert.Bind(1, r.request_id).Bind(2, absl::ToUnixMicros(r.time)).Bind(3, r.tenant_id);
-    insert.Bind(4, r.key_id).Bind(5, r.route).Bind(6, r.provider).Bind(7, r.model);
-    insert.Bind(8, r.original_prompt_tokens).Bind(9, r.sent_prompt_tokens);
-    insert.Bind(10, r.completion_tokens).Bind(11, r.cached_tokens).Bind(12, r.cost);
-    insert.Bind(13, r.savings).Bind(14, r.latency_ms).Bind(15, int64_t{r.http_status});
-    insert.Bind(16, int64_t{r.compressed}).Bind(17, int64_t{r.shed});
-    status = insert.Step().status();
-    insert.Reset();
+    BindText(insert, 1, r.request_id);
+    sqlite3_bind_int64(insert, 2, absl::ToUnixMicros(r.time));
+    BindText(insert, 3, r.tenant_id);
+    BindText(insert, 4, r.key_id);
+    BindText(insert, 5, r.route);
+    BindText(insert, 6, r.provider);
+    BindText(insert, 7, r.model);
+    sqlite3_bind_int64(insert, 8, r.original_prompt_tokens);
+    sqlite3_bind_int64(insert, 9, r.sent_prompt_tokens);
+    sqlite3_bind_int64(insert, 10, r.completion_tokens);
+    sqlite3_bind_int64(insert, 11, r.cached_tokens);
+    sqlite3_bind_int64(insert, 12, r.cost);
+    sqlite3_bind_int64(insert, 13, r.savings);
+    sqlite3_bind_int64(insert, 14, r.latency_ms);
+    sqlite3_bind_int64(insert, 15, r.http_status);
+    sqlite3_bind_int64(insert, 16, r.compressed);
+    sqlite3_bind_int64(insert, 17, r.shed);
+    if (sqlite3_step(insert) != SQLITE_DONE) status = SqliteError(db, "insert");
+    sqlite3_reset(insert);
   }
+  sqlite3_clear_bindings(insert);  // the texts bound are the batch's, about to go
   if (status.ok()) status = Exec(db, "COMMIT");
   if (!status.ok()) Exec(db, "ROLLBACK").IgnoreError();  // fails harmlessly if none is open
   return status;
 }
 
-std::shared_ptr<SqliteStore::Ticket> SqliteStore::Enqueue(UsageRow row) {
-  counters_.Book(row);
-  unwritten_ids_.insert(row.request_id);
-  auto ticket = std::make_shared<Ticket>();
-  queue_.push_back(Queued{std::move(row), ticket});
-  return ticket;
+void SqliteStore::Enqueue(Queued q) {
+  counters_.Book(q.row);
+  unwritten_ids_.insert(q.row.request_id);
+  queue_.push_back(std::move(q));
 }
 
 absl::StatusOr<bool> SqliteStore::RowExists(const std::string& request_id) {
   absl::MutexLock read(&read_mu_);
-  Statement select(read_db_.get(), "SELECT 1 FROM usage WHERE request_id = ?1");
-  RETURN_IF_ERROR(select.status());
-  select.Bind(1, request_id);
-  return select.Step();
+  sqlite3_stmt* select = exists_.get();
+  BindText(select, 1, request_id);
+  const int rc = sqlite3_step(select);
+  sqlite3_reset(select);
+  sqlite3_clear_bindings(select);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return SqliteError(read_db_.get(), "select");
+}
+
+void SqliteStore::SettleAsync(UsageRow row, SettleDone done) {
+  if (absl::Status s = ValidateRow(row); !s.ok()) return std::move(done)(s);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!unwritten_ids_.contains(row.request_id)) {
+      // The usual, first settle books at once; one without a hold waits for the writer's check.
+      if (counters_.HasHold(row.request_id)) {
+        Enqueue(Queued{std::move(row), std::move(done)});
+      } else {
+        unchecked_.push_back(Queued{std::move(row), std::move(done)});
+      }
+      return;
+    }
+  }
+  std::move(done)(false);
 }
 
 absl::StatusOr<bool> SqliteStore::Settle(const UsageRow& row) {
-  RETURN_IF_ERROR(ValidateRow(row));
-  std::shared_ptr<Ticket> ticket;
-  {
-    absl::MutexLock lock(&mu_);
-    if (unwritten_ids_.contains(row.request_id)) return false;
-    if (counters_.HasHold(row.request_id)) ticket = Enqueue(row);  // the usual, first settle
-  }
-  if (ticket == nullptr) {
-    // No hold: a repeat, a settle after the hold expired, or one from before a restart. Only the
-    // ledger can tell, and only while no batch is in flight (db_mu_).
-    absl::MutexLock db(&db_mu_);
-    ASSIGN_OR_RETURN(const bool exists, RowExists(row.request_id));
-    absl::MutexLock lock(&mu_);
-    if (exists || unwritten_ids_.contains(row.request_id)) return false;
-    ticket = Enqueue(row);
-  }
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(&ticket->done));
-  if (!ticket->status.ok()) return ticket->status;
-  return true;
+  struct Result {
+    absl::Mutex mu;
+    std::optional<absl::StatusOr<bool>> value ABSL_GUARDED_BY(mu);
+  };
+  auto result = std::make_shared<Result>();
+  SettleAsync(row, [result](absl::StatusOr<bool> settled) {
+    absl::MutexLock lock(&result->mu);
+    result->value = std::move(settled);
+  });
+  absl::MutexLock lock(&result->mu);
+  result->mu.Await(absl::Condition(
+      +[](std::optional<absl::StatusOr<bool>>* v) { return v->has_value(); }, &result->value));
+  return *std::move(result->value);
 }
 
 absl::Status SqliteStore::InstallFromLedger(const std::vector<CounterKey>& keys) {

@@ -6,6 +6,8 @@
 
 namespace terse::tenancy {
 
+void Store::SettleAsync(UsageRow row, SettleDone done) { std::move(done)(Settle(row)); }
+
 absl::Status ValidateRow(const UsageRow& row) {
   if (row.request_id.empty()) return absl::InvalidArgumentError("usage row without request id");
   if (row.tenant_id.empty()) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "tenancy/limits.h"
@@ -114,6 +115,12 @@ class Store {
   // Returns once the row is as durable as the store makes rows. kInvalidArgument for a row
   // without request or tenant id, or with negative counts.
   virtual absl::StatusOr<bool> Settle(const UsageRow& row) = 0;
+
+  // Settle without waiting: `done` gets what Settle would return, once the row is as durable as
+  // Settle makes it. It runs on the caller's thread before this returns (the default: Settle),
+  // or on a thread of the store's; it must not block, and may call into the store.
+  using SettleDone = absl::AnyInvocable<void(absl::StatusOr<bool>) &&>;
+  virtual void SettleAsync(UsageRow row, SettleDone done);
 
   // Releases holds whose deadline is at or before `now` (unsettled requests, e.g. crashed); the
   // number released. Admit does this too; call it periodically to free memory.

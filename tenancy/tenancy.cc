@@ -191,6 +191,16 @@ absl::StatusOr<Admitted> Tenancy::Admit(const Principal& who, const RequestInfo&
 
 absl::StatusOr<bool> Tenancy::Settle(const Principal& who, const RequestInfo& request,
                                      absl::Time admitted_at, const RequestOutcome& outcome) const {
+  return store_.Settle(RowOf(who, request, admitted_at, outcome));
+}
+
+void Tenancy::SettleAsync(const Principal& who, const RequestInfo& request, absl::Time admitted_at,
+                          const RequestOutcome& outcome, Store::SettleDone done) const {
+  store_.SettleAsync(RowOf(who, request, admitted_at, outcome), std::move(done));
+}
+
+UsageRow Tenancy::RowOf(const Principal& who, const RequestInfo& request, absl::Time admitted_at,
+                        const RequestOutcome& outcome) const {
   UsageRow row;
   row.request_id = request.request_id;
   row.time = admitted_at;
@@ -213,7 +223,7 @@ absl::StatusOr<bool> Tenancy::Settle(const Principal& who, const RequestInfo& re
   row.http_status = outcome.http_status;
   row.compressed = outcome.compressed;
   row.shed = outcome.shed;
-  return store_.Settle(row);
+  return row;
 }
 
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(const v1::Tenancy& config) {
@@ -223,7 +233,9 @@ absl::StatusOr<std::unique_ptr<Store>> OpenStore(const v1::Tenancy& config) {
       return std::make_unique<InMemoryStore>();
     case v1::TenancyStore::KIND_UNSPECIFIED:
     case v1::TenancyStore::SQLITE: {
-      absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(dir + "/tenancy.db");
+      absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(
+          dir + "/tenancy.db", config.durability() == "power" ? SqliteStore::Durability::kPower
+                                                              : SqliteStore::Durability::kProcess);
       if (!store.ok()) return store.status();
       return std::unique_ptr<Store>(std::move(*store));
     }

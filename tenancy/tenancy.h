@@ -90,6 +90,9 @@ class Tenancy {
   // request id (false: already booked). `admitted_at` is Admit's `now`.
   absl::StatusOr<bool> Settle(const Principal& who, const RequestInfo& request,
                               absl::Time admitted_at, const RequestOutcome& outcome) const;
+  // The same through Store::SettleAsync: `done` gets Settle's result, maybe on a store's thread.
+  void SettleAsync(const Principal& who, const RequestInfo& request, absl::Time admitted_at,
+                   const RequestOutcome& outcome, Store::SettleDone done) const;
 
   // The limits of a tenant's key (the tenant's, then the key's), in Admission order.
   const std::vector<Limit>& LimitsOf(const Principal& who) const;
@@ -105,6 +108,8 @@ class Tenancy {
 
   Tenancy(const v1::Tenancy& config, Store& store);
   absl::Status Index();
+  UsageRow RowOf(const Principal& who, const RequestInfo& request, absl::Time admitted_at,
+                 const RequestOutcome& outcome) const;
 
   // Constant after construction.
   const v1::Tenancy config_;  // Principals and KeyEntries point into it

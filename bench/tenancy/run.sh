@@ -7,7 +7,8 @@
 #
 # Environment: TERSE (binary), ROUNDS (rounds per configuration, default 6), DURATION (per round,
 # default 5s), CONNECTIONS (default 32), IO_THREADS (terse listeners.io_threads; 0, the default: one
-# per core), STREAM (1: a streamed answer instead), STORE (sqlite, the default, or memory).
+# per core), STREAM (1: a streamed answer instead), STORE (sqlite, the default, or memory),
+# DURABILITY (tenancy.durability: process, the default, or power).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TERSE=${TERSE:-build/proxy/terse}
@@ -17,6 +18,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 IO_THREADS=${IO_THREADS:-0}
 STREAM=${STREAM:-0}
 STORE=${STORE:-sqlite}
+DURABILITY=${DURABILITY:-process}
 for tool in nginx wrk curl; do
   command -v "$tool" >/dev/null || { echo "bench/tenancy: $tool is not installed" >&2; exit 1; }
 done
@@ -79,6 +81,7 @@ YAML
   cat <<YAML
 tenancy:
   data_dir: $work/data
+  durability: $DURABILITY
   store: { kind: $STORE }
   prices:
     openai_compatible/*: { litellm_provider: openai_compatible, input_cost_per_token: 1.0e-7, output_cost_per_token: 4.0e-7 }
@@ -128,7 +131,8 @@ measure() {  # side -> "requests/s cpu-µs-per-request" (terse's own CPU, all it
     END { printf "%s %.1f\n", rps, ticks / hz * 1e6 / n }' "$work/wrk.out"
 }
 echo "terse tenancy off/on, $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)," \
-  "$CONNECTIONS connections, $DURATION rounds, stream=$STREAM, store=$STORE"
+  "$CONNECTIONS connections, $DURATION rounds, stream=$STREAM, store=$STORE," \
+  "durability=$DURABILITY"
 measure off >/dev/null  # warm-up of both
 measure on >/dev/null
 off=() on=() off_cpu=() on_cpu=()

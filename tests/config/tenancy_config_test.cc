@@ -57,6 +57,7 @@ TEST(TenancyConfigTest, AnEmptySectionGetsEveryDefaultAndTheShippedPrices) {
   EXPECT_EQ(t.time_zone(), "UTC");
   EXPECT_EQ(t.store().kind(), v1::TenancyStore::SQLITE);
   EXPECT_EQ(t.store().fail_mode(), "closed");
+  EXPECT_EQ(t.durability(), "process");
   EXPECT_FALSE(t.strict_prices());
   EXPECT_EQ(t.prices_as_of(), "2025-11-30");
   ASSERT_TRUE(t.prices().contains("gpt-4o"));
@@ -120,6 +121,15 @@ tenancy:
   EXPECT_EQ(gpt4o.max_output_tokens(), 0u);
   EXPECT_TRUE(t.prices().contains("openai_compatible/*"));
   EXPECT_TRUE(t.prices().contains("gpt-4o-mini"));  // the file's others stay
+}
+
+TEST(TenancyConfigTest, DurabilityIsProcessOrPower) {
+  auto power = LoadConfigText(std::string(kRoutes) + "tenancy: {durability: power}\n");
+  ASSERT_THAT(power, IsOk());
+  EXPECT_EQ((*power)->proto().tenancy().durability(), "power");
+  EXPECT_THAT(Problems(std::string(kRoutes) + "tenancy: {durability: disk}\n"),
+              ElementsAre("tenancy.durability: unknown value \"disk\"; expected one of: process, "
+                          "power"));
 }
 
 TEST(TenancyConfigTest, EveryProblemHasItsPath) {

@@ -150,10 +150,59 @@ TEST(SqliteStoreTest, ACounterBuiltWhileRowsAreQueuedCountsEachRowOnce) {
   EXPECT_EQ(store->BudgetSpend(Budget("acme", "", 1, Period::kTotal), t0)->settled, 200);
 }
 
+// SettleAsync books a row once it is in the file, whether or not the row had a hold; a repeat,
+// queued or written, is answered false.
+TEST(SqliteStoreTest, SettleAsyncAnswersOnceTheRowIsWritten) {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/ledger.db";
+  std::unique_ptr<SqliteStore> store = MustOpen(path);
+  const absl::Time t0 = At("2026-05-04T12:00:00Z");
+  const Limit total = Budget("acme", "", 1'000'000, Period::kTotal);
+  ASSERT_TRUE(store->Admit(testing::Admit("held", {total}, 500, t0))->admitted());
+  absl::Mutex mu;
+  std::vector<std::pair<std::string, absl::StatusOr<bool>>> answers;
+  auto settle = [&](const std::string& id) {
+    store->SettleAsync(Row(id, "acme", "k", t0, 100), [&, id](absl::StatusOr<bool> booked) {
+      // A booked row is readable by then: a fresh read connection sees it. (A repeat of a row
+      // still queued is answered at once.)
+      absl::MutexLock lock(&mu);
+      answers.emplace_back(id, booked);
+      if (!booked.ok() || !*booked) return;
+      sqlite3* db = nullptr;
+      ASSERT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+      sqlite3_stmt* select = nullptr;
+      sqlite3_prepare_v2(db, "SELECT 1 FROM usage WHERE request_id = ?1", -1, &select, nullptr);
+      sqlite3_bind_text(select, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+      EXPECT_EQ(sqlite3_step(select), SQLITE_ROW) << id;
+      sqlite3_finalize(select);
+      sqlite3_close(db);
+    });
+  };
+  settle("held");
+  settle("held");     // a repeat while the first may still be queued
+  settle("no-hold");  // checked against the ledger by the writer
+  {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(
+        +[](decltype(answers)* a) { return a->size() == 3; }, &answers));
+  }
+  int booked = 0;
+  for (const auto& [id, answer] : answers) {
+    ASSERT_THAT(answer, IsOk()) << id;
+    booked += *answer;
+  }
+  EXPECT_EQ(booked, 2);
+  EXPECT_EQ(store->Settle(Row("no-hold", "acme", "k", t0, 100)).value_or(true), false);
+  EXPECT_EQ(store->BudgetSpend(total, t0)->settled, 200);
+  EXPECT_EQ(store->BudgetSpend(total, t0)->held, 0);
+}
+
 // A child process admits and settles from several threads and reports each settled id once its
 // Settle has returned; the parent kills it with SIGKILL mid-stream, reopens the file, and finds
-// every reported row, and no hold.
-TEST(SqliteStoreTest, KillNineLosesNoSettledRowAndLeavesNoHold) {
+// every reported row, and no hold. Both durabilities promise this.
+class SqliteKillTest : public ::testing::TestWithParam<SqliteStore::Durability> {};
+
+TEST_P(SqliteKillTest, KillNineLosesNoSettledRowAndLeavesNoHold) {
   testing::TempDir dir;
   const std::string path = dir.path() + "/ledger.db";
   const absl::Time t0 = At("2026-05-04T12:00:00Z");
@@ -164,7 +213,7 @@ TEST(SqliteStoreTest, KillNineLosesNoSettledRowAndLeavesNoHold) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     close(fds[0]);
-    absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(path);
+    absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(path, GetParam());
     if (!store.ok()) _exit(3);
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; ++t) {
@@ -224,6 +273,14 @@ TEST(SqliteStoreTest, KillNineLosesNoSettledRowAndLeavesNoHold) {
   EXPECT_GE(usage[0].requests, static_cast<int64_t>(settled.size()));
   EXPECT_TRUE(store->Admit(testing::Admit(*held.begin(), {total}, 500, t0))->admitted());
 }
+
+INSTANTIATE_TEST_SUITE_P(Durabilities, SqliteKillTest,
+                         ::testing::Values(SqliteStore::Durability::kProcess,
+                                           SqliteStore::Durability::kPower),
+                         [](const auto& info) {
+                           return info.param == SqliteStore::Durability::kPower ? "Power"
+                                                                                : "Process";
+                         });
 
 }  // namespace
 }  // namespace terse::tenancy
