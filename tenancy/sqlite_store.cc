@@ -42,9 +42,13 @@ CREATE TABLE IF NOT EXISTS usage (
   compressed INTEGER NOT NULL,
   shed INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage (tenant_id, time_us);
-CREATE INDEX IF NOT EXISTS usage_by_key ON usage (tenant_id, key_id, time_us);
-PRAGMA user_version = 1;
+-- The budget sums read cost_micros from these indexes alone (no lookup per row), so the first
+-- admission of a window stays cheap on a large ledger. Version 1's indexes lacked the cost.
+DROP INDEX IF EXISTS usage_by_tenant;
+DROP INDEX IF EXISTS usage_by_key;
+CREATE INDEX IF NOT EXISTS usage_tenant_time_cost ON usage (tenant_id, time_us, cost_micros);
+CREATE INDEX IF NOT EXISTS usage_key_time_cost ON usage (tenant_id, key_id, time_us, cost_micros);
+PRAGMA user_version = 2;
 )sql";
 
 absl::Status SqliteError(sqlite3* db, const char* what) {
