@@ -10,6 +10,7 @@ namespace {
 
 constexpr std::string_view kPayloadUrl = "type.terse.dev/ErrorDetail";
 constexpr std::string_view kRetryAfterUrl = "type.terse.dev/UpstreamRetryAfter";
+constexpr std::string_view kResponseFieldsUrl = "type.terse.dev/ResponseFields";
 
 absl::string_view ToAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
@@ -82,6 +83,41 @@ absl::Status WithRetryAfter(absl::Status status, absl::Duration delay) {
   status.SetPayload(ToAbsl(kRetryAfterUrl),
                     absl::Cord(absl::FormatDuration(std::max(delay, absl::ZeroDuration()))));
   return status;
+}
+
+absl::Status WithResponseFields(absl::Status status,
+                                const std::vector<std::pair<std::string, std::string>>& fields) {
+  if (status.ok() || fields.empty()) return status;
+  // One "name\nvalue\n" per field; a field with a line break (which would end a header line) is
+  // left out.
+  std::string encoded;
+  for (const auto& [name, value] : fields) {
+    if (name.find_first_of("\r\n") != std::string::npos ||
+        value.find_first_of("\r\n") != std::string::npos) {
+      continue;
+    }
+    encoded.append(name).append("\n").append(value).append("\n");
+  }
+  status.SetPayload(ToAbsl(kResponseFieldsUrl), absl::Cord(encoded));
+  return status;
+}
+
+std::vector<std::pair<std::string, std::string>> ResponseFieldsOf(const absl::Status& status) {
+  std::vector<std::pair<std::string, std::string>> fields;
+  auto payload = status.GetPayload(ToAbsl(kResponseFieldsUrl));
+  if (!payload) return fields;
+  const std::string text(*payload);
+  size_t at = 0;
+  while (at < text.size()) {
+    const size_t name_end = text.find('\n', at);
+    if (name_end == std::string::npos) break;
+    const size_t value_end = text.find('\n', name_end + 1);
+    if (value_end == std::string::npos) break;
+    fields.emplace_back(text.substr(at, name_end - at),
+                        text.substr(name_end + 1, value_end - name_end - 1));
+    at = value_end + 1;
+  }
+  return fields;
 }
 
 std::optional<absl::Duration> RetryAfterOf(const absl::Status& status) {

@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -42,6 +44,13 @@ absl::Status PayloadTooLarge(std::string_view message);    // 413
 absl::Status WithRetryAfter(absl::Status status, absl::Duration delay);
 // The attached delay; nullopt when none was asked for.
 std::optional<absl::Duration> RetryAfterOf(const absl::Status& status);
+
+// `status` with response fields attached that both faces send with the error (HTTP headers, gRPC
+// trailing metadata): a refusal's x-ratelimit-* state. OK stays OK.
+absl::Status WithResponseFields(absl::Status status,
+                                const std::vector<std::pair<std::string, std::string>>& fields);
+// The attached fields, in order; empty when none.
+std::vector<std::pair<std::string, std::string>> ResponseFieldsOf(const absl::Status& status);
 
 // The full detail of a status: the attached one, with blanks filled from the code, and the
 // retry delay.

@@ -439,6 +439,18 @@ absl::Status TenantCall::Admit(Operation operation, const Json& body,
       }
     }
   }
+  // Sent with the answer, and with a refusal as OpenAI does, so clients can pace themselves.
+  HeaderFields rate_fields;
+  auto add_rate = [&](const Limit* limit, int64_t left, const char* kind) {
+    if (limit == nullptr) return;
+    // A GCRA limit is whole again once what it lacks has dripped back, at amount per minute.
+    const absl::Duration reset = absl::Minutes(1) * (limit->amount - left) / limit->amount;
+    rate_fields.emplace_back(absl::StrCat("x-ratelimit-limit-", kind), absl::StrCat(limit->amount));
+    rate_fields.emplace_back(absl::StrCat("x-ratelimit-remaining-", kind), absl::StrCat(left));
+    rate_fields.emplace_back(absl::StrCat("x-ratelimit-reset-", kind), FormatReset(reset));
+  };
+  add_rate(requests, requests_left, "requests");
+  add_rate(tokens, tokens_left, "tokens");
   if (!decision.admitted()) {
     using Outcome = tenancy::Decision::Outcome;
     state_->metrics.RecordTenantRefusal(
@@ -449,18 +461,9 @@ absl::Status TenantCall::Admit(Operation operation, const Json& body,
     if (decision.outcome == Outcome::kRateLimited) {
       refusal = WithRetryAfter(std::move(refusal), decision.retry_after);
     }
-    return refusal;
+    return WithResponseFields(std::move(refusal), rate_fields);
   }
-  // A GCRA limit is whole again once what it lacks has dripped back, at amount per minute.
-  auto add_rate = [&](const Limit* limit, int64_t left, const char* kind) {
-    if (limit == nullptr) return;
-    const absl::Duration reset = absl::Minutes(1) * (limit->amount - left) / limit->amount;
-    headers.emplace_back(absl::StrCat("x-ratelimit-limit-", kind), absl::StrCat(limit->amount));
-    headers.emplace_back(absl::StrCat("x-ratelimit-remaining-", kind), absl::StrCat(left));
-    headers.emplace_back(absl::StrCat("x-ratelimit-reset-", kind), FormatReset(reset));
-  };
-  add_rate(requests, requests_left, "requests");
-  add_rate(tokens, tokens_left, "tokens");
+  headers.insert(headers.end(), rate_fields.begin(), rate_fields.end());
   if (stream && budget_remaining_.has_value()) {
     headers.emplace_back("x-terse-budget-remaining-usd", FormatUsd(*budget_remaining_));
   }

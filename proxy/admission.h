@@ -101,8 +101,9 @@ class TenantCall {
   // Counts the prompt of `body` (as forwarded, after compression) in `request.model`'s tokens,
   // reads its max_completion_tokens / max_tokens and admits it; `request.route`, `provider` and
   // `model` are the caller's. A refusal is the error to answer with (429; retry-after for a
-  // rate). Admitted: `headers` gains the x-ratelimit-* fields, and for a stream the budget left
-  // with this call's hold counted (its cost is known only at the end).
+  // rate; the x-ratelimit-* fields attached, see WithResponseFields). Admitted: `headers` gains
+  // the x-ratelimit-* fields, and for a stream the budget left with this call's hold counted
+  // (its cost is known only at the end).
   absl::Status Admit(Operation operation, const Json& body,
                      const v1::CompressionReport& compression, tenancy::RequestInfo request,
                      bool stream, HeaderFields& headers);

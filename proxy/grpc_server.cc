@@ -120,6 +120,9 @@ grpc::Status FinishStatus(grpc::CallbackServerContext& ctx, const absl::Status& 
     if (detail.retry_after_ms.has_value()) {
       ctx.AddTrailingMetadata("retry-after-ms", std::to_string(*detail.retry_after_ms));
     }
+    for (const auto& [name, value] : ResponseFieldsOf(status)) {
+      if (IsValidResponseMetadata(name, value)) ctx.AddTrailingMetadata(name, value);
+    }
   }
   return ToGrpcStatus(status);
 }

@@ -258,6 +258,9 @@ void SendError(const HttpExchange& exchange, const absl::Status& status,
                     "\r\n");
   }
   if (!allow.empty()) absl::StrAppend(&fields, "allow: ", Av(allow), "\r\n");
+  for (const auto& [name, value] : ResponseFieldsOf(status)) {
+    absl::StrAppend(&fields, name, ": ", value, "\r\n");
+  }
   exchange.Respond(detail.http_status, "application/json", fields,
                    json::DumpJson(OpenAiErrorBody(status)));
 }

@@ -1,5 +1,9 @@
 #include "base/errors.h"
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -50,6 +54,23 @@ TEST(ErrorsTest, RetryAfterReachesTheDetailInWholeMillisecondsBelowADay) {
   const ErrorDetail detail = DetailOf(WithRetryAfter(status, absl::Seconds(1)));
   EXPECT_EQ(detail.http_status, 429);
   EXPECT_EQ(detail.type, "rate_limit_error");
+}
+
+TEST(ErrorsTest, ResponseFieldsTravelWithTheStatusInOrder) {
+  using Fields = std::vector<std::pair<std::string, std::string>>;
+  const absl::Status status = absl::ResourceExhaustedError("slow down");
+  EXPECT_TRUE(ResponseFieldsOf(status).empty());
+  const Fields fields = {{"x-ratelimit-limit-requests", "2"},
+                         {"x-ratelimit-remaining-requests", "0"},
+                         {"x-ratelimit-reset-requests", "29.5s"}};
+  const absl::Status with = WithRetryAfter(WithResponseFields(status, fields), absl::Seconds(1));
+  EXPECT_EQ(ResponseFieldsOf(with), fields);
+  EXPECT_EQ(with.code(), status.code());
+  EXPECT_EQ(with.message(), status.message());
+  // A field that could break a header line is left out; OK stays OK.
+  EXPECT_EQ(ResponseFieldsOf(WithResponseFields(status, {{"a", "1\nb: 2"}, {"c", "3"}})),
+            (Fields{{"c", "3"}}));
+  EXPECT_TRUE(WithResponseFields(absl::OkStatus(), fields).ok());
 }
 
 }  // namespace

@@ -378,6 +378,10 @@ TEST(TenancyPathTest, ARateLimitIsRetryableWithItsWait) {
   const int64_t wait_ms = std::stoll(refused->Header("retry-after-ms"));
   EXPECT_GT(wait_ms, 25'000);  // a slot drips back every 30 s
   EXPECT_LE(wait_ms, 30'000);
+  // The refusal carries the limit's state, as OpenAI's 429s do.
+  EXPECT_EQ(refused->Header("x-ratelimit-limit-requests"), "2");
+  EXPECT_EQ(refused->Header("x-ratelimit-remaining-requests"), "0");
+  EXPECT_TRUE(refused->HasHeader("x-ratelimit-reset-requests"));
   EXPECT_EQ(gateway.upstream.request_count(), 2u);
 }
 
