@@ -15,7 +15,6 @@
 namespace terse::tenancy {
 namespace {
 
-constexpr int64_t kQuarterHourUs = 15 * 60 * int64_t{1'000'000};
 // The advisory lock key that serializes schema creation between replicas ("terse-sc").
 constexpr int64_t kSchemaLock = 0x7465727365'2d7363;
 
@@ -315,27 +314,7 @@ absl::StatusOr<Micros> PostgresLedger::Sum(const CounterKey& key) {
 }
 
 absl::StatusOr<std::vector<UsageBucket>> PostgresLedger::Usage(const UsageQuery& query) {
-  std::string group = "''";
-  switch (query.group_by) {
-    case GroupBy::kNone:
-      break;
-    case GroupBy::kDay:
-      group = absl::StrCat("(time_us / ", kQuarterHourUs, ")::text");
-      break;
-    case GroupBy::kModel:
-      group = "model";
-      break;
-    case GroupBy::kRoute:
-      group = "route";
-      break;
-    case GroupBy::kKey:
-      group = "key_id";
-      break;
-  }
-  const std::string sql = absl::StrCat(
-      "SELECT ", group, ", COUNT(*), SUM(original_prompt_tokens), SUM(sent_prompt_tokens), ",
-      "SUM(completion_tokens), SUM(cached_tokens), SUM(cost_micros), SUM(savings_micros) ",
-      "FROM terse_usage WHERE tenant_id = $1 AND time_us >= $2 AND time_us < $3 GROUP BY 1");
+  const std::string sql = UsageQuerySql(query.group_by, "terse_usage", {"$1", "$2", "$3"}, "::text");
   ASSIGN_OR_RETURN(pg_conn * conn, Acquire());
   Result select(Exec(conn, sql,
                      {query.tenant_id, absl::StrCat(absl::ToUnixMicros(query.from)),
@@ -343,25 +322,13 @@ absl::StatusOr<std::vector<UsageBucket>> PostgresLedger::Usage(const UsageQuery&
   absl::Status status = Check(select, conn, "usage");
   Release(conn);
   RETURN_IF_ERROR(status);
-  std::map<std::string, UsageBucket> groups;
+  UsageFolder folder(query);
   for (int i = 0; i < select.rows(); ++i) {
-    UsageRow first;  // stands for the group's rows: only its grouped field is read
-    first.time = absl::FromUnixMicros(select.Int(i, 0) * kQuarterHourUs);
-    first.model = first.route = first.key_id = select.Text(i, 0);
-    const std::string name = GroupOf(first, query);
-    UsageBucket& bucket = groups[name];
-    bucket.group = name;
-    bucket.requests += select.Int(i, 1);
-    bucket.original_prompt_tokens += select.Int(i, 2);
-    bucket.sent_prompt_tokens += select.Int(i, 3);
-    bucket.completion_tokens += select.Int(i, 4);
-    bucket.cached_tokens += select.Int(i, 5);
-    bucket.cost += select.Int(i, 6);
-    bucket.savings += select.Int(i, 7);
+    folder.Add(select.Int(i, 0), select.Text(i, 0),
+               {select.Int(i, 1), select.Int(i, 2), select.Int(i, 3), select.Int(i, 4),
+                select.Int(i, 5), select.Int(i, 6), select.Int(i, 7)});
   }
-  std::vector<UsageBucket> buckets;
-  for (auto& [name, bucket] : groups) buckets.push_back(std::move(bucket));
-  return buckets;
+  return std::move(folder).Buckets();
 }
 
 }  // namespace terse::tenancy

@@ -20,7 +20,6 @@ namespace terse::tenancy {
 namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
-constexpr int64_t kQuarterHourUs = 15 * 60 * int64_t{1'000'000};
 
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS usage (
@@ -418,28 +417,8 @@ absl::StatusOr<Spend> SqliteStore::BudgetSpend(const Limit& budget, absl::Time n
 }
 
 absl::StatusOr<std::vector<UsageBucket>> SqliteStore::Usage(const UsageQuery& query) {
-  std::string group = "''";
-  switch (query.group_by) {
-    case GroupBy::kNone:
-      break;
-    case GroupBy::kDay:
-      group = absl::StrCat("time_us / ", kQuarterHourUs);
-      break;
-    case GroupBy::kModel:
-      group = "model";
-      break;
-    case GroupBy::kRoute:
-      group = "route";
-      break;
-    case GroupBy::kKey:
-      group = "key_id";
-      break;
-  }
-  const std::string sql = absl::StrCat(
-      "SELECT ", group, ", COUNT(*), SUM(original_prompt_tokens), SUM(sent_prompt_tokens), ",
-      "SUM(completion_tokens), SUM(cached_tokens), SUM(cost_micros), SUM(savings_micros) ",
-      "FROM usage WHERE tenant_id = ?1 AND time_us >= ?2 AND time_us < ?3 GROUP BY 1");
-  std::map<std::string, UsageBucket> groups;
+  const std::string sql = UsageQuerySql(query.group_by, "usage", {"?1", "?2", "?3"}, "");
+  UsageFolder folder(query);
   absl::MutexLock read(&read_mu_);
   Statement select(read_db_.get(), sql);
   RETURN_IF_ERROR(select.status());
@@ -449,22 +428,11 @@ absl::StatusOr<std::vector<UsageBucket>> SqliteStore::Usage(const UsageQuery& qu
   for (;;) {
     ASSIGN_OR_RETURN(const bool more, select.Step());
     if (!more) break;
-    UsageRow first;  // stands for the group's rows: only its grouped field is read
-    first.time = absl::FromUnixMicros(select.Int(0) * kQuarterHourUs);
-    first.model = first.route = first.key_id = select.Text(0);
-    UsageBucket& bucket = groups[GroupOf(first, query)];
-    bucket.group = GroupOf(first, query);
-    bucket.requests += select.Int(1);
-    bucket.original_prompt_tokens += select.Int(2);
-    bucket.sent_prompt_tokens += select.Int(3);
-    bucket.completion_tokens += select.Int(4);
-    bucket.cached_tokens += select.Int(5);
-    bucket.cost += select.Int(6);
-    bucket.savings += select.Int(7);
+    folder.Add(select.Int(0), select.Text(0),
+               {select.Int(1), select.Int(2), select.Int(3), select.Int(4), select.Int(5),
+                select.Int(6), select.Int(7)});
   }
-  std::vector<UsageBucket> buckets;
-  for (auto& [name, bucket] : groups) buckets.push_back(std::move(bucket));
-  return buckets;
+  return std::move(folder).Buckets();
 }
 
 }  // namespace terse::tenancy

@@ -2,6 +2,7 @@
 #include "tenancy/store.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace terse::tenancy {
@@ -36,6 +37,59 @@ std::string GroupOf(const UsageRow& row, const UsageQuery& query) {
       return row.key_id;
   }
   return "";
+}
+
+namespace {
+constexpr int64_t kQuarterHourUs = 15 * 60 * int64_t{1'000'000};
+}  // namespace
+
+std::string UsageQuerySql(GroupBy group_by, std::string_view table,
+                          const std::string_view (&params)[3], std::string_view as_text) {
+  std::string group = "''";
+  switch (group_by) {
+    case GroupBy::kNone:
+      break;
+    case GroupBy::kDay:
+      group = absl::StrCat("(time_us / ", kQuarterHourUs, ")", std::string(as_text));
+      break;
+    case GroupBy::kModel:
+      group = "model";
+      break;
+    case GroupBy::kRoute:
+      group = "route";
+      break;
+    case GroupBy::kKey:
+      group = "key_id";
+      break;
+  }
+  return absl::StrCat(
+      "SELECT ", group, ", COUNT(*), SUM(original_prompt_tokens), SUM(sent_prompt_tokens), ",
+      "SUM(completion_tokens), SUM(cached_tokens), SUM(cost_micros), SUM(savings_micros) FROM ",
+      std::string(table), " WHERE tenant_id = ", std::string(params[0]),
+      " AND time_us >= ", std::string(params[1]), " AND time_us < ", std::string(params[2]),
+      " GROUP BY 1");
+}
+
+void UsageFolder::Add(int64_t group_number, std::string group_text, const int64_t (&sums)[7]) {
+  UsageRow first;  // stands for the group's rows: only its grouped field is read
+  first.time = absl::FromUnixMicros(group_number * kQuarterHourUs);
+  first.model = first.route = first.key_id = std::move(group_text);
+  std::string name = GroupOf(first, query_);
+  UsageBucket& bucket = groups_[name];
+  bucket.group = std::move(name);
+  bucket.requests += sums[0];
+  bucket.original_prompt_tokens += sums[1];
+  bucket.sent_prompt_tokens += sums[2];
+  bucket.completion_tokens += sums[3];
+  bucket.cached_tokens += sums[4];
+  bucket.cost += sums[5];
+  bucket.savings += sums[6];
+}
+
+std::vector<UsageBucket> UsageFolder::Buckets() && {
+  std::vector<UsageBucket> buckets;
+  for (auto& [name, bucket] : groups_) buckets.push_back(std::move(bucket));
+  return buckets;
 }
 
 void AddToBucket(const UsageRow& row, UsageBucket& bucket) {

@@ -7,7 +7,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -140,5 +142,26 @@ absl::Status ValidateRow(const UsageRow& row);
 std::string GroupOf(const UsageRow& row, const UsageQuery& query);
 // Adds a row's counts to a bucket.
 void AddToBucket(const UsageRow& row, UsageBucket& bucket);
+
+// The SQL ledgers' usage query, grouped in SQL by model, route, key or quarter hour (whole
+// days of any zone are whole quarter hours; GroupOf makes them days). `table` is the ledger
+// table; `params` the dialect's three placeholders (tenant, from, to); `as_text` the dialect's
+// cast of an integer to text ("::text"), or empty. Its rows: (group, requests, original, sent,
+// completion and cached tokens, cost, savings).
+std::string UsageQuerySql(GroupBy group_by, std::string_view table,
+                          const std::string_view (&params)[3], std::string_view as_text);
+
+// Folds the usage query's rows into buckets sorted by group.
+class UsageFolder {
+ public:
+  explicit UsageFolder(const UsageQuery& query) : query_(query) {}
+  // One row: its group as an integer (a quarter hour) and as text, then its seven sums.
+  void Add(int64_t group_number, std::string group_text, const int64_t (&sums)[7]);
+  std::vector<UsageBucket> Buckets() &&;
+
+ private:
+  const UsageQuery& query_;
+  std::map<std::string, UsageBucket> groups_;
+};
 
 }  // namespace terse::tenancy
